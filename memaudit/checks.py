@@ -1,0 +1,108 @@
+"""Thresholds from `checkpoints.yaml` -> pass/fail results."""
+
+from __future__ import annotations
+
+import re
+
+from memaudit.config import AGGREGATES, CheckConfig, DatasetConfig
+from memaudit.errors import ConfigError, did_you_mean
+from memaudit.schema import CheckResult, SeriesResult
+
+
+def split_metric(metric: str) -> tuple[str, str]:
+    """`probe.metric` -> (probe, metric); the metric part may itself hold dots (`T_step@0.9`)."""
+    probe, _, name = metric.partition(".")
+    return probe, name
+
+
+def _template(name: str) -> str:
+    return re.sub(r"@[0-9.]+$", "@tau", name)
+
+
+def validate_checks(checks: list[CheckConfig], probes, datasets: list[DatasetConfig],
+                    selected_by_keyword: bool = False) -> None:
+    """Fail before anything loads when a check names an unknown probe, metric or data set."""
+    by_name = {p.name: p for p in probes}
+    dataset_names = [d.name for d in datasets]
+    for i, check in enumerate(checks):
+        where = f"checks[{i}] ({check.display_name})"
+        probe_name, metric = split_metric(check.metric)
+        if not metric:
+            raise ConfigError(f"{where}: metric '{check.metric}' must be written probe.metric, e.g. memorization.M.")
+        if probe_name not in by_name:
+            if selected_by_keyword:
+                continue  # deselected by -k: evaluated as not available, like pytest's deselection
+            raise ConfigError(f"{where}: no probe '{probe_name}' is collected.{did_you_mean(probe_name, by_name)} "
+                              f"Probes: {', '.join(by_name)}.")
+        declared = by_name[probe_name].metrics
+        if declared and metric not in declared and _template(metric) not in declared:
+            raise ConfigError(f"{where}: probe '{probe_name}' reports no metric '{metric}'."
+                              f"{did_you_mean(metric, declared)} Its metrics: {', '.join(declared)}.")
+        if check.dataset is None and len(dataset_names) > 1:
+            raise ConfigError(f"{where}: say which data set it is about ('dataset: ...', one of "
+                              f"{', '.join(dataset_names)}).")
+        if check.dataset is not None and check.dataset not in dataset_names:
+            raise ConfigError(f"{where}: no data set '{check.dataset}'.{did_you_mean(check.dataset, dataset_names)}")
+
+
+def evaluate_checks(checks: list[CheckConfig], series: list[SeriesResult], probes,
+                    datasets: list[DatasetConfig]) -> list[CheckResult]:
+    """One result per check and series (per checkpoint too, for `at: each`)."""
+    kinds = {p.name: p.kind for p in probes}
+    only_dataset = datasets[0].name if len(datasets) == 1 else None
+    out = []
+    for check in checks:
+        probe_name, metric = split_metric(check.metric)
+        if probe_name not in kinds:
+            continue  # its probe was deselected (-k): not run, not failed
+        dataset = check.dataset or only_dataset
+        for s in series:
+            if check.series is not None and check.series != s.name:
+                continue
+            if kinds.get(probe_name) == "series":
+                value = s.results.get(probe_name, {}).get(dataset, {}).get(metric)
+                out.append(_result(check, s.name, dataset, None, value))
+                continue
+            done = [c for c in s.checkpoints if c.error is None]
+            values = [(c.name, c.results.get(probe_name, {}).get(dataset, {}).get(metric)) for c in done]
+            for checkpoint, value in _pick(check.at, values):
+                out.append(_result(check, s.name, dataset, checkpoint, value))
+    return out
+
+
+def _pick(at: str, values: list[tuple[str, object]]) -> list[tuple[str | None, object]]:
+    if not values:
+        return [(None, None)]
+    if at == "each":
+        return values
+    if at in ("first", "last"):
+        return [values[0] if at == "first" else values[-1]]
+    if at in AGGREGATES:  # max, min, mean over the series
+        numbers = [v for _, v in values if _is_number(v)]
+        if not numbers:
+            return [(None, None)]
+        return [(None, {"max": max, "min": min, "mean": lambda xs: sum(xs) / len(xs)}[at](numbers))]
+    named = [(n, v) for n, v in values if n == at]
+    return named or [(at, None)]
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _result(check: CheckConfig, series: str, dataset, checkpoint, value) -> CheckResult:
+    where = f"{series}" + (f"/{checkpoint}" if checkpoint else f" ({check.at})") + (f" [{dataset}]" if dataset else "")
+    if not _is_number(value):
+        return CheckResult(name=check.display_name, metric=check.metric, dataset=dataset, series=series,
+                           checkpoint=checkpoint, value=None, min=check.min, max=check.max, passed=False,
+                           message=f"{check.metric} is not available for {where}")
+    low = check.min is not None and value < check.min
+    high = check.max is not None and value > check.max
+    if low or high:
+        bound = f"< min {check.min}" if low else f"> max {check.max}"
+        message = f"{check.metric} = {value:.4g} {bound} at {where}"
+    else:
+        message = f"{check.metric} = {value:.4g} within bounds at {where}"
+    return CheckResult(name=check.display_name, metric=check.metric, dataset=dataset, series=series,
+                       checkpoint=checkpoint, value=float(value), min=check.min, max=check.max,
+                       passed=not (low or high), message=message)

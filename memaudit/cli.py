@@ -1,0 +1,204 @@
+"""`memaudit run | list | show | schema | lab | demo`.
+
+Only the standard library, pydantic, yaml and rich are imported at start; torch and transformers
+load when a command needs a model, so `--help`, `show` and `schema` are fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from memaudit import __version__
+from memaudit.errors import ExitCode, MemauditError
+
+DEFAULT_CONFIG = "checkpoints.yaml"
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 120  # logs and pipes: wide tables
+    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None, width=width)
+
+
+def cmd_run(args) -> int:
+    """Audit every checkpoint of the yaml's series with the collected probes."""
+    from memaudit.config import load_config
+    from memaudit.progress import AuditProgress
+    from memaudit.render import render_report
+    from memaudit.run import RunOptions, make_plan, run_audit
+    from memaudit.schema import write_report
+
+    config, config_hash = load_config(args.config)
+    plan = make_plan(config, args.keyword)
+    opts = RunOptions(keyword=args.keyword, fail_fast=args.exitfirst, batch_size=args.batch_size,
+                      dtype=args.dtype, device=args.device, use_cache=not args.no_cache,
+                      command="memaudit " + " ".join(sys.argv[1:]), config_path=str(args.config))
+    with AuditProgress(_console(stderr=True)) as progress:
+        report = run_audit(plan, config_hash, opts, on_event=progress)
+    if args.json:
+        write_report(report, args.json)
+    render_report(report, _console(), quiet=args.quiet)
+    return report.exit_code
+
+
+def cmd_list(args) -> int:
+    """Show collected probes (products, parameters) and the resolved checkpoints; load no model."""
+    from rich.table import Table
+
+    from memaudit.config import load_config
+    from memaudit.run import make_plan
+    from memaudit.sources import resolve_series
+
+    config, _ = load_config(args.config)
+    plan = make_plan(config, args.keyword)
+    console = _console()
+    probes = Table(title="probes", title_justify="left")
+    for col in ("probe", "kind", "products", "parameters", "source"):
+        probes.add_column(col)
+    for p in plan.probes:
+        probes.add_row(p.name, p.kind, ", ".join(p.products) or "–",
+                       ", ".join(f"{k}={v!r}" for k, v in p.params.items()) or "–", Path(p.source).name)
+    console.print(probes)
+    for s in config.series:
+        table = Table(title=f"series {s.display_name}", title_justify="left")
+        for col in ("checkpoint", "step", "sha", "location"):
+            table.add_column(col)
+        for c in resolve_series(s):
+            table.add_row(c.name, "–" if c.step is None else str(c.step), c.sha[:12], c.location)
+        console.print(table)
+    return ExitCode.OK
+
+
+def cmd_show(args) -> int:
+    """Re-render a saved JSON report (no torch import)."""
+    from pydantic import ValidationError
+
+    from memaudit.errors import ConfigError
+    from memaudit.render import render_report
+    from memaudit.schema import read_report
+
+    try:
+        report = read_report(args.report)
+    except FileNotFoundError:
+        raise ConfigError(f"No report at '{args.report}'. Write one with `memaudit run --json PATH`.") from None
+    except ValidationError as e:
+        raise ConfigError(f"'{args.report}' is not a memaudit report ({e.error_count()} validation errors, "
+                          f"first: {e.errors()[0]['msg']}).") from None
+    render_report(report, _console(), quiet=args.quiet)
+    return report.exit_code
+
+
+def cmd_schema(args) -> int:
+    """Print the report's JSON Schema."""
+    from memaudit.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return ExitCode.OK
+
+
+def cmd_lab(args) -> int:
+    """Train the tiny model series a lab config describes."""
+    from memaudit.lab.config import load_lab_config
+    from memaudit.lab.train import run_lab
+
+    lab = load_lab_config(args.config)
+    run_lab(lab, out=Path(args.out) if args.out else None, overwrite=args.overwrite, console=_console(stderr=True))
+    return ExitCode.OK
+
+
+def cmd_demo(args) -> int:
+    """Train the built-in demo series (if not there yet) and audit it."""
+    from memaudit.lab.demo import prepare_demo
+
+    config_path = prepare_demo(Path(args.out), overwrite=args.overwrite, console=_console(stderr=True))
+    args.config = config_path
+    return cmd_run(args)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="PATH", help="write the JSON report here (atomically)")
+    p.add_argument("-k", dest="keyword", metavar="EXPR", help="only probes whose name matches (and/or/not)")
+    p.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing check")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary line")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype")
+    p.add_argument("--batch-size", type=int, metavar="N", help="samples per forward batch")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the products cache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(
+        prog="memaudit", description="pytest-style memorization audits for series of LM checkpoints. "
+        "Exit codes: 0 passed, 1 a check failed, 2 usage/config error or interrupted, 3 internal error, "
+        "4 checkpoint source unavailable, 5 nothing collected.")
+    parser.add_argument("--version", action="version", version=f"memaudit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help=cmd_run.__doc__)
+    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG, type=Path, help="checkpoints.yaml")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", help=cmd_list.__doc__)
+    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG, type=Path)
+    p.add_argument("-k", dest="keyword", metavar="EXPR")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help=cmd_show.__doc__)
+    p.add_argument("report", type=Path)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("schema", help=cmd_schema.__doc__)
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("lab", help=cmd_lab.__doc__)
+    p.add_argument("config", type=Path, help="lab yaml")
+    p.add_argument("--out", help="output folder (default: the yaml's 'out')")
+    p.add_argument("--overwrite", action="store_true", help="replace a different series in the output folder")
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("demo", help=cmd_demo.__doc__)
+    p.add_argument("--out", default="memaudit-demo", help="where the demo series goes (default: ./memaudit-demo)")
+    p.add_argument("--overwrite", action="store_true", help="retrain even if the demo series exists")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `memaudit` command; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or usage error (2)
+        return int(e.code or 0)
+    try:
+        return int(args.func(args))
+    except MemauditError as e:
+        if args.debug:
+            traceback.print_exc()
+        from rich.text import Text
+
+        _console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return int(ExitCode.USAGE_ERROR)
+    except Exception:
+        traceback.print_exc()
+        print("memaudit: internal error (above). Please report it with the command and the yaml.", file=sys.stderr)
+        return int(ExitCode.INTERNAL_ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

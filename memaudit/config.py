@@ -1,0 +1,242 @@
+"""`checkpoints.yaml` -> pydantic models (unknown keys are errors, with a did-you-mean)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from memaudit.errors import ConfigError, did_you_mean
+
+DatasetRole = Literal["train", "valid", "special", "other"]
+CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>
+AGGREGATES = ("each", "last", "first", "max", "min", "mean")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RevisionSelection(_Strict):
+    """Pick revisions from a Hub repo's branches instead of listing them."""
+
+    pattern: str = "step*"
+    """fnmatch pattern over branch names, e.g. `step*`."""
+    every: int = Field(1, ge=1)
+    """Keep every Nth matching revision (ordered by step)."""
+    first: int | None = None
+    """Lowest step to keep."""
+    last: int | None = None
+    """Highest step to keep."""
+
+
+class SeriesConfig(_Strict):
+    """One checkpoint series: a Hub repo's revisions or a local folder of checkpoints."""
+
+    name: str | None = None
+    """Name shown in the report (default: the repo or folder name)."""
+    hub: str | None = None
+    """Hub repo id, e.g. `EleutherAI/pythia-70m`."""
+    revisions: list[str] | RevisionSelection | None = None
+    """Explicit revisions (branches, tags or commit shas), or a selection over the repo's branches."""
+    local: Path | None = None
+    """A folder whose sub-folders (`step-100/`, ...) are HF-format checkpoints, ordered by step."""
+    ledger: Path | None = None
+    """A training ledger (see `memaudit lab`); default: `ledger.json` in the local folder, if any."""
+    steps_per_epoch: int | None = Field(None, ge=1)
+    """Updates per epoch, to express T(N, tau) in epochs when there is no ledger."""
+    hf_cache_dir: Path | None = None
+    """Hugging Face cache to use for this series (default: the usual HF cache)."""
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.hub is None) == (self.local is None):
+            raise ValueError("a series needs exactly one of 'hub' (a repo id) or 'local' (a folder)")
+        if self.hub is not None and self.revisions is None:
+            self.revisions = ["main"]
+        if self.local is not None and self.revisions is not None:
+            raise ValueError("'revisions' belongs to a hub series; a local series uses its sub-folders")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.name or (self.hub if self.hub else Path(self.local).name)
+
+
+class DatasetConfig(_Strict):
+    """A text data set, cut into fixed-length token samples."""
+
+    name: str
+    """Name used in the report and in checks."""
+    path: Path
+    """Plain text (`.txt`), or JSONL with a `text` field or a pre-tokenized `tokens` field."""
+    role: DatasetRole = "train"
+    """train, valid (for memorization before overfitting), special (forgetting), other."""
+    seq_len: int = Field(64, ge=2)
+    """Tokens per sample."""
+    max_samples: int | None = Field(None, ge=1)
+    """Keep at most this many samples (the first ones)."""
+
+
+class CheckConfig(_Strict):
+    """A threshold on a reported metric."""
+
+    metric: str
+    """`probe.metric`, e.g. `memorization.M` or `memorization.extractable`."""
+    dataset: str | None = None
+    """Data set the metric is about (required when the config has several)."""
+    series: str | None = None
+    """Only this series (default: each series)."""
+    at: CheckAt = "last"
+    """Which checkpoint(s): each, last, first, max, min, mean (over the series) or a checkpoint name."""
+    min: float | None = None
+    """Fail if the value is below this."""
+    max: float | None = None
+    """Fail if the value is above this."""
+    name: str | None = None
+    """Name shown in the report."""
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min is None and self.max is None:
+            raise ValueError("a check needs 'min' and/or 'max'")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        bounds = " ".join(f"{k}={v}" for k, v in (("min", self.min), ("max", self.max)) if v is not None)
+        where = f"[{self.dataset}]" if self.dataset else ""
+        return f"{self.metric}{where}@{self.at} {bounds}"
+
+
+class RunConfig(_Strict):
+    """How to run the forward passes."""
+
+    batch_size: int = Field(16, ge=1)
+    """Samples per forward batch."""
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Model dtype."""
+    device: str = "auto"
+    """`auto` (what accelerate picks), `cpu`, `cuda`, `cuda:1`, `mps`."""
+    cache_dir: Path | None = None
+    """Products cache (default: `$MEMAUDIT_CACHE` or `~/.cache/memaudit`)."""
+    seed: int = 0
+    """Seed recorded in the report (the audit itself is deterministic)."""
+    trust_remote_code: bool = False
+    """Allow a checkpoint's own modelling code (off by default)."""
+
+
+class AuditConfig(_Strict):
+    """The whole `checkpoints.yaml`."""
+
+    series: list[SeriesConfig] = Field(min_length=1)
+    """Checkpoint series to audit."""
+    datasets: list[DatasetConfig] = Field(min_length=1)
+    """Data sets every probe runs on."""
+    probes: dict[str, dict[str, Any]] | None = None
+    """Probes to run, with parameters; default: every collected probe with its defaults."""
+    probe_paths: list[Path] = []
+    """Extra probe files or folders to collect, besides the standard probes."""
+    checks: list[CheckConfig] = []
+    """Threshold checks."""
+    run: RunConfig = RunConfig()
+    """Forward-pass settings."""
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        for what, names in (("dataset", [d.name for d in self.datasets]),
+                            ("series", [s.display_name for s in self.series])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+def load_config(path: str | Path) -> tuple[AuditConfig, str]:
+    """Read and validate a yaml file; return the config (paths made absolute) and its hash."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"No configuration file at '{path}'. Pass the path of a checkpoints.yaml, "
+                          "or run `memaudit demo` to see a complete example.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}. Fix the syntax at the position shown.") from None
+    config = parse_config(raw, source=str(path))
+    config = _resolve_paths(config, path.resolve().parent)
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config, digest
+
+
+def parse_config(raw: Any, source: str = "config") -> AuditConfig:
+    """Validate a parsed yaml document, turning pydantic errors into one readable paragraph."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a YAML mapping with at least 'series' and 'datasets' "
+                          f"keys; it holds {type(raw).__name__}.")
+    try:
+        return AuditConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{source} is not a valid memaudit configuration: "
+                          + "; ".join(_describe(err) for err in e.errors()) + ".") from None
+
+
+def _describe(err: dict) -> str:
+    loc = err["loc"]
+    where = _format_loc(loc[:-1]) if loc else "the top level"
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(AuditConfig, loc[:-1])
+        hint = did_you_mean(str(loc[-1]), valid)
+        return f"unknown key '{loc[-1]}' in {where}.{hint} Valid keys there: {', '.join(valid)}"
+    if err["type"] == "missing":
+        return f"{_format_loc(loc)} is required"
+    return f"{_format_loc(loc) or 'top level'}: {err['msg']}"
+
+
+def _format_loc(loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc) -> list[str]:
+    """Field names of the model found by walking `loc` from `model` (through lists and unions)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = _model_in(current.model_fields[part].annotation)
+        # pydantic adds union-member tags (e.g. 'RevisionSelection') to the location: skip them
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _model_in(annotation) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _resolve_paths(config: AuditConfig, base: Path) -> AuditConfig:
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else base / p).expanduser()
+
+    for s in config.series:
+        s.local, s.ledger, s.hf_cache_dir = absolute(s.local), absolute(s.ledger), absolute(s.hf_cache_dir)
+    for d in config.datasets:
+        d.path = absolute(d.path)
+    config.probe_paths = [absolute(p) for p in config.probe_paths]
+    config.run.cache_dir = absolute(config.run.cache_dir)
+    return config

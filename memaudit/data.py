@@ -1,0 +1,116 @@
+"""Data sets -> fixed-length token samples with stable ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memaudit.config import DatasetConfig
+from memaudit.errors import ConfigError
+from memaudit.schema import DatasetInfo
+
+
+@dataclass
+class Samples:
+    """A data set cut into samples for one tokenizer."""
+
+    config: DatasetConfig
+    tokens: np.ndarray  # (n_samples, seq_len) int64
+    ids: list[str]
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the tokens (and their shape): what the products cache is keyed by."""
+        h = hashlib.sha256(str(self.tokens.shape).encode())
+        h.update(np.ascontiguousarray(self.tokens).tobytes())
+        return h.hexdigest()
+
+    def info(self) -> DatasetInfo:
+        return DatasetInfo(name=self.config.name, role=self.config.role, path=str(self.config.path),
+                           seq_len=self.config.seq_len, n_samples=len(self.ids),
+                           n_tokens=int(self.tokens.size), sha256=self.sha256[:16])
+
+
+def load_samples(config: DatasetConfig, tokenizer) -> Samples:
+    """Read `config.path` (text, JSONL `text`, or JSONL `tokens`) and cut it into samples.
+
+    Plain text and JSONL `text` records are tokenized (records joined by the EOS token), then cut
+    into consecutive `seq_len` chunks; the remainder is dropped. JSONL `tokens` records are
+    pre-tokenized samples (as the lab writes them) and are used as they are.
+    """
+    path, seq_len = Path(config.path), config.seq_len
+    if not path.is_file():
+        raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
+                          "(relative paths are relative to the yaml's folder).")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Data set '{config.name}': '{path}' is not UTF-8 text ({e.reason} at byte "
+                          f"{e.start}). Convert it, e.g. `iconv -f latin1 -t utf-8`.") from None
+    if not text.strip():
+        raise ConfigError(f"Data set '{config.name}': '{path}' is empty. Point 'path' at a file with text.")
+
+    if path.suffix in (".jsonl", ".json"):
+        records = _read_jsonl(config, text)
+        if "tokens" in records[0]:
+            return _pretokenized(config, records)
+        text_parts = [str(r.get("text", "")) for r in records]
+    else:
+        text_parts = [text]
+
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream: list[int] = []
+    n_text_tokens = 0
+    for i, part in enumerate(text_parts):
+        ids = tokenizer(part, add_special_tokens=False, verbose=False)["input_ids"]
+        stream += ids
+        n_text_tokens += len(ids)
+        if i < len(text_parts) - 1:
+            stream += eos
+    if not n_text_tokens:
+        raise ConfigError(f"Data set '{config.name}': the text of '{path}' tokenizes to nothing. "
+                          "Check that the file holds real text and that 'text' is the JSONL field.")
+    n = len(stream) // seq_len
+    if n == 0:
+        raise ConfigError(f"Data set '{config.name}': '{path}' gives {len(stream)} tokens, too few for one "
+                          f"sample of seq_len={seq_len}. Lower 'seq_len' or give more text.")
+    if config.max_samples:
+        n = min(n, config.max_samples)
+    tokens = np.asarray(stream[: n * seq_len], dtype=np.int64).reshape(n, seq_len)
+    return Samples(config, tokens, [f"{config.name}:{i}" for i in range(n)])
+
+
+def _read_jsonl(config: DatasetConfig, text: str) -> list[dict]:
+    records = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"Data set '{config.name}': line {lineno} of '{config.path}' is not JSON "
+                              f"({e.msg}). Each line must be an object with a 'text' or 'tokens' field.") from None
+        if not isinstance(record, dict) or not ({"text", "tokens"} & record.keys()):
+            raise ConfigError(f"Data set '{config.name}': line {lineno} of '{config.path}' has no 'text' "
+                              "or 'tokens' field. Each line must be an object with one of them.")
+        records.append(record)
+    return records
+
+
+def _pretokenized(config: DatasetConfig, records: list[dict]) -> Samples:
+    rows, ids = [], []
+    for i, r in enumerate(records):
+        toks = r.get("tokens") or []
+        if len(toks) < config.seq_len:
+            raise ConfigError(f"Data set '{config.name}': record {i} of '{config.path}' has {len(toks)} "
+                              f"tokens, fewer than seq_len={config.seq_len}. Lower 'seq_len' to at most "
+                              "the shortest record.")
+        rows.append(toks[: config.seq_len])
+        ids.append(str(r.get("id", i)))
+        if config.max_samples and len(rows) == config.max_samples:
+            break
+    return Samples(config, np.asarray(rows, dtype=np.int64), ids)

@@ -1,0 +1,71 @@
+"""On-disk cache of per-token products, keyed by (checkpoint identity, data hash, dtype).
+
+Entries are `.npz` files written atomically (temp file + rename) and read without pickle. An
+entry that fails to read, or lacks a product or has the wrong shape, counts as missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """`$MEMAUDIT_CACHE`, else `~/.cache/memaudit`."""
+    return Path(os.environ.get("MEMAUDIT_CACHE") or Path.home() / ".cache" / "memaudit")
+
+
+class ProductsCache:
+    """Products of one (checkpoint, data set, dtype), stored under `root/products/`."""
+
+    def __init__(self, root: Path | None, enabled: bool = True):
+        self.root = Path(root or default_cache_dir()) / "products"
+        self.enabled = enabled
+
+    def _path(self, identity: str, data_sha: str, dtype: str) -> Path:
+        key = hashlib.sha256(f"{CACHE_FORMAT}|{identity}|{data_sha}|{dtype}".encode()).hexdigest()
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, identity: str, data_sha: str, dtype: str, needed: set[str],
+            shape: tuple[int, int]) -> dict[str, np.ndarray] | None:
+        """The cached products if every `needed` one is there with `shape`; else None."""
+        path = self._path(identity, data_sha, dtype)
+        if not self.enabled or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {name: f[name] for name in f.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+            return None  # truncated or corrupt: recompute
+        if not needed <= arrays.keys() or any(a.shape != shape for a in arrays.values()):
+            return None
+        return arrays
+
+    def put(self, identity: str, data_sha: str, dtype: str, products: dict[str, np.ndarray]) -> None:
+        """Store products atomically, merged with any already cached for the same key."""
+        if not self.enabled:
+            return
+        path = self._path(identity, data_sha, dtype)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shape = next(iter(products.values())).shape
+        merged = {**(self.get(identity, data_sha, dtype, set(), shape) or {}), **products}
+        buffer = io.BytesIO()
+        np.savez(buffer, **merged)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buffer.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

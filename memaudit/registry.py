@@ -1,0 +1,178 @@
+"""`@probe` / `@series_probe` and pytest-style collection of probe files.
+
+A probe is a plain function. Its arguments without defaults are filled by name, like pytest
+fixtures; arguments with defaults are parameters, set from `checkpoints.yaml`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from memaudit.errors import ConfigError, NothingCollected, did_you_mean
+
+# Per-token products of the forward pass (each a (samples, seq_len - 1) array) and context.
+PRODUCTS = {
+    "hits": "bool: argmax of the next-token distribution equals the target token",
+    "logprobs": "float32: log-probability of the target token",
+    "ranks": "int32: rank of the target token (1 = the argmax)",
+    "entropy": "float32: entropy (nats) of the next-token distribution",
+}
+CHECKPOINT_ARGS = {
+    **PRODUCTS,
+    "tokens": "int64 (samples, seq_len): the sample tokens",
+    "sample_ids": "list[str]: stable id of each sample",
+    "dataset": "DatasetInfo: the data set being probed",
+    "checkpoint": "CheckpointInfo: name, step, sha of the checkpoint",
+    "ledger": "Ledger | None: the training ledger of the series, when there is one",
+}
+SERIES_ARGS = {
+    "checkpoints": "list[CheckpointResult]: every checkpoint's results, in step order",
+    "datasets": "list[DatasetInfo]: the data sets",
+    "series": "SeriesInfo: the series",
+    "ledger": "Ledger | None: the training ledger of the series, when there is one",
+}
+
+
+@dataclass
+class ProbeDef:
+    """A collected probe: the function, what it asks for and its parameters."""
+
+    fn: Callable
+    name: str
+    kind: str  # "checkpoint" or "series"
+    args: list[str]
+    params: dict[str, Any]
+    metrics: dict[str, str] = field(default_factory=dict)
+    show: tuple[str, ...] = ()
+    source: str = ""
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    @property
+    def products(self) -> list[str]:
+        """The forward-pass products this probe needs."""
+        return [a for a in self.args if a in PRODUCTS]
+
+    @property
+    def doc(self) -> str:
+        return (inspect.getdoc(self.fn) or "").split("\n\n")[0].replace("\n", " ")
+
+
+def _make(kind: str):
+    def decorator(fn=None, *, name: str | None = None, metrics: dict[str, str] | None = None,
+                  show: tuple[str, ...] = ()):
+        def wrap(f: Callable) -> ProbeDef:
+            sig = inspect.signature(f)
+            args = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
+            params = {p.name: p.default for p in sig.parameters.values()
+                      if p.default is not inspect.Parameter.empty}
+            return ProbeDef(fn=f, name=name or f.__name__, kind=kind, args=args, params=params,
+                            metrics=dict(metrics or {}), show=tuple(show),
+                            source=getattr(f, "__module__", ""))
+        return wrap(fn) if fn is not None else wrap
+    return decorator
+
+
+probe = _make("checkpoint")
+probe.__doc__ = """Mark a function as a per-checkpoint probe: called once per (checkpoint, data set)
+with the products it names (hits, logprobs, ranks, entropy, tokens, ...), returning a dict of metrics."""
+series_probe = _make("series")
+series_probe.__doc__ = """Mark a function as a series probe: called once per series with the ordered
+per-checkpoint results, returning {dataset name: {metric: value}}."""
+
+
+def standard_probe_dir() -> Path:
+    """The folder of the standard probes (the repo's `probes/`, installed as `memaudit.probes`)."""
+    import memaudit.probes
+
+    return Path(memaudit.probes.__file__).parent
+
+
+def collect(paths: list[Path]) -> list[ProbeDef]:
+    """Import every `*.py` file (not starting with `_`) under `paths` and return its probes."""
+    found: dict[str, ProbeDef] = {}
+    for path in paths:
+        if not path.exists():
+            raise ConfigError(f"Probe path '{path}' does not exist. Fix 'probe_paths' in the yaml.")
+        files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            if file.name.startswith("_"):
+                continue
+            for p in _probes_in(file):
+                if p.name in found:
+                    raise ConfigError(f"Two probes are named '{p.name}' ({found[p.name].source} and "
+                                      f"{p.source}). Rename one with @probe(name=...).")
+                found[p.name] = p
+    return list(found.values())
+
+
+def _probes_in(file: Path) -> list[ProbeDef]:
+    module_name = "memaudit_collected_" + re.sub(r"\W", "_", str(file.resolve()))
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[module_name]
+            raise ConfigError(f"Error while collecting probes from {file}: {type(e).__name__}: {e}. "
+                              "Fix the file, or remove it from 'probe_paths'.") from e
+    probes = [v for v in vars(module).values() if isinstance(v, ProbeDef)]
+    for p in probes:
+        p.source = str(file)
+        allowed = CHECKPOINT_ARGS if p.kind == "checkpoint" else SERIES_ARGS
+        for arg in p.args:
+            if arg not in allowed:
+                raise ConfigError(
+                    f"Probe '{p.name}' in {file} asks for '{arg}', which is not available to a "
+                    f"{p.kind} probe.{did_you_mean(arg, allowed)} Available: {', '.join(allowed)}. "
+                    "Give it a default value if it is meant as a parameter.")
+    return probes
+
+
+def select(probes: list[ProbeDef], wanted: dict[str, dict] | None, keyword: str | None) -> list[ProbeDef]:
+    """Apply the yaml's `probes:` mapping (names and parameters) and `-k EXPR`."""
+    by_name = {p.name: p for p in probes}
+    if wanted is not None:
+        chosen = []
+        for name, params in wanted.items():
+            if name not in by_name:
+                raise ConfigError(f"Unknown probe '{name}' in the yaml's 'probes'.{did_you_mean(name, by_name)} "
+                                  f"Collected probes: {', '.join(by_name) or 'none'}.")
+            p = by_name[name]
+            for key in params or {}:
+                if key not in p.params:
+                    raise ConfigError(f"Probe '{name}' has no parameter '{key}'.{did_you_mean(key, p.params)} "
+                                      f"Its parameters: {', '.join(p.params) or 'none'}.")
+            chosen.append(ProbeDef(**{**p.__dict__, "params": {**p.params, **(params or {})}}))
+        probes = chosen
+    if keyword:
+        probes = [p for p in probes if matches_keyword(keyword, p.name)]
+    if not probes:
+        raise NothingCollected("No probe was selected" + (f" by -k '{keyword}'" if keyword else "")
+                               + f". Collected: {', '.join(by_name) or 'none'}. Run `memaudit list` to see them.")
+    return probes
+
+
+def matches_keyword(expr: str, name: str) -> bool:
+    """pytest's `-k`: words match as substrings of the name; combine with and/or/not/parentheses."""
+    out = []
+    for token in re.findall(r"\(|\)|[^\s()]+", expr):
+        if token in ("and", "or", "not", "(", ")"):
+            out.append(token)
+        else:
+            out.append(str(token.lower() in name.lower()))
+    try:
+        return bool(eval(" ".join(out), {"__builtins__": {}}, {}))  # only True/False/and/or/not/()
+    except SyntaxError:
+        raise ConfigError(f"-k '{expr}' is not a valid expression: use words combined with and, or, "
+                          "not and parentheses, e.g. -k 'memorization and not series'.") from None

@@ -1,0 +1,171 @@
+"""Terminal report: pure functions of an AuditReport (a saved report renders like a live one)."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from rich.console import Console, Group, RenderableType
+from rich.rule import Rule
+from rich.table import Table
+from rich.text import Text
+
+from memaudit.schema import AuditReport, ProbeInfo, SeriesResult
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Iterable) -> str:
+    """One character per value, scaled between the smallest and largest number; gaps for None."""
+    values = list(values)
+    numbers = [v for v in values if _is_number(v)]
+    if not numbers:
+        return ""
+    low, high = min(numbers), max(numbers)
+    span = (high - low) or 1.0
+    return "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] if _is_number(v) else " "
+                   for v in values)
+
+
+def fmt(value) -> str:
+    """A metric value for a table cell."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3g}"
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    if isinstance(value, list):
+        return sparkline(value)
+    return str(value)
+
+
+def fmt_params(n: int | None) -> str:
+    """1234567 -> '1.23M'."""
+    if not n:
+        return "?"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def header(report: AuditReport) -> RenderableType:
+    """The pytest-like header: versions, settings, what was collected."""
+    p = report.provenance
+    n_ckpt = sum(len(s.checkpoints) for s in report.series)
+    lines = [
+        Rule("memaudit audit", style="bold"),
+        Text(f"memaudit {p.memaudit_version} · torch {p.torch_version} · transformers {p.transformers_version} · "
+             f"python {p.python_version} · device {p.device} · {p.dtype} · batch {p.batch_size}"),
+        Text(f"config: {p.config_path or '-'} (hash {p.config_hash})"),
+        Text(f"collected {len(report.probes)} probes ({', '.join(x.name for x in report.probes)}) · "
+             f"{len(report.series)} series · {n_ckpt} checkpoints · {len(report.datasets)} data sets "
+             f"({', '.join(f'{d.name}: {d.n_samples}×{d.seq_len} {d.role}' for d in report.datasets)})"),
+    ]
+    return Group(*lines)
+
+
+def checkpoint_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> Table:
+    """Checkpoints as rows; the probe's shown metrics per data set as columns; a trend row last."""
+    ckpts = [c for c in series.checkpoints if probe.name in c.results]
+    metrics = probe.show or _scalar_keys(r for c in ckpts for r in c.results[probe.name].values())
+    table = Table(title=f"{probe.name} · {series.name} ({fmt_params(series.n_params)} params)",
+                  title_justify="left", show_footer=len(ckpts) > 1, footer_style="bold")
+    table.add_column("checkpoint", footer="trend")
+    table.add_column("step", justify="right")
+    columns = [(d, m) for d in datasets for m in metrics]
+    for d, m in columns:
+        trend = [c.results[probe.name].get(d, {}).get(m) for c in ckpts]
+        table.add_column(f"{d}\n{m}", justify="right", footer=sparkline(trend))
+    for c in ckpts:
+        cells = [fmt(c.results[probe.name].get(d, {}).get(m)) for d, m in columns]
+        table.add_row(c.name + (" ⟲" if c.from_cache else ""), fmt(c.step), *cells)
+    return table
+
+
+def series_table(report: AuditReport, probe: ProbeInfo) -> Table:
+    """A series probe across series, sizes side by side: one column per (series, data set),
+    one row per metric (lists become sparklines)."""
+    columns = [(s, d, r) for s in report.series for d, r in s.results.get(probe.name, {}).items()]
+    keys = _scalar_keys((r for _, _, r in columns), lists=True)
+    if probe.show:
+        keys = [k for k in keys if k in probe.show or re.sub(r"@[0-9.]+$", "@tau", k) in probe.show]
+    table = Table(title=probe.name, title_justify="left")
+    table.add_column("")
+    for s, d, _ in columns:
+        table.add_column(f"{s.name}\n{d}", justify="right")
+    table.add_row("params", *[fmt_params(s.n_params) for s, _, _ in columns])
+    for k in keys:
+        table.add_row(k, *[fmt(r.get(k)) for _, _, r in columns])
+    return table
+
+
+def _scalar_keys(results: Iterable[dict], lists: bool = False) -> list[str]:
+    keys: dict[str, None] = {}
+    for r in results:
+        for k, v in r.items():
+            if _is_number(v) or v is None or isinstance(v, str) or (lists and isinstance(v, list)):
+                keys.setdefault(k)
+    return list(keys)
+
+
+def checks_table(report: AuditReport) -> Table:
+    """Every check with its value, bounds and verdict."""
+    table = Table(title="checks", title_justify="left")
+    for col in ("", "check", "series", "checkpoint", "value", "min", "max"):
+        table.add_column(col, justify="right" if col in ("value", "min", "max") else "left")
+    for c in report.checks:
+        mark = Text("PASS", style="green") if c.passed else Text("FAIL", style="bold red")
+        table.add_row(mark, c.name, c.series, c.checkpoint or "–", fmt(c.value), fmt(c.min), fmt(c.max))
+    return table
+
+
+def summary_line(report: AuditReport) -> Rule:
+    """`3 passed, 1 failed in 12.4s` (pytest's closing line)."""
+    if report.checks:
+        parts = [f"{n} {word}" for word, n in report.counts.items() if n]
+    else:
+        parts = ["no checks"]
+    if report.status == "interrupted":
+        parts.append("interrupted")
+    seconds = report.provenance.duration_s or 0.0
+    style = {"passed": "green", "failed": "red", "interrupted": "yellow", "error": "red"}[report.status]
+    return Rule(f"{', '.join(parts)} in {seconds:.1f}s", style=f"bold {style}")
+
+
+def render_report(report: AuditReport, console: Console, quiet: bool = False) -> None:
+    """Print the whole report (with `quiet`, only failed checks and the summary line)."""
+    if quiet:
+        for c in report.checks:
+            if not c.passed:
+                console.print(Text(f"FAIL {c.message}", style="red"))
+        console.print(summary_line(report))
+        return
+    console.print(header(report))
+    datasets = [d.name for d in report.datasets]
+    for series in report.series:
+        for probe in report.probes:
+            if probe.kind == "checkpoint" and any(probe.name in c.results for c in series.checkpoints):
+                console.print(checkpoint_table(series, probe, [d for d in datasets if "@" not in d]))
+        for c in series.checkpoints:
+            if c.error:
+                console.print(Text(f"ERROR {series.name}/{c.name}: {c.error}", style="red"))
+    for probe in report.probes:
+        if probe.kind == "series" and any(probe.name in s.results for s in report.series):
+            console.print(series_table(report, probe))
+    if report.checks:
+        console.print(checks_table(report))
+    cached = sum(c.from_cache for s in report.series for c in s.checkpoints)
+    if cached:
+        console.print(Text(f"⟲ {cached} checkpoint(s) answered from the products cache (no forward pass)",
+                           style="dim"))
+    console.print(summary_line(report))

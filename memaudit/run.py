@@ -1,0 +1,299 @@
+"""The loop: series -> checkpoints -> one forward pass -> probes -> series probes -> checks -> report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from memaudit import __version__
+from memaudit.checks import evaluate_checks, validate_checks
+from memaudit.config import AuditConfig
+from memaudit.errors import ConfigError, ExitCode, MemauditError
+from memaudit.ledger import Ledger, read_ledger
+from memaudit.registry import ProbeDef, collect, select, standard_probe_dir
+from memaudit.schema import (AuditReport, CheckpointResult, DatasetInfo, ProbeInfo, Provenance,
+                             SeriesResult)
+
+Event = Callable[..., None]
+
+
+@dataclass
+class RunOptions:
+    """Command-line overrides and switches of `memaudit run`."""
+
+    keyword: str | None = None
+    fail_fast: bool = False
+    batch_size: int | None = None
+    dtype: str | None = None
+    device: str | None = None
+    use_cache: bool = True
+    command: str = ""
+    config_path: str | None = None
+
+
+@dataclass
+class Plan:
+    """What will run: probes (with parameters) and the checks, validated before anything loads."""
+
+    config: AuditConfig
+    probes: list[ProbeDef]
+
+    @property
+    def checkpoint_probes(self) -> list[ProbeDef]:
+        return [p for p in self.probes if p.kind == "checkpoint"]
+
+    @property
+    def series_probes(self) -> list[ProbeDef]:
+        return [p for p in self.probes if p.kind == "series"]
+
+    @property
+    def products(self) -> set[str]:
+        return {name for p in self.checkpoint_probes for name in p.products}
+
+
+def make_plan(config: AuditConfig, keyword: str | None = None) -> Plan:
+    """Collect the standard probes and the yaml's probe paths, select, and validate the checks."""
+    probes = select(collect([standard_probe_dir(), *config.probe_paths]), config.probes, keyword)
+    validate_checks(config.checks, probes, config.datasets, selected_by_keyword=bool(keyword))
+    return Plan(config, probes)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class _State:
+    """What a run has produced so far (so an interrupted run can still report it)."""
+
+    series: list[SeriesResult] = field(default_factory=list)
+    datasets: dict[str, DatasetInfo] = field(default_factory=dict)
+    ledgers: dict[str, Ledger | None] = field(default_factory=dict)
+    device: str | None = None
+
+
+def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | None = None) -> AuditReport:
+    """Run every probe on every checkpoint of every series and return the report.
+
+    User errors (bad data, missing revision) raise MemauditError; Ctrl-C returns a partial
+    report with status `interrupted`.
+    """
+    import torch
+    import transformers
+
+    from memaudit.forward import pick_device
+    from memaudit.products import ProductsCache
+
+    config = plan.config
+    emit = on_event or (lambda *a, **k: None)
+    run_cfg = config.run.model_copy(update={k: v for k, v in (
+        ("batch_size", opts.batch_size), ("dtype", opts.dtype), ("device", opts.device)) if v is not None})
+    started, t0 = _now(), time.perf_counter()
+    state = _State()
+    device = pick_device(run_cfg.device)
+    state.device = str(device)
+    cache = ProductsCache(run_cfg.cache_dir, enabled=opts.use_cache)
+    status = "passed"
+    stopped_early = False
+    try:
+        for series_cfg in config.series:
+            stopped_early = _run_series(plan, series_cfg, run_cfg, device, cache, state, opts, emit)
+            if stopped_early:
+                break
+    except KeyboardInterrupt:
+        status = "interrupted"
+
+    if status != "interrupted":
+        for series in state.series:
+            _run_series_probes(plan, series, list(state.datasets.values()), state.ledgers[series.name])
+    checks = evaluate_checks(config.checks, state.series, plan.probes, config.datasets)
+    if status != "interrupted":
+        status = "failed" if any(not c.passed for c in checks) else "passed"
+    exit_code = {"passed": ExitCode.OK, "failed": ExitCode.CHECKS_FAILED,
+                 "interrupted": ExitCode.USAGE_ERROR}[status]
+    provenance = Provenance(
+        memaudit_version=__version__, torch_version=torch.__version__,
+        transformers_version=transformers.__version__, python_version=platform.python_version(),
+        platform=platform.platform(terse=True), device=state.device, dtype=run_cfg.dtype,
+        batch_size=run_cfg.batch_size, seed=run_cfg.seed, config_path=opts.config_path,
+        config_hash=config_hash, command=opts.command or " ".join(sys.argv), started_at=started,
+        finished_at=_now(), duration_s=round(time.perf_counter() - t0, 3))
+    return AuditReport(
+        status=status, exit_code=int(exit_code), provenance=provenance,
+        datasets=list(state.datasets.values()),
+        probes=[ProbeInfo(name=p.name, kind=p.kind, source=p.source, products=p.products,
+                          params=_jsonable(p.params), metrics=p.metrics, show=list(p.show)) for p in plan.probes],
+        series=state.series, checks=checks)
+
+
+def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: RunOptions, emit) -> bool:
+    """Audit one series; return True when -x stopped the run."""
+    from memaudit.data import load_samples
+    from memaudit.sources import (check_series_name_clash, load_tokenizer, resolve_series,
+                                  tokenizer_fingerprint)
+
+    checkpoints = resolve_series(series_cfg)
+    check_series_name_clash(checkpoints)
+    ledger = _ledger_for(series_cfg)
+
+    # One tokenizer for the whole series: the samples are cut once, with it.
+    tokenizer, fingerprint = None, None
+    for ckpt in checkpoints:
+        tok = load_tokenizer(ckpt)
+        fp = tokenizer_fingerprint(tok)
+        if fingerprint is not None and fp != fingerprint:
+            raise ConfigError(
+                f"Series '{series_cfg.display_name}': the tokenizer of {ckpt.name} differs from that of "
+                f"{checkpoints[0].name} (fingerprints {fp} vs {fingerprint}). Every checkpoint of a series "
+                "must share one tokenizer; split them into separate series.")
+        tokenizer, fingerprint = tokenizer or tok, fingerprint or fp
+    samples = {d.name: load_samples(d, tokenizer) for d in plan.config.datasets}
+    infos = {name: s.info() for name, s in samples.items()}
+    for info in infos.values():
+        known = state.datasets.setdefault(info.name, info)
+        if known.sha256 != info.sha256:  # another tokenizer, other tokens: keep both visible
+            state.datasets[f"{info.name}@{series_cfg.display_name}"] = info
+
+    series = SeriesResult(
+        name=series_cfg.display_name,
+        source=f"hub:{series_cfg.hub}" if series_cfg.hub else f"local:{series_cfg.local}",
+        n_params=ledger.n_params if ledger else None, tokenizer=fingerprint,
+        steps_per_epoch=series_cfg.steps_per_epoch or (ledger.steps_per_epoch if ledger else None))
+    state.series.append(series)
+    state.ledgers[series.name] = ledger
+    emit("series", name=series.name, n_checkpoints=len(checkpoints),
+         tokens_per_checkpoint=sum(s.tokens.size for s in samples.values()))
+
+    needed = plan.products | {"hits", "logprobs"}
+    for ckpt in checkpoints:
+        emit("checkpoint", name=ckpt.name)
+        result = _audit_checkpoint(plan, ckpt, samples, infos, needed, run_cfg, device, cache, ledger, emit)
+        series.checkpoints.append(result)
+        if series.n_params is None:
+            series.n_params = result.n_params
+        emit("checkpoint_done", result=result)
+        if opts.fail_fast and _fails_now(plan, series, result):
+            return True
+    return False
+
+
+def _audit_checkpoint(plan, ckpt, samples, infos, needed, run_cfg, device, cache, ledger, emit) -> CheckpointResult:
+    from memaudit.forward import score
+    from memaudit.sources import count_parameters, load_model, n_parameters
+
+    products: dict[str, dict[str, np.ndarray]] = {}
+    for name, s in samples.items():
+        shape = (s.tokens.shape[0], s.tokens.shape[1] - 1)
+        hit = cache.get(ckpt.identity, s.sha256, run_cfg.dtype, needed, shape)
+        if hit is not None:
+            products[name] = hit
+    missing = [name for name in samples if name not in products]
+
+    load_s = forward_s = 0.0
+    n_params, batches = count_parameters(ckpt), 0
+    if missing:
+        t = time.perf_counter()
+        model = load_model(ckpt, run_cfg.dtype, device, run_cfg.trust_remote_code)
+        load_s = time.perf_counter() - t
+        n_params = n_parameters(model)
+        t = time.perf_counter()
+        # One pass over the union of the missing data sets (grouped by sample length).
+        by_len: dict[int, list[str]] = {}
+        for name in missing:
+            by_len.setdefault(samples[name].tokens.shape[1], []).append(name)
+        for names in by_len.values():
+            tokens = np.concatenate([samples[n].tokens for n in names])  # (samples, seq_len)
+            scored, b = score(model, tokens, needed, run_cfg.batch_size, device)
+            batches += b
+            start = 0
+            for n in names:
+                rows = slice(start, start + len(samples[n].tokens))
+                products[n] = {k: v[rows] for k, v in scored.items()}
+                cache.put(ckpt.identity, samples[n].sha256, run_cfg.dtype, products[n])
+                start = rows.stop
+            emit("tokens", n=int(tokens.size))
+        forward_s = time.perf_counter() - t
+        del model
+        gc.collect()
+
+    results: dict[str, dict[str, Any]] = {}
+    for p in plan.checkpoint_probes:
+        results[p.name] = {}
+        for name, s in samples.items():
+            context = {**products[name], "tokens": s.tokens, "sample_ids": s.ids, "dataset": infos[name],
+                       "checkpoint": ckpt, "ledger": ledger}
+            results[p.name][name] = _call(p, context)
+    return CheckpointResult(
+        name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location, n_params=n_params,
+        load_s=round(load_s, 4), forward_s=round(forward_s, 4),
+        n_tokens=int(sum(s.tokens.shape[0] * (s.tokens.shape[1] - 1) for s in samples.values())),
+        n_forward_batches=batches, from_cache=not missing, results=results)
+
+
+def _run_series_probes(plan: Plan, series: SeriesResult, datasets: list[DatasetInfo], ledger) -> None:
+    for p in plan.series_probes:
+        context = {"checkpoints": [c for c in series.checkpoints if c.error is None],
+                   "datasets": [d for d in datasets if "@" not in d.name], "series": series, "ledger": ledger}
+        series.results[p.name] = _call(p, context)
+
+
+def _call(p: ProbeDef, context: dict) -> dict:
+    try:
+        out = p.fn(**{a: context[a] for a in p.args}, **p.params)
+    except MemauditError:
+        raise
+    except Exception as e:
+        raise MemauditError(f"Probe '{p.name}' ({p.source}) raised {type(e).__name__}: {e}. This is a bug in "
+                            "the probe; run with --debug for the traceback.", ExitCode.INTERNAL_ERROR) from e
+    if not isinstance(out, dict):
+        raise MemauditError(f"Probe '{p.name}' ({p.source}) returned {type(out).__name__}; a probe must "
+                            "return a dict of metrics.", ExitCode.INTERNAL_ERROR)
+    return _jsonable(out)
+
+
+def _fails_now(plan: Plan, series: SeriesResult, result: CheckpointResult) -> bool:
+    """For -x: does a check that concerns this checkpoint alone fail already?"""
+    mine = [c for c in plan.config.checks if c.at in ("each", result.name)
+            and (c.series is None or c.series == series.name)]
+    probe_view = SeriesResult(**{**series.model_dump(), "checkpoints": [result.model_dump()]})
+    return any(not r.passed for r in evaluate_checks(mine, [probe_view], plan.probes, plan.config.datasets))
+
+
+def _ledger_for(series_cfg) -> Ledger | None:
+    if series_cfg.ledger is not None:
+        if not Path(series_cfg.ledger).is_file():
+            raise ConfigError(f"Series '{series_cfg.display_name}': no ledger at '{series_cfg.ledger}'. "
+                              "Fix 'ledger' in the yaml or remove it.")
+        return read_ledger(series_cfg.ledger)
+    return _ledger_file(series_cfg.local) if series_cfg.local else None
+
+
+def _ledger_file(folder: Path | None) -> Ledger | None:
+    path = Path(folder) / "ledger.json" if folder else None
+    return read_ledger(path) if path and path.is_file() else None
+
+
+def _jsonable(value):
+    """numpy scalars/arrays -> Python; NaN/inf -> None (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

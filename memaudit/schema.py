@@ -1,0 +1,226 @@
+"""The audit report: versioned pydantic models, one docstring per field.
+
+Importable without torch: `memaudit show` and `memaudit schema` only need this and rich.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = 1
+
+Metrics = dict[str, Any]
+"""metric name -> JSON value (number, string, bool, null, list or mapping)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class Provenance(_Model):
+    """Where, when and with what the report was made."""
+
+    memaudit_version: str
+    """Version of memaudit."""
+    torch_version: str | None = None
+    """Version of torch (None when no model was run)."""
+    transformers_version: str | None = None
+    """Version of transformers."""
+    python_version: str
+    """Version of Python."""
+    platform: str
+    """Operating system and machine."""
+    device: str | None = None
+    """Device the forward passes ran on (`cpu`, `cuda:0`, ...)."""
+    dtype: str
+    """Model dtype of the forward passes."""
+    batch_size: int
+    """Samples per forward batch."""
+    seed: int
+    """Seed from the configuration."""
+    config_path: str | None = None
+    """The yaml the run was configured by."""
+    config_hash: str
+    """sha256 prefix of the parsed configuration: equal hashes, equal audits."""
+    command: str
+    """The command line."""
+    started_at: str
+    """Start time, ISO 8601, UTC."""
+    finished_at: str | None = None
+    """End time, ISO 8601, UTC."""
+    duration_s: float | None = None
+    """Wall seconds of the whole run."""
+
+
+class DatasetInfo(_Model):
+    """A data set as it was cut into samples."""
+
+    name: str
+    """Name from the configuration."""
+    role: str
+    """train, valid, special or other."""
+    path: str
+    """File the text came from."""
+    seq_len: int
+    """Tokens per sample."""
+    n_samples: int
+    """Number of samples."""
+    n_tokens: int
+    """Tokens in all samples together."""
+    sha256: str
+    """Hash of the sample tokens: the products cache is keyed by it."""
+
+
+class ProbeInfo(_Model):
+    """A probe that ran."""
+
+    name: str
+    """Probe name."""
+    kind: Literal["checkpoint", "series"]
+    """Per-checkpoint probe or series probe."""
+    source: str
+    """File it was collected from."""
+    products: list[str]
+    """Forward-pass products it used."""
+    params: dict[str, Any]
+    """Parameters it ran with (defaults merged with the yaml)."""
+    metrics: dict[str, str] = {}
+    """Documented metrics it returns: name -> meaning."""
+    show: list[str] = []
+    """Metrics the terminal report shows in its table."""
+
+
+class CheckpointResult(_Model):
+    """One checkpoint and every per-checkpoint probe's results on it."""
+
+    name: str
+    """Revision or folder name, e.g. `step1000`."""
+    step: int | None
+    """Training step parsed from the name (None when the name carries none)."""
+    sha: str | None = None
+    """Commit sha of a Hub revision, or sha256 prefix of a local checkpoint's weights."""
+    location: str
+    """`repo@revision` or the local folder."""
+    n_params: int | None = None
+    """Parameters of the model (None when every product came from the cache)."""
+    load_s: float = 0.0
+    """Seconds spent loading the model (0 when the products were cached)."""
+    forward_s: float = 0.0
+    """Seconds spent in forward passes."""
+    n_tokens: int = 0
+    """Tokens scored on this checkpoint (all data sets)."""
+    n_forward_batches: int = 0
+    """Forward batches run for this checkpoint (0: everything came from the products cache)."""
+    from_cache: bool = False
+    """True when no forward pass was needed."""
+    results: dict[str, dict[str, Metrics]] = {}
+    """probe name -> data set name -> metrics."""
+    error: str | None = None
+    """Why this checkpoint could not be audited, if it could not."""
+
+
+class SeriesResult(_Model):
+    """One checkpoint series."""
+
+    name: str
+    """Series name."""
+    source: str
+    """`hub:<repo>` or `local:<folder>`."""
+    n_params: int | None = None
+    """Parameters of the models in the series."""
+    tokenizer: str
+    """Fingerprint (sha256 prefix) of the tokenizer that every checkpoint shares."""
+    steps_per_epoch: int | None = None
+    """Updates per epoch (from the ledger or the yaml), when known."""
+    checkpoints: list[CheckpointResult] = []
+    """Checkpoints in step order."""
+    results: dict[str, dict[str, Metrics]] = {}
+    """series probe name -> data set name -> metrics."""
+
+
+class CheckResult(_Model):
+    """The outcome of one threshold check on one series (and checkpoint, for `at: each`)."""
+
+    name: str
+    """Check name (from the yaml, or built from its metric and bounds)."""
+    metric: str
+    """`probe.metric`."""
+    dataset: str | None
+    """Data set."""
+    series: str
+    """Series."""
+    checkpoint: str | None
+    """Checkpoint the value comes from (None for a series aggregate)."""
+    value: float | None
+    """Measured value (None: not available)."""
+    min: float | None
+    """Lower bound."""
+    max: float | None
+    """Upper bound."""
+    passed: bool
+    """Whether the value lies within the bounds."""
+    message: str
+    """One line a person can read."""
+
+
+class AuditReport(_Model):
+    """The result of `memaudit run`."""
+
+    schema_version: int = SCHEMA_VERSION
+    """Version of this schema; bumped when a field changes meaning or is removed."""
+    status: Literal["passed", "failed", "error", "interrupted"]
+    """passed: all checks held; failed: a check failed; error: the run broke; interrupted: Ctrl-C."""
+    exit_code: int
+    """The exit code the run returned."""
+    provenance: Provenance
+    """Versions, settings and times."""
+    datasets: list[DatasetInfo] = []
+    """Data sets audited."""
+    probes: list[ProbeInfo] = []
+    """Probes that ran."""
+    series: list[SeriesResult] = []
+    """Per series: checkpoints with their probe results, and series-probe results."""
+    checks: list[CheckResult] = []
+    """Threshold checks."""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        passed = sum(c.passed for c in self.checks)
+        return {"passed": passed, "failed": len(self.checks) - passed}
+
+
+def write_report(report: AuditReport, path: str | Path) -> None:
+    """Write the report as JSON atomically: a temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, report.model_dump_json(indent=2))
+
+
+def read_report(path: str | Path) -> AuditReport:
+    """Read and validate a saved report."""
+    return AuditReport.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the whole new one, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def json_schema() -> dict:
+    """The report's JSON Schema."""
+    return AuditReport.model_json_schema()
+

@@ -1,0 +1,271 @@
+"""Checkpoint series: Hub revisions and local folders -> resolved, loadable checkpoints."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from memaudit.config import RevisionSelection, SeriesConfig
+from memaudit.errors import ConfigError, SourceUnavailable
+
+WEIGHT_FILES = ("*.safetensors",)
+PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A resolved checkpoint: enough to load it and to key its products."""
+
+    series: str
+    name: str
+    step: int | None
+    location: str  # repo@revision or folder
+    sha: str  # commit sha (hub) or sha256 prefix of config + weights (local)
+    path: Path | None = None  # local folder
+    repo: str | None = None
+    hf_cache_dir: Path | None = None
+
+    @property
+    def identity(self) -> str:
+        """What the products depend on: the exact weights."""
+        return f"hub:{self.repo}@{self.sha}" if self.repo else f"weights:{self.sha}"
+
+    @property
+    def load_target(self) -> tuple[str, dict]:
+        """Arguments for `from_pretrained`: a folder, or a repo pinned to its commit sha."""
+        if self.repo:
+            return self.repo, {"revision": self.sha, "cache_dir": self.hf_cache_dir}
+        return str(self.path), {}
+
+
+def parse_step(name: str) -> int | None:
+    """The training step in a checkpoint name: `step1000`, `step-100`, `stage1-step5-tokens2B`,
+    `checkpoint-300`, `300`; None for names without one (`main`)."""
+    m = re.search(r"step[-_]?(\d+)", name, re.IGNORECASE) or re.fullmatch(r"[A-Za-z_-]*?(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def resolve_series(series: SeriesConfig) -> list[Checkpoint]:
+    """Every checkpoint of a series, in step order, with its sha (no model is loaded)."""
+    if series.local is not None:
+        return _resolve_local(series)
+    return _resolve_hub(series)
+
+
+def _resolve_local(series: SeriesConfig) -> list[Checkpoint]:
+    root = Path(series.local)
+    if not root.is_dir():
+        raise SourceUnavailable(f"Series '{series.display_name}': no folder at '{root}'. Fix 'local' in the "
+                                "yaml, or create the series first (e.g. `memaudit lab`).")
+    folders = [root] if (root / "config.json").is_file() else \
+        [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]
+    if not folders:
+        raise SourceUnavailable(f"Series '{series.display_name}': '{root}' holds no checkpoint folders (a "
+                                "checkpoint folder has a config.json and *.safetensors weights).")
+    folders.sort(key=lambda p: (parse_step(p.name) is None, parse_step(p.name) or 0, p.name))
+    return [Checkpoint(series=series.display_name, name=p.name, step=parse_step(p.name),
+                       location=str(p), sha=_local_sha(p), path=p) for p in folders]
+
+
+def _local_sha(folder: Path) -> str:
+    weights = sorted(p for pattern in WEIGHT_FILES for p in folder.glob(pattern))
+    if not weights:
+        pickles = [p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern)]
+        hint = (f" It has pickle-format weights ({', '.join(pickles)}), which memaudit does not load "
+                "because unpickling can run code: convert them to safetensors.") if pickles else ""
+        raise SourceUnavailable(f"Checkpoint '{folder}' has no *.safetensors weights.{hint}")
+    h = hashlib.sha256((folder / "config.json").read_bytes())
+    for w in weights:
+        with open(w, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _resolve_hub(series: SeriesConfig) -> list[Checkpoint]:
+    repo = series.hub
+    revisions = series.revisions
+    if isinstance(revisions, RevisionSelection):
+        revisions = select_revisions(_list_branches(repo, series.hf_cache_dir), revisions)
+        if not revisions:
+            raise SourceUnavailable(f"Series '{series.display_name}': no branch of {repo} matches "
+                                    f"'{series.revisions.pattern}'. Run `memaudit list` to see what was found.")
+    out = [Checkpoint(series=series.display_name, name=rev, step=parse_step(rev), location=f"{repo}@{rev}",
+                      sha=_hub_sha(repo, rev, series.hf_cache_dir), repo=repo, hf_cache_dir=series.hf_cache_dir)
+           for rev in revisions]
+    return out
+
+
+def select_revisions(branches: list[str], sel: RevisionSelection) -> list[str]:
+    """Branches matching the pattern, ordered by step, cut to [first, last] and thinned to every Nth."""
+    chosen = [b for b in branches if fnmatch.fnmatch(b, sel.pattern) and parse_step(b) is not None]
+    chosen.sort(key=parse_step)
+    chosen = [b for b in chosen if (sel.first is None or parse_step(b) >= sel.first)
+              and (sel.last is None or parse_step(b) <= sel.last)]
+    return chosen[:: sel.every]
+
+
+def _list_branches(repo: str, cache_dir: Path | None) -> list[str]:
+    from huggingface_hub import HfApi, scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    if not _offline():
+        with _hub_errors(repo, "(listing branches)"):
+            return [b.name for b in HfApi().list_repo_refs(repo).branches]
+    try:
+        cached = [r for r in scan_cache_dir(cache_dir).repos if r.repo_id == repo and r.repo_type == "model"]
+    except CacheNotFound:
+        cached = []
+    return sorted({ref for r in cached for rev in r.revisions for ref in rev.refs})
+
+
+def _hub_sha(repo: str, revision: str, cache_dir: Path | None) -> str:
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    if _offline():
+        found = try_to_load_from_cache(repo, "config.json", cache_dir=cache_dir, revision=revision)
+        if isinstance(found, str):
+            return Path(found).parent.name  # .../snapshots/<sha>/config.json
+        raise SourceUnavailable(
+            f"{repo}@{revision} is not in the Hugging Face cache and HF_HUB_OFFLINE is set, so it cannot be "
+            "downloaded. Download it once while online (unset HF_HUB_OFFLINE), point 'hf_cache_dir' at a "
+            "cache that has it, or remove the revision from the yaml.")
+    with _hub_errors(repo, revision):
+        return HfApi().model_info(repo, revision=revision).sha
+
+
+class _hub_errors:
+    """Translate huggingface_hub's typed errors into one-paragraph SourceUnavailable errors."""
+
+    def __init__(self, repo: str, revision: str):
+        self.repo, self.revision = repo, revision
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            return False
+        from huggingface_hub import errors as hf
+
+        what = f"{self.repo}@{self.revision}"
+        if isinstance(exc, hf.GatedRepoError):
+            msg = (f"{self.repo} is gated: accept its licence on the Hub and log in "
+                   "(`hf auth login` or HF_TOKEN) before auditing it.")
+        elif isinstance(exc, hf.RevisionNotFoundError):
+            msg = (f"{what}: the repo has no revision '{self.revision}'. Check the name (Pythia's are "
+                   "step0, step1, ..., step143000) or use a 'revisions: {pattern: ...}' selection.")
+        elif isinstance(exc, hf.RepositoryNotFoundError):
+            msg = (f"{self.repo} does not exist on the Hub, or is private and you are not logged in. "
+                   "Check the repo id.")
+        elif isinstance(exc, (hf.LocalEntryNotFoundError, OSError)) or \
+                type(exc).__module__.startswith(("httpx", "requests", "httpcore")):
+            msg = (f"Cannot reach the Hugging Face Hub for {what} ({type(exc).__name__}: {exc}). Check the "
+                   "network, or set HF_HUB_OFFLINE=1 to use what is already in the HF cache.")
+        else:
+            return False
+        raise SourceUnavailable(msg) from exc
+
+
+def _guard(ckpt: Checkpoint):
+    """Hub errors become SourceUnavailable for Hub checkpoints; local ones pass through."""
+    import contextlib
+
+    return _hub_errors(ckpt.repo, ckpt.name) if ckpt.repo else contextlib.nullcontext()
+
+
+def load_tokenizer(ckpt: Checkpoint):
+    """The checkpoint's tokenizer (fast when available)."""
+    from transformers import AutoTokenizer
+
+    target, kwargs = ckpt.load_target
+    try:
+        with _guard(ckpt):
+            return AutoTokenizer.from_pretrained(target, trust_remote_code=False, **kwargs)
+    except (OSError, ValueError) as e:
+        raise SourceUnavailable(f"Cannot load the tokenizer of {ckpt.location}: {e}. Every checkpoint must "
+                                "carry its tokenizer files (tokenizer.json or vocab/merges).") from e
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 prefix of everything that decides how text becomes tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        import json
+
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None), spec.pop("padding", None)
+        text = json.dumps(spec, sort_keys=True)
+    else:
+        text = repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool = False):
+    """Load a causal LM for inference: safetensors only, eval mode, on `device`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # memaudit draws its own progress
+    target, kwargs = ckpt.load_target
+    try:
+        with _guard(ckpt):
+            model = AutoModelForCausalLM.from_pretrained(
+                target, dtype=getattr(torch, dtype), use_safetensors=True,
+                trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as e:  # e.g. an architecture that needs remote code
+        raise ConfigError(f"Cannot load {ckpt.location} as a causal language model: {e}") from e
+    return model.to(device).eval()
+
+
+def n_parameters(model) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_parameters(ckpt: Checkpoint) -> int | None:
+    """Parameters from the safetensors headers alone (no model load); None when the files are not local."""
+    import json
+    import struct
+
+    folder = ckpt.path
+    if folder is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(ckpt.repo, "config.json", cache_dir=ckpt.hf_cache_dir, revision=ckpt.sha)
+        folder = Path(found).parent if isinstance(found, str) else None
+    files = sorted(folder.glob("*.safetensors")) if folder else []
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with open(file, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                n = 1
+                for dim in entry["shape"]:
+                    n *= dim
+                total += n
+    return total
+
+
+def check_series_name_clash(checkpoints: list[Checkpoint]) -> None:
+    """Two checkpoints with the same name in one series would make the report ambiguous."""
+    names = [c.name for c in checkpoints]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"Series '{checkpoints[0].series}' lists {', '.join(dupes)} more than once. "
+                          "Remove the repeats from 'revisions'.")

@@ -1,0 +1,145 @@
+"""Exact memorization M(f), loss and k-extractability per checkpoint; T(N, tau) and
+memorization before overfitting over a series (Tirumala et al. 2022; Carlini et al.)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from memaudit import probe, series_probe
+
+METRICS = {
+    "M": "exact memorization: fraction of target tokens whose teacher-forced argmax is the true token",
+    "loss": "mean next-token cross-entropy (nats)",
+    "ppl": "perplexity, exp(loss)",
+    "sample_M_mean": "mean over samples of per-sample M",
+    "sample_M_p10": "10th percentile of per-sample M",
+    "sample_M_p50": "median of per-sample M",
+    "sample_M_p90": "90th percentile of per-sample M",
+    "extractable": "fraction of samples k-extractable: with the first k tokens as prefix, greedy decoding "
+                   "reproduces the next m (None when seq_len < k + m)",
+    "n_extractable": "number of k-extractable samples",
+    "match_len_mean": "mean number of tokens greedy decoding reproduces after the k-token prefix (at most m)",
+    "M_update": "M on the batch of the update that produced this checkpoint (train data set with a ledger)",
+    "n_samples": "samples scored",
+    "n_tokens": "target tokens scored",
+}
+
+
+@probe(metrics=METRICS, show=("M", "loss", "extractable"))
+def memorization(hits, logprobs, sample_ids, checkpoint, dataset, ledger, k: int = 32, m: int = 32):
+    """Exact memorization M(f), loss, per-sample M and k-extractability from one teacher-forced pass."""
+    sample_m = hits.mean(axis=1)  # (samples,)
+    loss = float(-logprobs.mean())
+    out = {
+        "M": float(hits.mean()),
+        "loss": loss,
+        "ppl": math.exp(min(loss, 700.0)),
+        "sample_M_mean": float(sample_m.mean()),
+        "sample_M_p10": float(np.quantile(sample_m, 0.1)),
+        "sample_M_p50": float(np.quantile(sample_m, 0.5)),
+        "sample_M_p90": float(np.quantile(sample_m, 0.9)),
+        "n_samples": int(hits.shape[0]),
+        "n_tokens": int(hits.size),
+        **extractability(hits, k, m),
+    }
+    if ledger is not None and dataset.role == "train" and checkpoint.step:
+        try:
+            batch = set(ledger.batch_at(checkpoint.step))
+        except KeyError:
+            batch = set()
+        rows = [i for i, sid in enumerate(sample_ids) if sid in batch]
+        if rows:
+            out["M_update"] = float(hits[rows].mean())
+    return out
+
+
+def extractability(hits: np.ndarray, k: int, m: int) -> dict:
+    """k-extractability from teacher-forced hits (samples, seq_len - 1).
+
+    hits[:, j] says whether token j + 1 is the argmax given tokens 0..j. Greedy decoding from the
+    k-token prefix reproduces tokens k..k+m-1 exactly when hits[:, k-1 : k+m-1] are all true, and it
+    first diverges at the first miss there: one pass gives both verdict and matched length.
+    """
+    if k < 1 or m < 1 or hits.shape[1] < k + m - 1:
+        return {"extractable": None, "n_extractable": None, "match_len_mean": None}
+    window = hits[:, k - 1:k + m - 1]  # (samples, m)
+    verdict = window.all(axis=1)  # (samples,)
+    match_len = np.where(verdict, m, window.argmin(axis=1))  # leading hits before the first miss
+    return {"extractable": float(verdict.mean()), "n_extractable": int(verdict.sum()),
+            "match_len_mean": float(match_len.mean())}
+
+
+def extractable_samples(hits: np.ndarray, k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample verdicts and matched lengths (for tests and callers that need them)."""
+    window = hits[:, k - 1:k + m - 1]
+    verdict = window.all(axis=1)
+    return verdict, np.where(verdict, m, window.argmin(axis=1))
+
+
+SERIES_METRICS = {
+    "M": "M at each checkpoint, in step order",
+    "steps": "step of each checkpoint",
+    "T_step@tau": "first step at which M >= tau (None: never)",
+    "T_epoch@tau": "the same in epochs, when steps per epoch are known",
+    "T_checkpoint@tau": "name of that checkpoint",
+    "T_update@tau": "first update whose batch reaches M_update >= tau (rolling mean over `smooth` checkpoints)",
+    "M_before_overfit": "M on this (train) data set at the checkpoint with the lowest loss on the valid data set",
+    "best_valid_step": "step of that checkpoint",
+}
+
+
+@series_probe(metrics=SERIES_METRICS, show=("M", "T_step@tau", "T_epoch@tau", "T_update@tau",
+                                            "M_before_overfit", "best_valid_step"))
+def memorization_series(checkpoints, datasets, series, ledger, taus: list = (0.5, 0.9), smooth: int = 1):
+    """T(N, tau), T_update and memorization before overfitting over the series."""
+    done = [c for c in checkpoints if "memorization" in c.results]
+    steps = [c.step for c in done]
+    valid = [d for d in datasets if d.role == "valid"]
+    best = None
+    if valid:
+        losses = [c.results["memorization"][valid[0].name]["loss"] for c in done]
+        best = done[int(np.argmin(losses))] if losses else None
+
+    out = {}
+    for d in datasets:
+        per_ckpt = [c.results["memorization"].get(d.name, {}) for c in done]
+        curve = [r.get("M") for r in per_ckpt]
+        row = {"M": curve, "steps": steps}
+        for tau in taus:
+            i = _first_at_least(curve, tau)
+            row[f"T_step@{tau}"] = steps[i] if i is not None else None
+            row[f"T_epoch@{tau}"] = _epoch(steps[i], series, ledger) if i is not None else None
+            row[f"T_checkpoint@{tau}"] = done[i].name if i is not None else None
+            updates = [r.get("M_update") for r in per_ckpt]
+            if any(u is not None for u in updates):
+                j = _first_at_least(_rolling(updates, smooth), tau)
+                row[f"T_update@{tau}"] = steps[j] if j is not None else None
+        if best is not None and d.role == "train":
+            row["M_before_overfit"] = best.results["memorization"][d.name]["M"]
+            row["best_valid_step"] = best.step
+        out[d.name] = row
+    return out
+
+
+def _first_at_least(values, tau):
+    return next((i for i, v in enumerate(values) if v is not None and v >= tau), None)
+
+
+def _rolling(values, window):
+    out = []
+    for i in range(len(values)):
+        seen = [v for v in values[max(0, i - window + 1):i + 1] if v is not None]
+        out.append(sum(seen) / len(seen) if seen and values[i] is not None else None)
+    return out
+
+
+def _epoch(step, series, ledger):
+    if step is None:
+        return None
+    if ledger is not None:
+        return ledger.epoch_at(step)
+    if series.steps_per_epoch:
+        return step / series.steps_per_epoch
+    return None

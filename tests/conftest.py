@@ -1,0 +1,139 @@
+"""Fixtures: tiny random GPT-NeoX / GPT-2 checkpoints, a BPE tokenizer, an offline HF cache.
+
+Nothing here touches the network: HF_HUB_OFFLINE is set before huggingface_hub is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_HF_HOME = tempfile.mkdtemp(prefix="memaudit-test-hf-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_HUB_CACHE"] = str(Path(_HF_HOME) / "hub")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["NO_COLOR"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CORPUS = REPO_ROOT / "memaudit" / "lab" / "corpus" / "wikitext2_excerpt.txt"
+WIKITEXT = REPO_ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_products_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMAUDIT_CACHE", str(tmp_path / "memaudit-cache"))
+
+
+@pytest.fixture(scope="session")
+def corpus_text() -> str:
+    return CORPUS.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(corpus_text):
+    from memaudit.lab.tokenizer import train_bpe
+
+    return train_bpe([corpus_text], vocab_size=400)
+
+
+def tiny_model(arch: str, vocab_size: int, seed: int, context: int = 128):
+    """A random causal LM with a few thousand parameters."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig
+
+    if arch == "gpt_neox":
+        config = GPTNeoXConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=context)
+    elif arch == "gpt2":
+        config = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=context)
+    else:
+        raise ValueError(arch)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture
+def make_series(tmp_path, tokenizer):
+    """Write a local series: `folder/step-N/` HF checkpoints sharing the tokenizer."""
+
+    def make(name="series", steps=(1, 2, 4), arch="gpt_neox", tok=None) -> Path:
+        root = tmp_path / name
+        for i, step in enumerate(steps):
+            model = tiny_model(arch, len(tok or tokenizer), seed=i)
+            model.save_pretrained(root / f"step-{step}")
+            (tok or tokenizer).save_pretrained(root / f"step-{step}")
+        return root
+
+    return make
+
+
+@pytest.fixture
+def text_file(tmp_path, corpus_text) -> Path:
+    path = tmp_path / "data" / "train.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(corpus_text[:6000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a yaml from a dict (or a raw string) and return its path."""
+
+    def write(content, name="checkpoints.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def basic_config(make_series, text_file, write_config):
+    """A local three-checkpoint series with one data set."""
+
+    def build(**overrides) -> Path:
+        config = {
+            "series": [{"name": "tiny", "local": str(make_series())}],
+            "datasets": [{"name": "train", "path": str(text_file), "seq_len": 32, "max_samples": 12}],
+            "run": {"batch_size": 4},
+        }
+        config.update(overrides)
+        return write_config(config)
+
+    return build
+
+
+def put_in_hf_cache(cache_dir: Path, repo: str, revisions: dict[str, Path]) -> dict[str, str]:
+    """Lay checkpoint folders out as the Hugging Face cache does: refs/<rev> -> snapshots/<sha>/."""
+    repo_dir = Path(cache_dir) / ("models--" + repo.replace("/", "--"))
+    shas = {}
+    for revision, folder in revisions.items():
+        sha = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+        snapshot = repo_dir / "snapshots" / sha
+        if not snapshot.exists():
+            shutil.copytree(folder, snapshot)
+        (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+        (repo_dir / "refs" / revision).write_text(sha)
+        shas[revision] = sha
+    return shas
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `memaudit ARGS` in-process; return (exit code, stdout, stderr)."""
+    from memaudit.cli import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

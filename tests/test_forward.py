@@ -1,0 +1,70 @@
+"""memaudit/forward.py: the batched pass equals a naive one, whatever the batch size."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_model
+from memaudit.errors import ConfigError
+from memaudit.forward import reduce_logits, score
+
+
+def _tokens(vocab, n=7, seq_len=24, seed=0):
+    return np.random.default_rng(seed).integers(0, vocab, size=(n, seq_len), dtype=np.int64)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gpt2"])
+def test_batched_products_equal_naive_per_sample(arch):
+    model = tiny_model(arch, vocab_size=300, seed=3)
+    tokens = _tokens(300)
+    products, batches = score(model, tokens, {"ranks", "entropy"}, batch_size=3, device="cpu")
+    assert batches == 3  # 7 samples in batches of 3
+    with torch.no_grad():
+        for i, sample in enumerate(tokens):
+            logits = model(torch.from_numpy(sample[None])).logits[0, :-1]  # (seq - 1, vocab)
+            targets = torch.from_numpy(sample[1:])
+            logp = torch.log_softmax(logits, -1)
+            assert np.array_equal(products["hits"][i], (logits.argmax(-1) == targets).numpy())
+            np.testing.assert_allclose(products["logprobs"][i], logp[torch.arange(len(targets)), targets].numpy(),
+                                       rtol=1e-5, atol=1e-5)
+            m = float((logits.argmax(-1) == targets).float().mean())
+            assert products["hits"][i].mean() == pytest.approx(m)
+
+
+def test_batch_size_does_not_change_hits():
+    model = tiny_model("gpt_neox", vocab_size=300, seed=1)
+    tokens = _tokens(300, n=10)
+    runs = [score(model, tokens, set(), batch_size=b, device="cpu")[0] for b in (1, 4, 10)]
+    for r in runs[1:]:
+        assert np.array_equal(r["hits"], runs[0]["hits"])
+        np.testing.assert_allclose(r["logprobs"], runs[0]["logprobs"], atol=1e-5)
+
+
+def test_reduce_logits_rank_and_entropy():
+    logits = torch.tensor([[[1.0, 3.0, 2.0], [0.0, 0.0, 5.0]]])  # (batch 1, seq 2, vocab 3)
+    targets = torch.tensor([[2, 2]])
+    out = reduce_logits(logits, targets, {"ranks", "entropy"})
+    assert out["hits"].tolist() == [[False, True]]
+    assert out["ranks"].tolist() == [[2, 1]]
+    p = torch.softmax(logits, -1)
+    np.testing.assert_allclose(out["entropy"].numpy(), (-(p * p.log()).sum(-1)).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out["logprobs"].numpy(), torch.log_softmax(logits, -1)[0, [0, 1], [2, 2]][None].numpy(),
+                               atol=1e-6)
+
+
+def test_only_requested_products_are_computed():
+    model = tiny_model("gpt2", vocab_size=100, seed=0)
+    products, _ = score(model, _tokens(100, n=2), set(), batch_size=2, device="cpu")
+    assert set(products) == {"hits", "logprobs"}
+
+
+def test_token_ids_beyond_the_vocabulary_are_refused():
+    model = tiny_model("gpt_neox", vocab_size=50, seed=0)
+    with pytest.raises(ConfigError, match="another tokenizer"):
+        score(model, _tokens(100), set(), batch_size=2, device="cpu")
+
+
+def test_samples_longer_than_the_context_are_refused():
+    model = tiny_model("gpt2", vocab_size=50, seed=0, context=16)
+    with pytest.raises(ConfigError, match="context of 16"):
+        score(model, _tokens(50, seq_len=32), set(), batch_size=2, device="cpu")
