@@ -74,13 +74,19 @@ class DatasetConfig(_Strict):
     name: str
     """Name used in the report and in checks."""
     path: Path
-    """Plain text (`.txt`), or JSONL with a `text` field or a pre-tokenized `tokens` field."""
+    """Plain text (`.txt`), or JSONL with a `text` field or a pre-tokenized `tokens` field. `{series}` in
+    the path is replaced by the series name (for per-series data, as the lab writes it)."""
     role: DatasetRole = "train"
     """train, valid (for memorization before overfitting), special (forgetting), other."""
     seq_len: int = Field(64, ge=2)
     """Tokens per sample."""
     max_samples: int | None = Field(None, ge=1)
     """Keep at most this many samples (the first ones)."""
+
+
+    def for_series(self, series: str) -> "DatasetConfig":
+        """This data set with `{series}` in its path filled in."""
+        return self.model_copy(update={"path": Path(str(self.path).replace("{series}", series))})
 
 
 class CheckConfig(_Strict):
@@ -140,8 +146,10 @@ class AuditConfig(_Strict):
     """Checkpoint series to audit."""
     datasets: list[DatasetConfig] = Field(min_length=1)
     """Data sets every probe runs on."""
-    probes: dict[str, dict[str, Any]] | None = None
-    """Probes to run, with parameters; default: every collected probe with its defaults."""
+    probes: dict[str, dict[str, Any]] = {}
+    """Parameters per probe name, e.g. `memorization: {k: 32, m: 32}` (every collected probe runs)."""
+    select: str | None = None
+    """Run only the probes this expression matches (the syntax of `-k`, e.g. `memorization and not series`)."""
     probe_paths: list[Path] = []
     """Extra probe files or folders to collect, besides the standard probes."""
     checks: list[CheckConfig] = []
@@ -185,14 +193,15 @@ def parse_config(raw: Any, source: str = "config") -> AuditConfig:
         return AuditConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{source} is not a valid memaudit configuration: "
-                          + "; ".join(_describe(err) for err in e.errors()) + ".") from None
+                          + "; ".join(describe_error(err, AuditConfig) for err in e.errors()) + ".") from None
 
 
-def _describe(err: dict) -> str:
+def describe_error(err: dict, root: type[BaseModel]) -> str:
+    """One pydantic error as a sentence; unknown keys get a did-you-mean from `root`'s fields."""
     loc = err["loc"]
     where = _format_loc(loc[:-1]) if loc else "the top level"
     if err["type"] == "extra_forbidden":
-        valid = _fields_at(AuditConfig, loc[:-1])
+        valid = _fields_at(root, loc[:-1])
         hint = did_you_mean(str(loc[-1]), valid)
         return f"unknown key '{loc[-1]}' in {where}.{hint} Valid keys there: {', '.join(valid)}"
     if err["type"] == "missing":

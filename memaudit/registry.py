@@ -6,6 +6,7 @@ fixtures; arguments with defaults are parameters, set from `checkpoints.yaml`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import re
@@ -139,28 +140,25 @@ def _probes_in(file: Path) -> list[ProbeDef]:
     return probes
 
 
-def select(probes: list[ProbeDef], wanted: dict[str, dict] | None, keyword: str | None) -> list[ProbeDef]:
-    """Apply the yaml's `probes:` mapping (names and parameters) and `-k EXPR`."""
+def select(probes: list[ProbeDef], params: dict[str, dict] | None, *keywords: str | None) -> list[ProbeDef]:
+    """Set parameters from the yaml's `probes:` mapping, then keep the probes every keyword matches."""
     by_name = {p.name: p for p in probes}
-    if wanted is not None:
-        chosen = []
-        for name, params in wanted.items():
-            if name not in by_name:
-                raise ConfigError(f"Unknown probe '{name}' in the yaml's 'probes'.{did_you_mean(name, by_name)} "
-                                  f"Collected probes: {', '.join(by_name) or 'none'}.")
-            p = by_name[name]
-            for key in params or {}:
-                if key not in p.params:
-                    raise ConfigError(f"Probe '{name}' has no parameter '{key}'.{did_you_mean(key, p.params)} "
-                                      f"Its parameters: {', '.join(p.params) or 'none'}.")
-            chosen.append(ProbeDef(**{**p.__dict__, "params": {**p.params, **(params or {})}}))
-        probes = chosen
-    if keyword:
-        probes = [p for p in probes if matches_keyword(keyword, p.name)]
-    if not probes:
-        raise NothingCollected("No probe was selected" + (f" by -k '{keyword}'" if keyword else "")
-                               + f". Collected: {', '.join(by_name) or 'none'}. Run `memaudit list` to see them.")
-    return probes
+    for name, values in (params or {}).items():
+        if name not in by_name:
+            raise ConfigError(f"Unknown probe '{name}' in the yaml's 'probes'.{did_you_mean(name, by_name)} "
+                              f"Collected probes: {', '.join(by_name) or 'none'}.")
+        p = by_name[name]
+        for key in values or {}:
+            if key not in p.params:
+                raise ConfigError(f"Probe '{name}' has no parameter '{key}'.{did_you_mean(key, p.params)} "
+                                  f"Its parameters: {', '.join(p.params) or 'none'}.")
+        by_name[name] = dataclasses.replace(p, params={**p.params, **(values or {})})
+    chosen = [p for p in by_name.values() if all(matches_keyword(k, p.name) for k in keywords if k)]
+    if not chosen:
+        shown = " and ".join(f"'{k}'" for k in keywords if k)
+        raise NothingCollected(f"No probe was selected by {shown or 'the configuration'}. Collected: "
+                               f"{', '.join(by_name) or 'none'}. Run `memaudit list` to see them.")
+    return chosen
 
 
 def matches_keyword(expr: str, name: str) -> bool:

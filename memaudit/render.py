@@ -36,6 +36,8 @@ def fmt(value) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
+        if value.is_integer() and abs(value) >= 2:
+            return f"{value:,.0f}"
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
             return f"{value:.3g}"
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
@@ -75,20 +77,36 @@ def header(report: AuditReport) -> RenderableType:
 
 
 def checkpoint_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> Table:
-    """Checkpoints as rows; the probe's shown metrics per data set as columns; a trend row last."""
+    """Checkpoints as rows; the probe's shown metrics per data set as columns."""
     ckpts = [c for c in series.checkpoints if probe.name in c.results]
     metrics = probe.show or _scalar_keys(r for c in ckpts for r in c.results[probe.name].values())
     table = Table(title=f"{probe.name} · {series.name} ({fmt_params(series.n_params)} params)",
-                  title_justify="left", show_footer=len(ckpts) > 1, footer_style="bold")
-    table.add_column("checkpoint", footer="trend")
+                  title_justify="left")
+    table.add_column("checkpoint", no_wrap=True)
     table.add_column("step", justify="right")
     columns = [(d, m) for d in datasets for m in metrics]
     for d, m in columns:
-        trend = [c.results[probe.name].get(d, {}).get(m) for c in ckpts]
-        table.add_column(f"{d}\n{m}", justify="right", footer=sparkline(trend))
+        table.add_column(f"{d}\n{m}", justify="right")
     for c in ckpts:
         cells = [fmt(c.results[probe.name].get(d, {}).get(m)) for d, m in columns]
         table.add_row(c.name + (" ⟲" if c.from_cache else ""), fmt(c.step), *cells)
+    return table
+
+
+def trend_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> Table | None:
+    """One sparkline per shown metric and data set over the checkpoints, with first and last values."""
+    ckpts = [c for c in series.checkpoints if probe.name in c.results]
+    if len(ckpts) < 2:
+        return None
+    table = Table(box=None, show_header=False, padding=(0, 1), title_justify="left")
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    for d in datasets:
+        for m in probe.show or []:
+            values = [c.results[probe.name].get(d, {}).get(m) for c in ckpts]
+            if any(_is_number(v) for v in values):
+                table.add_row(f"trend {d} {m}", sparkline(values), f"{fmt(values[0])} → {fmt(values[-1])}")
     return table
 
 
@@ -100,7 +118,7 @@ def series_table(report: AuditReport, probe: ProbeInfo) -> Table:
     if probe.show:
         keys = [k for k in keys if k in probe.show or re.sub(r"@[0-9.]+$", "@tau", k) in probe.show]
     table = Table(title=probe.name, title_justify="left")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for s, d, _ in columns:
         table.add_column(f"{s.name}\n{d}", justify="right")
     table.add_row("params", *[fmt_params(s.n_params) for s, _, _ in columns])
@@ -155,7 +173,11 @@ def render_report(report: AuditReport, console: Console, quiet: bool = False) ->
     for series in report.series:
         for probe in report.probes:
             if probe.kind == "checkpoint" and any(probe.name in c.results for c in series.checkpoints):
-                console.print(checkpoint_table(series, probe, [d for d in datasets if "@" not in d]))
+                shown = [d for d in datasets if "@" not in d]
+                console.print(checkpoint_table(series, probe, shown))
+                trends = trend_table(series, probe, shown)
+                if trends is not None and trends.row_count:
+                    console.print(trends)
         for c in series.checkpoints:
             if c.error:
                 console.print(Text(f"ERROR {series.name}/{c.name}: {c.error}", style="red"))

@@ -62,8 +62,8 @@ class Plan:
 
 def make_plan(config: AuditConfig, keyword: str | None = None) -> Plan:
     """Collect the standard probes and the yaml's probe paths, select, and validate the checks."""
-    probes = select(collect([standard_probe_dir(), *config.probe_paths]), config.probes, keyword)
-    validate_checks(config.checks, probes, config.datasets, selected_by_keyword=bool(keyword))
+    probes = select(collect([standard_probe_dir(), *config.probe_paths]), config.probes, config.select, keyword)
+    validate_checks(config.checks, probes, config.datasets, selected_by_keyword=bool(keyword or config.select))
     return Plan(config, probes)
 
 
@@ -156,7 +156,7 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
                 f"{checkpoints[0].name} (fingerprints {fp} vs {fingerprint}). Every checkpoint of a series "
                 "must share one tokenizer; split them into separate series.")
         tokenizer, fingerprint = tokenizer or tok, fingerprint or fp
-    samples = {d.name: load_samples(d, tokenizer) for d in plan.config.datasets}
+    samples = {d.name: load_samples(d.for_series(series_cfg.display_name), tokenizer) for d in plan.config.datasets}
     infos = {name: s.info() for name, s in samples.items()}
     for info in infos.values():
         known = state.datasets.setdefault(info.name, info)

@@ -1,0 +1,136 @@
+"""The lab's yaml: which tiny series to train, on what, with which interventions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from memaudit.config import describe_error
+from memaudit.errors import ConfigError
+
+BUILTIN_CORPUS = "builtin"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpecialBatch(_Strict):
+    """A held-out batch trained on at chosen epochs (the forgetting experiment)."""
+
+    epoch: int = Field(ge=1)
+    """Epoch at whose start the special batch is first trained on."""
+    repeats: int = Field(1, ge=1)
+    """How many times it is trained on."""
+    spacing: int | None = Field(None, ge=1)
+    """Epochs between repeats (spaced repetition); None: the repeats are consecutive updates."""
+
+    def epochs(self) -> list[int]:
+        """Epoch of each injection (consecutive repeats share one epoch)."""
+        if self.spacing is None:
+            return [self.epoch] * self.repeats
+        return [self.epoch + i * self.spacing for i in range(self.repeats)]
+
+
+class RunSpec(_Strict):
+    """One series: a model size and, optionally, its interventions."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Series name (a folder under the output)."""
+    layers: int = Field(ge=1)
+    """Transformer layers."""
+    width: int = Field(ge=8)
+    """Hidden size."""
+    heads: int = Field(2, ge=1)
+    """Attention heads (must divide width)."""
+    special: SpecialBatch | None = None
+    """Train once (or r times) on a held-out special batch."""
+    ids: Literal["none", "prefix", "control"] = "none"
+    """prefix: each training sample starts with its own new ID token; control: the same new tokens
+    are added to the vocabulary but never used."""
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        return self
+
+
+class LabConfig(_Strict):
+    """The `lab:` section: corpus, tokenizer, samples, optimizer, checkpoints, runs."""
+
+    out: Path = Path("lab-runs")
+    """Output folder (relative to the yaml)."""
+    corpus: str = BUILTIN_CORPUS
+    """`builtin` (the shipped WikiText-2 excerpt) or a path to a UTF-8 text file."""
+    vocab_size: int = Field(1024, ge=300)
+    """Size of the byte-level BPE trained on the corpus."""
+    seq_len: int = Field(64, ge=8)
+    """Tokens per sample."""
+    n_samples: int = Field(64, ge=1)
+    """Training samples (the training set)."""
+    n_valid: int = Field(32, ge=0)
+    """Held-out validation samples."""
+    n_special: int = Field(8, ge=0)
+    """Held-out special-batch samples (used by runs with `special`)."""
+    batch_size: int = Field(8, ge=1)
+    """Samples per update."""
+    epochs: int = Field(20, ge=1)
+    """Epochs to train."""
+    lr: float = Field(3e-3, gt=0)
+    """AdamW learning rate (weight decay 0, as in the paper)."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up updates; constant learning rate afterwards."""
+    seed: int = 0
+    """Seed of initialization and batch order."""
+    save_every: int = Field(1, ge=1)
+    """Save a checkpoint at the end of every Nth epoch (plus step 0 and right after each special batch)."""
+    runs: list[RunSpec] = Field(min_length=1)
+    """The series to train."""
+
+    @model_validator(mode="after")
+    def _unique_runs(self):
+        names = [r.name for r in self.runs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"run names must be unique: {names}")
+        return self
+
+    def fingerprint(self) -> str:
+        """Hash of everything that decides the trained weights (not the output folder)."""
+        data = self.model_dump(mode="json", exclude={"out"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_lab_config(path: str | Path) -> LabConfig:
+    """Read a lab yaml (a `lab:` section, or the lab keys at the top level)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"No lab configuration at '{path}'. See the recipes in the package's lab/recipes.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if isinstance(raw, dict) and "lab" in raw:
+        raw = raw["lab"]
+    return parse_lab_config(raw, path.resolve().parent, str(path))
+
+
+def parse_lab_config(raw, base: Path, source: str = "lab config") -> LabConfig:
+    """Validate a lab mapping; relative paths resolve against `base`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a mapping with at least 'runs'.")
+    try:
+        lab = LabConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{source} is not a valid lab configuration: "
+                          + "; ".join(describe_error(err, LabConfig) for err in e.errors()) + ".") from None
+    if not lab.out.is_absolute():
+        lab.out = base / lab.out
+    if lab.corpus != BUILTIN_CORPUS and not Path(lab.corpus).is_absolute():
+        lab.corpus = str(base / lab.corpus)
+    return lab

@@ -1,0 +1,304 @@
+"""Train tiny GPT-NeoX series with a ledger; save them as ordinary local checkpoint series.
+
+Layout of the output folder:
+    OUT/lab.json                  the lab config and its fingerprint
+    OUT/checkpoints.yaml          an audit config for everything below (`memaudit run OUT/checkpoints.yaml`)
+    OUT/<run>/step-<N>/           HF checkpoints (safetensors + tokenizer), N = updates done
+    OUT/<run>/data/*.jsonl        train / valid / special samples as token ids, with their ids
+    OUT/<run>/ledger.json         every update's samples, epochs, interventions (written last)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from memaudit.errors import ConfigError
+from memaudit.lab.config import BUILTIN_CORPUS, LabConfig, RunSpec
+from memaudit.ledger import Intervention, Ledger, Update
+from memaudit.schema import atomic_write_text
+
+MEMORY_FRACTION = 0.5  # refuse runs estimated to need more than this share of available memory
+
+
+@dataclass
+class Splits:
+    """Token samples (lists of ids) and their ids, for one tokenizer."""
+
+    train: list[list[int]]
+    valid: list[list[int]]
+    special: list[list[int]]
+
+
+def read_corpus(corpus: str) -> str:
+    """The built-in excerpt or a UTF-8 text file."""
+    if corpus == BUILTIN_CORPUS:
+        return (resources.files("memaudit.lab") / "corpus" / "wikitext2_excerpt.txt").read_text(encoding="utf-8")
+    path = Path(corpus)
+    if not path.is_file():
+        raise ConfigError(f"Lab corpus '{path}' does not exist. Use 'corpus: builtin' or a path to a text file.")
+    return path.read_text(encoding="utf-8")
+
+
+def make_splits(lab: LabConfig, tokenizer, text: str) -> Splits:
+    """Cut the corpus into consecutive samples: train, then valid, then special."""
+    stream = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    need = lab.n_samples + lab.n_valid + lab.n_special
+    have = len(stream) // lab.seq_len
+    if have < need:
+        raise ConfigError(f"The corpus gives {len(stream)} tokens, {have} samples of seq_len={lab.seq_len}, but the "
+                          f"lab asks for {need} (n_samples + n_valid + n_special). Use a larger corpus, or lower "
+                          "seq_len or the sample counts.")
+    chunks = [stream[i * lab.seq_len:(i + 1) * lab.seq_len] for i in range(need)]
+    a, b = lab.n_samples, lab.n_samples + lab.n_valid
+    return Splits(train=chunks[:a], valid=chunks[a:b], special=chunks[b:])
+
+
+def id_tokens(n: int) -> list[str]:
+    """The new vocabulary entries of the unique-identifier runs."""
+    return [f"<id_{i}>" for i in range(n)]
+
+
+def plan_updates(lab: LabConfig, spec: RunSpec) -> tuple[list[Update], list[int], set[int]]:
+    """Every update in order (deterministic in the seed), the epoch-end steps and the steps to save at."""
+    import torch
+
+    injections: dict[int, int] = {}
+    if spec.special is not None:
+        for e in spec.special.epochs():
+            injections[e] = injections.get(e, 0) + 1
+    special_ids = [f"special:{i}" for i in range(lab.n_special)]
+    updates, epoch_ends, save = [], [], {0}
+    for epoch in range(1, lab.epochs + 1):
+        for _ in range(injections.get(epoch, 0)):
+            updates.append(Update(step=len(updates) + 1, epoch=epoch, kind="special", sample_ids=special_ids))
+        if injections.get(epoch):
+            save.add(len(updates))  # right after the special batch
+        order = torch.randperm(lab.n_samples, generator=torch.Generator().manual_seed(lab.seed * 100_003 + epoch))
+        for start in range(0, lab.n_samples, lab.batch_size):
+            rows = order[start:start + lab.batch_size].tolist()
+            updates.append(Update(step=len(updates) + 1, epoch=epoch, sample_ids=[f"train:{r}" for r in rows]))
+        epoch_ends.append(len(updates))
+        if epoch % lab.save_every == 0 or epoch == lab.epochs:
+            save.add(len(updates))
+    return updates, epoch_ends, save
+
+
+def model_config(lab: LabConfig, spec: RunSpec, vocab_size: int):
+    """GPT-NeoX with the paper's settings: dropout 0."""
+    from transformers import GPTNeoXConfig
+
+    return GPTNeoXConfig(vocab_size=vocab_size, hidden_size=spec.width, num_hidden_layers=spec.layers,
+                         num_attention_heads=spec.heads, intermediate_size=4 * spec.width,
+                         max_position_embeddings=lab.seq_len, hidden_dropout=0.0, attention_dropout=0.0,
+                         eos_token_id=0, bos_token_id=0, tie_word_embeddings=False)
+
+
+def estimate_bytes(lab: LabConfig, spec: RunSpec, vocab_size: int) -> tuple[int, int]:
+    """(parameters, bytes) for training: weights, grads, 2 Adam moments, activations and logits (float32)."""
+    w, layers = spec.width, spec.layers
+    params = 2 * vocab_size * w + layers * (12 * w * w + 13 * w) + 2 * w
+    tokens = lab.batch_size * lab.seq_len
+    activations = tokens * layers * (34 * w + 5 * spec.heads * lab.seq_len) * 4
+    logits = tokens * vocab_size * 4 * 3
+    return params, params * 4 * 4 + activations + logits
+
+
+def check_memory(lab: LabConfig, vocab_size: int) -> None:
+    """Refuse, with the estimate, runs that would not fit in memory."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    for spec in lab.runs:
+        params, need = estimate_bytes(lab, spec, vocab_size)
+        if need > MEMORY_FRACTION * available:
+            raise ConfigError(
+                f"Run '{spec.name}' ({params / 1e6:.1f}M parameters, layers={spec.layers}, width={spec.width}) "
+                f"needs about {need / 2**30:.1f} GiB to train with batch_size={lab.batch_size} and "
+                f"seq_len={lab.seq_len}; this machine has {available / 2**30:.1f} GiB available. Use a smaller "
+                "width or fewer layers, or a smaller batch.")
+
+
+def run_lab(lab: LabConfig, out: Path | None = None, overwrite: bool = False, console=None) -> Path:
+    """Train every run of the lab into `out` (resuming or skipping what is already there)."""
+    import torch
+
+    from memaudit.lab.tokenizer import train_bpe
+
+    out = Path(out or lab.out)
+    _claim_output(out, lab, overwrite)
+    text = read_corpus(lab.corpus)
+    base_tokenizer = train_bpe([text], lab.vocab_size)
+    splits = make_splits(lab, base_tokenizer, text)
+    check_memory(lab, len(base_tokenizer) + lab.n_samples)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    for spec in lab.runs:
+        if (out / spec.name / "ledger.json").is_file():
+            continue  # finished earlier
+        tokenizer = base_tokenizer
+        if spec.ids != "none":
+            import copy
+
+            tokenizer = copy.deepcopy(base_tokenizer)
+            tokenizer.add_tokens(id_tokens(lab.n_samples), special_tokens=True)
+        train_run(lab, spec, tokenizer, splits, out / spec.name, console)
+    write_audit_config(lab, out)
+    return out
+
+
+def _claim_output(out: Path, lab: LabConfig, overwrite: bool) -> None:
+    marker = out / "lab.json"
+    if marker.is_file():
+        previous = json.loads(marker.read_text())
+        if previous.get("fingerprint") == lab.fingerprint():
+            return  # same lab: resume / skip finished runs
+        if not overwrite:
+            raise ConfigError(f"'{out}' already holds a different lab series (fingerprint {previous.get('fingerprint')}, "
+                              f"this config {lab.fingerprint()}). Choose another 'out' folder, or pass --overwrite "
+                              "to replace it.")
+        shutil.rmtree(out)
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"'{out}' exists and is not a lab output folder. Choose another 'out', or pass "
+                              "--overwrite to replace its contents.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps({"fingerprint": lab.fingerprint(),
+                                          "config": lab.model_dump(mode="json")}, indent=2))
+
+
+def _write_jsonl(path: Path, prefix: str, samples: list[list[int]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps({"id": f"{prefix}:{i}", "tokens": s}) + "\n"
+                                    for i, s in enumerate(samples)))
+
+
+def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: Path, console=None) -> Ledger:
+    """Train one series, saving checkpoints and, at the end, its ledger."""
+    import torch
+    from transformers import GPTNeoXForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    train = splits.train
+    if spec.ids == "prefix":
+        ids = tokenizer.convert_tokens_to_ids(id_tokens(lab.n_samples))
+        train = [[ids[i]] + s[:-1] for i, s in enumerate(train)]  # same length, own ID first
+    for name, samples in (("train", train), ("valid", splits.valid), ("special", splits.special)):
+        _write_jsonl(folder / "data" / f"{name}.jsonl", name, samples)
+
+    updates, epoch_ends, save_steps = plan_updates(lab, spec)
+    torch.manual_seed(lab.seed)
+    model = GPTNeoXForCausalLM(model_config(lab, spec, len(tokenizer)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lab.lr, weight_decay=0.0)
+    done = _resume(folder, model, optimizer)
+    if done == 0:
+        _save(folder, 0, model, tokenizer, optimizer)
+    data = {"train": torch.tensor(train), "special": torch.tensor(splits.special or [[0]])}  # (samples, seq_len)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"training {spec.name}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
+                  disable=console is None or not console.is_terminal) as progress:
+        task = progress.add_task("", total=len(updates), completed=done, info="")
+        model.train()
+        for update in updates[done:]:
+            rows = [int(s.split(":")[1]) for s in update.sample_ids]
+            batch = data[update.kind][rows]  # (batch, seq_len)
+            for group in optimizer.param_groups:
+                group["lr"] = lab.lr * min(1.0, update.step / lab.warmup_steps) if lab.warmup_steps else lab.lr
+            loss = model(input_ids=batch, labels=batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if update.step in save_steps:
+                _save(folder, update.step, model, tokenizer, optimizer)
+            progress.update(task, advance=1, info=f"epoch {update.epoch} loss {loss.item():.3f}")
+
+    interventions = []
+    if spec.special is not None:
+        steps = [u.step for u in updates if u.kind == "special"]
+        interventions.append(Intervention(kind="special_batch", steps=steps, epochs=spec.special.epochs(),
+                                          detail=spec.special.model_dump()))
+    if spec.ids != "none":
+        interventions.append(Intervention(kind="unique_ids" if spec.ids == "prefix" else "vocab_control",
+                                          detail={"new_tokens": lab.n_samples}))
+    ledger = Ledger(series=spec.name, n_params=sum(p.numel() for p in model.parameters()),
+                    steps_per_epoch=math.ceil(lab.n_samples / lab.batch_size), epochs=lab.epochs,
+                    updates=updates, epoch_end_steps=epoch_ends, interventions=interventions)
+    atomic_write_text(folder / "ledger.json", ledger.model_dump_json(indent=1))
+    for leftover in folder.glob(".resume*"):
+        leftover.unlink()
+    return ledger
+
+
+def _save(folder: Path, step: int, model, tokenizer, optimizer) -> None:
+    """Write `step-N/` via a temp folder and rename, then the resume state (optimizer) for step N."""
+    import torch
+    from safetensors.torch import save_file
+
+    final = folder / f"step-{step}"
+    tmp = folder / f".step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    state = {}
+    for i, p in enumerate(model.parameters()):
+        for key, value in optimizer.state.get(p, {}).items():
+            state[f"{i}.{key}"] = value.detach().clone().reshape(-1) if key == "step" else value.detach().clone()
+    save_file(state or {"empty": torch.zeros(1)}, folder / ".resume.tmp")
+    (folder / ".resume.tmp").replace(folder / ".resume.safetensors")
+    atomic_write_text(folder / ".resume.json", json.dumps({"step": step}))
+
+
+def _resume(folder: Path, model, optimizer) -> int:
+    """Continue an interrupted run from its last checkpoint: weights and optimizer state. Returns its step."""
+    marker = folder / ".resume.json"
+    if not marker.is_file():
+        return 0
+    from safetensors.torch import load_file
+
+    step = json.loads(marker.read_text())["step"]
+    checkpoint = folder / f"step-{step}" / "model.safetensors"
+    if not checkpoint.is_file():
+        raise ConfigError(f"Cannot resume '{folder}': its resume state names step {step} but {checkpoint} is "
+                          "missing. Delete the folder (or pass --overwrite) to train it again.")
+    model.load_state_dict(load_file(checkpoint), strict=False)
+    state = load_file(folder / ".resume.safetensors")
+    for i, p in enumerate(model.parameters()):
+        if f"{i}.exp_avg" in state:
+            optimizer.state[p] = {"step": state[f"{i}.step"].reshape(()), "exp_avg": state[f"{i}.exp_avg"],
+                                  "exp_avg_sq": state[f"{i}.exp_avg_sq"]}
+    return step
+
+
+def write_audit_config(lab: LabConfig, out: Path) -> Path:
+    """`OUT/checkpoints.yaml`: an audit of every run, with the lab's data sets, ready for `memaudit run`."""
+    k = m = min(32, lab.seq_len // 2)
+    datasets = [{"name": "train", "path": "{series}/data/train.jsonl", "role": "train", "seq_len": lab.seq_len}]
+    if lab.n_valid:
+        datasets.append({"name": "valid", "path": "{series}/data/valid.jsonl", "role": "valid", "seq_len": lab.seq_len})
+    if lab.n_special and any(r.special for r in lab.runs):
+        datasets.append({"name": "special", "path": "{series}/data/special.jsonl", "role": "special",
+                         "seq_len": lab.seq_len})
+    config = {
+        "series": [{"name": r.name, "local": r.name} for r in lab.runs],
+        "datasets": datasets,
+        "probes": {"memorization": {"k": k, "m": m}, "memorization_series": {"taus": [0.5, 0.9]}},
+        "checks": [{"name": "held-out text is not memorized", "metric": "memorization.M", "dataset": "valid",
+                    "at": "max", "max": 0.5}] if lab.n_valid else [],
+        "run": {"batch_size": 32},
+    }
+    path = out / "checkpoints.yaml"
+    atomic_write_text(path, "# Written by `memaudit lab`: audits every series trained in this folder.\n"
+                      + yaml.safe_dump(config, sort_keys=False))
+    return path
