@@ -194,11 +194,16 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
         _write_jsonl(folder / "data" / f"{name}.jsonl", name, samples)
 
     updates, epoch_ends, save_steps = plan_updates(lab, spec)
-    torch.manual_seed(lab.seed)
-    model = GPTNeoXForCausalLM(model_config(lab, spec, len(tokenizer)))
+    done = _resume_step(folder)
+    if done:
+        model = GPTNeoXForCausalLM.from_pretrained(folder / f"step-{done}")
+    else:
+        torch.manual_seed(lab.seed)
+        model = GPTNeoXForCausalLM(model_config(lab, spec, len(tokenizer)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lab.lr, weight_decay=0.0)
-    done = _resume(folder, model, optimizer)
-    if done == 0:
+    if done:
+        _load_optimizer(folder, model, optimizer)
+    else:
         _save(folder, 0, model, tokenizer, optimizer)
     data = {"train": torch.tensor(train), "special": torch.tensor(splits.special or [[0]])}  # (samples, seq_len)
 
@@ -260,25 +265,26 @@ def _save(folder: Path, step: int, model, tokenizer, optimizer) -> None:
     atomic_write_text(folder / ".resume.json", json.dumps({"step": step}))
 
 
-def _resume(folder: Path, model, optimizer) -> int:
-    """Continue an interrupted run from its last checkpoint: weights and optimizer state. Returns its step."""
+def _resume_step(folder: Path) -> int:
+    """The step an interrupted run can continue from (0: start afresh)."""
     marker = folder / ".resume.json"
     if not marker.is_file():
         return 0
+    step = json.loads(marker.read_text())["step"]
+    if not (folder / f"step-{step}" / "model.safetensors").is_file():
+        raise ConfigError(f"Cannot resume '{folder}': its resume state names step {step} but step-{step}/ is "
+                          "missing. Delete the folder (or pass --overwrite) to train it again.")
+    return step
+
+
+def _load_optimizer(folder: Path, model, optimizer) -> None:
+    """Restore AdamW's moments and step counts saved next to the last checkpoint."""
     from safetensors.torch import load_file
 
-    step = json.loads(marker.read_text())["step"]
-    checkpoint = folder / f"step-{step}" / "model.safetensors"
-    if not checkpoint.is_file():
-        raise ConfigError(f"Cannot resume '{folder}': its resume state names step {step} but {checkpoint} is "
-                          "missing. Delete the folder (or pass --overwrite) to train it again.")
-    model.load_state_dict(load_file(checkpoint), strict=False)
     state = load_file(folder / ".resume.safetensors")
     for i, p in enumerate(model.parameters()):
-        if f"{i}.exp_avg" in state:
-            optimizer.state[p] = {"step": state[f"{i}.step"].reshape(()), "exp_avg": state[f"{i}.exp_avg"],
-                                  "exp_avg_sq": state[f"{i}.exp_avg_sq"]}
-    return step
+        optimizer.state[p] = {"step": state[f"{i}.step"].reshape(()), "exp_avg": state[f"{i}.exp_avg"],
+                              "exp_avg_sq": state[f"{i}.exp_avg_sq"]}
 
 
 def write_audit_config(lab: LabConfig, out: Path) -> Path:
