@@ -197,6 +197,22 @@ def load_tokenizer(ckpt: Checkpoint):
                                 "carry its tokenizer files (tokenizer.json or vocab/merges).") from e
 
 
+def tokenizer_file_digest(ckpt: Checkpoint) -> str | None:
+    """sha256 of the checkpoint's tokenizer.json, without loading it (None when there is none)."""
+    if ckpt.path is not None:
+        path = ckpt.path / "tokenizer.json"
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        try:
+            with _guard(ckpt):
+                path = Path(hf_hub_download(ckpt.repo, "tokenizer.json", revision=ckpt.sha, cache_dir=ckpt.hf_cache_dir))
+        except (EntryNotFoundError, LocalEntryNotFoundError, SourceUnavailable):
+            return None
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     """sha256 prefix of everything that decides how text becomes tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
