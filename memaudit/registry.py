@@ -27,6 +27,7 @@ PRODUCTS = {
 CHECKPOINT_ARGS = {
     **PRODUCTS,
     "tokens": "int64 (samples, seq_len): the sample tokens",
+    "pos_tags": "int8 (samples, seq_len - 1): universal POS tag id of each target token (see memaudit.tagging.TAGS)",
     "sample_ids": "list[str]: stable id of each sample",
     "dataset": "DatasetInfo: the data set being probed",
     "checkpoint": "CheckpointInfo: name, step, sha of the checkpoint",

@@ -42,6 +42,8 @@ def fmt(value) -> str:
             return f"{value:.3g}"
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
     if isinstance(value, list):
+        if value and all(isinstance(v, str) for v in value):
+            return " › ".join(value)
         return sparkline(value)
     return str(value)
 
@@ -68,7 +70,8 @@ def header(report: AuditReport) -> RenderableType:
         Rule("memaudit audit", style="bold"),
         Text(f"memaudit {p.memaudit_version} · torch {p.torch_version} · transformers {p.transformers_version} · "
              f"python {p.python_version} · device {p.device} · {p.dtype} · batch {p.batch_size}"),
-        Text(f"config: {p.config_path or '-'} (hash {p.config_hash})"),
+        Text(f"config: {p.config_path or '-'} (hash {p.config_hash})"
+             + (f" · POS tags: {p.tagger}" if p.tagger else "")),
         Text(f"collected {len(report.probes)} probes ({', '.join(x.name for x in report.probes)}) · "
              f"{len(report.series)} series · {n_ckpt} checkpoints · {len(report.datasets)} data sets "
              f"({', '.join(f'{d.name}: {d.n_samples}×{d.seq_len} {d.role}' for d in report.datasets)})"),
@@ -76,10 +79,22 @@ def header(report: AuditReport) -> RenderableType:
     return Group(*lines)
 
 
-def checkpoint_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> Table:
-    """Checkpoints as rows; the probe's shown metrics per data set as columns."""
+MATRIX_COLUMNS = 12
+
+
+def _dict_metrics(series: SeriesResult, probe: ProbeInfo) -> list[str]:
+    """Shown metrics whose values are mappings (e.g. R per tag): rendered as matrices."""
+    results = [r for c in series.checkpoints for r in c.results.get(probe.name, {}).values()]
+    return [m for m in probe.show if any(isinstance(r.get(m), dict) for r in results)]
+
+
+def checkpoint_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> Table | None:
+    """Checkpoints as rows; the probe's shown scalar metrics per data set as columns."""
     ckpts = [c for c in series.checkpoints if probe.name in c.results]
     metrics = probe.show or _scalar_keys(r for c in ckpts for r in c.results[probe.name].values())
+    metrics = [m for m in metrics if m not in _dict_metrics(series, probe)]
+    if not metrics:
+        return None
     table = Table(title=f"{probe.name} · {series.name} ({fmt_params(series.n_params)} params)",
                   title_justify="left")
     table.add_column("checkpoint", no_wrap=True)
@@ -91,6 +106,34 @@ def checkpoint_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]
         cells = [fmt(c.results[probe.name].get(d, {}).get(m)) for d, m in columns]
         table.add_row(c.name + (" ⟲" if c.from_cache else ""), fmt(c.step), *cells)
     return table
+
+
+def matrix_table(series: SeriesResult, probe: ProbeInfo, dataset: str, metric: str) -> Table:
+    """A mapping metric (e.g. R per POS tag) over checkpoints: keys as rows, checkpoints as columns,
+    each cell coloured from red (0) to green (1). Long series are thinned to MATRIX_COLUMNS columns."""
+    ckpts = [c for c in series.checkpoints if probe.name in c.results]
+    if len(ckpts) > MATRIX_COLUMNS:
+        picks = sorted({round(i * (len(ckpts) - 1) / (MATRIX_COLUMNS - 1)) for i in range(MATRIX_COLUMNS)})
+        ckpts = [ckpts[i] for i in picks]
+    rows = list(dict.fromkeys(k for c in ckpts for k in (c.results[probe.name].get(dataset, {}).get(metric) or {})))
+    thinned = " (every few checkpoints)" if len(ckpts) < len(series.checkpoints) else ""
+    table = Table(title=f"{probe.name} {metric} · {series.name} · {dataset}{thinned}", title_justify="left")
+    table.add_column("", no_wrap=True)
+    for c in ckpts:
+        table.add_column(str(c.step) if c.step is not None else c.name, justify="right")
+    for key in rows:
+        cells = []
+        for c in ckpts:
+            v = (c.results[probe.name].get(dataset, {}).get(metric) or {}).get(key)
+            cells.append(Text(fmt(v), style=_heat(v)) if _is_number(v) else Text("–"))
+        table.add_row(key, *cells)
+    return table
+
+
+def _heat(v: float) -> str:
+    v = min(max(float(v), 0.0), 1.0)
+    red, green = int(255 * min(1.0, 2 * (1 - v))), int(255 * min(1.0, 2 * v))
+    return f"rgb({red},{green},60)"
 
 
 def trend_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> Table | None:
@@ -123,7 +166,12 @@ def series_table(report: AuditReport, probe: ProbeInfo) -> Table:
         table.add_column(f"{s.name}\n{d}", justify="right")
     table.add_row("params", *[fmt_params(s.n_params) for s, _, _ in columns])
     for k in keys:
-        table.add_row(k, *[fmt(r.get(k)) for _, _, r in columns])
+        subkeys = list(dict.fromkeys(sk for _, _, r in columns if isinstance(r.get(k), dict) for sk in r[k]))
+        if subkeys:
+            for sk in subkeys:
+                table.add_row(f"{k} {sk}", *[fmt((r.get(k) or {}).get(sk)) for _, _, r in columns])
+        else:
+            table.add_row(k, *[fmt(r.get(k)) for _, _, r in columns])
     return table
 
 
@@ -131,7 +179,7 @@ def _scalar_keys(results: Iterable[dict], lists: bool = False) -> list[str]:
     keys: dict[str, None] = {}
     for r in results:
         for k, v in r.items():
-            if _is_number(v) or v is None or isinstance(v, str) or (lists and isinstance(v, list)):
+            if _is_number(v) or v is None or isinstance(v, str) or (lists and isinstance(v, (list, dict))):
                 keys.setdefault(k)
     return list(keys)
 
@@ -174,10 +222,16 @@ def render_report(report: AuditReport, console: Console, quiet: bool = False) ->
         for probe in report.probes:
             if probe.kind == "checkpoint" and any(probe.name in c.results for c in series.checkpoints):
                 shown = [d for d in datasets if "@" not in d]
-                console.print(checkpoint_table(series, probe, shown))
-                trends = trend_table(series, probe, shown)
-                if trends is not None and trends.row_count:
-                    console.print(trends)
+                table = checkpoint_table(series, probe, shown)
+                if table is not None:
+                    console.print(table)
+                    trends = trend_table(series, probe, shown)
+                    if trends is not None and trends.row_count:
+                        console.print(trends)
+                train = [d.name for d in report.datasets if d.role == "train" and d.name in shown] or shown
+                for metric in _dict_metrics(series, probe):
+                    for d in train:
+                        console.print(matrix_table(series, probe, d, metric))
         for c in series.checkpoints:
             if c.error:
                 console.print(Text(f"ERROR {series.name}/{c.name}: {c.error}", style="red"))

@@ -78,6 +78,7 @@ class _State:
     datasets: dict[str, DatasetInfo] = field(default_factory=dict)
     ledgers: dict[str, Ledger | None] = field(default_factory=dict)
     device: str | None = None
+    tagger: str | None = None
 
 
 def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | None = None) -> AuditReport:
@@ -123,7 +124,7 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         memaudit_version=__version__, torch_version=torch.__version__,
         transformers_version=transformers.__version__, python_version=platform.python_version(),
         platform=platform.platform(terse=True), device=state.device, dtype=run_cfg.dtype,
-        batch_size=run_cfg.batch_size, seed=run_cfg.seed, config_path=opts.config_path,
+        batch_size=run_cfg.batch_size, seed=run_cfg.seed, tagger=state.tagger, config_path=opts.config_path,
         config_hash=config_hash, command=opts.command or " ".join(sys.argv), started_at=started,
         finished_at=_now(), duration_s=round(time.perf_counter() - t0, 3))
     return AuditReport(
@@ -161,10 +162,11 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
     emit("series", name=series.name, n_checkpoints=len(checkpoints),
          tokens_per_checkpoint=sum(s.tokens.size for s in samples.values()))
 
+    tags = _tags(plan, samples, tokenizer, fingerprint, run_cfg, cache.enabled, state)
     needed = plan.products | {"hits", "logprobs"}
     for ckpt in checkpoints:
         emit("checkpoint", name=ckpt.name)
-        result = _audit_checkpoint(plan, ckpt, samples, infos, needed, run_cfg, device, cache, ledger, emit)
+        result = _audit_checkpoint(plan, ckpt, samples, infos, tags, needed, run_cfg, device, cache, ledger, emit)
         series.checkpoints.append(result)
         if series.n_params is None:
             series.n_params = result.n_params
@@ -196,7 +198,26 @@ def _series_tokenizer(series_name: str, checkpoints):
     return tokenizer, fingerprint
 
 
-def _audit_checkpoint(plan, ckpt, samples, infos, needed, run_cfg, device, cache, ledger, emit) -> CheckpointResult:
+def _tags(plan, samples, tokenizer, fingerprint, run_cfg, use_cache, state) -> dict:
+    """POS tags of every data set's target tokens, when a selected probe asks for `pos_tags`."""
+    if not any("pos_tags" in p.args for p in plan.checkpoint_probes):
+        return {}
+    from memaudit.tagging import TagCache, load_pipeline, tag_samples
+
+    nlp, label = load_pipeline(run_cfg.spacy_model)
+    state.tagger = label
+    cache = TagCache(run_cfg.cache_dir, enabled=use_cache)
+    out = {}
+    for name, s in samples.items():
+        shape = (s.tokens.shape[0], s.tokens.shape[1] - 1)
+        out[name] = cache.get(s.sha256, fingerprint, label, shape)
+        if out[name] is None:
+            out[name] = tag_samples(s.tokens, tokenizer, nlp, n_process=run_cfg.spacy_processes)
+            cache.put(s.sha256, fingerprint, label, out[name])
+    return out
+
+
+def _audit_checkpoint(plan, ckpt, samples, infos, tags, needed, run_cfg, device, cache, ledger, emit) -> CheckpointResult:
     from memaudit.forward import score
     from memaudit.sources import count_parameters, load_model, n_parameters
 
@@ -239,7 +260,7 @@ def _audit_checkpoint(plan, ckpt, samples, infos, needed, run_cfg, device, cache
         results[p.name] = {}
         for name, s in samples.items():
             context = {**products[name], "tokens": s.tokens, "sample_ids": s.ids, "dataset": infos[name],
-                       "checkpoint": ckpt, "ledger": ledger}
+                       "checkpoint": ckpt, "ledger": ledger, "pos_tags": tags.get(name)}
             results[p.name][name] = _call(p, context)
     return CheckpointResult(
         name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location, n_params=n_params,

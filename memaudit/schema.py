@@ -5,12 +5,12 @@ Importable without torch: `memaudit show` and `memaudit schema` only need this a
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from memaudit.atomic import atomic_write_text
 
 SCHEMA_VERSION = 1
 
@@ -43,6 +43,8 @@ class Provenance(_Model):
     """Samples per forward batch."""
     seed: int
     """Seed from the configuration."""
+    tagger: str | None = None
+    """spaCy pipeline and version that tagged the text (None when no probe needed tags)."""
     config_path: str | None = None
     """The yaml the run was configured by."""
     config_hash: str
@@ -196,28 +198,12 @@ class AuditReport(_Model):
 
 def write_report(report: AuditReport, path: str | Path) -> None:
     """Write the report as JSON atomically: a temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, report.model_dump_json(indent=2))
 
 
 def read_report(path: str | Path) -> AuditReport:
     """Read and validate a saved report."""
     return AuditReport.model_validate_json(Path(path).read_text(encoding="utf-8"))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the whole new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def json_schema() -> dict:

@@ -22,7 +22,7 @@ import yaml
 from memaudit.errors import ConfigError
 from memaudit.lab.config import BUILTIN_CORPUS, LabConfig, RunSpec
 from memaudit.ledger import Intervention, Ledger, Update
-from memaudit.schema import atomic_write_text
+from memaudit.atomic import atomic_write_text
 
 MEMORY_FRACTION = 0.5  # refuse runs estimated to need more than this share of available memory
 

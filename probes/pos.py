@@ -1,0 +1,61 @@
+"""Part of speech: which word classes a checkpoint memorizes first (Tirumala et al. 2022, sec. 5).
+
+R(p) = correctly predicted target positions whose word has tag p / target positions with tag p.
+Tags are spaCy's universal POS tags of the word holding each target token (see memaudit.tagging);
+NONE counts tokens with no word (whitespace, special tokens) apart, UNK WikiText's `<unk>`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from memaudit import probe, series_probe
+from memaudit.tagging import TAGS
+
+CONTENT_FIRST = ("NOUN", "PROPN", "NUM")
+CONTENT_LATER = ("VERB", "ADJ")
+NOT_WORD_CLASSES = ("NONE", "UNK", "SPACE")
+
+
+@probe(metrics={"R": "tag -> share of its target positions predicted exactly (argmax hit)",
+                "count": "tag -> number of target positions with that tag"}, show=("R",))
+def pos(hits, pos_tags, min_count: int = 1):
+    """R(p) and position counts for every tag present."""
+    rates, counts = {}, {}
+    for i, tag in enumerate(TAGS):
+        mask = pos_tags == i  # (samples, seq_len - 1)
+        n = int(mask.sum())
+        if n >= max(1, min_count):
+            counts[tag] = n
+            rates[tag] = float(hits[mask].mean())
+    return {"R": rates, "count": counts}
+
+
+@series_probe(metrics={"T_step": "tag -> first step at which R(tag) >= tau (None: never)",
+                       "order": "word classes in the order they reach tau (never-reached last)",
+                       "nouns_numbers_first": "NOUN, PROPN and NUM reach tau (on average) before VERB and ADJ"},
+              show=("T_step", "nouns_numbers_first"))
+def pos_series(checkpoints, datasets, tau: float = 0.5):
+    """Per tag, the first checkpoint where R(p) >= tau, and the order in which tags get there."""
+    done = [c for c in checkpoints if "pos" in c.results]
+    out = {}
+    for d in datasets:
+        curves: dict[str, list] = {}
+        for c in done:
+            for tag, r in c.results["pos"].get(d.name, {}).get("R", {}).items():
+                curves.setdefault(tag, [None] * len(done))[done.index(c)] = r
+        first = {tag: next((done[i].step for i, r in enumerate(curve) if r is not None and r >= tau), None)
+                 for tag, curve in curves.items() if tag != "NONE"}
+        classes = [t for t in TAGS if t in first and t not in NOT_WORD_CLASSES]
+        never = float("inf")
+        order = sorted(classes, key=lambda t: (first[t] if first[t] is not None else never, TAGS.index(t)))
+
+        def mean_step(group):
+            steps = [first[t] if first[t] is not None else never for t in group if t in first]
+            return float(np.mean(steps)) if steps else None
+
+        early, late = mean_step(CONTENT_FIRST), mean_step(CONTENT_LATER)
+        out[d.name] = {"T_step": first, "order": order,
+                       "nouns_numbers_first": None if early is None or late is None or early == late == never
+                       else bool(early < late)}
+    return out
