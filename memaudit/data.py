@@ -57,7 +57,7 @@ def load_samples(config: DatasetConfig, tokenizer) -> Samples:
     if path.suffix in (".jsonl", ".json"):
         records = _read_jsonl(config, text)
         if "tokens" in records[0]:
-            return _pretokenized(config, records)
+            return _pretokenized(config, records, len(tokenizer))
         text_parts = [str(r.get("text", "")) for r in records]
     else:
         text_parts = [text]
@@ -101,7 +101,7 @@ def _read_jsonl(config: DatasetConfig, text: str) -> list[dict]:
     return records
 
 
-def _pretokenized(config: DatasetConfig, records: list[dict]) -> Samples:
+def _pretokenized(config: DatasetConfig, records: list[dict], vocab_size: int) -> Samples:
     rows, ids = [], []
     for i, r in enumerate(records):
         toks = r.get("tokens") or []
@@ -113,4 +113,9 @@ def _pretokenized(config: DatasetConfig, records: list[dict]) -> Samples:
         ids.append(str(r.get("id", i)))
         if config.max_samples and len(rows) == config.max_samples:
             break
-    return Samples(config, np.asarray(rows, dtype=np.int64), ids)
+    tokens = np.asarray(rows, dtype=np.int64)
+    if tokens.min() < 0 or tokens.max() >= vocab_size:
+        raise ConfigError(f"Data set '{config.name}': '{config.path}' holds token id {int(tokens.max())}, but the "
+                          f"series' tokenizer has {vocab_size} tokens: the data was tokenized with another "
+                          "tokenizer. Re-create it with this series' tokenizer, or audit the series it belongs to.")
+    return Samples(config, tokens, ids)

@@ -47,7 +47,7 @@ def test_exitfirst_stops_at_the_first_failing_checkpoint(basic_config, run_cli, 
 
 def test_keyword_selects_probes_and_no_match_is_exit_5(basic_config, run_cli, tmp_path):
     config = basic_config()
-    code, _, _ = run_cli("run", config, "-k", "not series", "--json", tmp_path / "r.json")
+    code, _, _ = run_cli("run", config, "-k", "memorization and not series", "--json", tmp_path / "r.json")
     report = json.loads((tmp_path / "r.json").read_text())
     assert code == 0 and [p["name"] for p in report["probes"]] == ["memorization"]
     code, _, err = run_cli("run", config, "-k", "nothing_like_this")
