@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("lab", help=cmd_lab.__doc__)
-    p.add_argument("config", type=Path, help="lab yaml")
+    p.add_argument("config", type=Path, help="lab yaml, or the name of a shipped recipe (demo, forgetting-sizes, ...)")
     p.add_argument("--out", help="output folder (default: the yaml's 'out')")
     p.add_argument("--overwrite", action="store_true", help="replace a different series in the output folder")
     p.set_defaults(func=cmd_lab)

@@ -82,6 +82,9 @@ class DatasetConfig(_Strict):
     """Tokens per sample."""
     max_samples: int | None = Field(None, ge=1)
     """Keep at most this many samples (the first ones)."""
+    seen_at_step: list[int] | None = None
+    """For a `special` data set without a ledger: the training steps at which the series saw it
+    (e.g. a batch of Pythia's known training order), for the forgetting curve."""
 
 
     def for_series(self, series: str) -> "DatasetConfig":

@@ -32,7 +32,8 @@ class Samples:
     def info(self) -> DatasetInfo:
         return DatasetInfo(name=self.config.name, role=self.config.role, path=str(self.config.path),
                            seq_len=self.config.seq_len, n_samples=len(self.ids),
-                           n_tokens=int(self.tokens.size), sha256=self.sha256[:16])
+                           n_tokens=int(self.tokens.size), sha256=self.sha256[:16],
+                           seen_at_step=self.config.seen_at_step)
 
 
 def load_samples(config: DatasetConfig, tokenizer) -> Samples:

@@ -50,6 +50,8 @@ class Ledger(_Model):
     """Series (model size) name."""
     n_params: int
     """Parameters of the model."""
+    run: dict = {}
+    """The lab run that trained it: size (layers, width, heads) and interventions (special, ids)."""
     steps_per_epoch: int
     """Training-set updates per epoch (special-batch updates not counted)."""
     epochs: int

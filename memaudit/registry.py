@@ -28,6 +28,7 @@ CHECKPOINT_ARGS = {
     **PRODUCTS,
     "tokens": "int64 (samples, seq_len): the sample tokens",
     "pos_tags": "int8 (samples, seq_len - 1): universal POS tag id of each target token (see memaudit.tagging.TAGS)",
+    "id_mask": "bool (samples, seq_len - 1): target token is identifier-like (see memaudit.identifiers)",
     "sample_ids": "list[str]: stable id of each sample",
     "dataset": "DatasetInfo: the data set being probed",
     "checkpoint": "CheckpointInfo: name, step, sha of the checkpoint",
@@ -38,6 +39,7 @@ SERIES_ARGS = {
     "datasets": "list[DatasetInfo]: the data sets",
     "series": "SeriesInfo: the series",
     "ledger": "Ledger | None: the training ledger of the series, when there is one",
+    "all_series": "list[SeriesResult]: every series of the run (per-checkpoint results), to compare against",
 }
 
 

@@ -15,9 +15,12 @@ from memaudit.schema import AuditReport, ProbeInfo, SeriesResult
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values: Iterable) -> str:
-    """One character per value, scaled between the smallest and largest number; gaps for None."""
+def sparkline(values: Iterable, width: int | None = None) -> str:
+    """One character per value (at most `width`, evenly thinned), scaled between the smallest and
+    largest number; gaps for None."""
     values = list(values)
+    if width and len(values) > width:
+        values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
     numbers = [v for v in values if _is_number(v)]
     if not numbers:
         return ""
@@ -27,7 +30,7 @@ def sparkline(values: Iterable) -> str:
                    for v in values)
 
 
-def fmt(value) -> str:
+def fmt(value, spark_width: int | None = None) -> str:
     """A metric value for a table cell."""
     if value is None:
         return "–"
@@ -44,7 +47,7 @@ def fmt(value) -> str:
     if isinstance(value, list):
         if value and all(isinstance(v, str) for v in value):
             return " › ".join(value)
-        return sparkline(value)
+        return sparkline(value, spark_width)
     return str(value)
 
 
@@ -171,7 +174,7 @@ def series_table(report: AuditReport, probe: ProbeInfo) -> Table:
             for sk in subkeys:
                 table.add_row(f"{k} {sk}", *[fmt((r.get(k) or {}).get(sk)) for _, _, r in columns])
         else:
-            table.add_row(k, *[fmt(r.get(k)) for _, _, r in columns])
+            table.add_row(k, *[fmt(r.get(k), spark_width=10) for _, _, r in columns])
     return table
 
 

@@ -79,6 +79,7 @@ class _State:
     ledgers: dict[str, Ledger | None] = field(default_factory=dict)
     device: str | None = None
     tagger: str | None = None
+    identifiers: str | None = None
 
 
 def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | None = None) -> AuditReport:
@@ -114,7 +115,7 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
 
     if status != "interrupted":
         for series in state.series:
-            _run_series_probes(plan, series, list(state.datasets.values()), state.ledgers[series.name])
+            _run_series_probes(plan, series, list(state.datasets.values()), state.ledgers[series.name], state.series)
     checks = evaluate_checks(config.checks, state.series, plan.probes, config.datasets)
     if status != "interrupted":
         status = "failed" if any(not c.passed for c in checks) else "passed"
@@ -124,7 +125,8 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         memaudit_version=__version__, torch_version=torch.__version__,
         transformers_version=transformers.__version__, python_version=platform.python_version(),
         platform=platform.platform(terse=True), device=state.device, dtype=run_cfg.dtype,
-        batch_size=run_cfg.batch_size, seed=run_cfg.seed, tagger=state.tagger, config_path=opts.config_path,
+        batch_size=run_cfg.batch_size, seed=run_cfg.seed, tagger=state.tagger, identifiers=state.identifiers,
+        config_path=opts.config_path,
         config_hash=config_hash, command=opts.command or " ".join(sys.argv), started_at=started,
         finished_at=_now(), duration_s=round(time.perf_counter() - t0, 3))
     return AuditReport(
@@ -156,17 +158,19 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
         name=series_cfg.display_name,
         source=f"hub:{series_cfg.hub}" if series_cfg.hub else f"local:{series_cfg.local}",
         n_params=ledger.n_params if ledger else None, tokenizer=fingerprint,
-        steps_per_epoch=series_cfg.steps_per_epoch or (ledger.steps_per_epoch if ledger else None))
+        steps_per_epoch=series_cfg.steps_per_epoch or (ledger.steps_per_epoch if ledger else None),
+        lab_run=ledger.run if ledger and ledger.run else None)
     state.series.append(series)
     state.ledgers[series.name] = ledger
     emit("series", name=series.name, n_checkpoints=len(checkpoints),
          tokens_per_checkpoint=sum(s.tokens.size for s in samples.values()))
 
-    tags = _tags(plan, samples, tokenizer, fingerprint, run_cfg, cache.enabled, state)
+    text_products = _data_products(plan, samples, tokenizer, fingerprint, run_cfg, cache.enabled, state)
     needed = plan.products | {"hits", "logprobs"}
     for ckpt in checkpoints:
         emit("checkpoint", name=ckpt.name)
-        result = _audit_checkpoint(plan, ckpt, samples, infos, tags, needed, run_cfg, device, cache, ledger, emit)
+        result = _audit_checkpoint(plan, ckpt, samples, infos, text_products, needed, run_cfg, device, cache,
+                                   ledger, emit)
         series.checkpoints.append(result)
         if series.n_params is None:
             series.n_params = result.n_params
@@ -198,26 +202,42 @@ def _series_tokenizer(series_name: str, checkpoints):
     return tokenizer, fingerprint
 
 
-def _tags(plan, samples, tokenizer, fingerprint, run_cfg, use_cache, state) -> dict:
-    """POS tags of every data set's target tokens, when a selected probe asks for `pos_tags`."""
-    if not any("pos_tags" in p.args for p in plan.checkpoint_probes):
-        return {}
+def _data_products(plan, samples, tokenizer, fingerprint, run_cfg, use_cache, state) -> dict[str, dict]:
+    """Per data set, the products that depend on the text alone (`pos_tags`, `id_mask`), when asked for."""
+    asked = {a for p in plan.checkpoint_probes for a in p.args} & {"pos_tags", "id_mask"}
+    out: dict[str, dict] = {name: {} for name in samples}
+    if not asked:
+        return out
+    from memaudit.errors import ConfigError
     from memaudit.tagging import TagCache, load_pipeline, tag_samples
 
-    nlp, label = load_pipeline(run_cfg.spacy_model)
-    state.tagger = label
-    cache = TagCache(run_cfg.cache_dir, enabled=use_cache)
-    out = {}
-    for name, s in samples.items():
-        shape = (s.tokens.shape[0], s.tokens.shape[1] - 1)
-        out[name] = cache.get(s.sha256, fingerprint, label, shape)
-        if out[name] is None:
-            out[name] = tag_samples(s.tokens, tokenizer, nlp, n_process=run_cfg.spacy_processes)
-            cache.put(s.sha256, fingerprint, label, out[name])
+    try:
+        nlp, label = load_pipeline(run_cfg.spacy_model)
+    except ConfigError:
+        if "pos_tags" in asked:
+            raise
+        nlp = label = None  # identifiers fall back to the documented regex set; the report says so
+    if nlp is not None:
+        state.tagger = label
+        cache = TagCache(run_cfg.cache_dir, enabled=use_cache)
+        for name, s in samples.items():
+            shape = (s.tokens.shape[0], s.tokens.shape[1] - 1)
+            tags = cache.get(s.sha256, fingerprint, label, shape)
+            if tags is None:
+                tags = tag_samples(s.tokens, tokenizer, nlp, n_process=run_cfg.spacy_processes)
+                cache.put(s.sha256, fingerprint, label, tags)
+            out[name]["pos_tags"] = tags
+    if "id_mask" in asked:
+        from memaudit.identifiers import describe_source, identifier_mask
+
+        state.identifiers = describe_source(with_spacy=nlp is not None)
+        for name, s in samples.items():
+            out[name]["id_mask"] = identifier_mask(s.tokens, tokenizer, out[name].get("pos_tags"))
     return out
 
 
-def _audit_checkpoint(plan, ckpt, samples, infos, tags, needed, run_cfg, device, cache, ledger, emit) -> CheckpointResult:
+def _audit_checkpoint(plan, ckpt, samples, infos, text_products, needed, run_cfg, device, cache, ledger,
+                      emit) -> CheckpointResult:
     from memaudit.forward import score
     from memaudit.sources import count_parameters, load_model, n_parameters
 
@@ -260,7 +280,7 @@ def _audit_checkpoint(plan, ckpt, samples, infos, tags, needed, run_cfg, device,
         results[p.name] = {}
         for name, s in samples.items():
             context = {**products[name], "tokens": s.tokens, "sample_ids": s.ids, "dataset": infos[name],
-                       "checkpoint": ckpt, "ledger": ledger, "pos_tags": tags.get(name)}
+                       "checkpoint": ckpt, "ledger": ledger, **text_products[name]}
             results[p.name][name] = _call(p, context)
     return CheckpointResult(
         name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location, n_params=n_params,
@@ -269,10 +289,12 @@ def _audit_checkpoint(plan, ckpt, samples, infos, tags, needed, run_cfg, device,
         n_forward_batches=batches, from_cache=not missing, results=results)
 
 
-def _run_series_probes(plan: Plan, series: SeriesResult, datasets: list[DatasetInfo], ledger) -> None:
+def _run_series_probes(plan: Plan, series: SeriesResult, datasets: list[DatasetInfo], ledger,
+                       all_series: list[SeriesResult]) -> None:
     for p in plan.series_probes:
         context = {"checkpoints": [c for c in series.checkpoints if c.error is None],
-                   "datasets": [d for d in datasets if "@" not in d.name], "series": series, "ledger": ledger}
+                   "datasets": [d for d in datasets if "@" not in d.name], "series": series, "ledger": ledger,
+                   "all_series": all_series}
         series.results[p.name] = _call(p, context)
 
 

@@ -45,6 +45,8 @@ class Provenance(_Model):
     """Seed from the configuration."""
     tagger: str | None = None
     """spaCy pipeline and version that tagged the text (None when no probe needed tags)."""
+    identifiers: str | None = None
+    """What decided which tokens are identifier-like (None when no probe needed it)."""
     config_path: str | None = None
     """The yaml the run was configured by."""
     config_hash: str
@@ -76,6 +78,8 @@ class DatasetInfo(_Model):
     """Tokens in all samples together."""
     sha256: str
     """Hash of the sample tokens: the products cache is keyed by it."""
+    seen_at_step: list[int] | None = None
+    """Training steps at which the series saw this data set, when given in the yaml."""
 
 
 class ProbeInfo(_Model):
@@ -139,6 +143,8 @@ class SeriesResult(_Model):
     """Fingerprint (sha256 prefix) of the tokenizer that every checkpoint shares."""
     steps_per_epoch: int | None = None
     """Updates per epoch (from the ledger or the yaml), when known."""
+    lab_run: dict | None = None
+    """For a lab series: its size (layers, width, heads) and interventions (special, ids), from the ledger."""
     checkpoints: list[CheckpointResult] = []
     """Checkpoints in step order."""
     results: dict[str, dict[str, Metrics]] = {}

@@ -71,7 +71,7 @@ def _byte_decoder() -> dict[str, int]:
 
 
 @functools.lru_cache(maxsize=16)
-def _is_byte_level(tokenizer) -> bool:
+def is_byte_level(tokenizer) -> bool:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     return backend is not None and '"ByteLevel"' in backend.to_str()
 
@@ -96,7 +96,7 @@ class TokenBytes:
 def token_spans(tokenizer, tokens, token_bytes: TokenBytes | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The text of one sample and the (start, end) character span of each of its tokens."""
     tokens = [int(t) for t in tokens]
-    if _is_byte_level(tokenizer):
+    if is_byte_level(tokenizer):
         pieces = (token_bytes or TokenBytes(tokenizer))(tokens)
         data = b"".join(pieces)
         # surrogateescape: every invalid byte becomes exactly one character, so spans stay aligned
@@ -147,7 +147,7 @@ def align(text: str, spans: list[tuple[int, int]], words: list[tuple[int, int, s
 
 def tag_samples(tokens: np.ndarray, tokenizer, nlp, batch_size: int = 256, n_process: int = 1) -> np.ndarray:
     """Tag ids of the target tokens (positions 1..seq_len-1) of every sample: (samples, seq_len - 1) int8."""
-    token_bytes = TokenBytes(tokenizer) if _is_byte_level(tokenizer) else None
+    token_bytes = TokenBytes(tokenizer) if is_byte_level(tokenizer) else None
     decoded = [token_spans(tokenizer, row, token_bytes) for row in tokens]
     out = np.empty((tokens.shape[0], tokens.shape[1] - 1), dtype=np.int8)
     docs = nlp.pipe([text for text, _ in decoded], batch_size=batch_size, n_process=n_process)

@@ -20,7 +20,7 @@ LAB = {
 
 
 def lab_config(tmp_path, out="lab", **overrides):
-    return parse_lab_config({**LAB, "out": out, **overrides}, tmp_path)
+    return parse_lab_config({**LAB, "out": str(tmp_path / out), **overrides}, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,11 @@ def test_audit_of_the_lab_output_reads_the_ledger(trained, run_cli, tmp_path):
     first_epoch = {s: read_ledger(trained / "base" / "ledger.json").epoch_at(s) for s in row["steps"]}
     assert first_epoch == {0: 0.0, 3: 1.0, 5: 1.4, 8: 2.0, 11: 3.0}
     assert {d["name"] for d in report["datasets"]} >= {"train", "valid", "special"}
+    by_name = {s["name"]: s for s in report["series"]}
+    ids_row = by_name["ids"]["results"]["unique_ids_series"]["train"]
+    assert ids_row["run_kind"] == "ids" and ids_row["baseline"] == "base" and "gain_M_mean" in ids_row
+    assert by_name["control"]["results"]["unique_ids_series"]["train"]["run_kind"] == "control"
+    assert by_name["ids"]["lab_run"]["ids"] == "prefix"
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):

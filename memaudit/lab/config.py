@@ -65,7 +65,7 @@ class LabConfig(_Strict):
     """The `lab:` section: corpus, tokenizer, samples, optimizer, checkpoints, runs."""
 
     out: Path = Path("lab-runs")
-    """Output folder (relative to the yaml)."""
+    """Output folder (relative to the current folder, so that shipped recipes write where you are)."""
     corpus: str = BUILTIN_CORPUS
     """`builtin` (the shipped WikiText-2 excerpt) or a path to a UTF-8 text file."""
     vocab_size: int = Field(1024, ge=300)
@@ -106,11 +106,23 @@ class LabConfig(_Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def recipe_names() -> list[str]:
+    """Names of the lab recipes shipped with memaudit."""
+    from importlib import resources
+
+    return sorted(p.name[:-5] for p in (resources.files("memaudit.lab") / "recipes").iterdir() if p.name.endswith(".yaml"))
+
+
 def load_lab_config(path: str | Path) -> LabConfig:
-    """Read a lab yaml (a `lab:` section, or the lab keys at the top level)."""
+    """Read a lab yaml (a `lab:` section, or the lab keys at the top level), or a shipped recipe by name."""
+    from importlib import resources
+
     path = Path(path)
+    if not path.is_file() and str(path) in recipe_names():
+        path = Path(str(resources.files("memaudit.lab") / "recipes" / f"{path}.yaml"))
     if not path.is_file():
-        raise ConfigError(f"No lab configuration at '{path}'. See the recipes in the package's lab/recipes.")
+        raise ConfigError(f"No lab configuration at '{path}'. Give a lab yaml, or one of the shipped recipes: "
+                          f"{', '.join(recipe_names())}.")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -121,7 +133,8 @@ def load_lab_config(path: str | Path) -> LabConfig:
 
 
 def parse_lab_config(raw, base: Path, source: str = "lab config") -> LabConfig:
-    """Validate a lab mapping; relative paths resolve against `base`."""
+    """Validate a lab mapping; a relative corpus path resolves against `base` (the yaml's folder),
+    a relative `out` against the current folder."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source} must be a mapping with at least 'runs'.")
     try:
@@ -129,8 +142,7 @@ def parse_lab_config(raw, base: Path, source: str = "lab config") -> LabConfig:
     except ValidationError as e:
         raise ConfigError(f"{source} is not a valid lab configuration: "
                           + "; ".join(describe_error(err, LabConfig) for err in e.errors()) + ".") from None
-    if not lab.out.is_absolute():
-        lab.out = base / lab.out
+    lab.out = lab.out.resolve()
     if lab.corpus != BUILTIN_CORPUS and not Path(lab.corpus).is_absolute():
         lab.corpus = str(base / lab.corpus)
     return lab

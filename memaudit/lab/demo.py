@@ -13,9 +13,7 @@ from memaudit.lab.config import parse_lab_config
 def demo_lab_config(out: Path):
     """The shipped demo recipe, writing into `out`."""
     raw = yaml.safe_load((resources.files("memaudit.lab") / "recipes" / "demo.yaml").read_text(encoding="utf-8"))
-    lab = parse_lab_config(raw["lab"], Path.cwd(), "the built-in demo recipe")
-    lab.out = Path(out).resolve()
-    return lab
+    return parse_lab_config({**raw["lab"], "out": str(out)}, Path.cwd(), "the built-in demo recipe")
 
 
 def prepare_demo(out: Path, overwrite: bool = False, console=None) -> Path:

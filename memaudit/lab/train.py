@@ -235,7 +235,7 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
     if spec.ids != "none":
         interventions.append(Intervention(kind="unique_ids" if spec.ids == "prefix" else "vocab_control",
                                           detail={"new_tokens": lab.n_samples}))
-    ledger = Ledger(series=spec.name, n_params=sum(p.numel() for p in model.parameters()),
+    ledger = Ledger(series=spec.name, n_params=sum(p.numel() for p in model.parameters()), run=spec.model_dump(),
                     steps_per_epoch=math.ceil(lab.n_samples / lab.batch_size), epochs=lab.epochs,
                     updates=updates, epoch_end_steps=epoch_ends, interventions=interventions)
     atomic_write_text(folder / "ledger.json", ledger.model_dump_json(indent=1))

@@ -1,0 +1,130 @@
+"""Forgetting: M on a special batch after the series trained on it (Tirumala et al. 2022, sec. 6).
+
+The curve is M(special) at every checkpoint from the (last) injection on, against steps since
+injection. The forgetting baseline is its floor: the minimum M after injection, and the asymptote
+b of a least-squares fit M(t) = b + a * exp(-t / lambda).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from memaudit import series_probe
+
+FIT_MIN_POINTS = 4  # three parameters and at least one degree of freedom
+
+
+def fit_exponential_decay(t, m) -> dict:
+    """Least-squares fit of m = b + a * exp(-t / lam).
+
+    For each lam (a log grid, then golden-section refinement) b and a are a linear least-squares
+    solve; standard errors come from the Jacobian at the optimum. Returns b, a, lam with their
+    standard errors and the rmse, or a `note` saying why there is no fit.
+    """
+    t, m = np.asarray(t, dtype=float), np.asarray(m, dtype=float)
+    if len(t) < FIT_MIN_POINTS:
+        return {"note": f"not enough checkpoints to fit ({len(t)} after injection, need {FIT_MIN_POINTS})"}
+    span = float(t.max() - t.min()) or 1.0
+
+    def solve(log_lam):
+        e = np.exp(-t / math.exp(log_lam))
+        X = np.stack([np.ones_like(t), e], axis=1)  # (points, 2)
+        coef, *_ = np.linalg.lstsq(X, m, rcond=None)
+        return float(((X @ coef - m) ** 2).sum()), coef
+
+    grid = np.linspace(math.log(span / 1000), math.log(span * 10), 200)
+    best = int(np.argmin([solve(g)[0] for g in grid]))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    golden = (math.sqrt(5) - 1) / 2
+    for _ in range(60):
+        x1, x2 = hi - golden * (hi - lo), lo + golden * (hi - lo)
+        if solve(x1)[0] < solve(x2)[0]:
+            hi = x2
+        else:
+            lo = x1
+    log_lam = (lo + hi) / 2
+    sse, (b, a) = solve(log_lam)
+    lam = math.exp(log_lam)
+    e = np.exp(-t / lam)
+    J = np.stack([np.ones_like(t), e, a * t / lam**2 * e], axis=1)  # d m / d (b, a, lam)
+    dof = len(t) - 3
+    stderr = [None, None, None]
+    if dof > 0:
+        try:
+            cov = np.linalg.inv(J.T @ J) * (sse / dof)
+            stderr = [float(math.sqrt(v)) if v >= 0 else None for v in np.diag(cov)]
+        except np.linalg.LinAlgError:
+            pass
+    note = None
+    first_gap = float(np.min(t[t > t.min()] - t.min())) if (t > t.min()).any() else span
+    if lam < first_gap / 2:
+        note = (f"the drop is faster than the checkpoints resolve (lambda {lam:.3g} < half the first gap, "
+                f"{first_gap:g} steps): b is the level after it, lambda is a bound")
+    elif log_lam >= grid[-1] - 1e-6:
+        note = "no decay within the curve (lambda at the upper end of the search): b is an extrapolation"
+    return {"b": float(b), "b_stderr": stderr[0], "a": float(a), "a_stderr": stderr[1], "lam": lam,
+            "lam_stderr": stderr[2], "rmse": math.sqrt(sse / len(t)), "note": note}
+
+
+METRICS = {
+    "injected_at": "steps at which the series trained on the special batch",
+    "injection_epoch": "epoch of the first injection (ledger)",
+    "repeats": "times the special batch was trained on",
+    "spacing": "epochs between repeats (None: consecutive)",
+    "steps_since": "steps since the last injection, for each checkpoint of the curve",
+    "M_curve": "M on the special batch at those checkpoints",
+    "M_before": "M at the last checkpoint before the first injection",
+    "M_after": "M at the first checkpoint at or after the last injection",
+    "baseline_min": "forgetting baseline: minimum M after the last injection (t > 0)",
+    "baseline_fit": "forgetting baseline: asymptote b of M(t) = b + a exp(-t / lambda)",
+    "baseline_fit_stderr": "standard error of b",
+    "half_life": "lambda * ln 2, in steps",
+    "fit_rmse": "root mean square residual of the fit",
+    "fit_note": "why there is no fit, when there is none",
+}
+
+
+@series_probe(metrics=METRICS, show=("injection_epoch", "repeats", "spacing", "M_before", "M_after",
+                                     "baseline_min", "baseline_fit", "baseline_fit_stderr", "half_life",
+                                     "M_curve", "fit_note"))
+def forgetting(checkpoints, datasets, ledger):
+    """Forgetting curve and baseline of each `special` data set whose injection steps are known."""
+    out = {}
+    for d in datasets:
+        if d.role != "special":
+            continue
+        injected, detail = _injections(d, ledger)
+        if not injected:
+            out[d.name] = {"fit_note": "injection steps unknown: give 'seen_at_step' in the yaml or use a lab ledger"}
+            continue
+        points = [(c.step, c.results.get("memorization", {}).get(d.name, {}).get("M")) for c in checkpoints]
+        points = [(s, m) for s, m in points if s is not None and m is not None]
+        last = max(injected)
+        before = [m for s, m in points if s < min(injected)]
+        curve = [(s - last, m) for s, m in points if s >= last]
+        row = {"injected_at": injected, **detail, "steps_since": [t for t, _ in curve],
+               "M_curve": [m for _, m in curve], "M_before": before[-1] if before else None,
+               "M_after": curve[0][1] if curve else None}
+        later = [m for t, m in curve if t > 0]
+        row["baseline_min"] = min(later) if later else None
+        fit = fit_exponential_decay([t for t, _ in curve], [m for _, m in curve])
+        row.update({"baseline_fit": fit.get("b"), "baseline_fit_stderr": fit.get("b_stderr"),
+                    "half_life": fit["lam"] * math.log(2) if fit.get("lam") else None,
+                    "fit_rmse": fit.get("rmse"), "fit_note": fit["note"]})
+        out[d.name] = row
+    return out
+
+
+def _injections(dataset, ledger) -> tuple[list[int], dict]:
+    if dataset.seen_at_step:
+        return sorted(dataset.seen_at_step), {"repeats": len(dataset.seen_at_step)}
+    if ledger is None:
+        return [], {}
+    for intervention in ledger.interventions:
+        if intervention.kind == "special_batch":
+            d = intervention.detail
+            return sorted(intervention.steps), {"injection_epoch": d.get("epoch"), "repeats": d.get("repeats"),
+                                                "spacing": d.get("spacing")}
+    return [], {}
