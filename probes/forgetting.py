@@ -64,6 +64,8 @@ def fit_exponential_decay(t, m) -> dict:
                 f"{first_gap:g} steps): b is the level after it, lambda is a bound")
     elif log_lam >= grid[-1] - 1e-6:
         note = "no decay within the curve (lambda at the upper end of the search): b is an extrapolation"
+    elif stderr[0] is None or stderr[0] > 0.5 * (float(m.max() - m.min()) or 1.0):
+        note = f"the curve does not pin the asymptote down (b = {b:.3g} ± {stderr[0] or float('nan'):.2g})"
     return {"b": float(b), "b_stderr": stderr[0], "a": float(a), "a_stderr": stderr[1], "lam": lam,
             "lam_stderr": stderr[2], "rmse": math.sqrt(sse / len(t)), "note": note}
 
@@ -82,16 +84,20 @@ METRICS = {
     "baseline_fit_stderr": "standard error of b",
     "half_life": "lambda * ln 2, in steps",
     "fit_rmse": "root mean square residual of the fit",
-    "fit_note": "why there is no fit, when there is none",
+    "fit_note": "why there is no fit, or why to distrust it",
+    "excess_curve": "M on the special batch minus M on the valid data set at the same checkpoints "
+                    "(what the model keeps of the batch beyond what it generalizes to unseen text)",
+    "baseline_excess": "minimum of the excess curve after the last injection (t > 0)",
 }
 
 
 @series_probe(metrics=METRICS, show=("injection_epoch", "repeats", "spacing", "M_before", "M_after",
                                      "baseline_min", "baseline_fit", "baseline_fit_stderr", "half_life",
-                                     "M_curve", "fit_note"))
+                                     "baseline_excess", "M_curve", "excess_curve", "fit_note"))
 def forgetting(checkpoints, datasets, ledger):
     """Forgetting curve and baseline of each `special` data set whose injection steps are known."""
     out = {}
+    valid = next((d for d in datasets if d.role == "valid"), None)
     for d in datasets:
         if d.role != "special":
             continue
@@ -113,6 +119,12 @@ def forgetting(checkpoints, datasets, ledger):
         row.update({"baseline_fit": fit.get("b"), "baseline_fit_stderr": fit.get("b_stderr"),
                     "half_life": fit["lam"] * math.log(2) if fit.get("lam") else None,
                     "fit_rmse": fit.get("rmse"), "fit_note": fit["note"]})
+        if valid is not None:
+            level = {c.step: c.results.get("memorization", {}).get(valid.name, {}).get("M") for c in checkpoints}
+            excess = [(t, m - level[t + last]) for t, m in curve if level.get(t + last) is not None]
+            row["excess_curve"] = [e for _, e in excess]
+            row["baseline_excess"] = min((e for t, e in excess if t > 0), default=None)
+        row["fit_note"] = row.pop("fit_note")  # last, it is the longest cell
         out[d.name] = row
     return out
 
