@@ -15,24 +15,40 @@ PRODUCT_DTYPES = {"hits": np.bool_, "logprobs": np.float32, "ranks": np.int32, "
 ALWAYS = ("hits", "logprobs")
 
 
-def reduce_logits(logits: torch.Tensor, targets: torch.Tensor, products: set[str]) -> dict[str, torch.Tensor]:
-    """Per-token products from next-token logits.
+CPU_CHUNK_ELEMENTS = 1 << 20  # logits reduced in row chunks of ~4 MB on the CPU: each chunk stays in cache
+
+
+def reduce_logits(logits: torch.Tensor, targets: torch.Tensor, products: set[str],
+                  chunk_elements: int | None = None) -> dict[str, torch.Tensor]:
+    """Per-token products from next-token logits, computed where the logits are.
 
     logits: (batch, seq, vocab) predicting `targets`: (batch, seq). Returns (batch, seq) tensors.
+    The rows are reduced in chunks of about `chunk_elements` logits (default: the whole tensor on a
+    GPU, ~4 MB on the CPU, where cache-sized chunks run several times faster than one big reduction).
     """
-    logits = logits.float()  # (batch, seq, vocab); a no-op for float32 models
-    target_logit = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (batch, seq)
-    lse = torch.logsumexp(logits, dim=-1)  # (batch, seq)
-    out = {
-        "hits": logits.argmax(dim=-1) == targets,  # (batch, seq); ties go to the lowest id, as in greedy decoding
-        "logprobs": target_logit - lse,
-    }
-    if "ranks" in products:
-        out["ranks"] = (logits > target_logit.unsqueeze(-1)).sum(dim=-1).to(torch.int32) + 1
-    if "entropy" in products:
-        logp = logits - lse.unsqueeze(-1)  # (batch, seq, vocab)
-        out["entropy"] = -(logp.exp() * logp).sum(dim=-1)
-    return out
+    batch, seq, vocab = logits.shape
+    flat, flat_targets = logits.reshape(batch * seq, vocab), targets.reshape(batch * seq)  # (rows, vocab), (rows,)
+    if chunk_elements is None:
+        chunk_elements = CPU_CHUNK_ELEMENTS if logits.device.type == "cpu" else flat.numel()
+    rows = max(1, chunk_elements // vocab)
+    wanted = set(products) | set(ALWAYS)
+    dtypes = {"hits": torch.bool, "logprobs": torch.float32, "ranks": torch.int32, "entropy": torch.float32}
+    out = {name: torch.empty(batch * seq, dtype=dtypes[name], device=logits.device) for name in wanted}
+    for start in range(0, batch * seq, rows):
+        x = flat[start:start + rows].float()  # (rows, vocab); a no-op for float32 models
+        t = flat_targets[start:start + rows]
+        target_logit = x.gather(-1, t.unsqueeze(-1)).squeeze(-1)  # (rows,)
+        lse = torch.logsumexp(x, dim=-1)  # (rows,)
+        part = slice(start, start + rows)
+        # torch.max returns the first maximal index, like argmax (and greedy decoding), and is faster
+        out["hits"][part] = x.max(dim=-1).indices == t
+        out["logprobs"][part] = target_logit - lse
+        if "ranks" in wanted:
+            out["ranks"][part] = (x > target_logit.unsqueeze(-1)).sum(dim=-1).to(torch.int32) + 1
+        if "entropy" in wanted:
+            logp = x - lse.unsqueeze(-1)  # (rows, vocab)
+            out["entropy"][part] = -(logp.exp() * logp).sum(dim=-1)
+    return {name: value.view(batch, seq) for name, value in out.items()}
 
 
 @torch.inference_mode()
@@ -47,10 +63,13 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int,
     batches = 0
     for start in range(0, n, batch_size):
         ids = torch.from_numpy(tokens[start:start + batch_size]).to(device)  # (batch, seq_len)
-        logits = model(input_ids=ids, use_cache=False).logits[:, :-1]  # (batch, seq_len - 1, vocab)
-        reduced = reduce_logits(logits, ids[:, 1:], products)
+        logits = model(input_ids=ids, use_cache=False).logits  # (batch, seq_len, vocab)
+        # Reduce every position, the last one (which predicts nothing) against a dummy target, so
+        # the logits stay contiguous; then drop it.
+        targets = torch.nn.functional.pad(ids[:, 1:], (0, 1))  # (batch, seq_len)
+        reduced = reduce_logits(logits, targets, products)
         for name, value in reduced.items():
-            out[name][start:start + len(ids)] = value.cpu().numpy()  # (batch, seq_len - 1): small
+            out[name][start:start + len(ids)] = value[:, :-1].cpu().numpy()  # (batch, seq_len - 1): small
         batches += 1
     return out, batches
 

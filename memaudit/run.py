@@ -165,19 +165,45 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
     emit("series", name=series.name, n_checkpoints=len(checkpoints),
          tokens_per_checkpoint=sum(s.tokens.size for s in samples.values()))
 
+    from memaudit.prefetch import ModelPrefetcher
+    from memaudit.sources import load_model
+
     text_products = _data_products(plan, samples, tokenizer, fingerprint, run_cfg, cache.enabled, state)
     needed = plan.products | {"hits", "logprobs"}
-    for ckpt in checkpoints:
-        emit("checkpoint", name=ckpt.name)
-        result = _audit_checkpoint(plan, ckpt, samples, infos, text_products, needed, run_cfg, device, cache,
-                                   ledger, emit)
-        series.checkpoints.append(result)
-        if series.n_params is None:
-            series.n_params = result.n_params
-        emit("checkpoint_done", result=result)
-        if opts.fail_fast and _fails_now(plan, series, result):
-            return True
+
+    def cached(ckpt):
+        return _cached_products(ckpt, samples, needed, run_cfg.dtype, cache)
+
+    with ModelPrefetcher(lambda c: load_model(c, run_cfg.dtype, device, run_cfg.trust_remote_code)) as models:
+        lookup = cached(checkpoints[0])
+        for i, ckpt in enumerate(checkpoints):
+            emit("checkpoint", name=ckpt.name)
+            products, missing = lookup
+            model, load_s = models.get(ckpt) if missing else (None, 0.0)
+            if i + 1 < len(checkpoints):  # load the next model while this one is scored
+                lookup = cached(checkpoints[i + 1])
+                if lookup[1]:
+                    models.prefetch(checkpoints[i + 1])
+            result = _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model,
+                                       load_s, needed, run_cfg, device, cache, ledger, emit)
+            del model
+            series.checkpoints.append(result)
+            if series.n_params is None:
+                series.n_params = result.n_params
+            emit("checkpoint_done", result=result)
+            if opts.fail_fast and _fails_now(plan, series, result):
+                return True
     return False
+
+
+def _cached_products(ckpt, samples, needed, dtype, cache) -> tuple[dict, list[str]]:
+    """Products of `ckpt` found in the cache, per data set, and the data sets still to score."""
+    products = {}
+    for name, s in samples.items():
+        hit = cache.get(ckpt.identity, s.sha256, dtype, needed, (s.tokens.shape[0], s.tokens.shape[1] - 1))
+        if hit is not None:
+            products[name] = hit
+    return products, [name for name in samples if name not in products]
 
 
 def _series_tokenizer(series_name: str, checkpoints):
@@ -236,29 +262,18 @@ def _data_products(plan, samples, tokenizer, fingerprint, run_cfg, use_cache, st
     return out
 
 
-def _audit_checkpoint(plan, ckpt, samples, infos, text_products, needed, run_cfg, device, cache, ledger,
-                      emit) -> CheckpointResult:
+def _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model, load_s, needed,
+                      run_cfg, device, cache, ledger, emit) -> CheckpointResult:
+    """Score the data sets whose products were not cached (one pass over their union), then run the probes."""
     from memaudit.forward import score
-    from memaudit.sources import count_parameters, load_model, n_parameters
+    from memaudit.sources import count_parameters, n_parameters
 
-    products: dict[str, dict[str, np.ndarray]] = {}
-    for name, s in samples.items():
-        shape = (s.tokens.shape[0], s.tokens.shape[1] - 1)
-        hit = cache.get(ckpt.identity, s.sha256, run_cfg.dtype, needed, shape)
-        if hit is not None:
-            products[name] = hit
-    missing = [name for name in samples if name not in products]
-
-    load_s = forward_s = 0.0
+    forward_s = 0.0
     n_params, batches = count_parameters(ckpt), 0
     if missing:
-        t = time.perf_counter()
-        model = load_model(ckpt, run_cfg.dtype, device, run_cfg.trust_remote_code)
-        load_s = time.perf_counter() - t
         n_params = n_parameters(model)
         t = time.perf_counter()
-        # One pass over the union of the missing data sets (grouped by sample length).
-        by_len: dict[int, list[str]] = {}
+        by_len: dict[int, list[str]] = {}  # samples of one length share batches
         for name in missing:
             by_len.setdefault(samples[name].tokens.shape[1], []).append(name)
         for names in by_len.values():
@@ -273,7 +288,6 @@ def _audit_checkpoint(plan, ckpt, samples, infos, text_products, needed, run_cfg
                 start = rows.stop
             emit("tokens", n=int(tokens.size))
         forward_s = time.perf_counter() - t
-        del model  # freed by reference counting; a full gc.collect() here costs ~0.1 s per checkpoint
 
     results: dict[str, dict[str, Any]] = {}
     for p in plan.checkpoint_probes:
