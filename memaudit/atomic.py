@@ -2,25 +2,53 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
+
+from memaudit.errors import ConfigError
+
+
+class OutputError(ConfigError):
+    """A result could not be written (disk full, no permission): exit 2, nothing half-written."""
+
+
+def _explain(path: Path, e: OSError) -> OutputError:
+    if e.errno == errno.ENOSPC:
+        hint = "The disk is full: free some space, or point --json / run.cache_dir at another disk."
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "The folder is not writable: fix its permissions, or choose another place."
+    else:
+        hint = "Check the path, its permissions and free space."
+    return OutputError(f"Cannot write '{path}': {e.strerror or e}. {hint} Nothing was left half-written.")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically (the folder is created when missing)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _explain(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _explain(path, e) from e
         raise
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after hours of work, when `path` (a file to write later) cannot be written."""
+    atomic_write_bytes(Path(path).parent / f".{Path(path).name}.probe", b"")
+    (Path(path).parent / f".{Path(path).name}.probe").unlink()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -35,11 +35,16 @@ def cmd_run(args) -> int:
     from memaudit.run import RunOptions, make_plan, run_audit
     from memaudit.schema import write_report
 
+    from memaudit.atomic import check_writable
+
     config, config_hash = load_config(args.config)
     plan = make_plan(config, args.keyword)
+    if args.json:
+        check_writable(args.json)
     opts = RunOptions(keyword=args.keyword, fail_fast=args.exitfirst, batch_size=args.batch_size,
-                      dtype=args.dtype, device=args.device, use_cache=not args.no_cache,
-                      command="memaudit " + " ".join(sys.argv[1:]), config_path=str(args.config))
+                      dtype=args.dtype, device=args.device, use_cache=not args.no_cache, evict=args.evict,
+                      allow_pickle=args.allow_pickle, command="memaudit " + " ".join(sys.argv[1:]),
+                      config_path=str(args.config))
     with AuditProgress(_console(stderr=True)) as progress:
         report = run_audit(plan, config_hash, opts, on_event=progress)
     if args.json:
@@ -130,7 +135,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype")
     p.add_argument("--batch-size", type=int, metavar="N", help="samples per forward batch")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the products cache")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the products cache and the run journal (no resume)")
+    p.add_argument("--evict", action="store_true",
+                   help="delete each Hub revision from the HF cache once its products are saved")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load pickle-format weights (pytorch_model.bin) when there are no safetensors; "
+                        "unpickling can run code: only for checkpoints you trust")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,10 @@ import torch
 
 from memaudit.errors import ConfigError
 
+
+class NonFiniteLogits(RuntimeError):
+    """The model produced NaN or infinite logits: the checkpoint is broken (reported, not fatal)."""
+
 PRODUCT_DTYPES = {"hits": np.bool_, "logprobs": np.float32, "ranks": np.int32, "entropy": np.float32}
 ALWAYS = ("hits", "logprobs")
 
@@ -68,6 +72,9 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int,
         # the logits stay contiguous; then drop it.
         targets = torch.nn.functional.pad(ids[:, 1:], (0, 1))  # (batch, seq_len)
         reduced = reduce_logits(logits, targets, products)
+        if not bool(torch.isfinite(reduced["logprobs"][:, :-1]).all()):
+            raise NonFiniteLogits(f"the model's logits are NaN or infinite (batch {batches + 1}, samples "
+                                  f"{start}..{start + len(ids) - 1}): the checkpoint's weights are broken")
         for name, value in reduced.items():
             out[name][start:start + len(ids)] = value[:, :-1].cpu().numpy()  # (batch, seq_len - 1): small
         batches += 1

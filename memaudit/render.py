@@ -200,10 +200,11 @@ def checks_table(report: AuditReport) -> Table:
 
 def summary_line(report: AuditReport) -> Rule:
     """`3 passed, 1 failed in 12.4s` (pytest's closing line)."""
-    if report.checks:
-        parts = [f"{n} {word}" for word, n in report.counts.items() if n]
-    else:
-        parts = ["no checks"]
+    counts = report.counts
+    parts = ["no checks"] if not report.checks else []
+    parts += [f"{counts[word]} {word}" for word in ("passed", "failed") if counts[word]]
+    if counts["errors"]:
+        parts.append(f"{counts['errors']} error" + ("s" if counts["errors"] > 1 else ""))
     if report.status == "interrupted":
         parts.append("interrupted")
     seconds = report.provenance.duration_s or 0.0

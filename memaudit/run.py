@@ -25,6 +25,16 @@ from memaudit.schema import (AuditReport, CheckpointResult, DatasetInfo, ProbeIn
 Event = Callable[..., None]
 
 
+def _checkpoint_errors() -> tuple[type[BaseException], ...]:
+    """What makes one checkpoint fail without stopping the run: it cannot be loaded, or its logits are
+    not finite. Configuration errors (MemauditError other than SourceUnavailable) still stop the run."""
+    from safetensors import SafetensorError
+
+    from memaudit.errors import SourceUnavailable
+
+    return (SourceUnavailable, SafetensorError, OSError, RuntimeError)
+
+
 @dataclass
 class RunOptions:
     """Command-line overrides and switches of `memaudit run`."""
@@ -35,6 +45,8 @@ class RunOptions:
     dtype: str | None = None
     device: str | None = None
     use_cache: bool = True
+    evict: bool = False
+    allow_pickle: bool = False
     command: str = ""
     config_path: str | None = None
 
@@ -80,6 +92,7 @@ class _State:
     device: str | None = None
     tagger: str | None = None
     identifiers: str | None = None
+    journal: Any = None
 
 
 def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | None = None) -> AuditReport:
@@ -92,6 +105,7 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
     import transformers
 
     from memaudit.forward import pick_device
+    from memaudit.journal import Journal, run_key
     from memaudit.products import ProductsCache
 
     config = plan.config
@@ -103,6 +117,8 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
     device = pick_device(run_cfg.device)
     state.device = str(device)
     cache = ProductsCache(run_cfg.cache_dir, enabled=opts.use_cache)
+    state.journal = Journal(cache.root.parent, run_key(config_hash, plan.probes, run_cfg.dtype, __version__),
+                            enabled=opts.use_cache)
     status = "passed"
     stopped_early = False
     try:
@@ -118,8 +134,9 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
             _run_series_probes(plan, series, list(state.datasets.values()), state.ledgers[series.name], state.series)
     checks = evaluate_checks(config.checks, state.series, plan.probes, config.datasets)
     if status != "interrupted":
-        status = "failed" if any(not c.passed for c in checks) else "passed"
-    exit_code = {"passed": ExitCode.OK, "failed": ExitCode.CHECKS_FAILED,
+        errored = any(c.error for s in state.series for c in s.checkpoints)
+        status = "error" if errored else "failed" if any(not c.passed for c in checks) else "passed"
+    exit_code = {"passed": ExitCode.OK, "failed": ExitCode.CHECKS_FAILED, "error": ExitCode.CHECKS_FAILED,
                  "interrupted": ExitCode.USAGE_ERROR}[status]
     provenance = Provenance(
         memaudit_version=__version__, torch_version=torch.__version__,
@@ -142,7 +159,7 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
     from memaudit.data import load_samples
     from memaudit.sources import check_series_name_clash, resolve_series
 
-    checkpoints = resolve_series(series_cfg)
+    checkpoints = resolve_series(series_cfg, allow_pickle=opts.allow_pickle)
     check_series_name_clash(checkpoints)
     ledger = _ledger_for(series_cfg)
 
@@ -166,32 +183,62 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
          tokens_per_checkpoint=sum(s.tokens.size for s in samples.values()))
 
     from memaudit.prefetch import ModelPrefetcher
-    from memaudit.sources import load_model
+    from memaudit.sources import evict_revision, load_model
 
+    CHECKPOINT_ERRORS = _checkpoint_errors()
     text_products = _data_products(plan, samples, tokenizer, fingerprint, run_cfg, cache.enabled, state)
     needed = plan.products | {"hits", "logprobs"}
 
-    def cached(ckpt):
-        return _cached_products(ckpt, samples, needed, run_cfg.dtype, cache)
+    first_with: dict[str, Any] = {}  # weights -> first checkpoint that had them
 
-    with ModelPrefetcher(lambda c: load_model(c, run_cfg.dtype, device, run_cfg.trust_remote_code)) as models:
-        lookup = cached(checkpoints[0])
+    def lookup(ckpt):
+        """(journal record, cached products, data sets still to score) of a checkpoint; a duplicate of an
+        earlier checkpoint (same weights) reads that one's products."""
+        done = state.journal.get(series.name, ckpt.name, ckpt.identity)
+        if done is not None:
+            return done, {}, []
+        source = first_with.get(ckpt.weights_key, ckpt)
+        return (None, *_cached_products(source, samples, needed, run_cfg.dtype, cache))
+
+    def load(ckpt):
+        return load_model(ckpt, run_cfg.dtype, device, run_cfg.trust_remote_code, opts.allow_pickle)
+
+    with ModelPrefetcher(load) as models:
+        upcoming = lookup(checkpoints[0])
         for i, ckpt in enumerate(checkpoints):
             emit("checkpoint", name=ckpt.name)
-            products, missing = lookup
-            model, load_s = models.get(ckpt) if missing else (None, 0.0)
-            if i + 1 < len(checkpoints):  # load the next model while this one is scored
-                lookup = cached(checkpoints[i + 1])
-                if lookup[1]:
-                    models.prefetch(checkpoints[i + 1])
-            result = _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model,
-                                       load_s, needed, run_cfg, device, cache, ledger, emit)
-            del model
+            duplicate_of = first_with.setdefault(ckpt.weights_key, ckpt).name
+            done, products, missing = lookup(ckpt) if duplicate_of != ckpt.name else upcoming
+            nxt = checkpoints[i + 1] if i + 1 < len(checkpoints) else None
+            if done is not None:
+                result = done.model_copy(update={"from_journal": True, "from_cache": True, "n_forward_batches": 0,
+                                                  "load_s": 0.0, "forward_s": 0.0})
+                upcoming = lookup(nxt) if nxt else None
+            else:
+                model = None
+                try:
+                    try:
+                        model, load_s = models.get(ckpt) if missing else (None, 0.0)
+                    finally:  # load the next model while this one is scored
+                        upcoming = lookup(nxt) if nxt else None
+                        if upcoming and upcoming[0] is None and upcoming[2]:
+                            models.prefetch(nxt)
+                    result = _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model,
+                                               load_s, needed, run_cfg, device, cache, ledger, emit)
+                except CHECKPOINT_ERRORS as e:
+                    result = CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location,
+                                              error=f"{type(e).__name__}: {e}")
+                del model
+                state.journal.record(series.name, ckpt.name, ckpt.identity, result)
+                if opts.evict and ckpt.repo and result.error is None:
+                    evict_revision(ckpt)
+            if duplicate_of != ckpt.name:
+                result.duplicate_of = duplicate_of
             series.checkpoints.append(result)
             if series.n_params is None:
                 series.n_params = result.n_params
             emit("checkpoint_done", result=result)
-            if opts.fail_fast and _fails_now(plan, series, result):
+            if opts.fail_fast and (result.error or _fails_now(plan, series, result)):
                 return True
     return False
 

@@ -124,6 +124,10 @@ class CheckpointResult(_Model):
     """Forward batches run for this checkpoint (0: everything came from the products cache)."""
     from_cache: bool = False
     """True when no forward pass was needed."""
+    from_journal: bool = False
+    """True when the result was read from the journal of an earlier, interrupted run."""
+    duplicate_of: str | None = None
+    """An earlier checkpoint of the series with the same weights (its products were reused)."""
     results: dict[str, dict[str, Metrics]] = {}
     """probe name -> data set name -> metrics."""
     error: str | None = None
@@ -182,7 +186,8 @@ class AuditReport(_Model):
     schema_version: int = SCHEMA_VERSION
     """Version of this schema; bumped when a field changes meaning or is removed."""
     status: Literal["passed", "failed", "error", "interrupted"]
-    """passed: all checks held; failed: a check failed; error: the run broke; interrupted: Ctrl-C."""
+    """passed: all checks held; failed: a check failed; error: a checkpoint could not be audited (see its
+    `error`); interrupted: stopped by Ctrl-C, the report holds what was finished."""
     exit_code: int
     """The exit code the run returned."""
     provenance: Provenance
@@ -199,7 +204,8 @@ class AuditReport(_Model):
     @property
     def counts(self) -> dict[str, int]:
         passed = sum(c.passed for c in self.checks)
-        return {"passed": passed, "failed": len(self.checks) - passed}
+        errors = sum(c.error is not None for s in self.series for c in s.checkpoints)
+        return {"passed": passed, "failed": len(self.checks) - passed, "errors": errors}
 
 
 def write_report(report: AuditReport, path: str | Path) -> None:

@@ -28,6 +28,12 @@ class Checkpoint:
     path: Path | None = None  # local folder
     repo: str | None = None
     hf_cache_dir: Path | None = None
+    weights_digest: str | None = None  # content hash of a Hub checkpoint's weights, when cached
+
+    @property
+    def weights_key(self) -> str:
+        """Equal for checkpoints with the same weights (duplicates), as far as can be told without loading."""
+        return self.weights_digest or self.identity
 
     @property
     def identity(self) -> str:
@@ -49,14 +55,14 @@ def parse_step(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def resolve_series(series: SeriesConfig) -> list[Checkpoint]:
+def resolve_series(series: SeriesConfig, allow_pickle: bool = False) -> list[Checkpoint]:
     """Every checkpoint of a series, in step order, with its sha (no model is loaded)."""
     if series.local is not None:
-        return _resolve_local(series)
+        return _resolve_local(series, allow_pickle)
     return _resolve_hub(series)
 
 
-def _resolve_local(series: SeriesConfig) -> list[Checkpoint]:
+def _resolve_local(series: SeriesConfig, allow_pickle: bool = False) -> list[Checkpoint]:
     root = Path(series.local)
     if not root.is_dir():
         raise SourceUnavailable(f"Series '{series.display_name}': no folder at '{root}'. Fix 'local' in the "
@@ -68,15 +74,18 @@ def _resolve_local(series: SeriesConfig) -> list[Checkpoint]:
                                 "checkpoint folder has a config.json and *.safetensors weights).")
     folders.sort(key=lambda p: (parse_step(p.name) is None, parse_step(p.name) or 0, p.name))
     return [Checkpoint(series=series.display_name, name=p.name, step=parse_step(p.name),
-                       location=str(p), sha=_local_sha(p), path=p) for p in folders]
+                       location=str(p), sha=_local_sha(p, allow_pickle), path=p) for p in folders]
 
 
-def _local_sha(folder: Path) -> str:
+def _local_sha(folder: Path, allow_pickle: bool = False) -> str:
     weights = sorted(p for pattern in WEIGHT_FILES for p in folder.glob(pattern))
+    pickles = sorted(p for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
+    if not weights and pickles and allow_pickle:
+        weights = pickles
     if not weights:
-        pickles = [p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern)]
-        hint = (f" It has pickle-format weights ({', '.join(pickles)}), which memaudit does not load "
-                "because unpickling can run code: convert them to safetensors.") if pickles else ""
+        hint = (f" It has pickle-format weights ({', '.join(p.name for p in pickles)}), which memaudit does not "
+                "load because unpickling can run code: convert them to safetensors, or pass --allow-pickle "
+                "if you trust them.") if pickles else ""
         raise SourceUnavailable(f"Checkpoint '{folder}' has no *.safetensors weights.{hint}")
     h = hashlib.sha256((folder / "config.json").read_bytes())
     for w in weights:
@@ -100,10 +109,26 @@ def _resolve_hub(series: SeriesConfig) -> list[Checkpoint]:
         if not revisions:
             raise SourceUnavailable(f"Series '{series.display_name}': no branch of {repo} matches "
                                     f"'{series.revisions.pattern}'. Run `memaudit list` to see what was found.")
-    out = [Checkpoint(series=series.display_name, name=rev, step=parse_step(rev), location=f"{repo}@{rev}",
-                      sha=_hub_sha(repo, rev, series.hf_cache_dir), repo=repo, hf_cache_dir=series.hf_cache_dir)
-           for rev in revisions]
+    out = []
+    for rev in revisions:
+        sha = _hub_sha(repo, rev, series.hf_cache_dir)
+        out.append(Checkpoint(series=series.display_name, name=rev, step=parse_step(rev), location=f"{repo}@{rev}",
+                              sha=sha, repo=repo, hf_cache_dir=series.hf_cache_dir,
+                              weights_digest=_cached_weights_digest(repo, sha, series.hf_cache_dir)))
     return out
+
+
+def _cached_weights_digest(repo: str, sha: str, cache_dir: Path | None) -> str | None:
+    """Hash of the blob names (sha256 of the content) of a cached snapshot's weights, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, "config.json", cache_dir=cache_dir, revision=sha)
+    if not isinstance(found, str):
+        return None
+    files = sorted(Path(found).parent.glob("*.safetensors"))
+    if not files or not all(f.is_symlink() for f in files):
+        return None
+    return hashlib.sha256("|".join(Path(os.path.realpath(f)).name for f in files).encode()).hexdigest()[:16]
 
 
 def select_revisions(branches: list[str], sel: RevisionSelection) -> list[str]:
@@ -227,8 +252,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool = False):
-    """Load a causal LM for inference: safetensors only, eval mode, on `device`."""
+def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool = False,
+               allow_pickle: bool = False):
+    """Load a causal LM for inference: safetensors only (unless `allow_pickle`), eval mode, on `device`."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -238,11 +264,19 @@ def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: boo
     try:
         with _guard(ckpt):
             model = AutoModelForCausalLM.from_pretrained(
-                target, dtype=getattr(torch, dtype), use_safetensors=True,
+                target, dtype=getattr(torch, dtype), use_safetensors=None if allow_pickle else True,
                 trust_remote_code=trust_remote_code, **kwargs)
     except ValueError as e:  # e.g. an architecture that needs remote code
         raise ConfigError(f"Cannot load {ckpt.location} as a causal language model: {e}") from e
     return model.to(device).eval()
+
+
+def evict_revision(ckpt: Checkpoint) -> None:
+    """Delete a Hub revision from the HF cache with huggingface_hub's cache API (blobs that other
+    cached revisions still use are kept)."""
+    from huggingface_hub import scan_cache_dir
+
+    scan_cache_dir(ckpt.hf_cache_dir).delete_revisions(ckpt.sha).execute()
 
 
 def n_parameters(model) -> int:

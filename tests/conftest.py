@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -112,14 +111,22 @@ def basic_config(make_series, text_file, write_config):
 
 
 def put_in_hf_cache(cache_dir: Path, repo: str, revisions: dict[str, Path]) -> dict[str, str]:
-    """Lay checkpoint folders out as the Hugging Face cache does: refs/<rev> -> snapshots/<sha>/."""
+    """Lay checkpoint folders out as the Hugging Face cache does: refs/<rev> holds a commit sha,
+    snapshots/<sha>/<file> links to blobs/<sha256 of the content>."""
     repo_dir = Path(cache_dir) / ("models--" + repo.replace("/", "--"))
     shas = {}
     for revision, folder in revisions.items():
-        sha = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+        sha = hashlib.sha1(f"{repo}@{folder}".encode()).hexdigest()
         snapshot = repo_dir / "snapshots" / sha
-        if not snapshot.exists():
-            shutil.copytree(folder, snapshot)
+        for file in sorted(folder.iterdir()):
+            data = file.read_bytes()
+            blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            if not blob.exists():
+                blob.write_bytes(data)
+            snapshot.mkdir(parents=True, exist_ok=True)
+            if not (snapshot / file.name).exists():
+                (snapshot / file.name).symlink_to(Path("../..") / "blobs" / blob.name)
         (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
         (repo_dir / "refs" / revision).write_text(sha)
         shas[revision] = sha
