@@ -33,6 +33,8 @@ class RevisionSelection(_Strict):
     """Lowest step to keep."""
     last: int | None = None
     """Highest step to keep."""
+    log_spaced: int | None = Field(None, ge=2)
+    """Keep this many revisions, spread evenly on a log scale of steps (instead of `every`)."""
 
 
 class SeriesConfig(_Strict):
@@ -41,7 +43,11 @@ class SeriesConfig(_Strict):
     name: str | None = None
     """Name shown in the report (default: the repo or folder name)."""
     hub: str | None = None
-    """Hub repo id, e.g. `EleutherAI/pythia-70m`."""
+    """Hub repo id, e.g. `EleutherAI/pythia-70m`; with `sizes`, a template such as `EleutherAI/pythia-{size}`."""
+    sizes: list[str] | None = None
+    """Expand into one series per size (`{size}` in `hub` and `name`), to compare model sizes."""
+    repos: list[str] | None = None
+    """A suite with one Hub repo per checkpoint (e.g. MultiBERTs' `google/multiberts-seed_0-step_20k`)."""
     revisions: list[str] | RevisionSelection | None = None
     """Explicit revisions (branches, tags or commit shas), or a selection over the repo's branches."""
     local: Path | None = None
@@ -55,17 +61,24 @@ class SeriesConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.hub is None) == (self.local is None):
-            raise ValueError("a series needs exactly one of 'hub' (a repo id) or 'local' (a folder)")
+        if sum(x is not None for x in (self.hub, self.local, self.repos)) != 1:
+            raise ValueError("a series needs exactly one of 'hub' (a repo id), 'repos' (one repo per checkpoint) "
+                             "or 'local' (a folder)")
         if self.hub is not None and self.revisions is None:
             self.revisions = ["main"]
+        if self.repos is not None and self.revisions is not None:
+            raise ValueError("'revisions' belongs to a 'hub' series; a 'repos' suite uses each repo's main branch")
         if self.local is not None and self.revisions is not None:
             raise ValueError("'revisions' belongs to a hub series; a local series uses its sub-folders")
         return self
 
     @property
     def display_name(self) -> str:
-        return self.name or (self.hub if self.hub else Path(self.local).name)
+        if self.name:
+            return self.name
+        if self.repos:
+            return self.repos[0].rsplit("-step", 1)[0]
+        return self.hub if self.hub else Path(self.local).name
 
 
 class DatasetConfig(_Strict):
@@ -74,7 +87,8 @@ class DatasetConfig(_Strict):
     name: str
     """Name used in the report and in checks."""
     path: Path
-    """Plain text (`.txt`), or JSONL with a `text` field or a pre-tokenized `tokens` field. `{series}` in
+    """Plain text (`.txt`), JSONL with a `text` field or pre-tokenized `tokens` (+ optional `id`,
+    `seen_at_step`), or a `.npy` array of token ids. `{series}` in
     the path is replaced by the series name (for per-series data, as the lab writes it)."""
     role: DatasetRole = "train"
     """train, valid (for memorization before overfitting), special (forgetting), other."""
@@ -82,6 +96,8 @@ class DatasetConfig(_Strict):
     """Tokens per sample."""
     max_samples: int | None = Field(None, ge=1)
     """Keep at most this many samples (the first ones)."""
+    first_seen_step: int | None = None
+    """For a (steps, batch, length) `.npy` of a series' training order: the step that saw row 0."""
     seen_at_step: list[int] | None = None
     """For a `special` data set without a ledger: the training steps at which the series saw it
     (e.g. a batch of Pythia's known training order), for the forgetting curve."""
@@ -163,6 +179,24 @@ class AuditConfig(_Strict):
     """Threshold checks."""
     run: RunConfig = RunConfig()
     """Forward-pass settings."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sizes(cls, raw):
+        """`{hub: EleutherAI/pythia-{size}, sizes: [70m, 160m]}` -> one series per size."""
+        if isinstance(raw, dict) and isinstance(raw.get("series"), list):
+            expanded = []
+            for s in raw["series"]:
+                if isinstance(s, dict) and s.get("sizes"):
+                    for size in s["sizes"]:
+                        one = {k: v for k, v in s.items() if k != "sizes"}
+                        one["hub"] = str(s.get("hub", "")).replace("{size}", str(size))
+                        one["name"] = str(s["name"]).replace("{size}", str(size)) if s.get("name") else None
+                        expanded.append(one)
+                else:
+                    expanded.append(s)
+            raw = {**raw, "series": expanded}
+        return raw
 
     @model_validator(mode="after")
     def _unique_names(self):

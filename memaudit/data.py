@@ -21,6 +21,7 @@ class Samples:
     config: DatasetConfig
     tokens: np.ndarray  # (n_samples, seq_len) int64
     ids: list[str]
+    steps: np.ndarray | None = None  # (n_samples,) training step at which each sample was seen, when known
 
     @property
     def sha256(self) -> str:
@@ -48,10 +49,12 @@ def load_samples(config: DatasetConfig, tokenizer) -> Samples:
         raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
                           "(relative paths are relative to the yaml's folder).")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = "" if path.suffix == ".npy" else path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"Data set '{config.name}': '{path}' is not UTF-8 text ({e.reason} at byte "
                           f"{e.start}). Convert it, e.g. `iconv -f latin1 -t utf-8`.") from None
+    if path.suffix == ".npy":
+        return _from_npy(config, path, len(tokenizer))
     if not text.strip():
         raise ConfigError(f"Data set '{config.name}': '{path}' is empty. Point 'path' at a file with text.")
 
@@ -102,8 +105,30 @@ def _read_jsonl(config: DatasetConfig, text: str) -> list[dict]:
     return records
 
 
+def _from_npy(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
+    """Token ids from a `.npy` array: (samples, length), or (steps, batch, length) as Pythia's batch
+    viewer writes it, whose row j was seen at step `first_seen_step + j`."""
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"Data set '{config.name}': '{path}' is not a readable .npy array of token ids ({e}).") from None
+    steps = None
+    if array.ndim == 3:
+        if config.first_seen_step is not None:
+            steps = np.repeat(np.arange(array.shape[0]) + config.first_seen_step, array.shape[1])
+        array = array.reshape(-1, array.shape[2])
+    if array.ndim != 2 or array.shape[1] < config.seq_len or not np.issubdtype(array.dtype, np.integer):
+        raise ConfigError(f"Data set '{config.name}': '{path}' holds a {array.dtype} array of shape {array.shape}; "
+                          f"expected integer token ids of shape (samples, >= seq_len={config.seq_len}) or "
+                          "(steps, batch, length).")
+    n = min(len(array), config.max_samples or len(array))
+    records = [{"tokens": array[i, :config.seq_len].tolist(), "id": f"{config.name}:{i}",
+                **({"seen_at_step": int(steps[i])} if steps is not None else {})} for i in range(n)]
+    return _pretokenized(config, records, vocab_size)
+
+
 def _pretokenized(config: DatasetConfig, records: list[dict], vocab_size: int) -> Samples:
-    rows, ids = [], []
+    rows, ids, steps = [], [], []
     for i, r in enumerate(records):
         toks = r.get("tokens") or []
         if len(toks) < config.seq_len:
@@ -112,6 +137,7 @@ def _pretokenized(config: DatasetConfig, records: list[dict], vocab_size: int) -
                               "the shortest record.")
         rows.append(toks[: config.seq_len])
         ids.append(str(r.get("id", i)))
+        steps.append(r.get("seen_at_step"))
         if config.max_samples and len(rows) == config.max_samples:
             break
     tokens = np.asarray(rows, dtype=np.int64)
@@ -119,4 +145,8 @@ def _pretokenized(config: DatasetConfig, records: list[dict], vocab_size: int) -
         raise ConfigError(f"Data set '{config.name}': '{config.path}' holds token id {int(tokens.max())}, but the "
                           f"series' tokenizer has {vocab_size} tokens: the data was tokenized with another "
                           "tokenizer. Re-create it with this series' tokenizer, or audit the series it belongs to.")
-    return Samples(config, tokens, ids)
+    known = [s for s in steps if s is not None]
+    if known and len(known) != len(steps):
+        raise ConfigError(f"Data set '{config.name}': some records of '{config.path}' have 'seen_at_step' and some "
+                          "do not. Give it for every record or for none.")
+    return Samples(config, tokens, ids, np.asarray(steps, dtype=np.int64) if known else None)

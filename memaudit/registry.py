@@ -30,6 +30,7 @@ CHECKPOINT_ARGS = {
     "pos_tags": "int8 (samples, seq_len - 1): universal POS tag id of each target token (see memaudit.tagging.TAGS)",
     "id_mask": "bool (samples, seq_len - 1): target token is identifier-like (see memaudit.identifiers)",
     "sample_ids": "list[str]: stable id of each sample",
+    "sample_steps": "int64 (samples,) | None: training step at which each sample was seen, when the data says",
     "dataset": "DatasetInfo: the data set being probed",
     "checkpoint": "CheckpointInfo: name, step, sha of the checkpoint",
     "ledger": "Ledger | None: the training ledger of the series, when there is one",

@@ -157,6 +157,7 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
 def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: RunOptions, emit) -> bool:
     """Audit one series; return True when -x stopped the run."""
     from memaudit.data import load_samples
+    from memaudit.families import family_of
     from memaudit.sources import check_series_name_clash, resolve_series
 
     checkpoints = resolve_series(series_cfg, allow_pickle=opts.allow_pickle)
@@ -173,7 +174,9 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
 
     series = SeriesResult(
         name=series_cfg.display_name,
-        source=f"hub:{series_cfg.hub}" if series_cfg.hub else f"local:{series_cfg.local}",
+        source=(f"hub:{series_cfg.hub}" if series_cfg.hub else f"hub-suite:{series_cfg.repos[0]}"
+                if series_cfg.repos else f"local:{series_cfg.local}"),
+        family=family_of(series_cfg.hub or (series_cfg.repos or [None])[0]).name,
         n_params=ledger.n_params if ledger else None, tokenizer=fingerprint,
         steps_per_epoch=series_cfg.steps_per_epoch or (ledger.steps_per_epoch if ledger else None),
         lab_run=ledger.run if ledger and ledger.run else None)
@@ -340,11 +343,13 @@ def _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missi
     for p in plan.checkpoint_probes:
         results[p.name] = {}
         for name, s in samples.items():
-            context = {**products[name], "tokens": s.tokens, "sample_ids": s.ids, "dataset": infos[name],
+            context = {**products[name], "tokens": s.tokens, "sample_ids": s.ids, "sample_steps": s.steps,
+                       "dataset": infos[name],
                        "checkpoint": ckpt, "ledger": ledger, **text_products[name]}
             results[p.name][name] = _call(p, context)
     return CheckpointResult(
-        name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location, n_params=n_params,
+        name=ckpt.name, step=ckpt.step, tokens_seen=ckpt.tokens, sha=ckpt.sha, location=ckpt.location,
+        n_params=n_params,
         load_s=round(load_s, 4), forward_s=round(forward_s, 4),
         n_tokens=int(sum(s.tokens.shape[0] * (s.tokens.shape[1] - 1) for s in samples.values())),
         n_forward_batches=batches, from_cache=not missing, results=results)

@@ -108,6 +108,8 @@ class CheckpointResult(_Model):
     """Revision or folder name, e.g. `step1000`."""
     step: int | None
     """Training step parsed from the name (None when the name carries none)."""
+    tokens_seen: int | None = None
+    """Training tokens seen at this checkpoint, when the name (OLMo) or the family (Pythia) says."""
     sha: str | None = None
     """Commit sha of a Hub revision, or sha256 prefix of a local checkpoint's weights."""
     location: str
@@ -140,7 +142,9 @@ class SeriesResult(_Model):
     name: str
     """Series name."""
     source: str
-    """`hub:<repo>` or `local:<folder>`."""
+    """`hub:<repo>`, `hub-suite:<first repo>` (one repo per checkpoint) or `local:<folder>`."""
+    family: str | None = None
+    """Series family recognised from the repo id (pythia, olmo, multiberts, generic)."""
     n_params: int | None = None
     """Parameters of the models in the series."""
     tokenizer: str

@@ -5,12 +5,12 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from memaudit.config import RevisionSelection, SeriesConfig
 from memaudit.errors import ConfigError, SourceUnavailable
+from memaudit.families import family_of, parse_checkpoint
 
 WEIGHT_FILES = ("*.safetensors",)
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -28,7 +28,8 @@ class Checkpoint:
     path: Path | None = None  # local folder
     repo: str | None = None
     hf_cache_dir: Path | None = None
-    weights_digest: str | None = None  # content hash of a Hub checkpoint's weights, when cached
+    weights_digest: str | None = None  # content hash of a Hub checkpoint's weights, when known
+    tokens: int | None = None  # training tokens seen, when the name or the family says
 
     @property
     def weights_key(self) -> str:
@@ -48,11 +49,10 @@ class Checkpoint:
         return str(self.path), {}
 
 
-def parse_step(name: str) -> int | None:
+def parse_step(name: str, repo: str | None = None) -> int | None:
     """The training step in a checkpoint name: `step1000`, `step-100`, `stage1-step5-tokens2B`,
-    `checkpoint-300`, `300`; None for names without one (`main`)."""
-    m = re.search(r"step[-_]?(\d+)", name, re.IGNORECASE) or re.fullmatch(r"[A-Za-z_-]*?(\d+)", name)
-    return int(m.group(1)) if m else None
+    `checkpoint-300`, `300`; None for names without one (`main`). See memaudit.families."""
+    return parse_checkpoint(name, repo)[0]
 
 
 def resolve_series(series: SeriesConfig, allow_pickle: bool = False) -> list[Checkpoint]:
@@ -73,8 +73,9 @@ def _resolve_local(series: SeriesConfig, allow_pickle: bool = False) -> list[Che
         raise SourceUnavailable(f"Series '{series.display_name}': '{root}' holds no checkpoint folders (a "
                                 "checkpoint folder has a config.json and *.safetensors weights).")
     folders.sort(key=lambda p: (parse_step(p.name) is None, parse_step(p.name) or 0, p.name))
-    return [Checkpoint(series=series.display_name, name=p.name, step=parse_step(p.name),
-                       location=str(p), sha=_local_sha(p, allow_pickle), path=p) for p in folders]
+    return [Checkpoint(series=series.display_name, name=p.name, step=parse_step(p.name), location=str(p),
+                       sha=_local_sha(p, allow_pickle), path=p, tokens=parse_checkpoint(p.name)[1])
+            for p in folders]
 
 
 def _local_sha(folder: Path, allow_pickle: bool = False) -> str:
@@ -102,24 +103,38 @@ def _offline() -> bool:
 
 
 def _resolve_hub(series: SeriesConfig) -> list[Checkpoint]:
-    repo = series.hub
-    revisions = series.revisions
-    if isinstance(revisions, RevisionSelection):
-        revisions = select_revisions(_list_branches(repo, series.hf_cache_dir), revisions)
-        if not revisions:
-            raise SourceUnavailable(f"Series '{series.display_name}': no branch of {repo} matches "
-                                    f"'{series.revisions.pattern}'. Run `memaudit list` to see what was found.")
+    if series.repos:  # one repo per checkpoint (e.g. MultiBERTs): each at its main branch
+        targets = [(repo, "main", repo.split("/")[-1], parse_checkpoint(repo, repo)) for repo in series.repos]
+    else:
+        repo, revisions = series.hub, series.revisions
+        if isinstance(revisions, RevisionSelection):
+            branches = _list_branches(repo, series.hf_cache_dir)
+            revisions = select_revisions(branches, revisions, repo)
+            if not revisions:
+                where = ("the HF cache (HF_HUB_OFFLINE is set), which holds no branch of it: download the revisions "
+                         "once while online" if _offline() else "the Hub")
+                raise SourceUnavailable(
+                    f"Series '{series.display_name}': no branch of {repo} matches the selection "
+                    f"'{series.revisions.pattern}' (branches found in {where}: "
+                    f"{', '.join(branches[:8]) or 'none'}{', ...' if len(branches) > 8 else ''}).")
+        targets = [(repo, rev, rev, parse_checkpoint(rev, repo)) for rev in revisions]
     out = []
-    for rev in revisions:
-        sha = _hub_sha(repo, rev, series.hf_cache_dir)
-        out.append(Checkpoint(series=series.display_name, name=rev, step=parse_step(rev), location=f"{repo}@{rev}",
-                              sha=sha, repo=repo, hf_cache_dir=series.hf_cache_dir,
-                              weights_digest=_cached_weights_digest(repo, sha, series.hf_cache_dir)))
+    for repo, rev, name, (step, tokens) in targets:
+        sha, digest = _hub_sha(repo, rev, series.hf_cache_dir)
+        out.append(Checkpoint(series=series.display_name, name=name, step=step, location=f"{repo}@{rev}",
+                              sha=sha, repo=repo, hf_cache_dir=series.hf_cache_dir, tokens=tokens,
+                              weights_digest=digest or _cached_weights_digest(repo, sha, series.hf_cache_dir)))
+    if series.repos:
+        out.sort(key=lambda c: (c.step is None, c.step or 0))
     return out
 
 
+def _weights_digest(sha256s: list[str]) -> str | None:
+    return hashlib.sha256("|".join(sha256s).encode()).hexdigest()[:16] if sha256s else None
+
+
 def _cached_weights_digest(repo: str, sha: str, cache_dir: Path | None) -> str | None:
-    """Hash of the blob names (sha256 of the content) of a cached snapshot's weights, or None."""
+    """Digest of a cached snapshot's weights from its blob names (the sha256 of each file), or None."""
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(repo, "config.json", cache_dir=cache_dir, revision=sha)
@@ -128,15 +143,25 @@ def _cached_weights_digest(repo: str, sha: str, cache_dir: Path | None) -> str |
     files = sorted(Path(found).parent.glob("*.safetensors"))
     if not files or not all(f.is_symlink() for f in files):
         return None
-    return hashlib.sha256("|".join(Path(os.path.realpath(f)).name for f in files).encode()).hexdigest()[:16]
+    return _weights_digest([Path(os.path.realpath(f)).name for f in files])
 
 
-def select_revisions(branches: list[str], sel: RevisionSelection) -> list[str]:
-    """Branches matching the pattern, ordered by step, cut to [first, last] and thinned to every Nth."""
-    chosen = [b for b in branches if fnmatch.fnmatch(b, sel.pattern) and parse_step(b) is not None]
-    chosen.sort(key=parse_step)
-    chosen = [b for b in chosen if (sel.first is None or parse_step(b) >= sel.first)
-              and (sel.last is None or parse_step(b) <= sel.last)]
+def select_revisions(branches: list[str], sel: RevisionSelection, repo: str | None = None) -> list[str]:
+    """Branches matching the pattern, ordered by step, cut to [first, last], then thinned to every
+    Nth or to `log_spaced` revisions (nearest to a geometric sequence of steps)."""
+    def step(b):
+        return parse_step(b, repo)
+
+    chosen = sorted((b for b in branches if fnmatch.fnmatch(b, sel.pattern) and step(b) is not None), key=step)
+    chosen = [b for b in chosen if (sel.first is None or step(b) >= sel.first)
+              and (sel.last is None or step(b) <= sel.last)]
+    if sel.log_spaced and len(chosen) > sel.log_spaced:
+        import math
+
+        low, high = math.log(max(step(chosen[0]), 1)), math.log(max(step(chosen[-1]), 1))
+        targets = [math.exp(low + (high - low) * i / (sel.log_spaced - 1)) for i in range(sel.log_spaced)]
+        picked = {min(chosen, key=lambda b: abs(math.log(max(step(b), 1)) - math.log(t))) for t in targets}
+        return [b for b in chosen if b in picked]
     return chosen[:: sel.every]
 
 
@@ -154,19 +179,23 @@ def _list_branches(repo: str, cache_dir: Path | None) -> list[str]:
     return sorted({ref for r in cached for rev in r.revisions for ref in rev.refs})
 
 
-def _hub_sha(repo: str, revision: str, cache_dir: Path | None) -> str:
+def _hub_sha(repo: str, revision: str, cache_dir: Path | None) -> tuple[str, str | None]:
+    """The commit sha of a revision, and (online) the digest of its weights from the LFS metadata."""
     from huggingface_hub import HfApi, try_to_load_from_cache
 
     if _offline():
         found = try_to_load_from_cache(repo, "config.json", cache_dir=cache_dir, revision=revision)
         if isinstance(found, str):
-            return Path(found).parent.name  # .../snapshots/<sha>/config.json
+            return Path(found).parent.name, None  # .../snapshots/<sha>/config.json
         raise SourceUnavailable(
             f"{repo}@{revision} is not in the Hugging Face cache and HF_HUB_OFFLINE is set, so it cannot be "
             "downloaded. Download it once while online (unset HF_HUB_OFFLINE), point 'hf_cache_dir' at a "
             "cache that has it, or remove the revision from the yaml.")
     with _hub_errors(repo, revision):
-        return HfApi().model_info(repo, revision=revision).sha
+        info = HfApi().model_info(repo, revision=revision, files_metadata=True)
+    weights = sorted((s.rfilename, s.lfs.sha256) for s in info.siblings or []
+                     if s.rfilename.endswith(".safetensors") and "/" not in s.rfilename and s.lfs)
+    return info.sha, _weights_digest([sha256 for _, sha256 in weights])
 
 
 class _hub_errors:

@@ -21,14 +21,14 @@ METRICS = {
                    "reproduces the next m (None when seq_len < k + m)",
     "n_extractable": "number of k-extractable samples",
     "match_len_mean": "mean number of tokens greedy decoding reproduces after the k-token prefix (at most m)",
-    "M_update": "M on the batch of the update that produced this checkpoint (train data set with a ledger)",
+    "M_update": "M on the batch of the update that produced this checkpoint (a lab ledger, or the data's seen_at_step)",
     "n_samples": "samples scored",
     "n_tokens": "target tokens scored",
 }
 
 
 @probe(metrics=METRICS, show=("M", "loss", "extractable"))
-def memorization(hits, logprobs, sample_ids, checkpoint, dataset, ledger, k: int = 32, m: int = 32):
+def memorization(hits, logprobs, sample_ids, sample_steps, checkpoint, dataset, ledger, k: int = 32, m: int = 32):
     """Exact memorization M(f), loss, per-sample M and k-extractability from one teacher-forced pass."""
     sample_m = hits.mean(axis=1)  # (samples,)
     loss = float(-logprobs.mean())
@@ -44,15 +44,25 @@ def memorization(hits, logprobs, sample_ids, checkpoint, dataset, ledger, k: int
         "n_tokens": int(hits.size),
         **extractability(hits, k, m),
     }
-    if ledger is not None and dataset.role == "train" and checkpoint.step:
-        try:
-            batch = set(ledger.batch_at(checkpoint.step))
-        except KeyError:
-            batch = set()
-        rows = [i for i, sid in enumerate(sample_ids) if sid in batch]
-        if rows:
-            out["M_update"] = float(hits[rows].mean())
+    rows = _batch_rows(sample_ids, sample_steps, checkpoint.step, dataset, ledger)
+    if rows:
+        out["M_update"] = float(hits[rows].mean())
     return out
+
+
+def _batch_rows(sample_ids, sample_steps, step, dataset, ledger) -> list[int]:
+    """Samples of the update that produced checkpoint `step`: from the data's `seen_at_step`, or the ledger."""
+    if not step:
+        return []
+    if sample_steps is not None:
+        return [int(i) for i in np.flatnonzero(sample_steps == step)]
+    if ledger is None or dataset.role != "train":
+        return []
+    try:
+        batch = set(ledger.batch_at(step))
+    except KeyError:
+        return []
+    return [i for i, sid in enumerate(sample_ids) if sid in batch]
 
 
 def extractability(hits: np.ndarray, k: int, m: int) -> dict:

@@ -1,5 +1,7 @@
 """probes/memorization.py: M(f), k-extractability (== greedy generate), T(N, tau), memorization before overfitting."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from memaudit.registry import collect, standard_probe_dir
 from memaudit.schema import CheckpointResult, DatasetInfo, SeriesResult
 
 PROBES = {p.name: p for p in collect([standard_probe_dir()])}
+NO_CKPT = SimpleNamespace(step=None)
 
 
 def _info(name="train", role="train"):
@@ -19,7 +22,7 @@ def _info(name="train", role="train"):
 def test_memorization_metrics_on_hand_built_hits():
     hits = np.array([[1, 1, 1, 1], [1, 0, 0, 0]], dtype=bool)  # (samples 2, seq 4)
     logprobs = np.log(np.full((2, 4), 0.5, dtype=np.float32))
-    out = PROBES["memorization"].fn(hits, logprobs, ["a", "b"], None, _info(), None, k=2, m=2)
+    out = PROBES["memorization"].fn(hits, logprobs, ["a", "b"], None, NO_CKPT, _info(), None, k=2, m=2)
     assert out["M"] == pytest.approx(5 / 8)
     assert out["loss"] == pytest.approx(np.log(2), rel=1e-6)
     assert out["ppl"] == pytest.approx(2.0, rel=1e-6)
@@ -32,7 +35,7 @@ def test_memorization_metrics_on_hand_built_hits():
 
 def test_extractability_is_not_applicable_to_short_samples():
     hits = np.ones((3, 10), dtype=bool)
-    out = PROBES["memorization"].fn(hits, np.zeros((3, 10), np.float32), ["a", "b", "c"], None, _info(), None)
+    out = PROBES["memorization"].fn(hits, np.zeros((3, 10), np.float32), ["a", "b", "c"], None, NO_CKPT, _info(), None)
     assert out["extractable"] is None  # 11-token samples cannot hold a 32 + 32 window
 
 
@@ -91,3 +94,10 @@ def test_series_T_and_memorization_before_overfitting():
     assert train["T_step@0.99"] is None
     assert train["M_before_overfit"] == 0.6 and train["best_valid_step"] == 20  # lowest valid loss at s20
     assert "M_before_overfit" not in out["valid"]
+
+
+def test_M_update_from_the_data_s_seen_at_step():
+    hits = np.array([[1, 1], [0, 0], [1, 0]], dtype=bool)
+    out = PROBES["memorization"].fn(hits, np.zeros((3, 2), np.float32), ["a", "b", "c"], np.array([5, 6, 5]),
+                                    SimpleNamespace(step=5), _info(), None, k=1, m=1)
+    assert out["M_update"] == pytest.approx(3 / 4)  # samples a and c were seen at step 5
