@@ -106,3 +106,49 @@ def _result(check: CheckConfig, series: str, dataset, checkpoint, value) -> Chec
     return CheckResult(name=check.display_name, metric=check.metric, dataset=dataset, series=series,
                        checkpoint=checkpoint, value=float(value), min=check.min, max=check.max,
                        passed=not (low or high), message=message)
+
+
+def compare_to_baseline(series: list[SeriesResult], baseline, rules, default_tolerance: float,
+                        probes) -> list[CheckResult]:
+    """Checks of drift against a saved report (`--compare`).
+
+    With `rules` (the yaml's `regressions:`), each names a metric, data set, checkpoint (`at`) and the
+    largest allowed rise and/or fall; without, every metric a probe shows is compared at the last
+    checkpoint and may move by at most `default_tolerance` either way.
+    """
+    old = {s.name: s for s in baseline.series}
+    if not rules:
+        rules = [{"metric": f"{p.name}.{m}", "dataset": d, "at": "last", "max_increase": default_tolerance,
+                  "max_decrease": default_tolerance}
+                 for p in probes if p.kind == "checkpoint" for m in p.show
+                 for d in sorted({d for s in series for c in s.checkpoints for d in c.results.get(p.name, {})})]
+    out = []
+    for rule in rules:
+        rule = rule if isinstance(rule, dict) else rule.model_dump()
+        probe_name, metric = split_metric(rule["metric"])
+        for s in series:
+            if s.name not in old:
+                continue
+            now = dict(_pick(rule["at"], _values(s, probe_name, rule["dataset"], metric)))
+            then = dict(_pick(rule["at"], _values(old[s.name], probe_name, rule["dataset"], metric)))
+            for checkpoint, value in now.items():
+                before = then.get(checkpoint)
+                name = f"baseline {rule['metric']}[{rule['dataset']}]@{rule['at']}"
+                if not _is_number(value) or not _is_number(before):
+                    continue  # a metric that is not a number (e.g. a mapping) is not compared
+                delta = value - before
+                up, down = rule.get("max_increase"), rule.get("max_decrease")
+                bad = (up is not None and delta > up) or (down is not None and -delta > down)
+                message = (f"{rule['metric']} moved {delta:+.4g} ({before:.4g} -> {value:.4g}) at {s.name}"
+                           f"{'/' + checkpoint if checkpoint else ''} [{rule['dataset']}]; allowed "
+                           f"+{up if up is not None else 'any'} / -{down if down is not None else 'any'}")
+                out.append(CheckResult(name=name, metric=rule["metric"], dataset=rule["dataset"], series=s.name,
+                                       checkpoint=checkpoint, value=float(delta),
+                                       min=-down if down is not None else None, max=up, passed=not bad,
+                                       message=message))
+    return out
+
+
+def _values(series: SeriesResult, probe_name: str, dataset: str, metric: str):
+    return [(c.name, c.results.get(probe_name, {}).get(dataset, {}).get(metric))
+            for c in series.checkpoints if c.error is None]

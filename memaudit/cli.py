@@ -39,16 +39,25 @@ def cmd_run(args) -> int:
 
     config, config_hash = load_config(args.config)
     plan = make_plan(config, args.keyword)
-    if args.json:
-        check_writable(args.json)
+    for path in (args.json, args.junit_xml, args.save_baseline):
+        if path:
+            check_writable(path)
+    baseline = _read_report_or_exit(args.compare) if args.compare else None
     opts = RunOptions(keyword=args.keyword, fail_fast=args.exitfirst, batch_size=args.batch_size,
                       dtype=args.dtype, device=args.device, use_cache=not args.no_cache, evict=args.evict,
-                      allow_pickle=args.allow_pickle, command="memaudit " + " ".join(sys.argv[1:]),
+                      allow_pickle=args.allow_pickle, baseline=baseline, tolerance=args.tolerance,
+                      command="memaudit " + " ".join(sys.argv[1:]),
                       config_path=str(args.config))
     with AuditProgress(_console(stderr=True)) as progress:
         report = run_audit(plan, config_hash, opts, on_event=progress)
     if args.json:
         write_report(report, args.json)
+    if args.save_baseline:
+        write_report(report, args.save_baseline)
+    if args.junit_xml:
+        from memaudit.junit import write_junit
+
+        write_junit(report, args.junit_xml)
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
 
@@ -81,21 +90,26 @@ def cmd_list(args) -> int:
     return ExitCode.OK
 
 
-def cmd_show(args) -> int:
-    """Re-render a saved JSON report (no torch import)."""
+def _read_report_or_exit(path):
     from pydantic import ValidationError
 
     from memaudit.errors import ConfigError
-    from memaudit.render import render_report
     from memaudit.schema import read_report
 
     try:
-        report = read_report(args.report)
+        return read_report(path)
     except FileNotFoundError:
-        raise ConfigError(f"No report at '{args.report}'. Write one with `memaudit run --json PATH`.") from None
+        raise ConfigError(f"No report at '{path}'. Write one with `memaudit run --json PATH`.") from None
     except ValidationError as e:
-        raise ConfigError(f"'{args.report}' is not a memaudit report ({e.error_count()} validation errors, "
+        raise ConfigError(f"'{path}' is not a memaudit report ({e.error_count()} validation errors, "
                           f"first: {e.errors()[0]['msg']}).") from None
+
+
+def cmd_show(args) -> int:
+    """Re-render a saved JSON report (no torch import)."""
+    from memaudit.render import render_report
+
+    report = _read_report_or_exit(args.report)
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
 
@@ -135,6 +149,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype")
     p.add_argument("--batch-size", type=int, metavar="N", help="samples per forward batch")
+    p.add_argument("--junit-xml", metavar="PATH", help="write the checks as JUnit XML test cases")
+    p.add_argument("--save-baseline", metavar="PATH", help="save this run's report as a baseline for --compare")
+    p.add_argument("--compare", metavar="PATH", help="fail when metrics drift from this saved report "
+                   "(the yaml's 'regressions', or every shown metric at the last checkpoint)")
+    p.add_argument("--tolerance", type=float, default=0.02,
+                   help="allowed drift either way with --compare when the yaml has no 'regressions' (0.02)")
     p.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the products cache and the run journal (no resume)")
     p.add_argument("--evict", action="store_true",

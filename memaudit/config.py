@@ -141,6 +141,21 @@ class CheckConfig(_Strict):
         return f"{self.metric}{where}@{self.at} {bounds}"
 
 
+class RegressionRule(_Strict):
+    """How far a metric may move against a saved baseline report (`memaudit run --compare B.json`)."""
+
+    metric: str
+    """`probe.metric`."""
+    dataset: str
+    """Data set."""
+    at: CheckAt = "last"
+    """Which checkpoint(s), as for checks (aggregates compare aggregate to aggregate)."""
+    max_increase: float | None = None
+    """Fail when the metric rises by more than this (e.g. 0.02 for M on private data)."""
+    max_decrease: float | None = None
+    """Fail when it falls by more than this."""
+
+
 class RunConfig(_Strict):
     """How to run the forward passes."""
 
@@ -177,6 +192,8 @@ class AuditConfig(_Strict):
     """Extra probe files or folders to collect, besides the standard probes."""
     checks: list[CheckConfig] = []
     """Threshold checks."""
+    regressions: list[RegressionRule] = []
+    """Allowed drift against a baseline report, used with `--compare` (default: every shown metric, ±tolerance)."""
     run: RunConfig = RunConfig()
     """Forward-pass settings."""
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from memaudit import __version__
-from memaudit.checks import evaluate_checks, validate_checks
+from memaudit.checks import compare_to_baseline, evaluate_checks, validate_checks
 from memaudit.config import AuditConfig
 from memaudit.errors import ConfigError, ExitCode, MemauditError
 from memaudit.ledger import Ledger, read_ledger
@@ -47,6 +47,8 @@ class RunOptions:
     use_cache: bool = True
     evict: bool = False
     allow_pickle: bool = False
+    baseline: Any = None  # AuditReport to compare against (--compare)
+    tolerance: float = 0.02
     command: str = ""
     config_path: str | None = None
 
@@ -133,6 +135,8 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         for series in state.series:
             _run_series_probes(plan, series, list(state.datasets.values()), state.ledgers[series.name], state.series)
     checks = evaluate_checks(config.checks, state.series, plan.probes, config.datasets)
+    if opts.baseline is not None:
+        checks += compare_to_baseline(state.series, opts.baseline, config.regressions, opts.tolerance, plan.probes)
     if status != "interrupted":
         errored = any(c.error for s in state.series for c in s.checkpoints)
         status = "error" if errored else "failed" if any(not c.passed for c in checks) else "passed"

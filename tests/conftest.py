@@ -144,3 +144,6 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+pytest_plugins = ["pytester"]

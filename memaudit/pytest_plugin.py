@@ -1,0 +1,113 @@
+"""pytest plugin: `pytest --memaudit checkpoints.yaml` turns each memaudit check into a pytest item.
+
+The audit runs once, at collection, through the same engine (and products cache and journal) as
+`memaudit run`; every check result becomes an item named `<check>[<series>/<checkpoint>]`, every
+checkpoint that could not be audited an item that errors. pytest's own reporting, `-k`, `-x`,
+`--junit-xml` and exit codes then apply. Registered through the `pytest11` entry point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("memaudit", "memorization audits of checkpoint series")
+    group.addoption("--memaudit", metavar="CONFIG", default=None,
+                    help="run the memaudit checks of CONFIG (a checkpoints.yaml) as test items")
+    group.addoption("--memaudit-json", metavar="PATH", default=None, help="also write the audit's JSON report")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "memaudit: a memaudit check collected by --memaudit")
+    path = config.getoption("memaudit")
+    if not path:
+        return
+    resolved = str(Path(path).resolve())
+    explicit = config.args_source == pytest.Config.ArgsSource.ARGS
+    if resolved not in [str(Path(a).resolve()) for a in config.args]:
+        config.args = [*config.args, resolved] if explicit else [resolved]
+
+
+def pytest_collect_file(file_path: Path, parent):
+    configured = parent.config.getoption("memaudit")
+    if configured and file_path.resolve() == Path(configured).resolve():
+        return AuditFile.from_parent(parent, path=file_path)
+    return None
+
+
+class AuditFile(pytest.File):
+    """The yaml: collecting it runs the audit and yields one item per check result."""
+
+    def collect(self):
+        from memaudit.config import load_config
+        from memaudit.run import RunOptions, make_plan, run_audit
+        from memaudit.schema import write_report
+
+        config, digest = load_config(self.path)
+        report = run_audit(make_plan(config), digest, RunOptions(config_path=str(self.path),
+                                                                 command="pytest --memaudit"))
+        json_path = self.config.getoption("memaudit_json")
+        if json_path:
+            write_report(report, json_path)
+        for series in report.series:
+            for ckpt in series.checkpoints:
+                if ckpt.error:
+                    yield CheckpointErrorItem.from_parent(self, name=f"audit[{series.name}/{ckpt.name}]",
+                                                          message=ckpt.error)
+        for check in report.checks:
+            where = f"{check.series}/{check.checkpoint}" if check.checkpoint else check.series
+            yield CheckItem.from_parent(self, name=f"{check.name}[{where}]", result=check)
+
+    def repr_failure(self, excinfo):
+        from memaudit.errors import MemauditError
+
+        if isinstance(excinfo.value, MemauditError):
+            return f"memaudit: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+
+class ThresholdExceeded(AssertionError):
+    """A memaudit check whose value lies outside its bounds."""
+
+
+class CheckItem(pytest.Item):
+    """One check on one series (and checkpoint)."""
+
+    def __init__(self, *, result, **kwargs):
+        super().__init__(**kwargs)
+        self.result = result
+        self.add_marker(pytest.mark.memaudit)
+
+    def runtest(self) -> None:
+        if not self.result.passed:
+            raise ThresholdExceeded(self.result.message)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ThresholdExceeded):
+            r = self.result
+            return (f"{r.message}\n  metric {r.metric}, data set {r.dataset}, value {r.value}, "
+                    f"min {r.min}, max {r.max}")
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, f"memaudit: {self.name}"
+
+
+class CheckpointErrorItem(pytest.Item):
+    """A checkpoint that could not be audited: reported as a pytest error-like failure."""
+
+    def __init__(self, *, message: str, **kwargs):
+        super().__init__(**kwargs)
+        self.message = message
+
+    def runtest(self) -> None:
+        raise RuntimeError(self.message)
+
+    def repr_failure(self, excinfo, style=None):
+        return f"checkpoint could not be audited: {self.message}"
+
+    def reportinfo(self):
+        return self.path, None, f"memaudit: {self.name}"
