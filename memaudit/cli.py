@@ -1,4 +1,4 @@
-"""`memaudit run | list | show | schema | lab | demo`.
+"""`memaudit run | list | show | plot | schema | lab | demo`.
 
 Only the standard library, pydantic, yaml and rich are imported at start; torch and transformers
 load when a command needs a model, so `--help`, `show` and `schema` are fast.
@@ -39,7 +39,7 @@ def cmd_run(args) -> int:
 
     config, config_hash = load_config(args.config)
     plan = make_plan(config, args.keyword)
-    for path in (args.json, args.junit_xml, args.save_baseline):
+    for path in (args.json, args.junit_xml, args.save_baseline, args.html):
         if path:
             check_writable(path)
     baseline = _read_report_or_exit(args.compare) if args.compare else None
@@ -58,6 +58,10 @@ def cmd_run(args) -> int:
         from memaudit.junit import write_junit
 
         write_junit(report, args.junit_xml)
+    if args.html:
+        from memaudit.html import write_html
+
+        write_html(report, args.html)
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
 
@@ -110,8 +114,24 @@ def cmd_show(args) -> int:
     from memaudit.render import render_report
 
     report = _read_report_or_exit(args.report)
+    if args.html:
+        from memaudit.html import write_html
+
+        write_html(report, args.html)
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
+
+
+def cmd_plot(args) -> int:
+    """Write PNG figures of a saved report (no torch import)."""
+    from memaudit.plots import write_figures
+
+    paths = write_figures(_read_report_or_exit(args.report), Path(args.out))
+    for path in paths:
+        print(path)
+    if not paths:
+        print("the report has no curve to draw", file=sys.stderr)
+    return ExitCode.OK
 
 
 def cmd_schema(args) -> int:
@@ -150,6 +170,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype")
     p.add_argument("--batch-size", type=int, metavar="N", help="samples per forward batch")
     p.add_argument("--junit-xml", metavar="PATH", help="write the checks as JUnit XML test cases")
+    p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report with figures")
     p.add_argument("--save-baseline", metavar="PATH", help="save this run's report as a baseline for --compare")
     p.add_argument("--compare", metavar="PATH", help="fail when metrics drift from this saved report "
                    "(the yaml's 'regressions', or every shown metric at the last checkpoint)")
@@ -187,7 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help=cmd_show.__doc__)
     p.add_argument("report", type=Path)
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--html", metavar="PATH", help="also write the report as self-contained HTML")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("plot", help=cmd_plot.__doc__)
+    p.add_argument("report", type=Path)
+    p.add_argument("--out", default="memaudit-figures", help="folder for the PNG files (default: ./memaudit-figures)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("schema", help=cmd_schema.__doc__)
     p.set_defaults(func=cmd_schema)

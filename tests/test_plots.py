@@ -1,0 +1,94 @@
+"""memaudit/plots.py and memaudit/html.py: figures and the HTML report from hand-built reports."""
+
+import re
+
+import pytest
+
+from memaudit.schema import AuditReport, CheckpointResult, CheckResult, DatasetInfo, Provenance, SeriesResult
+
+pytest.importorskip("matplotlib")
+
+
+def _report(with_pos=True, with_forgetting=True) -> AuditReport:
+    series = []
+    for n_params, name, speed in ((1_000_000, "small", 0.2), (4_000_000, "large", 0.4)):
+        ckpts = []
+        for step in (0, 10, 1000, 10000):
+            m = min(1.0, speed * step / 100)
+            results = {"memorization": {"train": {"M": m}, "valid": {"M": 0.1}}}
+            if with_pos:
+                results["pos"] = {"train": {"R": {"NOUN": m, "VERB": m / 2, "NUM": m}, "count": {"NOUN": 3}}}
+            ckpts.append(CheckpointResult(name=f"step{step}", step=step, location="-", results=results))
+        results = {"memorization_series": {"train": {"T_step@0.5": 100 if speed > 0.3 else 1000, "T_step@0.9": 1000}}}
+        if with_forgetting:
+            results["forgetting"] = {"special": {"steps_since": [0, 10, 20, 30], "M_curve": [0.9, 0.5, 0.4, 0.35],
+                                                 "baseline_fit": 0.33}}
+        series.append(SeriesResult(name=name, source="-", tokenizer="t", n_params=n_params, checkpoints=ckpts,
+                                   results=results))
+    provenance = Provenance(memaudit_version="0", python_version="3", platform="x", dtype="float32", batch_size=1,
+                            seed=0, config_hash="h", command="c", started_at="t", duration_s=1.0)
+    datasets = [DatasetInfo(name=n, role=r, path="-", seq_len=8, n_samples=1, n_tokens=8, sha256="x")
+                for n, r in (("train", "train"), ("valid", "valid"))]
+    check = CheckResult(name="c1", metric="memorization.M", dataset="valid", series="small", checkpoint=None,
+                        value=0.1, min=None, max=0.5, passed=True, message="ok <&>")
+    return AuditReport(status="passed", exit_code=0, provenance=provenance, datasets=datasets, series=series,
+                       checks=[check])
+
+
+def test_memorization_figure_has_a_line_per_series_and_data_set():
+    from memaudit.plots import fig_memorization
+
+    fig = fig_memorization(_report())
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 4 and all(len(line.get_xdata()) == 4 for line in lines)
+    assert fig.axes[0].get_xscale() == "symlog"  # steps span three decades
+    assert "memorization" in fig.axes[0].get_ylabel()
+
+
+def test_T_vs_params_is_log_log_with_a_line_per_tau():
+    from memaudit.plots import fig_T_vs_params
+
+    ax = fig_T_vs_params(_report()).axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert sorted(len(line.get_xdata()) for line in ax.get_lines()) == [2, 2]
+
+
+def test_pos_and_forgetting_figures():
+    from memaudit.plots import fig_forgetting, fig_pos
+
+    pos = fig_pos(_report())
+    assert len(pos.axes) == 2 and len(pos.axes[0].get_lines()) == 3
+    forgetting = fig_forgetting(_report()).axes[0]
+    assert len(forgetting.get_lines()) == 4  # a curve and a baseline line per series
+
+
+def test_missing_data_skips_the_figure_and_pngs_are_written(tmp_path):
+    from memaudit.plots import fig_forgetting, fig_pos, fig_privacy, write_figures
+
+    bare = _report(with_pos=False, with_forgetting=False)
+    assert fig_pos(bare) is None and fig_forgetting(bare) is None and fig_privacy(bare) is None
+    paths = write_figures(bare, tmp_path)
+    assert sorted(p.name for p in paths) == ["T_vs_params.png", "memorization.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 1000 for p in paths)
+
+
+def test_html_is_self_contained_with_every_section():
+    from memaudit.html import render_html
+
+    page = render_html(_report())
+    for section in ("id='provenance'", "id='checks'", "id='tables'", "id='figures'", "fig-memorization", "fig-pos"):
+        assert section in page
+    assert not re.findall(r"(?:src|href)=['\"]?(?:https?:)?//", page)
+    assert "ok &lt;&amp;&gt;" in page  # escaped
+    assert page.count("data:image/png;base64,") == 4
+
+
+def test_plot_and_html_commands(basic_config, run_cli, tmp_path):
+    code, _, err = run_cli("run", basic_config(select="memorization"), "--json", tmp_path / "r.json",
+                           "--html", tmp_path / "r.html")
+    assert code == 0, err
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+    code, out, _ = run_cli("plot", tmp_path / "r.json", "--out", tmp_path / "figs")
+    assert code == 0 and (tmp_path / "figs" / "memorization.png").exists()
+    code, _, _ = run_cli("show", tmp_path / "r.json", "--html", tmp_path / "again.html", "-q")
+    assert code == 0 and "id='figures'" in (tmp_path / "again.html").read_text()
