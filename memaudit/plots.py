@@ -139,11 +139,14 @@ def fig_forgetting(report: AuditReport):
         color = PALETTE[i % len(PALETTE)]
         ax.plot(r["steps_since"], r["M_curve"], marker="o", markersize=3, color=color,
                 label=f"{s.name} · {d} ({s.n_params and f'{s.n_params / 1e6:.2g}M' or '?'} params)")
-        if r.get("baseline_fit") is not None:
+        if r.get("baseline_fit") is not None and not r.get("fit_note"):
             ax.axhline(r["baseline_fit"], color=color, linestyle="--", linewidth=1)
+        elif r.get("baseline_min") is not None:
+            ax.axhline(r["baseline_min"], color=color, linestyle=":", linewidth=1)
     ax.set_xlabel("steps since the (last) injection of the special batch")
     ax.set_ylabel("M on the special batch")
-    ax.set_title("Forgetting curves (dashed: fitted baseline b)")
+    ax.set_title("Forgetting curves (dashed: fitted baseline b; dotted: minimum, where the fit is unreliable)",
+                 fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

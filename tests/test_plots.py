@@ -60,6 +60,7 @@ def test_pos_and_forgetting_figures():
     assert len(pos.axes) == 2 and len(pos.axes[0].get_lines()) == 3
     forgetting = fig_forgetting(_report()).axes[0]
     assert len(forgetting.get_lines()) == 4  # a curve and a baseline line per series
+    assert [line.get_linestyle() for line in forgetting.get_lines()][1] == "--"
 
 
 def test_missing_data_skips_the_figure_and_pngs_are_written(tmp_path):
