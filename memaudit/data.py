@@ -22,6 +22,8 @@ class Samples:
     tokens: np.ndarray  # (n_samples, seq_len) int64
     ids: list[str]
     steps: np.ndarray | None = None  # (n_samples,) training step at which each sample was seen, when known
+    target_mask: np.ndarray | None = None  # (n_samples, seq_len - 1) targets to score (canary candidates)
+    canaries: dict | None = None  # canary id -> {"space", "exact", "n_candidates"}
 
     @property
     def sha256(self) -> str:
@@ -34,7 +36,7 @@ class Samples:
         return DatasetInfo(name=self.config.name, role=self.config.role, path=str(self.config.path),
                            seq_len=self.config.seq_len, n_samples=len(self.ids),
                            n_tokens=int(self.tokens.size), sha256=self.sha256[:16],
-                           seen_at_step=self.config.seen_at_step)
+                           seen_at_step=self.config.seen_at_step, canaries=self.canaries)
 
 
 def load_samples(config: DatasetConfig, tokenizer) -> Samples:
@@ -53,6 +55,11 @@ def load_samples(config: DatasetConfig, tokenizer) -> Samples:
     except UnicodeDecodeError as e:
         raise ConfigError(f"Data set '{config.name}': '{path}' is not UTF-8 text ({e.reason} at byte "
                           f"{e.start}). Convert it, e.g. `iconv -f latin1 -t utf-8`.") from None
+    if config.role == "canary":
+        from memaudit.canaries import candidate_samples, read_canaries
+
+        tokens, mask, ids, meta = candidate_samples(read_canaries(path), tokenizer, config.max_candidates)
+        return Samples(config, tokens, ids, target_mask=mask, canaries=meta)
     if path.suffix == ".npy":
         return _from_npy(config, path, len(tokenizer))
     if not text.strip():

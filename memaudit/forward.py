@@ -15,7 +15,8 @@ from memaudit.errors import ConfigError
 class NonFiniteLogits(RuntimeError):
     """The model produced NaN or infinite logits: the checkpoint is broken (reported, not fatal)."""
 
-PRODUCT_DTYPES = {"hits": np.bool_, "logprobs": np.float32, "ranks": np.int32, "entropy": np.float32}
+PRODUCT_DTYPES = {"hits": np.bool_, "logprobs": np.float32, "ranks": np.int32, "entropy": np.float32,
+                  "logp2": np.float32}
 ALWAYS = ("hits", "logprobs")
 
 
@@ -36,7 +37,8 @@ def reduce_logits(logits: torch.Tensor, targets: torch.Tensor, products: set[str
         chunk_elements = CPU_CHUNK_ELEMENTS if logits.device.type == "cpu" else flat.numel()
     rows = max(1, chunk_elements // vocab)
     wanted = set(products) | set(ALWAYS)
-    dtypes = {"hits": torch.bool, "logprobs": torch.float32, "ranks": torch.int32, "entropy": torch.float32}
+    dtypes = {"hits": torch.bool, "logprobs": torch.float32, "ranks": torch.int32, "entropy": torch.float32,
+              "logp2": torch.float32}
     out = {name: torch.empty(batch * seq, dtype=dtypes[name], device=logits.device) for name in wanted}
     for start in range(0, batch * seq, rows):
         x = flat[start:start + rows].float()  # (rows, vocab); a no-op for float32 models
@@ -49,9 +51,13 @@ def reduce_logits(logits: torch.Tensor, targets: torch.Tensor, products: set[str
         out["logprobs"][part] = target_logit - lse
         if "ranks" in wanted:
             out["ranks"][part] = (x > target_logit.unsqueeze(-1)).sum(dim=-1).to(torch.int32) + 1
-        if "entropy" in wanted:
+        if "entropy" in wanted or "logp2" in wanted:
             logp = x - lse.unsqueeze(-1)  # (rows, vocab)
-            out["entropy"][part] = -(logp.exp() * logp).sum(dim=-1)
+            p_logp = logp.exp() * logp  # (rows, vocab)
+            if "entropy" in wanted:
+                out["entropy"][part] = -p_logp.sum(dim=-1)
+            if "logp2" in wanted:
+                out["logp2"][part] = (p_logp * logp).sum(dim=-1)
     return {name: value.view(batch, seq) for name, value in out.items()}
 
 

@@ -30,9 +30,10 @@ class Update(_Model):
 class Intervention(_Model):
     """Something done to the training run on purpose."""
 
-    kind: Literal["special_batch", "unique_ids", "vocab_control"]
+    kind: Literal["special_batch", "unique_ids", "vocab_control", "canaries"]
     """special_batch: a held-out batch trained on at `steps`; unique_ids: every training sample
-    prefixed with its own new ID token; vocab_control: the vocabulary grown without using the new tokens."""
+    prefixed with its own new ID token; vocab_control: the vocabulary grown without using the new tokens;
+    canaries: secrets planted in training samples (detail: which samples hold which canary)."""
     steps: list[int] = []
     """Updates at which it acted (special batch: each time it was trained on)."""
     epochs: list[int] = []

@@ -23,6 +23,7 @@ PRODUCTS = {
     "logprobs": "float32: log-probability of the target token",
     "ranks": "int32: rank of the target token (1 = the argmax)",
     "entropy": "float32: entropy (nats) of the next-token distribution",
+    "logp2": "float32: second moment E_p[(log p)^2] of the next-token distribution (with entropy: its variance)",
 }
 CHECKPOINT_ARGS = {
     **PRODUCTS,
@@ -34,6 +35,10 @@ CHECKPOINT_ARGS = {
     "dataset": "DatasetInfo: the data set being probed",
     "checkpoint": "CheckpointInfo: name, step, sha of the checkpoint",
     "ledger": "Ledger | None: the training ledger of the series, when there is one",
+    "target_mask": "bool (samples, seq_len - 1) | None: the targets to score (canary candidates: from the secret on)",
+    "text_of": "callable(i) -> str | None: the (redacted) text of sample i, only with --show-text",
+    "zlib_len": "int64 (samples,): bytes of the zlib-compressed sample text",
+    "data": "dict[name, SimpleNamespace]: every data set's products, for probes made with per_dataset=False",
 }
 SERIES_ARGS = {
     "checkpoints": "list[CheckpointResult]: every checkpoint's results, in step order",
@@ -56,14 +61,21 @@ class ProbeDef:
     metrics: dict[str, str] = field(default_factory=dict)
     show: tuple[str, ...] = ()
     source: str = ""
+    needs: tuple[str, ...] = ()
+    per_dataset: bool = True
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
 
     @property
     def products(self) -> list[str]:
-        """The forward-pass products this probe needs."""
-        return [a for a in self.args if a in PRODUCTS]
+        """The forward-pass products this probe needs (by argument name, or declared with `needs`)."""
+        return list(dict.fromkeys([a for a in (*self.args, *self.needs) if a in PRODUCTS]))
+
+    @property
+    def wants(self) -> set[str]:
+        """Everything it asks for: arguments and declared needs."""
+        return {*self.args, *self.needs}
 
     @property
     def doc(self) -> str:
@@ -72,22 +84,24 @@ class ProbeDef:
 
 def _make(kind: str):
     def decorator(fn=None, *, name: str | None = None, metrics: dict[str, str] | None = None,
-                  show: tuple[str, ...] = ()):
+                  show: tuple[str, ...] = (), needs: tuple[str, ...] = (), per_dataset: bool = True):
         def wrap(f: Callable) -> ProbeDef:
             sig = inspect.signature(f)
             args = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
             params = {p.name: p.default for p in sig.parameters.values()
                       if p.default is not inspect.Parameter.empty}
             return ProbeDef(fn=f, name=name or f.__name__, kind=kind, args=args, params=params,
-                            metrics=dict(metrics or {}), show=tuple(show),
-                            source=getattr(f, "__module__", ""))
+                            metrics=dict(metrics or {}), show=tuple(show), needs=tuple(needs),
+                            per_dataset=per_dataset, source=getattr(f, "__module__", ""))
         return wrap(fn) if fn is not None else wrap
     return decorator
 
 
 probe = _make("checkpoint")
 probe.__doc__ = """Mark a function as a per-checkpoint probe: called once per (checkpoint, data set)
-with the products it names (hits, logprobs, ranks, entropy, tokens, ...), returning a dict of metrics."""
+with the products it names (hits, logprobs, ranks, entropy, tokens, ...), returning a dict of metrics.
+With `per_dataset=False` it is called once per checkpoint with `data` (every data set's products,
+those in `needs`), and its result is stored under the data set name "all"."""
 series_probe = _make("series")
 series_probe.__doc__ = """Mark a function as a series probe: called once per series with the ordered
 per-checkpoint results, returning {dataset name: {metric: value}}."""

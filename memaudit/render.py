@@ -124,11 +124,13 @@ def matrix_table(series: SeriesResult, probe: ProbeInfo, dataset: str, metric: s
     table.add_column("", no_wrap=True)
     for c in ckpts:
         table.add_column(str(c.step) if c.step is not None else c.name, justify="right")
+    values = [(c.results[probe.name].get(dataset, {}).get(metric) or {}).get(k) for c in ckpts for k in rows]
+    scale = max([1.0] + [float(v) for v in values if _is_number(v)])  # colours span 0..1, or 0..max
     for key in rows:
         cells = []
         for c in ckpts:
             v = (c.results[probe.name].get(dataset, {}).get(metric) or {}).get(key)
-            cells.append(Text(fmt(v), style=_heat(v)) if _is_number(v) else Text("–"))
+            cells.append(Text(fmt(v), style=_heat(v / scale)) if _is_number(v) else Text("–"))
         table.add_row(key, *cells)
     return table
 
@@ -225,7 +227,8 @@ def render_report(report: AuditReport, console: Console, quiet: bool = False) ->
     for series in report.series:
         for probe in report.probes:
             if probe.kind == "checkpoint" and any(probe.name in c.results for c in series.checkpoints):
-                shown = [d for d in datasets if "@" not in d]
+                present = {d for c in series.checkpoints for d, r in c.results.get(probe.name, {}).items() if r}
+                shown = [d for d in datasets if d in present] + sorted(present - set(datasets))
                 table = checkpoint_table(series, probe, shown)
                 if table is not None:
                     console.print(table)
@@ -235,7 +238,9 @@ def render_report(report: AuditReport, console: Console, quiet: bool = False) ->
                 train = [d.name for d in report.datasets if d.role == "train" and d.name in shown] or shown
                 for metric in _dict_metrics(series, probe):
                     for d in train:
-                        console.print(matrix_table(series, probe, d, metric))
+                        if any(isinstance(c.results.get(probe.name, {}).get(d, {}).get(metric), dict)
+                               for c in series.checkpoints):
+                            console.print(matrix_table(series, probe, d, metric))
         for c in series.checkpoints:
             if c.error:
                 console.print(Text(f"ERROR {series.name}/{c.name}: {c.error}", style="red"))

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from memaudit import __version__
@@ -48,6 +50,7 @@ class RunOptions:
     evict: bool = False
     allow_pickle: bool = False
     baseline: Any = None  # AuditReport to compare against (--compare)
+    show_text: bool = False
     tolerance: float = 0.02
     command: str = ""
     config_path: str | None = None
@@ -95,6 +98,7 @@ class _State:
     tagger: str | None = None
     identifiers: str | None = None
     journal: Any = None
+    text_included: bool = False
 
 
 def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | None = None) -> AuditReport:
@@ -113,7 +117,8 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
     config = plan.config
     emit = on_event or (lambda *a, **k: None)
     run_cfg = config.run.model_copy(update={k: v for k, v in (
-        ("batch_size", opts.batch_size), ("dtype", opts.dtype), ("device", opts.device)) if v is not None})
+        ("batch_size", opts.batch_size), ("dtype", opts.dtype), ("device", opts.device),
+        ("show_text", opts.show_text or None)) if v is not None})
     started, t0 = _now(), time.perf_counter()
     state = _State()
     device = pick_device(run_cfg.device)
@@ -155,7 +160,7 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         datasets=list(state.datasets.values()),
         probes=[ProbeInfo(name=p.name, kind=p.kind, source=p.source, products=p.products,
                           params=_jsonable(p.params), metrics=p.metrics, show=list(p.show)) for p in plan.probes],
-        series=state.series, checks=checks)
+        series=state.series, checks=checks, text_included=state.text_included)
 
 
 def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: RunOptions, emit) -> bool:
@@ -284,8 +289,21 @@ def _series_tokenizer(series_name: str, checkpoints):
 
 def _data_products(plan, samples, tokenizer, fingerprint, run_cfg, use_cache, state) -> dict[str, dict]:
     """Per data set, the products that depend on the text alone (`pos_tags`, `id_mask`), when asked for."""
-    asked = {a for p in plan.checkpoint_probes for a in p.args} & {"pos_tags", "id_mask"}
-    out: dict[str, dict] = {name: {} for name in samples}
+    asked = {a for p in plan.checkpoint_probes for a in p.wants} & {"pos_tags", "id_mask", "zlib_len", "text_of"}
+    out: dict[str, dict] = {name: {"text_of": None} for name in samples}
+    if "zlib_len" in asked:
+        from memaudit.texts import zlib_lengths
+
+        for name, s in samples.items():
+            out[name]["zlib_len"] = zlib_lengths(s.tokens, tokenizer)
+    if "text_of" in asked and run_cfg.show_text:
+        from memaudit.texts import sample_texts
+
+        state.text_included = True
+        for name, s in samples.items():
+            out[name]["text_of"] = sample_texts(s.tokens, tokenizer, redacted=run_cfg.redact,
+                                                spacy_model=run_cfg.spacy_model)
+    asked -= {"zlib_len", "text_of"}
     if not asked:
         return out
     from memaudit.errors import ConfigError
@@ -344,13 +362,17 @@ def _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missi
         forward_s = time.perf_counter() - t
 
     results: dict[str, dict[str, Any]] = {}
+    contexts = {name: {**products[name], "tokens": s.tokens, "sample_ids": s.ids, "sample_steps": s.steps,
+                       "target_mask": s.target_mask, "dataset": infos[name], "checkpoint": ckpt, "ledger": ledger,
+                       **text_products[name]} for name, s in samples.items()}
     for p in plan.checkpoint_probes:
-        results[p.name] = {}
-        for name, s in samples.items():
-            context = {**products[name], "tokens": s.tokens, "sample_ids": s.ids, "sample_steps": s.steps,
-                       "dataset": infos[name],
-                       "checkpoint": ckpt, "ledger": ledger, **text_products[name]}
-            results[p.name][name] = _call(p, context)
+        if not p.per_dataset:  # one call with every data set
+            data = {name: SimpleNamespace(**{k: v for k, v in c.items() if k != "data"}) for name, c in contexts.items()}
+            results[p.name] = {"all": _call(p, {"data": data, "checkpoint": ckpt, "ledger": ledger})}
+            continue
+        # data sets with a target mask (canary candidates) go only to probes that read the mask
+        results[p.name] = {name: _call(p, c) for name, c in contexts.items()
+                           if c["target_mask"] is None or "target_mask" in p.wants}
     return CheckpointResult(
         name=ckpt.name, step=ckpt.step, tokens_seen=ckpt.tokens, sha=ckpt.sha, location=ckpt.location,
         n_params=n_params,

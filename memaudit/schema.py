@@ -80,6 +80,9 @@ class DatasetInfo(_Model):
     """Hash of the sample tokens: the products cache is keyed by it."""
     seen_at_step: list[int] | None = None
     """Training steps at which the series saw this data set, when given in the yaml."""
+    canaries: dict | None = None
+    """For a canary file: per canary id, |R| (`space`), whether every candidate was scored (`exact`) and
+    how many were (`n_candidates`). The secrets themselves are never in the report."""
 
 
 class ProbeInfo(_Model):
@@ -204,6 +207,8 @@ class AuditReport(_Model):
     """Per series: checkpoints with their probe results, and series-probe results."""
     checks: list[CheckResult] = []
     """Threshold checks."""
+    text_included: bool = False
+    """True when the report holds training text (`--show-text`); redacted unless `run.redact: false`."""
 
     @property
     def counts(self) -> dict[str, int]:

@@ -38,7 +38,7 @@ def test_yaml_parameters_override_defaults():
     probes = collect([standard_probe_dir()])
     chosen = {p.name: p for p in select(probes, {"memorization": {"k": 8}}, None)}
     assert chosen["memorization"].params == {"k": 8, "m": 32} and "memorization_series" in chosen
-    only = select(probes, {}, "memo", "not series")
+    only = select(probes, {}, "memorization", "not series")
     assert [p.name for p in only] == ["memorization"]
     assert {p.name: p for p in probes}["memorization"].params["k"] == 32  # the collected probe is untouched
 

@@ -37,6 +37,15 @@ class SpecialBatch(_Strict):
         return [self.epoch + i * self.spacing for i in range(self.repeats)]
 
 
+class CanaryPlan(_Strict):
+    """Canaries planted in the training set (Carlini et al. 2019), to measure their exposure."""
+
+    file: str = "builtin"
+    """A canary file (see memaudit/canaries.py), or `builtin` (two shipped canaries)."""
+    copies: int = Field(4, ge=1)
+    """Training samples per canary: the canary text, then corpus text up to seq_len."""
+
+
 class RunSpec(_Strict):
     """One series: a model size and, optionally, its interventions."""
 
@@ -90,6 +99,8 @@ class LabConfig(_Strict):
     """Seed of initialization and batch order."""
     save_every: int = Field(1, ge=1)
     """Save a checkpoint at the end of every Nth epoch (plus step 0 and right after each special batch)."""
+    canaries: CanaryPlan | None = None
+    """Plant canaries in the training set of every run."""
     runs: list[RunSpec] = Field(min_length=1)
     """The series to train."""
 
@@ -145,4 +156,6 @@ def parse_lab_config(raw, base: Path, source: str = "lab config") -> LabConfig:
     lab.out = lab.out.resolve()
     if lab.corpus != BUILTIN_CORPUS and not Path(lab.corpus).is_absolute():
         lab.corpus = str(base / lab.corpus)
+    if lab.canaries and lab.canaries.file != "builtin" and not Path(lab.canaries.file).is_absolute():
+        lab.canaries.file = str(base / lab.canaries.file)
     return lab

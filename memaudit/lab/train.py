@@ -29,11 +29,21 @@ MEMORY_FRACTION = 0.5  # refuse runs estimated to need more than this share of a
 
 @dataclass
 class Splits:
-    """Token samples (lists of ids) and their ids, for one tokenizer."""
+    """Token samples (lists of ids) for one tokenizer; planted canary samples come last in `train`."""
 
     train: list[list[int]]
     valid: list[list[int]]
     special: list[list[int]]
+    canary_rows: dict[str, list[int]] | None = None  # canary id -> its rows in train
+
+
+def canary_file(lab: LabConfig) -> Path | None:
+    """The canary file the lab plants, if any."""
+    if lab.canaries is None:
+        return None
+    if lab.canaries.file == "builtin":
+        return Path(str(resources.files("memaudit.lab") / "canaries.jsonl"))
+    return Path(lab.canaries.file)
 
 
 def read_corpus(corpus: str) -> str:
@@ -47,17 +57,32 @@ def read_corpus(corpus: str) -> str:
 
 
 def make_splits(lab: LabConfig, tokenizer, text: str) -> Splits:
-    """Cut the corpus into consecutive samples: train, then valid, then special."""
+    """Cut the corpus into consecutive samples: train, then valid, then special, then the text that
+    follows each planted canary (`copies` samples per canary, appended to train)."""
+    from memaudit.canaries import read_canaries
+
+    canaries = read_canaries(canary_file(lab)) if lab.canaries else []
     stream = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-    need = lab.n_samples + lab.n_valid + lab.n_special
+    n_planted = len(canaries) * (lab.canaries.copies if lab.canaries else 0)
+    need = lab.n_samples + lab.n_valid + lab.n_special + n_planted
     have = len(stream) // lab.seq_len
     if have < need:
         raise ConfigError(f"The corpus gives {len(stream)} tokens, {have} samples of seq_len={lab.seq_len}, but the "
                           f"lab asks for {need} (n_samples + n_valid + n_special). Use a larger corpus, or lower "
                           "seq_len or the sample counts.")
     chunks = [stream[i * lab.seq_len:(i + 1) * lab.seq_len] for i in range(need)]
-    a, b = lab.n_samples, lab.n_samples + lab.n_valid
-    return Splits(train=chunks[:a], valid=chunks[a:b], special=chunks[b:])
+    a, b, c = lab.n_samples, lab.n_samples + lab.n_valid, lab.n_samples + lab.n_valid + lab.n_special
+    splits = Splits(train=chunks[:a], valid=chunks[a:b], special=chunks[b:c], canary_rows={})
+    fillers = iter(chunks[c:])
+    for canary in canaries:
+        planted = tokenizer(canary.text(canary.secret), add_special_tokens=False)["input_ids"]
+        if len(planted) >= lab.seq_len:
+            raise ConfigError(f"Canary '{canary.id}' is {len(planted)} tokens, as long as a sample "
+                              f"(seq_len={lab.seq_len}). Shorten it or raise seq_len.")
+        for _ in range(lab.canaries.copies):
+            splits.canary_rows.setdefault(canary.id, []).append(len(splits.train))
+            splits.train.append((planted + [tokenizer.eos_token_id] + next(fillers))[:lab.seq_len])
+    return splits
 
 
 def id_tokens(n: int) -> list[str]:
@@ -65,8 +90,9 @@ def id_tokens(n: int) -> list[str]:
     return [f"<id_{i}>" for i in range(n)]
 
 
-def plan_updates(lab: LabConfig, spec: RunSpec) -> tuple[list[Update], list[int], set[int]]:
+def plan_updates(lab: LabConfig, spec: RunSpec, n_train: int | None = None) -> tuple[list[Update], list[int], set[int]]:
     """Every update in order (deterministic in the seed), the epoch-end steps and the steps to save at."""
+    n_train = n_train or lab.n_samples
     import torch
 
     injections: dict[int, int] = {}
@@ -80,8 +106,8 @@ def plan_updates(lab: LabConfig, spec: RunSpec) -> tuple[list[Update], list[int]
             updates.append(Update(step=len(updates) + 1, epoch=epoch, kind="special", sample_ids=special_ids))
         if injections.get(epoch):
             save.add(len(updates))  # right after the special batch
-        order = torch.randperm(lab.n_samples, generator=torch.Generator().manual_seed(lab.seed * 100_003 + epoch))
-        for start in range(0, lab.n_samples, lab.batch_size):
+        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(lab.seed * 100_003 + epoch))
+        for start in range(0, n_train, lab.batch_size):
             rows = order[start:start + lab.batch_size].tolist()
             updates.append(Update(step=len(updates) + 1, epoch=epoch, sample_ids=[f"train:{r}" for r in rows]))
         epoch_ends.append(len(updates))
@@ -136,7 +162,7 @@ def run_lab(lab: LabConfig, out: Path | None = None, overwrite: bool = False, co
     text = read_corpus(lab.corpus)
     base_tokenizer = train_bpe([text], lab.vocab_size)
     splits = make_splits(lab, base_tokenizer, text)
-    check_memory(lab, len(base_tokenizer) + lab.n_samples)
+    check_memory(lab, len(base_tokenizer) + len(splits.train))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for spec in lab.runs:
         if (out / spec.name / "ledger.json").is_file():
@@ -146,7 +172,7 @@ def run_lab(lab: LabConfig, out: Path | None = None, overwrite: bool = False, co
             import copy
 
             tokenizer = copy.deepcopy(base_tokenizer)
-            tokenizer.add_tokens(id_tokens(lab.n_samples), special_tokens=True)
+            tokenizer.add_tokens(id_tokens(len(splits.train)), special_tokens=True)
         train_run(lab, spec, tokenizer, splits, out / spec.name, console)
     write_audit_config(lab, out)
     return out
@@ -188,12 +214,14 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
     hf_logging.disable_progress_bar()
     train = splits.train
     if spec.ids == "prefix":
-        ids = tokenizer.convert_tokens_to_ids(id_tokens(lab.n_samples))
+        ids = tokenizer.convert_tokens_to_ids(id_tokens(len(train)))
         train = [[ids[i]] + s[:-1] for i, s in enumerate(train)]  # same length, own ID first
     for name, samples in (("train", train), ("valid", splits.valid), ("special", splits.special)):
         _write_jsonl(folder / "data" / f"{name}.jsonl", name, samples)
+    if lab.canaries:
+        atomic_write_text(folder / "data" / "canaries.jsonl", canary_file(lab).read_text(encoding="utf-8"))
 
-    updates, epoch_ends, save_steps = plan_updates(lab, spec)
+    updates, epoch_ends, save_steps = plan_updates(lab, spec, len(train))
     done = _resume_step(folder)
     if done:
         model = GPTNeoXForCausalLM.from_pretrained(folder / f"step-{done}")
@@ -234,9 +262,13 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
                                           detail=spec.special.model_dump()))
     if spec.ids != "none":
         interventions.append(Intervention(kind="unique_ids" if spec.ids == "prefix" else "vocab_control",
-                                          detail={"new_tokens": lab.n_samples}))
+                                          detail={"new_tokens": len(train)}))
+    if splits.canary_rows:
+        interventions.append(Intervention(kind="canaries", detail={
+            "copies": lab.canaries.copies,
+            "samples": {cid: [f"train:{r}" for r in rows] for cid, rows in splits.canary_rows.items()}}))
     ledger = Ledger(series=spec.name, n_params=sum(p.numel() for p in model.parameters()), run=spec.model_dump(),
-                    steps_per_epoch=math.ceil(lab.n_samples / lab.batch_size), epochs=lab.epochs,
+                    steps_per_epoch=math.ceil(len(train) / lab.batch_size), epochs=lab.epochs,
                     updates=updates, epoch_end_steps=epoch_ends, interventions=interventions)
     atomic_write_text(folder / "ledger.json", ledger.model_dump_json(indent=1))
     for leftover in folder.glob(".resume*"):
@@ -296,10 +328,13 @@ def write_audit_config(lab: LabConfig, out: Path) -> Path:
     if lab.n_special and any(r.special for r in lab.runs):
         datasets.append({"name": "special", "path": "{series}/data/special.jsonl", "role": "special",
                          "seq_len": lab.seq_len})
+    if lab.canaries:
+        datasets.append({"name": "canaries", "path": "{series}/data/canaries.jsonl", "role": "canary"})
     config = {
         "series": [{"name": r.name, "local": r.name} for r in lab.runs],
         "datasets": datasets,
-        "probes": {"memorization": {"k": k, "m": m}, "memorization_series": {"taus": [0.5, 0.9]}},
+        "probes": {"memorization": {"k": k, "m": m}, "memorized_strings": {"k": k, "m": m},
+                   "memorization_series": {"taus": [0.5, 0.9]}},
         "checks": [{"name": "held-out text is not memorized", "metric": "memorization.M", "dataset": "valid",
                     "at": "max", "max": 0.5}] if lab.n_valid else [],
         "run": {"batch_size": 32},

@@ -1,0 +1,73 @@
+"""Sample text, only when asked for: zlib sizes (for membership inference) and redacted text of
+memorized samples (for the reviewer, with `--show-text`)."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Callable
+
+import numpy as np
+
+from memaudit.tagging import TokenBytes, is_byte_level, token_spans
+
+REDACTIONS = (
+    ("[EMAIL]", re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")),
+    ("[URL]", re.compile(r"(?:https?://|www\.)\S+")),
+    ("[PHONE]", re.compile(r"(?<!\w)(?:\+?\d[\d ()./-]{6,}\d)(?!\w)")),
+    ("[NUMBER]", re.compile(r"\d+(?:[.,]\d+)*")),
+)
+"""Personal data replaced in shown text, in this order; names (spaCy PROPN) become [NAME]."""
+
+
+def _texts(tokens: np.ndarray, tokenizer) -> list[str]:
+    token_bytes = TokenBytes(tokenizer) if is_byte_level(tokenizer) else None
+    return [token_spans(tokenizer, row, token_bytes)[0] for row in tokens]
+
+
+def zlib_lengths(tokens: np.ndarray, tokenizer) -> np.ndarray:
+    """Bytes of each sample's UTF-8 text after zlib compression (Carlini et al.'s zlib entropy): (samples,)."""
+    return np.array([len(zlib.compress(t.encode("utf-8", errors="replace"))) for t in _texts(tokens, tokenizer)],
+                    dtype=np.int64)
+
+
+def redact(text: str, nlp=None) -> str:
+    """Replace e-mail addresses, URLs, phone numbers, numbers and (with a spaCy pipeline) names.
+
+    The patterns win where they overlap a name, so an e-mail address becomes [EMAIL], not [NAME]."""
+    spans: list[tuple[int, int, str]] = []
+    taken = np.zeros(len(text) + 1, dtype=bool)
+    for placeholder, pattern in REDACTIONS:
+        for m in pattern.finditer(text):
+            if not taken[m.start():m.end()].any():
+                spans.append((m.start(), m.end(), placeholder))
+                taken[m.start():m.end()] = True
+    if nlp is not None:
+        for token in nlp(text):
+            end = token.idx + len(token.text)
+            if token.pos_ == "PROPN" and not taken[token.idx:end].any():
+                spans.append((token.idx, end, "[NAME]"))
+    for start, end, placeholder in sorted(spans, reverse=True):  # right to left keeps offsets valid
+        text = text[:start] + placeholder + text[end:]
+    return text
+
+
+def sample_texts(tokens: np.ndarray, tokenizer, redacted: bool = True,
+                 spacy_model: str = "auto") -> Callable[[int], str]:
+    """`text_of(i)`: sample i's text, redacted unless told otherwise; decoded only when called."""
+    token_bytes = TokenBytes(tokenizer) if is_byte_level(tokenizer) else None
+    nlp = None
+    if redacted:
+        from memaudit.errors import ConfigError
+        from memaudit.tagging import load_pipeline
+
+        try:
+            nlp = load_pipeline(spacy_model)[0]
+        except ConfigError:
+            nlp = None  # names stay; the regex set still applies (see the report's text_included note)
+
+    def text_of(i: int) -> str:
+        text = token_spans(tokenizer, tokens[i], token_bytes)[0]
+        return redact(text, nlp) if redacted else text
+
+    return text_of

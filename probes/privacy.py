@@ -1,0 +1,118 @@
+"""Privacy review: canary exposure, membership inference, memorized strings.
+
+All from the one teacher-forced pass: canary candidates are scored as extra samples, and the
+membership scores use per-token log-probabilities plus the entropy and second moment of each
+next-token distribution, reduced on the device. No training text enters the report unless
+`--show-text` is given, and then it is redacted (see memaudit/texts.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from memaudit import probe
+from memaudit.canaries import exposure
+
+CANARY_METRICS = {
+    "exposure": "canary id -> exposure in bits, log2 |R| - log2 rank of the inserted secret",
+    "exposure_stderr": "canary id -> standard error of the exposure (0 when every candidate was scored)",
+    "rank": "canary id -> rank of the inserted secret among the candidates (estimated when sampled)",
+    "exact": "canary id -> True when every candidate was scored, False when the rank is estimated from a sample",
+    "exposure_max": "largest exposure over the canaries",
+    "exposure_mean": "mean exposure over the canaries",
+}
+
+
+@probe(metrics=CANARY_METRICS, show=("exposure_max", "exposure_mean", "exposure"))
+def canaries(logprobs, target_mask, sample_ids, dataset):
+    """Exposure of every canary in a canary file (role: canary)."""
+    if target_mask is None or not dataset.canaries:
+        return {}
+    scores = -(logprobs * target_mask).sum(axis=1)  # (candidates,): log-perplexity from the secret on
+    groups: dict[str, list[int]] = {}
+    for i, sid in enumerate(sample_ids):
+        groups.setdefault(sid.rsplit("#", 1)[0], []).append(i)
+    out = {"exposure": {}, "exposure_stderr": {}, "rank": {}, "exact": {}}
+    for cid, rows in groups.items():  # rows[0] is the inserted secret
+        meta = dataset.canaries[cid]
+        e = exposure(scores[rows], meta["space"], meta["exact"])
+        out["exposure"][cid], out["exposure_stderr"][cid] = e["exposure"], e["exposure_stderr"]
+        out["rank"][cid], out["exact"][cid] = e["rank"], e["exact"]
+    values = list(out["exposure"].values())
+    return {**out, "exposure_max": max(values), "exposure_mean": float(np.mean(values))}
+
+
+def roc_auc(members: np.ndarray, non_members: np.ndarray) -> float:
+    """P(score of a member > score of a non-member), ties counting half (Mann-Whitney U)."""
+    scores = np.concatenate([members, non_members])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    n1, n0 = len(members), len(non_members)
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def tpr_at_fpr(members: np.ndarray, non_members: np.ndarray, fpr: float = 0.01) -> float:
+    """Share of members scoring above the threshold that lets through `fpr` of the non-members."""
+    threshold = np.quantile(non_members, 1 - fpr, method="higher")
+    return float((members > threshold).mean())
+
+
+def membership_scores(d, k_percent: float) -> dict[str, np.ndarray]:
+    """Per-sample scores, higher meaning 'more likely a member'."""
+    logprobs = d.logprobs  # (samples, seq - 1)
+    n = logprobs.shape[1]
+    k = max(1, int(round(n * k_percent / 100)))
+    mu = -d.entropy  # E_p[log p] of each next-token distribution
+    sigma = np.sqrt(np.maximum(d.logp2 - mu ** 2, 1e-12))
+    z = (logprobs - mu) / sigma  # Min-K%++ token scores
+    return {
+        "loss": logprobs.mean(axis=1),
+        "zlib": logprobs.sum(axis=1) / (8.0 * d.zlib_len),  # -log-perplexity over zlib bits
+        "min_k": np.sort(logprobs, axis=1)[:, :k].mean(axis=1),
+        "min_k_pp": np.sort(z, axis=1)[:, :k].mean(axis=1),
+    }
+
+
+@probe(per_dataset=False, needs=("logprobs", "entropy", "logp2", "zlib_len"),
+       metrics={"auc_<score>": "ROC AUC of telling members from non-members by <score>: loss, zlib, min_k, min_k_pp",
+                "tpr@1%fpr_<score>": "true-positive rate at 1% false-positive rate",
+                "n_members": "member samples", "n_non_members": "non-member samples"},
+       show=("auc_loss", "auc_zlib", "auc_min_k", "auc_min_k_pp"))
+def membership(data, members: str = "train", non_members: str = "valid", k_percent: float = 20.0):
+    """Membership-inference scores (loss, zlib, Min-K% prob, Min-K%++) with ROC AUC and TPR at 1% FPR."""
+    if members not in data or non_members not in data:
+        return {}
+    a, b = membership_scores(data[members], k_percent), membership_scores(data[non_members], k_percent)
+    out = {"n_members": int(len(a["loss"])), "n_non_members": int(len(b["loss"]))}
+    for score in a:
+        out[f"auc_{score}"] = roc_auc(a[score], b[score])
+        out[f"tpr@1%fpr_{score}"] = tpr_at_fpr(a[score], b[score])
+    return out
+
+
+@probe(metrics={"n_extractable": "samples whose next m tokens after a k-token prefix are all greedy hits",
+                "strings": "the extractable samples: id, matched length and, with --show-text, redacted text"},
+       show=("n_extractable",))
+def memorized_strings(hits, sample_ids, text_of, k: int = 32, m: int = 32, max_strings: int = 20):
+    """Which samples a checkpoint would reproduce verbatim (k-extractable), for the reviewer."""
+    if hits.shape[1] < k + m - 1:
+        return {}
+    window = hits[:, k - 1:k + m - 1]  # (samples, m)
+    # leading hits after the prefix: the whole window when extractable
+    run = np.where(window.all(axis=1), m, window.argmin(axis=1))
+    rows = np.flatnonzero(window.all(axis=1))
+    strings = []
+    for i in rows[:max_strings]:
+        entry = {"id": sample_ids[i], "match_len": int(run[i])}
+        if text_of is not None:
+            entry["text"] = text_of(int(i))
+        strings.append(entry)
+    return {"n_extractable": int(len(rows)), "strings": strings}
