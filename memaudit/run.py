@@ -152,7 +152,7 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         transformers_version=transformers.__version__, python_version=platform.python_version(),
         platform=platform.platform(terse=True), device=state.device, dtype=run_cfg.dtype,
         batch_size=run_cfg.batch_size, seed=run_cfg.seed, tagger=state.tagger, identifiers=state.identifiers,
-        config_path=opts.config_path,
+        masking=f"fraction {run_cfg.mask_fraction}, seed {run_cfg.mask_seed}", config_path=opts.config_path,
         config_hash=config_hash, command=opts.command or " ".join(sys.argv), started_at=started,
         finished_at=_now(), duration_s=round(time.perf_counter() - t0, 3))
     return AuditReport(
@@ -210,7 +210,7 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
         if done is not None:
             return done, {}, []
         source = first_with.get(ckpt.weights_key, ckpt)
-        return (None, *_cached_products(source, samples, needed, run_cfg.dtype, cache))
+        return (None, *_cached_products(source, samples, needed, _cache_dtype(source, run_cfg), cache))
 
     def load(ckpt):
         return load_model(ckpt, run_cfg.dtype, device, run_cfg.trust_remote_code, opts.allow_pickle)
@@ -236,7 +236,8 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
                         if upcoming and upcoming[0] is None and upcoming[2]:
                             models.prefetch(nxt)
                     result = _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model,
-                                               load_s, needed, run_cfg, device, cache, ledger, emit)
+                                               load_s, needed, run_cfg, device, cache, ledger, emit,
+                                               tokenizer.mask_token_id)
                 except CHECKPOINT_ERRORS as e:
                     result = CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location,
                                               error=f"{type(e).__name__}: {e}")
@@ -253,6 +254,13 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
             if opts.fail_fast and (result.error or _fails_now(plan, series, result)):
                 return True
     return False
+
+
+def _cache_dtype(ckpt, run_cfg) -> str:
+    """The products depend on the dtype, and for masked LMs on the mask groups too."""
+    if ckpt.objective == "masked":
+        return f"{run_cfg.dtype}|masked:{run_cfg.mask_fraction}:{run_cfg.mask_seed}"
+    return run_cfg.dtype
 
 
 def _cached_products(ckpt, samples, needed, dtype, cache) -> tuple[dict, list[str]]:
@@ -335,7 +343,7 @@ def _data_products(plan, samples, tokenizer, fingerprint, run_cfg, use_cache, st
 
 
 def _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model, load_s, needed,
-                      run_cfg, device, cache, ledger, emit) -> CheckpointResult:
+                      run_cfg, device, cache, ledger, emit, mask_token_id=None) -> CheckpointResult:
     """Score the data sets whose products were not cached (one pass over their union), then run the probes."""
     from memaudit.forward import score
     from memaudit.sources import count_parameters, n_parameters
@@ -350,13 +358,14 @@ def _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missi
             by_len.setdefault(samples[name].tokens.shape[1], []).append(name)
         for names in by_len.values():
             tokens = np.concatenate([samples[n].tokens for n in names])  # (samples, seq_len)
-            scored, b = score(model, tokens, needed, run_cfg.batch_size, device)
+            scored, b = score(model, tokens, needed, run_cfg.batch_size, device, mask_token_id,
+                              run_cfg.mask_fraction, run_cfg.mask_seed)
             batches += b
             start = 0
             for n in names:
                 rows = slice(start, start + len(samples[n].tokens))
                 products[n] = {k: v[rows] for k, v in scored.items()}
-                cache.put(ckpt.identity, samples[n].sha256, run_cfg.dtype, products[n])
+                cache.put(ckpt.identity, samples[n].sha256, _cache_dtype(ckpt, run_cfg), products[n])
                 start = rows.stop
             emit("tokens", n=int(tokens.size))
         forward_s = time.perf_counter() - t
@@ -374,7 +383,8 @@ def _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missi
         results[p.name] = {name: _call(p, c) for name, c in contexts.items()
                            if c["target_mask"] is None or "target_mask" in p.wants}
     return CheckpointResult(
-        name=ckpt.name, step=ckpt.step, tokens_seen=ckpt.tokens, sha=ckpt.sha, location=ckpt.location,
+        name=ckpt.name, step=ckpt.step, tokens_seen=ckpt.tokens, objective=ckpt.objective, sha=ckpt.sha,
+        location=ckpt.location,
         n_params=n_params,
         load_s=round(load_s, 4), forward_s=round(forward_s, 4),
         n_tokens=int(sum(s.tokens.shape[0] * (s.tokens.shape[1] - 1) for s in samples.values())),

@@ -47,6 +47,8 @@ class Provenance(_Model):
     """spaCy pipeline and version that tagged the text (None when no probe needed tags)."""
     identifiers: str | None = None
     """What decided which tokens are identifier-like (None when no probe needed it)."""
+    masking: str = "fraction 0.15, seed 0"
+    """How masked-LM checkpoints were scored: share of positions per mask group and the seed of the groups."""
     config_path: str | None = None
     """The yaml the run was configured by."""
     config_hash: str
@@ -113,6 +115,9 @@ class CheckpointResult(_Model):
     """Training step parsed from the name (None when the name carries none)."""
     tokens_seen: int | None = None
     """Training tokens seen at this checkpoint, when the name (OLMo) or the family (Pythia) says."""
+    objective: str = "causal"
+    """causal: M(f) predicts each token from the ones before; masked (BERT-style): each token is predicted
+    with its mask group (see `provenance.masking`) replaced by the mask token, seeing both sides."""
     sha: str | None = None
     """Commit sha of a Hub revision, or sha256 prefix of a local checkpoint's weights."""
     location: str

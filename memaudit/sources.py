@@ -30,6 +30,7 @@ class Checkpoint:
     hf_cache_dir: Path | None = None
     weights_digest: str | None = None  # content hash of a Hub checkpoint's weights, when known
     tokens: int | None = None  # training tokens seen, when the name or the family says
+    objective: str = "causal"  # "masked" for BERT-style checkpoints (scored with mask groups)
 
     @property
     def weights_key(self) -> str:
@@ -74,8 +75,19 @@ def _resolve_local(series: SeriesConfig, allow_pickle: bool = False) -> list[Che
                                 "checkpoint folder has a config.json and *.safetensors weights).")
     folders.sort(key=lambda p: (parse_step(p.name) is None, parse_step(p.name) or 0, p.name))
     return [Checkpoint(series=series.display_name, name=p.name, step=parse_step(p.name), location=str(p),
-                       sha=_local_sha(p, allow_pickle), path=p, tokens=parse_checkpoint(p.name)[1])
-            for p in folders]
+                       sha=_local_sha(p, allow_pickle), path=p, tokens=parse_checkpoint(p.name)[1],
+                       objective=objective_of(p / "config.json")) for p in folders]
+
+
+def objective_of(config_json: Path | None) -> str:
+    """`masked` when the config names a *ForMaskedLM architecture (BERT-style), else `causal`."""
+    import json
+
+    try:
+        architectures = json.loads(Path(config_json).read_text()).get("architectures") or []
+    except (OSError, ValueError, TypeError):
+        return "causal"
+    return "masked" if any(a.endswith("ForMaskedLM") for a in architectures) else "causal"
 
 
 def _local_sha(folder: Path, allow_pickle: bool = False) -> str:
@@ -123,10 +135,22 @@ def _resolve_hub(series: SeriesConfig) -> list[Checkpoint]:
         sha, digest = _hub_sha(repo, rev, series.hf_cache_dir)
         out.append(Checkpoint(series=series.display_name, name=name, step=step, location=f"{repo}@{rev}",
                               sha=sha, repo=repo, hf_cache_dir=series.hf_cache_dir, tokens=tokens,
-                              weights_digest=digest or _cached_weights_digest(repo, sha, series.hf_cache_dir)))
+                              weights_digest=digest or _cached_weights_digest(repo, sha, series.hf_cache_dir),
+                              objective=objective_of(_hub_config(repo, sha, series.hf_cache_dir))))
     if series.repos:
         out.sort(key=lambda c: (c.step is None, c.step or 0))
     return out
+
+
+def _hub_config(repo: str, sha: str, cache_dir: Path | None) -> Path | None:
+    """config.json of a Hub revision (from the cache, or downloaded: a few hundred bytes)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        with _hub_errors(repo, sha):
+            return Path(hf_hub_download(repo, "config.json", revision=sha, cache_dir=cache_dir))
+    except SourceUnavailable:
+        return None
 
 
 def _weights_digest(sha256s: list[str]) -> str | None:
@@ -285,18 +309,19 @@ def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: boo
                allow_pickle: bool = False):
     """Load a causal LM for inference: safetensors only (unless `allow_pickle`), eval mode, on `device`."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # memaudit draws its own progress
     target, kwargs = ckpt.load_target
+    auto = AutoModelForMaskedLM if ckpt.objective == "masked" else AutoModelForCausalLM
     try:
         with _guard(ckpt):
-            model = AutoModelForCausalLM.from_pretrained(
+            model = auto.from_pretrained(
                 target, dtype=getattr(torch, dtype), use_safetensors=None if allow_pickle else True,
                 trust_remote_code=trust_remote_code, **kwargs)
     except ValueError as e:  # e.g. an architecture that needs remote code
-        raise ConfigError(f"Cannot load {ckpt.location} as a causal language model: {e}") from e
+        raise ConfigError(f"Cannot load {ckpt.location} as a {ckpt.objective} language model: {e}") from e
     return model.to(device).eval()
 
 

@@ -42,7 +42,8 @@ def memorization(hits, logprobs, sample_ids, sample_steps, checkpoint, dataset, 
         "sample_M_p90": float(np.quantile(sample_m, 0.9)),
         "n_samples": int(hits.shape[0]),
         "n_tokens": int(hits.size),
-        **extractability(hits, k, m),
+        **(extractability(hits, k, m) if checkpoint.objective == "causal" else
+           {"extractable": None, "n_extractable": None, "match_len_mean": None}),  # no greedy decoding for masked LMs
     }
     rows = _batch_rows(sample_ids, sample_steps, checkpoint.step, dataset, ledger)
     if rows:

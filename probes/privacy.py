@@ -101,9 +101,9 @@ def membership(data, members: str = "train", non_members: str = "valid", k_perce
 @probe(metrics={"n_extractable": "samples whose next m tokens after a k-token prefix are all greedy hits",
                 "strings": "the extractable samples: id, matched length and, with --show-text, redacted text"},
        show=("n_extractable",))
-def memorized_strings(hits, sample_ids, text_of, k: int = 32, m: int = 32, max_strings: int = 20):
+def memorized_strings(hits, sample_ids, text_of, checkpoint, k: int = 32, m: int = 32, max_strings: int = 20):
     """Which samples a checkpoint would reproduce verbatim (k-extractable), for the reviewer."""
-    if hits.shape[1] < k + m - 1:
+    if hits.shape[1] < k + m - 1 or getattr(checkpoint, "objective", "causal") != "causal":
         return {}
     window = hits[:, k - 1:k + m - 1]  # (samples, m)
     # leading hits after the prefix: the whole window when extractable

@@ -12,7 +12,7 @@ from memaudit.registry import collect, standard_probe_dir
 from memaudit.schema import CheckpointResult, DatasetInfo, SeriesResult
 
 PROBES = {p.name: p for p in collect([standard_probe_dir()])}
-NO_CKPT = SimpleNamespace(step=None)
+NO_CKPT = SimpleNamespace(step=None, objective="causal")
 
 
 def _info(name="train", role="train"):
@@ -99,5 +99,5 @@ def test_series_T_and_memorization_before_overfitting():
 def test_M_update_from_the_data_s_seen_at_step():
     hits = np.array([[1, 1], [0, 0], [1, 0]], dtype=bool)
     out = PROBES["memorization"].fn(hits, np.zeros((3, 2), np.float32), ["a", "b", "c"], np.array([5, 6, 5]),
-                                    SimpleNamespace(step=5), _info(), None, k=1, m=1)
+                                    SimpleNamespace(step=5, objective="causal"), _info(), None, k=1, m=1)
     assert out["M_update"] == pytest.approx(3 / 4)  # samples a and c were seen at step 5

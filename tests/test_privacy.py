@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from memaudit.registry import collect, standard_probe_dir
 from memaudit.texts import redact
 
 PROBES = {p.name: p for p in collect([standard_probe_dir()])}
+CAUSAL = SimpleNamespace(objective="causal")
 
 
 def test_exposure_from_an_exact_rank_table():
@@ -54,9 +56,9 @@ def test_auc_and_tpr_on_hand_built_scores():
 
 def test_memorized_strings_on_hand_built_hits():
     hits = np.array([[1, 1, 1, 1], [1, 1, 0, 1], [0, 1, 1, 1]], dtype=bool)
-    out = PROBES["memorized_strings"].fn(hits, ["a", "b", "c"], None, k=2, m=2)
+    out = PROBES["memorized_strings"].fn(hits, ["a", "b", "c"], None, CAUSAL, k=2, m=2)
     assert out == {"n_extractable": 2, "strings": [{"id": "a", "match_len": 2}, {"id": "c", "match_len": 2}]}
-    shown = PROBES["memorized_strings"].fn(hits, ["a", "b", "c"], lambda i: f"text {i}", k=2, m=2)
+    shown = PROBES["memorized_strings"].fn(hits, ["a", "b", "c"], lambda i: f"text {i}", CAUSAL, k=2, m=2)
     assert shown["strings"][0]["text"] == "text 0"
 
 

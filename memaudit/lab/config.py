@@ -59,6 +59,9 @@ class RunSpec(_Strict):
     """Attention heads (must divide width)."""
     special: SpecialBatch | None = None
     """Train once (or r times) on a held-out special batch."""
+    objective: Literal["causal", "masked"] = "causal"
+    """causal: a GPT-NeoX trained on next-token prediction; masked: a BERT trained on masked-token
+    prediction (15% of positions per update, seeded), audited with mask groups."""
     ids: Literal["none", "prefix", "control"] = "none"
     """prefix: each training sample starts with its own new ID token; control: the same new tokens
     are added to the vocabulary but never used."""

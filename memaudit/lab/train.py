@@ -116,10 +116,26 @@ def plan_updates(lab: LabConfig, spec: RunSpec, n_train: int | None = None) -> t
     return updates, epoch_ends, save
 
 
-def model_config(lab: LabConfig, spec: RunSpec, vocab_size: int):
-    """GPT-NeoX with the paper's settings: dropout 0."""
-    from transformers import GPTNeoXConfig
+MASK_TOKEN = "[MASK]"
+MLM_FRACTION = 0.15
 
+
+def model_class(spec: RunSpec):
+    """GPT-NeoX for causal runs, BERT for masked runs."""
+    from transformers import BertForMaskedLM, GPTNeoXForCausalLM
+
+    return BertForMaskedLM if spec.objective == "masked" else GPTNeoXForCausalLM
+
+
+def model_config(lab: LabConfig, spec: RunSpec, vocab_size: int):
+    """The paper's settings: dropout 0. GPT-NeoX, or BERT for masked runs."""
+    from transformers import BertConfig, GPTNeoXConfig
+
+    if spec.objective == "masked":
+        return BertConfig(vocab_size=vocab_size, hidden_size=spec.width, num_hidden_layers=spec.layers,
+                          num_attention_heads=spec.heads, intermediate_size=4 * spec.width,
+                          max_position_embeddings=lab.seq_len, hidden_dropout_prob=0.0,
+                          attention_probs_dropout_prob=0.0, type_vocab_size=1)
     return GPTNeoXConfig(vocab_size=vocab_size, hidden_size=spec.width, num_hidden_layers=spec.layers,
                          num_attention_heads=spec.heads, intermediate_size=4 * spec.width,
                          max_position_embeddings=lab.seq_len, hidden_dropout=0.0, attention_dropout=0.0,
@@ -168,10 +184,13 @@ def run_lab(lab: LabConfig, out: Path | None = None, overwrite: bool = False, co
         if (out / spec.name / "ledger.json").is_file():
             continue  # finished earlier
         tokenizer = base_tokenizer
-        if spec.ids != "none":
+        if spec.ids != "none" or spec.objective == "masked":
             import copy
 
             tokenizer = copy.deepcopy(base_tokenizer)
+        if spec.objective == "masked":
+            tokenizer.add_special_tokens({"mask_token": MASK_TOKEN})
+        if spec.ids != "none":
             tokenizer.add_tokens(id_tokens(len(splits.train)), special_tokens=True)
         train_run(lab, spec, tokenizer, splits, out / spec.name, console)
     write_audit_config(lab, out)
@@ -208,10 +227,10 @@ def _write_jsonl(path: Path, prefix: str, samples: list[list[int]]) -> None:
 def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: Path, console=None) -> Ledger:
     """Train one series, saving checkpoints and, at the end, its ledger."""
     import torch
-    from transformers import GPTNeoXForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    Model = model_class(spec)
     train = splits.train
     if spec.ids == "prefix":
         ids = tokenizer.convert_tokens_to_ids(id_tokens(len(train)))
@@ -224,10 +243,10 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
     updates, epoch_ends, save_steps = plan_updates(lab, spec, len(train))
     done = _resume_step(folder)
     if done:
-        model = GPTNeoXForCausalLM.from_pretrained(folder / f"step-{done}")
+        model = Model.from_pretrained(folder / f"step-{done}")
     else:
         torch.manual_seed(lab.seed)
-        model = GPTNeoXForCausalLM(model_config(lab, spec, len(tokenizer)))
+        model = Model(model_config(lab, spec, len(tokenizer)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lab.lr, weight_decay=0.0)
     if done:
         _load_optimizer(folder, model, optimizer)
@@ -247,7 +266,11 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
             batch = data[update.kind][rows]  # (batch, seq_len)
             for group in optimizer.param_groups:
                 group["lr"] = lab.lr * min(1.0, update.step / lab.warmup_steps) if lab.warmup_steps else lab.lr
-            loss = model(input_ids=batch, labels=batch).loss
+            if spec.objective == "masked":
+                inputs, labels = mlm_batch(batch, tokenizer.mask_token_id, lab.seed, update.step)
+                loss = model(input_ids=inputs, labels=labels).loss
+            else:
+                loss = model(input_ids=batch, labels=batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -274,6 +297,19 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
     for leftover in folder.glob(".resume*"):
         leftover.unlink()
     return ledger
+
+
+def mlm_batch(batch, mask_token_id: int, seed: int, step: int):
+    """Masked-LM inputs and labels: MLM_FRACTION of the positions, chosen by a generator seeded with the
+    update, become the mask token; only they are predicted (labels -100 elsewhere)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    chosen = torch.rand(batch.shape, generator=generator) < MLM_FRACTION  # (batch, seq_len)
+    chosen[:, 0] |= ~chosen.any(dim=1)  # at least one position per sample
+    inputs = batch.masked_fill(chosen, mask_token_id)
+    labels = batch.masked_fill(~chosen, -100)
+    return inputs, labels
 
 
 def _save(folder: Path, step: int, model, tokenizer, optimizer) -> None:
