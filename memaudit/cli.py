@@ -29,6 +29,12 @@ def _console(stderr: bool = False):
 
 def cmd_run(args) -> int:
     """Audit every checkpoint of the yaml's series with the collected probes."""
+    if args.processes and args.processes > 1 and "LOCAL_RANK" not in os.environ:
+        from memaudit.distributed import launch
+
+        argv = sys.argv[1:]
+        i = argv.index("--processes")
+        return launch(args.processes, argv[:i] + argv[i + 2:])
     from memaudit.config import load_config
     from memaudit.progress import AuditProgress
     from memaudit.render import render_report
@@ -46,11 +52,13 @@ def cmd_run(args) -> int:
     opts = RunOptions(keyword=args.keyword, fail_fast=args.exitfirst, batch_size=args.batch_size,
                       dtype=args.dtype, device=args.device, use_cache=not args.no_cache, evict=args.evict,
                       allow_pickle=args.allow_pickle, baseline=baseline, tolerance=args.tolerance,
-                      show_text=args.show_text,
+                      show_text=args.show_text, device_map=args.device_map,
                       command="memaudit " + " ".join(sys.argv[1:]),
                       config_path=str(args.config))
     with AuditProgress(_console(stderr=True)) as progress:
         report = run_audit(plan, config_hash, opts, on_event=progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # other processes of a multi-process run: the main one reports
+        return report.exit_code
     if args.json:
         write_report(report, args.json)
     if args.save_baseline:
@@ -169,7 +177,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary line")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype")
-    p.add_argument("--batch-size", type=int, metavar="N", help="samples per forward batch")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="samples per forward batch (default: chosen from the memory, halved on out-of-memory)")
+    p.add_argument("--device-map", choices=["auto"], help="spread each model over the devices (big models)")
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="share the checkpoints between N local processes (torchrun; on GPUs one per GPU)")
     p.add_argument("--junit-xml", metavar="PATH", help="write the checks as JUnit XML test cases")
     p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report with figures")
     p.add_argument("--save-baseline", metavar="PATH", help="save this run's report as a baseline for --compare")

@@ -162,8 +162,10 @@ class RegressionRule(_Strict):
 class RunConfig(_Strict):
     """How to run the forward passes."""
 
-    batch_size: int = Field(16, ge=1)
-    """Samples per forward batch."""
+    batch_size: int | None = Field(None, ge=1)
+    """Samples per forward batch; unset: chosen from the memory and halved on out-of-memory."""
+    device_map: str | None = None
+    """`auto` spreads a model that does not fit one device over the GPUs (and CPU) (big-model inference)."""
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     """Model dtype."""
     device: str = "auto"

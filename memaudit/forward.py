@@ -136,6 +136,29 @@ def _score_masked(model, tokens, products, batch_size, device, mask_token_id, gr
     return out, batches
 
 
+def auto_batch_size(tokens: np.ndarray, vocab: int, device) -> int:
+    """A first batch size whose logits fit comfortably: ~2 GiB of float32 logits (x3 for the reduction) on
+    the CPU, a quarter of the free memory on a GPU; halved on out-of-memory by find_executable_batch_size."""
+    budget = 2 * 2**30
+    if torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        budget = free // 4
+    per_sample = tokens.shape[1] * vocab * 4 * 3
+    return int(max(1, min(256, budget // per_sample)))
+
+
+def score_adaptive(model, tokens: np.ndarray, products: set[str], start_batch: int, device, **kwargs):
+    """`score` with the largest batch size from `start_batch` down that does not run out of memory.
+    Returns (products, batches, batch size used)."""
+    from accelerate.utils import find_executable_batch_size
+
+    @find_executable_batch_size(starting_batch_size=start_batch)
+    def attempt(batch_size):
+        return (*score(model, tokens, products, batch_size, device, **kwargs), batch_size)
+
+    return attempt()
+
+
 def check_fits(model, tokens: np.ndarray) -> None:
     """Refuse token ids the model has no embedding for, and samples longer than its context."""
     vocab = model.get_input_embeddings().num_embeddings
@@ -152,9 +175,9 @@ def check_fits(model, tokens: np.ndarray) -> None:
 def pick_device(device: str) -> torch.device:
     """`auto` -> the device accelerate picks (GPU when there is one); otherwise as given."""
     if device == "auto":
-        from accelerate import PartialState
+        from memaudit.distributed import process_state
 
-        return PartialState().device
+        return process_state(device).device
     try:
         return torch.device(device)
     except RuntimeError as e:

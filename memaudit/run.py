@@ -52,6 +52,7 @@ class RunOptions:
     baseline: Any = None  # AuditReport to compare against (--compare)
     show_text: bool = False
     tolerance: float = 0.02
+    device_map: str | None = None
     command: str = ""
     config_path: str | None = None
 
@@ -99,6 +100,8 @@ class _State:
     identifiers: str | None = None
     journal: Any = None
     text_included: bool = False
+    processes: Any = None  # accelerate's PartialState
+    batch_size: int | None = None  # the batch size chosen when the user fixed none
 
 
 def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | None = None) -> AuditReport:
@@ -118,11 +121,17 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
     emit = on_event or (lambda *a, **k: None)
     run_cfg = config.run.model_copy(update={k: v for k, v in (
         ("batch_size", opts.batch_size), ("dtype", opts.dtype), ("device", opts.device),
+        ("device_map", opts.device_map),
         ("show_text", opts.show_text or None)) if v is not None})
     started, t0 = _now(), time.perf_counter()
     state = _State()
+    from memaudit.distributed import process_state
+
+    state.processes = process_state(run_cfg.device)
     device = pick_device(run_cfg.device)
     state.device = str(device)
+    if not state.processes.is_main_process:  # progress and output belong to the main process
+        emit = lambda *a, **k: None  # noqa: E731
     cache = ProductsCache(run_cfg.cache_dir, enabled=opts.use_cache)
     state.journal = Journal(cache.root.parent, run_key(config_hash, plan.probes, run_cfg.dtype, __version__),
                             enabled=opts.use_cache)
@@ -151,7 +160,8 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         memaudit_version=__version__, torch_version=torch.__version__,
         transformers_version=transformers.__version__, python_version=platform.python_version(),
         platform=platform.platform(terse=True), device=state.device, dtype=run_cfg.dtype,
-        batch_size=run_cfg.batch_size, seed=run_cfg.seed, tagger=state.tagger, identifiers=state.identifiers,
+        batch_size=run_cfg.batch_size or state.batch_size, batch_size_auto=run_cfg.batch_size is None,
+        processes=state.processes.num_processes, device_map=run_cfg.device_map, seed=run_cfg.seed, tagger=state.tagger, identifiers=state.identifiers,
         masking=f"fraction {run_cfg.mask_fraction}, seed {run_cfg.mask_seed}", config_path=opts.config_path,
         config_hash=config_hash, command=opts.command or " ".join(sys.argv), started_at=started,
         finished_at=_now(), duration_s=round(time.perf_counter() - t0, 3))
@@ -194,6 +204,7 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
     emit("series", name=series.name, n_checkpoints=len(checkpoints),
          tokens_per_checkpoint=sum(s.tokens.size for s in samples.values()))
 
+    from memaudit.distributed import gather, my_share
     from memaudit.prefetch import ModelPrefetcher
     from memaudit.sources import evict_revision, load_model
 
@@ -213,47 +224,89 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
         return (None, *_cached_products(source, samples, needed, _cache_dtype(source, run_cfg), cache))
 
     def load(ckpt):
-        return load_model(ckpt, run_cfg.dtype, device, run_cfg.trust_remote_code, opts.allow_pickle)
+        return load_model(ckpt, run_cfg.dtype, device, run_cfg.trust_remote_code, opts.allow_pickle,
+                          run_cfg.device_map)
 
-    with ModelPrefetcher(load) as models:
-        upcoming = lookup(checkpoints[0])
-        for i, ckpt in enumerate(checkpoints):
-            emit("checkpoint", name=ckpt.name)
-            duplicate_of = first_with.setdefault(ckpt.weights_key, ckpt).name
-            done, products, missing = lookup(ckpt) if duplicate_of != ckpt.name else upcoming
-            nxt = checkpoints[i + 1] if i + 1 < len(checkpoints) else None
-            if done is not None:
-                result = done.model_copy(update={"from_journal": True, "from_cache": True, "n_forward_batches": 0,
-                                                  "load_s": 0.0, "forward_s": 0.0})
-                upcoming = lookup(nxt) if nxt else None
-            else:
-                model = None
-                try:
-                    try:
-                        model, load_s = models.get(ckpt) if missing else (None, 0.0)
-                    finally:  # load the next model while this one is scored
-                        upcoming = lookup(nxt) if nxt else None
-                        if upcoming and upcoming[0] is None and upcoming[2]:
-                            models.prefetch(nxt)
-                    result = _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model,
-                                               load_s, needed, run_cfg, device, cache, ledger, emit,
-                                               tokenizer.mask_token_id)
-                except CHECKPOINT_ERRORS as e:
-                    result = CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location,
-                                              error=f"{type(e).__name__}: {e}")
-                del model
-                state.journal.record(series.name, ckpt.name, ckpt.identity, result)
-                if opts.evict and ckpt.repo and result.error is None:
-                    evict_revision(ckpt)
-            if duplicate_of != ckpt.name:
-                result.duplicate_of = duplicate_of
+    mine = my_share(state.processes, len(checkpoints))  # all of them in a one-process run
+    multi = state.processes.num_processes > 1
+    finished: list[tuple[int, CheckpointResult]] = []
+
+    def collect(pairs) -> None:
+        """Put finished checkpoints into the series in step order, marking duplicates."""
+        seen: dict[str, str] = {}
+        for i, result in sorted(pairs, key=lambda pair: pair[0]):
+            ckpt = checkpoints[i]
+            first = seen.setdefault(ckpt.weights_key, ckpt.name)
+            result.duplicate_of = first if first != ckpt.name else None
             series.checkpoints.append(result)
             if series.n_params is None:
                 series.n_params = result.n_params
-            emit("checkpoint_done", result=result)
-            if opts.fail_fast and (result.error or _fails_now(plan, series, result)):
-                return True
-    return False
+            if multi and state.processes.is_main_process and not result.from_journal:
+                state.journal.record(series.name, ckpt.name, ckpt.identity, result)
+
+    def audit(ckpt, products, missing, models, prefetch_next) -> CheckpointResult:
+        """Load (or take the prefetched model), score what is missing, run the probes; errors stay here."""
+        model = None
+        try:
+            try:
+                model, load_s = models.get(ckpt) if missing else (None, 0.0)
+            finally:
+                prefetch_next()
+            return _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model, load_s,
+                                     needed, run_cfg, device, cache, ledger, emit, tokenizer.mask_token_id, state)
+        except CHECKPOINT_ERRORS as e:
+            return CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location,
+                                    error=f"{type(e).__name__}: {e}")
+        finally:
+            del model
+            _release_memory(device)
+
+    stopped = False
+    try:
+        with ModelPrefetcher(load) as models:
+            upcoming = lookup(checkpoints[mine[0]]) if mine else None
+            for n, i in enumerate(mine):
+                ckpt = checkpoints[i]
+                emit("checkpoint", name=ckpt.name)
+                first = first_with.setdefault(ckpt.weights_key, ckpt)
+                done, products, missing = lookup(ckpt) if first is not ckpt else upcoming
+                nxt = checkpoints[mine[n + 1]] if n + 1 < len(mine) else None
+
+                def prefetch_next():  # the next model loads while this one is scored
+                    nonlocal upcoming
+                    upcoming = lookup(nxt) if nxt else None
+                    if upcoming and upcoming[0] is None and upcoming[2]:
+                        models.prefetch(nxt)
+
+                if done is not None:
+                    result = done.model_copy(update={"from_journal": True, "from_cache": True,
+                                                      "n_forward_batches": 0, "load_s": 0.0, "forward_s": 0.0})
+                    prefetch_next()
+                else:
+                    result = audit(ckpt, products, missing, models, prefetch_next)
+                    if not multi:  # with several processes the main one records after gathering
+                        state.journal.record(series.name, ckpt.name, ckpt.identity, result)
+                    if opts.evict and ckpt.repo and result.error is None:
+                        evict_revision(ckpt)
+                finished.append((i, result))
+                emit("checkpoint_done", result=result)
+                if opts.fail_fast and (result.error or _fails_now(plan, series, result)):
+                    stopped = True
+                    if not multi:  # several processes must all reach the gathering below
+                        break
+    except KeyboardInterrupt:
+        collect(finished)  # what is done goes into the partial report
+        raise
+    collect(gather(state.processes, finished) if multi else finished)
+    return any(gather(state.processes, [stopped])) if multi else stopped
+
+
+def _release_memory(device) -> None:
+    """Hand freed accelerator memory back between checkpoints, so a long series does not grow."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def _cache_dtype(ckpt, run_cfg) -> str:
@@ -343,9 +396,9 @@ def _data_products(plan, samples, tokenizer, fingerprint, run_cfg, use_cache, st
 
 
 def _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model, load_s, needed,
-                      run_cfg, device, cache, ledger, emit, mask_token_id=None) -> CheckpointResult:
+                      run_cfg, device, cache, ledger, emit, mask_token_id=None, state=None) -> CheckpointResult:
     """Score the data sets whose products were not cached (one pass over their union), then run the probes."""
-    from memaudit.forward import score
+    from memaudit.forward import auto_batch_size, score, score_adaptive
     from memaudit.sources import count_parameters, n_parameters
 
     forward_s = 0.0
@@ -358,8 +411,16 @@ def _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missi
             by_len.setdefault(samples[name].tokens.shape[1], []).append(name)
         for names in by_len.values():
             tokens = np.concatenate([samples[n].tokens for n in names])  # (samples, seq_len)
-            scored, b = score(model, tokens, needed, run_cfg.batch_size, device, mask_token_id,
-                              run_cfg.mask_fraction, run_cfg.mask_seed)
+            if run_cfg.device_map:  # inputs go where the embeddings are
+                device = model.get_input_embeddings().weight.device
+            masking = {"mask_token_id": mask_token_id, "mask_fraction": run_cfg.mask_fraction,
+                       "mask_seed": run_cfg.mask_seed}
+            if run_cfg.batch_size:
+                scored, b = score(model, tokens, needed, run_cfg.batch_size, device, **masking)
+            else:
+                start = state.batch_size or auto_batch_size(tokens, model.get_output_embeddings().weight.shape[0],
+                                                            device)
+                scored, b, state.batch_size = score_adaptive(model, tokens, needed, start, device, **masking)
             batches += b
             start = 0
             for n in names:

@@ -39,8 +39,14 @@ class Provenance(_Model):
     """Device the forward passes ran on (`cpu`, `cuda:0`, ...)."""
     dtype: str
     """Model dtype of the forward passes."""
-    batch_size: int
-    """Samples per forward batch."""
+    batch_size: int | None
+    """Samples per forward batch (the one chosen, when memaudit chose it)."""
+    batch_size_auto: bool = False
+    """True when the batch size was chosen from the memory (and halved on out-of-memory)."""
+    processes: int = 1
+    """Processes the checkpoints were shared between (accelerate / torchrun)."""
+    device_map: str | None = None
+    """`auto` when models were spread over devices (big-model inference)."""
     seed: int
     """Seed from the configuration."""
     tagger: str | None = None

@@ -306,7 +306,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool = False,
-               allow_pickle: bool = False):
+               allow_pickle: bool = False, device_map: str | None = None):
     """Load a causal LM for inference: safetensors only (unless `allow_pickle`), eval mode, on `device`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
@@ -319,10 +319,10 @@ def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: boo
         with _guard(ckpt):
             model = auto.from_pretrained(
                 target, dtype=getattr(torch, dtype), use_safetensors=None if allow_pickle else True,
-                trust_remote_code=trust_remote_code, **kwargs)
+                trust_remote_code=trust_remote_code, **({"device_map": device_map} if device_map else {}), **kwargs)
     except ValueError as e:  # e.g. an architecture that needs remote code
         raise ConfigError(f"Cannot load {ckpt.location} as a {ckpt.objective} language model: {e}") from e
-    return model.to(device).eval()
+    return (model if device_map else model.to(device)).eval()
 
 
 def evict_revision(ckpt: Checkpoint) -> None:
