@@ -86,34 +86,11 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
     Causal LMs: position j's products are about token j + 1 predicted from tokens 0..j. Masked LMs:
     about token j + 1 predicted with its whole mask group replaced by the mask token (one pass per
     group), so the products have the same shape and meaning for every probe."""
-    if is_masked_lm(model):
-        if mask_token_id is None:
-            raise ConfigError("This checkpoint is a masked language model but its tokenizer has no mask token: "
-                              "memaudit cannot score it. Give the tokenizer a [MASK] token.")
-        return _score_masked(model, tokens, products, batch_size, device, mask_token_id,
-                             mask_groups(tokens.shape[1], mask_fraction, mask_seed))
-    products = set(products) | set(ALWAYS)
-    n, seq_len = tokens.shape
-    check_fits(model, tokens)
-    out = {name: np.empty((n, seq_len - 1), dtype=PRODUCT_DTYPES[name]) for name in products}
-    batches = 0
-    for start in range(0, n, batch_size):
-        ids = torch.from_numpy(tokens[start:start + batch_size]).to(device)  # (batch, seq_len)
-        logits = model(input_ids=ids, use_cache=False).logits  # (batch, seq_len, vocab)
-        # Reduce every position, the last one (which predicts nothing) against a dummy target, so
-        # the logits stay contiguous; then drop it.
-        targets = torch.nn.functional.pad(ids[:, 1:], (0, 1))  # (batch, seq_len)
-        reduced = reduce_logits(logits, targets, products)
-        if not bool(torch.isfinite(reduced["logprobs"][:, :-1]).all()):
-            raise NonFiniteLogits(f"the model's logits are NaN or infinite (batch {batches + 1}, samples "
-                                  f"{start}..{start + len(ids) - 1}): the checkpoint's weights are broken")
-        for name, value in reduced.items():
-            out[name][start:start + len(ids)] = value[:, :-1].cpu().numpy()  # (batch, seq_len - 1): small
-        batches += 1
-    return out, batches
-
-
-def _score_masked(model, tokens, products, batch_size, device, mask_token_id, groups):
+    masked = is_masked_lm(model)
+    if masked and mask_token_id is None:
+        raise ConfigError("This checkpoint is a masked language model but its tokenizer has no mask token: "
+                          "memaudit cannot score it. Give the tokenizer a [MASK] token.")
+    groups = mask_groups(tokens.shape[1], mask_fraction, mask_seed) if masked else None
     products = set(products) | set(ALWAYS)
     n, seq_len = tokens.shape
     check_fits(model, tokens)
@@ -122,18 +99,34 @@ def _score_masked(model, tokens, products, batch_size, device, mask_token_id, gr
     for start in range(0, n, batch_size):
         ids = torch.from_numpy(tokens[start:start + batch_size]).to(device)  # (batch, seq_len)
         rows = slice(start, start + len(ids))
-        for group in groups:
-            where = torch.from_numpy(group).to(device)  # (group,) positions masked together
-            masked = ids.clone()
-            masked[:, where] = mask_token_id
-            logits = model(input_ids=masked).logits[:, where]  # (batch, group, vocab)
-            reduced = reduce_logits(logits, ids[:, where], products)  # (batch, group) each
-            if not bool(torch.isfinite(reduced["logprobs"]).all()):
-                raise NonFiniteLogits(f"the model's logits are NaN or infinite (samples {start}..{rows.stop - 1})")
+        passes = _masked_passes(model, ids, groups, mask_token_id) if masked else _causal_pass(model, ids)
+        for columns, logits, targets, keep in passes:
+            reduced = reduce_logits(logits, targets, products)  # (batch, positions) each
+            if not bool(torch.isfinite(reduced["logprobs"][:, keep]).all()):
+                raise NonFiniteLogits(f"the model's logits are NaN or infinite (samples {start}..{rows.stop - 1}): "
+                                      "the checkpoint's weights are broken")
             for name, value in reduced.items():
-                out[name][rows][:, group - 1] = value.cpu().numpy()
+                out[name][rows][:, columns] = value[:, keep].cpu().numpy()  # small: (batch, positions)
             batches += 1
     return out, batches
+
+
+def _causal_pass(model, ids):
+    """One pass. Every position is reduced, the last one (which predicts nothing) against a dummy
+    target so that the logits stay contiguous; `keep` then drops it."""
+    logits = model(input_ids=ids, use_cache=False).logits  # (batch, seq_len, vocab)
+    targets = torch.nn.functional.pad(ids[:, 1:], (0, 1))  # (batch, seq_len)
+    yield slice(None), logits, targets, slice(0, -1)
+
+
+def _masked_passes(model, ids, groups, mask_token_id):
+    """One pass per mask group, the group's positions replaced by the mask token."""
+    for group in groups:
+        where = torch.from_numpy(group).to(ids.device)  # (group,) positions masked together
+        masked = ids.clone()
+        masked[:, where] = mask_token_id
+        logits = model(input_ids=masked).logits[:, where]  # (batch, group, vocab)
+        yield group - 1, logits, ids[:, where], slice(None)
 
 
 def auto_batch_size(tokens: np.ndarray, vocab: int, device) -> int:
