@@ -141,8 +141,9 @@ def _timed(fn) -> float:
 def extraction(size: str, device, train_steps: int = 0) -> dict:
     """One-pass verdicts vs `generate` on 32 samples of 64 tokens; with `train_steps`, the model first
     learns half of them by heart so that both verdicts occur."""
-    from memaudit.forward import score
     from memaudit.probes.memorization import extractable_samples
+
+    from memaudit.forward import score
 
     k = m = 32
     model = make_model(size).to(device)

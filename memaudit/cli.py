@@ -35,13 +35,12 @@ def cmd_run(args) -> int:
         argv = sys.argv[1:]
         i = argv.index("--processes")
         return launch(args.processes, argv[:i] + argv[i + 2:])
+    from memaudit.atomic import check_writable
     from memaudit.config import load_config
     from memaudit.progress import AuditProgress
     from memaudit.render import render_report
     from memaudit.run import RunOptions, make_plan, run_audit
     from memaudit.schema import write_report
-
-    from memaudit.atomic import check_writable
 
     config, config_hash = load_config(args.config)
     plan = make_plan(config, args.keyword)

@@ -9,9 +9,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
 from types import SimpleNamespace
+from typing import Any, Callable
 
 import numpy as np
 
@@ -21,8 +20,14 @@ from memaudit.config import AuditConfig
 from memaudit.errors import ConfigError, ExitCode, MemauditError
 from memaudit.ledger import Ledger, read_ledger
 from memaudit.registry import ProbeDef, collect, select, standard_probe_dir
-from memaudit.schema import (AuditReport, CheckpointResult, DatasetInfo, ProbeInfo, Provenance,
-                             SeriesResult)
+from memaudit.schema import (
+    AuditReport,
+    CheckpointResult,
+    DatasetInfo,
+    ProbeInfo,
+    Provenance,
+    SeriesResult,
+)
 
 Event = Callable[..., None]
 
@@ -331,7 +336,11 @@ def _series_tokenizer(series_name: str, checkpoints):
 
     Checkpoints whose tokenizer.json is byte-identical to the first one's are not loaded; any other
     is loaded and compared by what decides tokenization."""
-    from memaudit.sources import load_tokenizer, tokenizer_file_digest, tokenizer_fingerprint
+    from memaudit.sources import (
+        load_tokenizer,
+        tokenizer_file_digest,
+        tokenizer_fingerprint,
+    )
 
     first = checkpoints[0]
     tokenizer = load_tokenizer(first)

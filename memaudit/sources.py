@@ -10,7 +10,7 @@ from pathlib import Path
 
 from memaudit.config import RevisionSelection, SeriesConfig
 from memaudit.errors import ConfigError, SourceUnavailable
-from memaudit.families import family_of, parse_checkpoint
+from memaudit.families import parse_checkpoint
 
 WEIGHT_FILES = ("*.safetensors",)
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import tiny_model
+
 from memaudit.lab.tokenizer import train_bpe
 
 

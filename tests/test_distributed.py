@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from test_reliability import _break_checkpoint, _results
 
 

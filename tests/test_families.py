@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT, put_in_hf_cache
+
 from memaudit.config import RevisionSelection, SeriesConfig, parse_config
 from memaudit.families import family_of, parse_checkpoint
 from memaudit.sources import resolve_series, select_revisions

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
+from memaudit.probes.forgetting import fit_exponential_decay
 
 from memaudit.ledger import Intervention, Ledger
-from memaudit.probes.forgetting import fit_exponential_decay
 from memaudit.registry import collect, standard_probe_dir
 from memaudit.schema import CheckpointResult, DatasetInfo
 

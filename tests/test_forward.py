@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from memaudit.errors import ConfigError
 from memaudit.forward import reduce_logits, score
 

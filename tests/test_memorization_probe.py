@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from memaudit.forward import score
 from memaudit.registry import collect, standard_probe_dir
 from memaudit.schema import CheckpointResult, DatasetInfo, SeriesResult

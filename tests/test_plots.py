@@ -4,7 +4,14 @@ import re
 
 import pytest
 
-from memaudit.schema import AuditReport, CheckpointResult, CheckResult, DatasetInfo, Provenance, SeriesResult
+from memaudit.schema import (
+    AuditReport,
+    CheckpointResult,
+    CheckResult,
+    DatasetInfo,
+    Provenance,
+    SeriesResult,
+)
 
 pytest.importorskip("matplotlib")
 

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from memaudit.probes.privacy import roc_auc, tpr_at_fpr
 
 from memaudit.canaries import Canary, candidate_samples, exposure
-from memaudit.probes.privacy import roc_auc, tpr_at_fpr
 from memaudit.registry import collect, standard_probe_dir
 from memaudit.texts import redact
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import put_in_hf_cache, tiny_model
 
 SLOW_PROBE = """

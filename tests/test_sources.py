@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import put_in_hf_cache
+
 from memaudit.config import RevisionSelection, SeriesConfig
 from memaudit.errors import SourceUnavailable
 from memaudit.sources import parse_step, resolve_series, select_revisions

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import yaml
 
+from memaudit.atomic import atomic_write_text
 from memaudit.errors import ConfigError
 from memaudit.lab.config import BUILTIN_CORPUS, LabConfig, RunSpec
 from memaudit.ledger import Intervention, Ledger, Update
-from memaudit.atomic import atomic_write_text
 
 MEMORY_FRACTION = 0.5  # refuse runs estimated to need more than this share of available memory
 
@@ -254,7 +254,13 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
         _save(folder, 0, model, tokenizer, optimizer)
     data = {"train": torch.tensor(train), "special": torch.tensor(splits.special or [[0]])}  # (samples, seq_len)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(TextColumn(f"training {spec.name}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
