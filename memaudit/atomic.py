@@ -50,8 +50,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def check_writable(path: str | Path) -> None:
     """Fail now, not after hours of work, when `path` (a file to write later) cannot be written."""
-    atomic_write_bytes(Path(path).parent / f".{Path(path).name}.probe", b"")
-    (Path(path).parent / f".{Path(path).name}.probe").unlink()
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise _explain(path, e) from e
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

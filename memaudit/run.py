@@ -118,20 +118,18 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
     import torch
     import transformers
 
+    from memaudit.distributed import process_state
     from memaudit.forward import pick_device
     from memaudit.journal import Journal, run_key
     from memaudit.products import ProductsCache
 
     config = plan.config
     emit = on_event or (lambda *a, **k: None)
-    run_cfg = config.run.model_copy(update={k: v for k, v in (
-        ("batch_size", opts.batch_size), ("dtype", opts.dtype), ("device", opts.device),
-        ("device_map", opts.device_map),
-        ("show_text", opts.show_text or None)) if v is not None})
+    overrides = {"batch_size": opts.batch_size, "dtype": opts.dtype, "device": opts.device,
+                 "device_map": opts.device_map, "show_text": opts.show_text or None}
+    run_cfg = config.run.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     started, t0 = _now(), time.perf_counter()
     state = _State()
-    from memaudit.distributed import process_state
-
     state.processes = process_state(run_cfg.device)
     device = pick_device(run_cfg.device)
     state.device = str(device)
@@ -166,7 +164,8 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         transformers_version=transformers.__version__, python_version=platform.python_version(),
         platform=platform.platform(terse=True), device=state.device, dtype=run_cfg.dtype,
         batch_size=run_cfg.batch_size or state.batch_size, batch_size_auto=run_cfg.batch_size is None,
-        processes=state.processes.num_processes, device_map=run_cfg.device_map, seed=run_cfg.seed, tagger=state.tagger, identifiers=state.identifiers,
+        processes=state.processes.num_processes, device_map=run_cfg.device_map, seed=run_cfg.seed,
+        tagger=state.tagger, identifiers=state.identifiers,
         masking=f"fraction {run_cfg.mask_fraction}, seed {run_cfg.mask_seed}", config_path=opts.config_path,
         config_hash=config_hash, command=opts.command or " ".join(sys.argv), started_at=started,
         finished_at=_now(), duration_s=round(time.perf_counter() - t0, 3))
@@ -181,8 +180,16 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
 def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: RunOptions, emit) -> bool:
     """Audit one series; return True when -x stopped the run."""
     from memaudit.data import load_samples
+    from memaudit.distributed import gather, my_share
     from memaudit.families import family_of
-    from memaudit.sources import check_series_name_clash, resolve_series
+    from memaudit.prefetch import ModelPrefetcher
+    from memaudit.sources import (
+        check_series_name_clash,
+        evict_revision,
+        load_model,
+        resolve_series,
+    )
+    from memaudit.text_products import text_products as make_text_products
 
     checkpoints = resolve_series(series_cfg, allow_pickle=opts.allow_pickle)
     check_series_name_clash(checkpoints)
@@ -209,12 +216,12 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
     emit("series", name=series.name, n_checkpoints=len(checkpoints),
          tokens_per_checkpoint=sum(s.tokens.size for s in samples.values()))
 
-    from memaudit.distributed import gather, my_share
-    from memaudit.prefetch import ModelPrefetcher
-    from memaudit.sources import evict_revision, load_model
-
     CHECKPOINT_ERRORS = _checkpoint_errors()
-    text_products = _data_products(plan, samples, tokenizer, fingerprint, run_cfg, cache.enabled, state)
+    text_products, provenance = make_text_products(plan.checkpoint_probes, samples, tokenizer, fingerprint, run_cfg,
+                                                   cache.enabled)
+    state.tagger = state.tagger or provenance.get("tagger")
+    state.identifiers = state.identifiers or provenance.get("identifiers")
+    state.text_included = state.text_included or provenance.get("text_included", False)
     needed = plan.products | {"hits", "logprobs"}
 
     first_with: dict[str, Any] = {}  # weights -> first checkpoint that had them
@@ -355,53 +362,6 @@ def _series_tokenizer(series_name: str, checkpoints):
                 f"(fingerprints {fp} vs {fingerprint}). Every checkpoint of a series must share one tokenizer; "
                 "split them into separate series.")
     return tokenizer, fingerprint
-
-
-def _data_products(plan, samples, tokenizer, fingerprint, run_cfg, use_cache, state) -> dict[str, dict]:
-    """Per data set, the products that depend on the text alone (`pos_tags`, `id_mask`), when asked for."""
-    asked = {a for p in plan.checkpoint_probes for a in p.wants} & {"pos_tags", "id_mask", "zlib_len", "text_of"}
-    out: dict[str, dict] = {name: {"text_of": None} for name in samples}
-    if "zlib_len" in asked:
-        from memaudit.texts import zlib_lengths
-
-        for name, s in samples.items():
-            out[name]["zlib_len"] = zlib_lengths(s.tokens, tokenizer)
-    if "text_of" in asked and run_cfg.show_text:
-        from memaudit.texts import sample_texts
-
-        state.text_included = True
-        for name, s in samples.items():
-            out[name]["text_of"] = sample_texts(s.tokens, tokenizer, redacted=run_cfg.redact,
-                                                spacy_model=run_cfg.spacy_model)
-    asked -= {"zlib_len", "text_of"}
-    if not asked:
-        return out
-    from memaudit.errors import ConfigError
-    from memaudit.tagging import TagCache, load_pipeline, tag_samples
-
-    try:
-        nlp, label = load_pipeline(run_cfg.spacy_model)
-    except ConfigError:
-        if "pos_tags" in asked:
-            raise
-        nlp = label = None  # identifiers fall back to the documented regex set; the report says so
-    if nlp is not None:
-        state.tagger = label
-        cache = TagCache(run_cfg.cache_dir, enabled=use_cache)
-        for name, s in samples.items():
-            shape = (s.tokens.shape[0], s.tokens.shape[1] - 1)
-            tags = cache.get(s.sha256, fingerprint, label, shape)
-            if tags is None:
-                tags = tag_samples(s.tokens, tokenizer, nlp, n_process=run_cfg.spacy_processes)
-                cache.put(s.sha256, fingerprint, label, tags)
-            out[name]["pos_tags"] = tags
-    if "id_mask" in asked:
-        from memaudit.identifiers import describe_source, identifier_mask
-
-        state.identifiers = describe_source(with_spacy=nlp is not None)
-        for name, s in samples.items():
-            out[name]["id_mask"] = identifier_mask(s.tokens, tokenizer, out[name].get("pos_tags"))
-    return out
 
 
 def _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model, load_s, needed,
