@@ -83,6 +83,14 @@ def header(report: AuditReport) -> RenderableType:
 
 
 MATRIX_COLUMNS = 12
+TABLE_ROWS = 10
+
+
+def _thin(items: list, most: int) -> list:
+    """At most `most` items, evenly spaced, first and last kept."""
+    if len(items) <= most:
+        return items
+    return [items[i] for i in sorted({round(k * (len(items) - 1) / (most - 1)) for k in range(most)})]
 
 
 def _dict_metrics(series: SeriesResult, probe: ProbeInfo) -> list[str]:
@@ -96,16 +104,18 @@ def checkpoint_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]
     ckpts = [c for c in series.checkpoints if probe.name in c.results]
     metrics = probe.show or _scalar_keys(r for c in ckpts for r in c.results[probe.name].values())
     metrics = [m for m in metrics if m not in _dict_metrics(series, probe)]
-    if not metrics:
+    if not metrics or not datasets:
         return None
+    shown_ckpts = _thin(ckpts, TABLE_ROWS)
+    thinned = f"{len(shown_ckpts)} of {len(ckpts)} checkpoints" if len(shown_ckpts) < len(ckpts) else None
     table = Table(title=f"{probe.name} · {series.name} ({fmt_params(series.n_params)} params)",
-                  title_justify="left")
+                  title_justify="left", caption=thinned, caption_justify="left")
     table.add_column("checkpoint", no_wrap=True)
     table.add_column("step", justify="right")
     columns = [(d, m) for d in datasets for m in metrics]
     for d, m in columns:
         table.add_column(f"{d}\n{m}", justify="right")
-    for c in ckpts:
+    for c in shown_ckpts:
         cells = [fmt(c.results[probe.name].get(d, {}).get(m)) for d, m in columns]
         table.add_row(c.name + (" ⟲" if c.from_cache else ""), fmt(c.step), *cells)
     return table
@@ -114,10 +124,7 @@ def checkpoint_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]
 def matrix_table(series: SeriesResult, probe: ProbeInfo, dataset: str, metric: str) -> Table:
     """A mapping metric (e.g. R per POS tag) over checkpoints: keys as rows, checkpoints as columns,
     each cell coloured from red (0) to green (1). Long series are thinned to MATRIX_COLUMNS columns."""
-    ckpts = [c for c in series.checkpoints if probe.name in c.results]
-    if len(ckpts) > MATRIX_COLUMNS:
-        picks = sorted({round(i * (len(ckpts) - 1) / (MATRIX_COLUMNS - 1)) for i in range(MATRIX_COLUMNS)})
-        ckpts = [ckpts[i] for i in picks]
+    ckpts = _thin([c for c in series.checkpoints if probe.name in c.results], MATRIX_COLUMNS)
     rows = list(dict.fromkeys(k for c in ckpts for k in (c.results[probe.name].get(dataset, {}).get(metric) or {})))
     thinned = " (every few checkpoints)" if len(ckpts) < len(series.checkpoints) else ""
     table = Table(title=f"{probe.name} {metric} · {series.name} · {dataset}{thinned}", title_justify="left")
@@ -158,11 +165,13 @@ def trend_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> 
     return table
 
 
-def series_table(report: AuditReport, probe: ProbeInfo) -> Table:
+def series_table(report: AuditReport, probe: ProbeInfo) -> Table | None:
     """A series probe across series, sizes side by side: one column per (series, data set),
     one row per metric (lists become sparklines)."""
-    columns = [(s, d, r) for s in report.series for d, r in s.results.get(probe.name, {}).items()]
+    columns = [(s, d, r) for s in report.series for d, r in s.results.get(probe.name, {}).items() if r]
     keys = _scalar_keys((r for _, _, r in columns), lists=True)
+    if not columns:
+        return None
     if probe.show:
         keys = [k for k in keys if k in probe.show or re.sub(r"@[0-9.]+$", "@tau", k) in probe.show]
     table = Table(title=probe.name, title_justify="left")
@@ -246,7 +255,9 @@ def render_report(report: AuditReport, console: Console, quiet: bool = False) ->
                 console.print(Text(f"ERROR {series.name}/{c.name}: {c.error}", style="red"))
     for probe in report.probes:
         if probe.kind == "series" and any(probe.name in s.results for s in report.series):
-            console.print(series_table(report, probe))
+            table = series_table(report, probe)
+            if table is not None:
+                console.print(table)
     if report.checks:
         console.print(checks_table(report))
     cached = sum(c.from_cache for s in report.series for c in s.checkpoints)
