@@ -1,0 +1,50 @@
+"""memaudit/render.py: pure functions of a report."""
+
+from rich.console import Console
+
+from memaudit.render import checkpoint_table, fmt, render_report, sparkline, summary_line
+from memaudit.schema import AuditReport, CheckpointResult, CheckResult, ProbeInfo, Provenance, SeriesResult
+
+PROBE = ProbeInfo(name="memorization", kind="checkpoint", source="-", products=[], params={}, show=["M"])
+EMPTY = ProbeInfo(name="canaries", kind="checkpoint", source="-", products=[], params={}, show=["exposure_max"])
+
+
+def _report(n=16, error=False, failed=False) -> AuditReport:
+    ckpts = [CheckpointResult(name=f"step-{i}", step=i, location="-",
+                              results={"memorization": {"train": {"M": i / n}}, "canaries": {}}) for i in range(n)]
+    if error:
+        ckpts.append(CheckpointResult(name="bad", step=n, location="-", error="OSError: broken"))
+    checks = [CheckResult(name="c", metric="memorization.M", dataset="train", series="s", checkpoint=None, value=0.5,
+                          min=None, max=0.4 if failed else 0.9, passed=not failed, message="m")]
+    provenance = Provenance(memaudit_version="0", python_version="3", platform="x", dtype="float32", batch_size=1,
+                            seed=0, config_hash="h", command="c", started_at="t", duration_s=2.5)
+    return AuditReport(status="error" if error else "failed" if failed else "passed", exit_code=0,
+                       provenance=provenance, probes=[PROBE, EMPTY], checks=checks,
+                       series=[SeriesResult(name="s", source="-", tokenizer="t", checkpoints=ckpts)])
+
+
+def test_sparkline_and_fmt():
+    assert sparkline([0, 0.5, 1]) == "▁▅█" and sparkline([None, 1]) == " ▁" and sparkline([]) == ""
+    assert len(sparkline(range(100), width=10)) == 10
+    assert fmt(None) == "–" and fmt(0.1234) == "0.123" and fmt(1234567) == "1,234,567" and fmt(14.0) == "14"
+    assert fmt(["NOUN", "VERB"]) == "NOUN › VERB"
+
+
+def test_long_series_tables_are_thinned_with_first_and_last_kept():
+    table = checkpoint_table(_report().series[0], PROBE, ["train"])
+    assert table.row_count == 10 and table.caption == "10 of 16 checkpoints"
+    names = table.columns[0]._cells
+    assert names[0] == "step-0" and names[-1] == "step-15"
+
+
+def test_summary_line_counts_checks_and_errors():
+    assert "1 passed in 2.5s" in summary_line(_report()).title
+    assert "1 failed" in summary_line(_report(failed=True)).title
+    assert "1 passed, 1 error in" in summary_line(_report(error=True)).title
+
+
+def test_probes_without_results_print_no_table():
+    console = Console(record=True, width=120, file=open("/dev/null", "w"))
+    render_report(_report(error=True), console)
+    text = console.export_text()
+    assert "memorization · s" in text and "canaries · s" not in text and "ERROR s/bad: OSError: broken" in text
