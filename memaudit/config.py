@@ -158,6 +158,12 @@ class RegressionRule(_Strict):
     max_decrease: float | None = None
     """Fail when it falls by more than this."""
 
+    @model_validator(mode="after")
+    def _a_bound(self):
+        if self.max_increase is None and self.max_decrease is None:
+            raise ValueError("a regression rule needs 'max_increase' and/or 'max_decrease'")
+        return self
+
 
 class RunConfig(_Strict):
     """How to run the forward passes."""
