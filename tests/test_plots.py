@@ -100,3 +100,16 @@ def test_plot_and_html_commands(basic_config, run_cli, tmp_path):
     assert code == 0 and (tmp_path / "figs" / "memorization.png").exists()
     code, _, _ = run_cli("show", tmp_path / "r.json", "--html", tmp_path / "again.html", "-q")
     assert code == 0 and "id='figures'" in (tmp_path / "again.html").read_text()
+
+
+def test_plot_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "r.json").write_text(_report().model_dump_json())
+    code = ("import sys; from memaudit.cli import main; c = main(['plot', sys.argv[1], '--out', sys.argv[2]]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(c)")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.json"), str(tmp_path / "figs")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "figs" / "memorization.png").exists()
