@@ -53,6 +53,8 @@ class Ledger(_Model):
     """Parameters of the model."""
     run: dict = {}
     """The lab run that trained it: size (layers, width, heads) and interventions (special, ids)."""
+    lab_runs: list[dict] = []
+    """Every run of the same lab recipe (this one included), for comparisons across runs."""
     steps_per_epoch: int
     """Training-set updates per epoch (special-batch updates not counted)."""
     epochs: int

@@ -25,8 +25,11 @@ def _run_kind(ledger) -> str:
                 "run_kind": "baseline, control (vocabulary grown, unused) or ids (each sample starts with its ID)"},
        show=("M_shared",))
 def unique_ids(hits, dataset, ledger):
-    """M on a lab series' training samples, comparable across baseline, control and ID runs."""
+    """M on a lab series' training samples, comparable across baseline, control and ID runs (only for
+    labs that have an ID or control run)."""
     if ledger is None or dataset.role != "train":
+        return {}
+    if not any(r.get("ids", "none") != "none" for r in ledger.lab_runs or [ledger.run]):
         return {}
     kind = _run_kind(ledger)
     shared = hits[:, 1:] if kind == "ids" else hits[:, :-1]  # (samples, seq_len - 2): the same text tokens

@@ -54,8 +54,9 @@ def test_identifier_groups_on_hand_built_products():
 
 
 class _Ledger:
-    def __init__(self, *kinds):
+    def __init__(self, *kinds, lab_runs=({"ids": "prefix"},)):
         self.interventions = [type("I", (), {"kind": k})() for k in kinds]
+        self.lab_runs, self.run = list(lab_runs), {}
 
 
 def test_unique_ids_leaves_out_the_targets_runs_do_not_share():
@@ -68,6 +69,7 @@ def test_unique_ids_leaves_out_the_targets_runs_do_not_share():
     assert base == {"M_shared": pytest.approx(5 / 6), "run_kind": "baseline"}  # last target left out
     assert control["run_kind"] == "control"
     assert PROBES["unique_ids"].fn(hits, train, None) == {}
+    assert PROBES["unique_ids"].fn(hits, train, _Ledger(lab_runs=[{"ids": "none"}])) == {}  # no ID experiment
 
 
 def _series(name, ids, curve):

@@ -297,6 +297,7 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
             "copies": lab.canaries.copies,
             "samples": {cid: [f"train:{r}" for r in rows] for cid, rows in splits.canary_rows.items()}}))
     ledger = Ledger(series=spec.name, n_params=sum(p.numel() for p in model.parameters()), run=spec.model_dump(),
+                    lab_runs=[r.model_dump() for r in lab.runs],
                     steps_per_epoch=math.ceil(len(train) / lab.batch_size), epochs=lab.epochs,
                     updates=updates, epoch_end_steps=epoch_ends, interventions=interventions)
     atomic_write_text(folder / "ledger.json", ledger.model_dump_json(indent=1))
