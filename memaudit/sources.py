@@ -31,6 +31,7 @@ class Checkpoint:
     weights_digest: str | None = None  # content hash of a Hub checkpoint's weights, when known
     tokens: int | None = None  # training tokens seen, when the name or the family says
     objective: str = "causal"  # "masked" for BERT-style checkpoints (scored with mask groups)
+    snapshot: Path | None = None  # a Hub checkpoint's snapshot folder in the HF cache, once its config is there
 
     @property
     def weights_key(self) -> str:
@@ -133,10 +134,12 @@ def _resolve_hub(series: SeriesConfig) -> list[Checkpoint]:
     out = []
     for repo, rev, name, (step, tokens) in targets:
         sha, digest = _hub_sha(repo, rev, series.hf_cache_dir)
+        config = _hub_config(repo, sha, series.hf_cache_dir)
+        snapshot = config.parent if config else None
         out.append(Checkpoint(series=series.display_name, name=name, step=step, location=f"{repo}@{rev}",
                               sha=sha, repo=repo, hf_cache_dir=series.hf_cache_dir, tokens=tokens,
-                              weights_digest=digest or _cached_weights_digest(repo, sha, series.hf_cache_dir),
-                              objective=objective_of(_hub_config(repo, sha, series.hf_cache_dir))))
+                              weights_digest=digest or _cached_weights_digest(snapshot),
+                              objective=objective_of(config), snapshot=snapshot))
     if series.repos:
         out.sort(key=lambda c: (c.step is None, c.step or 0))
     return out
@@ -157,14 +160,11 @@ def _weights_digest(sha256s: list[str]) -> str | None:
     return hashlib.sha256("|".join(sha256s).encode()).hexdigest()[:16] if sha256s else None
 
 
-def _cached_weights_digest(repo: str, sha: str, cache_dir: Path | None) -> str | None:
+def _cached_weights_digest(snapshot: Path | None) -> str | None:
     """Digest of a cached snapshot's weights from its blob names (the sha256 of each file), or None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo, "config.json", cache_dir=cache_dir, revision=sha)
-    if not isinstance(found, str):
+    if snapshot is None:
         return None
-    files = sorted(Path(found).parent.glob("*.safetensors"))
+    files = sorted(snapshot.glob("*.safetensors"))
     if not files or not all(f.is_symlink() for f in files):
         return None
     return _weights_digest([Path(os.path.realpath(f)).name for f in files])
@@ -343,12 +343,7 @@ def count_parameters(ckpt: Checkpoint) -> int | None:
     import json
     import struct
 
-    folder = ckpt.path
-    if folder is None:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(ckpt.repo, "config.json", cache_dir=ckpt.hf_cache_dir, revision=ckpt.sha)
-        folder = Path(found).parent if isinstance(found, str) else None
+    folder = ckpt.path or ckpt.snapshot
     files = sorted(folder.glob("*.safetensors")) if folder else []
     if not files:
         return None

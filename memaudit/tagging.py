@@ -76,12 +76,17 @@ def is_byte_level(tokenizer) -> bool:
     return backend is not None and '"ByteLevel"' in backend.to_str()
 
 
+def special_ids(tokenizer) -> set[int]:
+    """Ids of special and added tokens: they stand for no text of the sample."""
+    return set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+
+
 class TokenBytes:
     """Bytes of each token id of a byte-level BPE tokenizer (memoized; special tokens have none)."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        self.special = set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+        self.special = special_ids(tokenizer)
         self.memo: dict[int, bytes] = {}
 
     def __call__(self, tokens: list[int]) -> list[bytes]:
@@ -114,7 +119,7 @@ def token_spans(tokenizer, tokens, token_bytes: TokenBytes | None = None) -> tup
         text = "".join("\ufffd" if "\udc80" <= ch <= "\udcff" else ch for ch in decoded)
         return text, spans
     # Other tokenizers (e.g. SentencePiece): decode, then take the fast tokenizer's offsets.
-    special = set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    special = special_ids(tokenizer)
     text = tokenizer.decode(tokens)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if list(enc["input_ids"]) == tokens:
