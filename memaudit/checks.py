@@ -63,9 +63,7 @@ def evaluate_checks(checks: list[CheckConfig], series: list[SeriesResult], probe
                 value = s.results.get(probe_name, {}).get(dataset, {}).get(metric)
                 out.append(_result(check, s.name, dataset, None, value))
                 continue
-            done = [c for c in s.checkpoints if c.error is None]
-            values = [(c.name, c.results.get(probe_name, {}).get(dataset, {}).get(metric)) for c in done]
-            for checkpoint, value in _pick(check.at, values):
+            for checkpoint, value in _pick(check.at, _values(s, probe_name, dataset, metric)):
                 out.append(_result(check, s.name, dataset, checkpoint, value))
     return out
 
@@ -150,5 +148,6 @@ def compare_to_baseline(series: list[SeriesResult], baseline, rules, default_tol
 
 
 def _values(series: SeriesResult, probe_name: str, dataset: str, metric: str):
+    """(checkpoint name, value) of a per-checkpoint metric over the checkpoints that were audited."""
     return [(c.name, c.results.get(probe_name, {}).get(dataset, {}).get(metric))
             for c in series.checkpoints if c.error is None]
