@@ -15,26 +15,40 @@ candidates (the report says which, and the estimate's standard error).
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from memaudit.errors import ConfigError
 
 
-@dataclass
-class Canary:
-    """One planted secret and its candidate space."""
+class Canary(BaseModel):
+    """One planted secret and its candidate space (types are strict: nothing is coerced)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str
     format: str
-    secret: str
-    alphabet: str | None = None
-    length: int | None = None
-    candidates: list[str] | None = None
+    secret: str = Field(min_length=1)
+    alphabet: str | None = Field(None, min_length=1)
+    length: int | None = Field(None, ge=1, le=64)
+    candidates: list[str] | None = Field(None, min_length=1)
+
+    @field_validator("alphabet")
+    @classmethod
+    def _distinct_characters(cls, alphabet):
+        if alphabet is not None and len(set(alphabet)) != len(alphabet):
+            raise ValueError("the alphabet repeats a character, which would count candidates twice")
+        return alphabet
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct_candidates(cls, candidates):
+        if candidates is not None and len(set(candidates)) != len(candidates):
+            raise ValueError("the candidates repeat a string, which would count it twice in |R|")
+        return candidates
 
     @property
     def space(self) -> int:
@@ -75,15 +89,21 @@ class Canary:
 def read_canaries(path: str | Path) -> list[Canary]:
     """Parse and check a canary file."""
     canaries = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    from memaudit.config import read_text_file
+
+    for lineno, line in enumerate(read_text_file(Path(path), "canary file").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
-            canary = Canary(**raw)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ConfigError(f"Canary file '{path}', line {lineno}: {e}. Each line is an object with id, format, "
-                              "secret, and alphabet + length or candidates (see memaudit/canaries.py).") from None
+            canary = Canary.model_validate_json(line)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"]) or "the line"
+            raise ConfigError(f"Canary file '{path}', line {lineno}: {where}: {err['msg']}. Each line is an object "
+                              "with id, format, secret, and alphabet + length or candidates (see "
+                              "memaudit/canaries.py).") from None
+        if canary.id in {c.id for c in canaries}:
+            raise ConfigError(f"Canary file '{path}', line {lineno}: the id '{canary.id}' is used twice.")
         if "{secret}" not in canary.format:
             raise ConfigError(f"Canary '{canary.id}' in '{path}': its format has no {{secret}} slot.")
         if canary.candidates is None and not (canary.alphabet and canary.length):

@@ -19,16 +19,28 @@ def _template(name: str) -> str:
     return re.sub(r"@[0-9.]+$", "@tau", name)
 
 
-def validate_checks(checks: list[CheckConfig], probes, datasets: list[DatasetConfig],
-                    selected_by_keyword: bool = False) -> None:
-    """Fail before anything loads when a check names an unknown probe, metric or data set."""
+def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
+    """Fail before anything loads when a check or regression rule names an unknown probe, metric, data
+    set or series (checkpoint names are checked once the series are resolved: `validate_check_targets`)."""
     by_name = {p.name: p for p in probes}
-    dataset_names = [d.name for d in datasets]
-    for i, check in enumerate(checks):
-        where = f"checks[{i}] ({check.display_name})"
-        probe_name, metric = split_metric(check.metric)
+    dataset_names = [d.name for d in config.datasets]
+    series_names = [s.display_name for s in config.series]
+    rules = [(f"checks[{i}] ({c.display_name})", c) for i, c in enumerate(config.checks)]
+    rules += [(f"regressions[{i}] ({r.metric})", r) for i, r in enumerate(config.regressions)]
+    for where, rule in rules:
+        probe_name, metric = split_metric(rule.metric)
         if not metric:
-            raise ConfigError(f"{where}: metric '{check.metric}' must be written probe.metric, e.g. memorization.M.")
+            raise ConfigError(f"{where}: metric '{rule.metric}' must be written probe.metric, e.g. memorization.M.")
+        series = getattr(rule, "series", None)
+        if series is not None and series not in series_names:
+            raise ConfigError(f"{where}: no series '{series}' in the yaml.{did_you_mean(series, series_names)} "
+                              f"Series: {', '.join(series_names)}.")
+        if rule.dataset is None and len(dataset_names) > 1:
+            raise ConfigError(f"{where}: say which data set it is about ('dataset: ...', one of "
+                              f"{', '.join(dataset_names)}).")
+        if rule.dataset is not None and rule.dataset not in dataset_names:
+            raise ConfigError(f"{where}: no data set '{rule.dataset}'.{did_you_mean(rule.dataset, dataset_names)} "
+                              f"Data sets: {', '.join(dataset_names)}.")
         if probe_name not in by_name:
             if selected_by_keyword:
                 continue  # deselected by -k: evaluated as not available, like pytest's deselection
@@ -38,11 +50,22 @@ def validate_checks(checks: list[CheckConfig], probes, datasets: list[DatasetCon
         if declared and metric not in declared and _template(metric) not in declared:
             raise ConfigError(f"{where}: probe '{probe_name}' reports no metric '{metric}'."
                               f"{did_you_mean(metric, declared)} Its metrics: {', '.join(declared)}.")
-        if check.dataset is None and len(dataset_names) > 1:
-            raise ConfigError(f"{where}: say which data set it is about ('dataset: ...', one of "
-                              f"{', '.join(dataset_names)}).")
-        if check.dataset is not None and check.dataset not in dataset_names:
-            raise ConfigError(f"{where}: no data set '{check.dataset}'.{did_you_mean(check.dataset, dataset_names)}")
+
+
+def validate_check_targets(config, checkpoints: dict[str, list[str]]) -> None:
+    """A check or rule whose `at` names a checkpoint must name one of every series it applies to
+    (`checkpoints`: series name -> checkpoint names), or it could only ever fail."""
+    rules = [(f"checks[{i}] ({c.display_name})", c) for i, c in enumerate(config.checks)]
+    rules += [(f"regressions[{i}] ({r.metric})", r) for i, r in enumerate(config.regressions)]
+    for where, rule in rules:
+        if rule.at in AGGREGATES:
+            continue
+        for series, names in checkpoints.items():
+            if getattr(rule, "series", None) in (None, series) and rule.at not in names:
+                raise ConfigError(f"{where}: 'at: {rule.at}' is no checkpoint of series '{series}'."
+                                  f"{did_you_mean(rule.at, names)} Use each, last, first, max, min, mean or one of "
+                                  f"{', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
+                                  f"{'' if getattr(rule, 'series', None) else ' (or limit the check to one series)'}.")
 
 
 def evaluate_checks(checks: list[CheckConfig], series: list[SeriesResult], probes,

@@ -29,26 +29,30 @@ def _console(stderr: bool = False):
 
 def cmd_run(args) -> int:
     """Audit every checkpoint of the yaml's series with the collected probes."""
+    from memaudit.atomic import check_writable
+    from memaudit.config import apply_overrides, check_outputs, load_config
+
+    config, config_hash = load_config(args.config)
+    apply_overrides(config, tolerance=args.tolerance, processes=args.processes, batch_size=args.batch_size,
+                    dtype=args.dtype, device=args.device, device_map=args.device_map)  # bad values: exit 2 now
     if args.processes and args.processes > 1 and "LOCAL_RANK" not in os.environ:
         from memaudit.distributed import launch
 
-        argv = sys.argv[1:]
-        i = argv.index("--processes")
-        return launch(args.processes, argv[:i] + argv[i + 2:])
-    from memaudit.atomic import check_writable
-    from memaudit.config import load_config
+        return launch(args.processes, _without_processes(sys.argv[1:]))
     from memaudit.progress import AuditProgress
     from memaudit.render import render_report
     from memaudit.run import RunOptions, make_plan, run_audit
     from memaudit.schema import write_report
 
-    config, config_hash = load_config(args.config)
     plan = make_plan(config, args.keyword)
-    for path in (args.json, args.junit_xml, args.save_baseline, args.html):
+    outputs = {"--json": args.json, "--junit-xml": args.junit_xml, "--save-baseline": args.save_baseline,
+               "--html": args.html}
+    check_outputs(config, outputs, {"the configuration": args.config, "the --compare report": args.compare})
+    for path in outputs.values():
         if path:
             check_writable(path)
     baseline = _read_report_or_exit(args.compare) if args.compare else None
-    opts = RunOptions(keyword=args.keyword, fail_fast=args.exitfirst, batch_size=args.batch_size,
+    opts = RunOptions(fail_fast=args.exitfirst, batch_size=args.batch_size,
                       dtype=args.dtype, device=args.device, use_cache=not args.no_cache, evict=args.evict,
                       allow_pickle=args.allow_pickle, baseline=baseline, tolerance=args.tolerance,
                       show_text=args.show_text, device_map=args.device_map,
@@ -72,6 +76,19 @@ def cmd_run(args) -> int:
         write_html(report, args.html)
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
+
+
+def _without_processes(argv: list[str]) -> list[str]:
+    """The command line less `--processes N` / `--processes=N` (the launched processes must not launch)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            out.append(arg)
+    return out
 
 
 def cmd_list(args) -> int:
@@ -105,13 +122,15 @@ def cmd_list(args) -> int:
 def _read_report_or_exit(path):
     from pydantic import ValidationError
 
+    from memaudit.config import read_text_file
     from memaudit.errors import ConfigError
-    from memaudit.schema import read_report
+    from memaudit.schema import AuditReport
 
+    if not Path(path).exists():
+        raise ConfigError(f"No report at '{path}'. Write one with `memaudit run --json PATH`.")
+    text = read_text_file(Path(path), "report")
     try:
-        return read_report(path)
-    except FileNotFoundError:
-        raise ConfigError(f"No report at '{path}'. Write one with `memaudit run --json PATH`.") from None
+        return AuditReport.model_validate_json(text)
     except ValidationError as e:
         raise ConfigError(f"'{path}' is not a memaudit report ({e.error_count()} validation errors, "
                           f"first: {e.errors()[0]['msg']}).") from None

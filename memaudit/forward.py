@@ -93,8 +93,11 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
     groups = mask_groups(tokens.shape[1], mask_fraction, mask_seed) if masked else None
     products = set(products) | set(ALWAYS)
     n, seq_len = tokens.shape
+    if batch_size < 1 or n == 0 or seq_len < 2:
+        raise ValueError(f"score() needs batch_size >= 1 and samples of >= 2 tokens (got {batch_size}, {tokens.shape})")
     check_fits(model, tokens)
     out = {name: np.empty((n, seq_len - 1), dtype=PRODUCT_DTYPES[name]) for name in products}
+    filled = np.zeros((n, seq_len - 1), dtype=np.int8)  # (samples, seq_len - 1): times each product was written
     batches = 0
     for start in range(0, n, batch_size):
         ids = torch.from_numpy(tokens[start:start + batch_size]).to(device)  # (batch, seq_len)
@@ -107,7 +110,11 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
                                       "the checkpoint's weights are broken")
             for name, value in reduced.items():
                 out[name][rows][:, columns] = value[:, keep].cpu().numpy()  # small: (batch, positions)
+            filled[rows][:, columns] += 1
             batches += 1
+    if not (filled == 1).all():  # a result is never read from memory that was not written
+        raise AssertionError(f"the forward pass wrote {int((filled == 0).sum())} product positions not at all and "
+                             f"{int((filled > 1).sum())} more than once")
     return out, batches
 
 
@@ -172,6 +179,15 @@ def pick_device(device: str) -> torch.device:
 
         return process_state(device).device
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError as e:
         raise ConfigError(f"Unknown device '{device}': {e}. Use auto, cpu, cuda, cuda:N or mps.") from None
+    available = {"cpu": 1, "cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                 "mps": int(torch.backends.mps.is_available()),
+                 "xpu": torch.xpu.device_count() if hasattr(torch, "xpu") and torch.xpu.is_available() else 0}
+    count = available.get(chosen.type, 0)
+    if count == 0 or (chosen.index or 0) >= count:
+        have = ", ".join(f"{kind} ({n})" for kind, n in available.items() if n) or "cpu"
+        raise ConfigError(f"Device '{device}' is not available on this machine (devices here: {have}). Use "
+                          "--device auto (the GPU when there is one) or one of those.")
+    return chosen

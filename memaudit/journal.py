@@ -1,49 +1,71 @@
-"""The run journal: each finished checkpoint's results, one durable record per checkpoint.
+"""The run journal: each finished checkpoint's probe results, one durable record per checkpoint.
 
-Records live in `<cache>/journal/<run key>/`, one JSON file per checkpoint written atomically
-(temp file, fsync, rename), so a run killed at any point leaves only whole records. A run with the
-same key (configuration, probe selection and parameters, dtype, memaudit version) picks them up
-and skips those checkpoints: resuming is automatic; `--no-cache` turns it off.
+A record lives in `<cache>/journal/<key[:2]>/<key>.json`, written atomically (temp file, fsync,
+rename), so a run killed at any point leaves only whole records. Its key is
+`memaudit.identity.journal_key`: the checkpoint's weights, every data set's content, the ledger, the
+tokenizer, the text and scoring settings and memaudit's code, and nothing of the yaml's text or
+paths. Inside, each probe's results are stored with the probe's own key (its code and parameters):
+a later run reuses exactly the probes whose key is unchanged. Resuming is automatic; `--no-cache`
+turns it off.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from memaudit.atomic import atomic_write_text
 from memaudit.schema import CheckpointResult
 
 
-def run_key(config_hash: str, probes, dtype: str, version: str) -> str:
-    """What a journal record depends on."""
-    selection = sorted((p.name, json.dumps(p.params, sort_keys=True, default=str)) for p in probes)
-    return hashlib.sha256(json.dumps([config_hash, selection, dtype, version]).encode()).hexdigest()[:24]
+class JournalRecord(BaseModel):
+    """One checkpoint's result and the key of each probe whose results it holds."""
+
+    result: CheckpointResult
+    probe_keys: dict[str, str]
 
 
 class Journal:
-    """Finished checkpoints of one run key."""
+    """Finished checkpoints, keyed by everything that decides their results."""
 
-    def __init__(self, cache_root: Path, key: str, enabled: bool = True):
-        self.folder = Path(cache_root) / "journal" / key
+    def __init__(self, cache_root: Path, enabled: bool = True):
+        self.folder = Path(cache_root) / "journal"
         self.enabled = enabled
 
-    def _path(self, series: str, name: str, identity: str) -> Path:
-        # hashed names: series and checkpoint names from the yaml never become paths
-        return self.folder / (hashlib.sha256(f"{series}\0{name}\0{identity}".encode()).hexdigest()[:32] + ".json")
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key[:40]}.json"
 
-    def get(self, series: str, name: str, identity: str) -> CheckpointResult | None:
-        """The recorded result, or None (also for an unreadable record: it is recomputed)."""
-        path = self._path(series, name, identity)
+    def _read(self, key: str) -> JournalRecord | None:
+        path = self._path(key)
         if not self.enabled or not path.is_file():
             return None
         try:
-            return CheckpointResult.model_validate_json(path.read_text(encoding="utf-8"))
+            return JournalRecord.model_validate_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None
+            return None  # unreadable: recomputed
 
-    def record(self, series: str, name: str, identity: str, result: CheckpointResult) -> None:
-        """Append one finished checkpoint durably."""
-        if self.enabled and result.error is None:
-            atomic_write_text(self._path(series, name, identity), result.model_dump_json())
+    def get(self, key: str, probe_keys: dict[str, str]) -> tuple[CheckpointResult | None, dict]:
+        """The recorded result and the results of the probes in `probe_keys` whose key it matches
+        (probe name -> data set -> metrics); (None, {}) when there is no readable record."""
+        record = self._read(key)
+        if record is None:
+            return None, {}
+        reused = {name: record.result.results[name] for name, k in probe_keys.items()
+                  if record.probe_keys.get(name) == k and name in record.result.results}
+        return record.result, reused
+
+    def record(self, key: str, result: CheckpointResult, probe_keys: dict[str, str]) -> None:
+        """Write one finished checkpoint durably (a checkpoint that failed is not recorded), keeping what
+        an earlier record holds for probes this run did not select."""
+        if not self.enabled or result.error is not None:
+            return
+        keys = {name: k for name, k in probe_keys.items() if name in result.results}
+        old = self._read(key)
+        if old is not None:
+            kept = {name: k for name, k in old.probe_keys.items()
+                    if name not in probe_keys and name in old.result.results}
+            result = result.model_copy(update={"results": {**{n: old.result.results[n] for n in kept},
+                                                           **result.results}})
+            keys = {**kept, **keys}
+        atomic_write_text(self._path(key), JournalRecord(result=result, probe_keys=keys).model_dump_json())

@@ -86,5 +86,18 @@ class Ledger(_Model):
 
 
 def read_ledger(path: str | Path) -> Ledger:
-    """Read and validate a ledger file."""
-    return Ledger.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    """Read and validate a ledger file; one that is not a ledger is a ConfigError."""
+    from pydantic import ValidationError
+
+    from memaudit.config import read_text_file
+    from memaudit.errors import ConfigError
+
+    text = read_text_file(Path(path), "ledger")
+    try:
+        return Ledger.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
+        raise ConfigError(f"The ledger '{path}' is not a memaudit training ledger ({e.error_count()} problem(s); "
+                          f"first: {where}: {first['msg']}). Point 'ledger' at the ledger.json `memaudit lab` "
+                          "wrote, or remove it.") from None

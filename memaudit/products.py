@@ -1,4 +1,5 @@
-"""On-disk cache of per-token products, keyed by (checkpoint identity, data hash, dtype).
+"""On-disk cache of per-token products, keyed by `memaudit.identity.products_key` (weights, sample
+tokens, scoring settings, scoring code).
 
 Entries are `.npz` files written atomically (temp file + rename) and read without pickle. An
 entry that fails to read, or lacks a product or has the wrong shape, counts as missing.
@@ -6,7 +7,6 @@ entry that fails to read, or lacks a product or has the wrong shape, counts as m
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import zipfile
@@ -16,29 +16,25 @@ import numpy as np
 
 from memaudit.atomic import atomic_write_bytes
 
-CACHE_FORMAT = 1
-
 
 def default_cache_dir() -> Path:
     """`$MEMAUDIT_CACHE`, else `~/.cache/memaudit`."""
-    return Path(os.environ.get("MEMAUDIT_CACHE") or Path.home() / ".cache" / "memaudit")
+    return Path(os.environ.get("MEMAUDIT_CACHE") or Path.home() / ".cache" / "memaudit").expanduser()
 
 
 class ProductsCache:
-    """Products of one (checkpoint, data set, dtype), stored under `root/products/`."""
+    """Products of one (checkpoint, data set, settings) key, stored under `root/products/`."""
 
     def __init__(self, root: Path | None, enabled: bool = True):
         self.root = Path(root or default_cache_dir()) / "products"
         self.enabled = enabled
 
-    def _path(self, identity: str, data_sha: str, dtype: str) -> Path:
-        key = hashlib.sha256(f"{CACHE_FORMAT}|{identity}|{data_sha}|{dtype}".encode()).hexdigest()
+    def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
 
-    def get(self, identity: str, data_sha: str, dtype: str, needed: set[str],
-            shape: tuple[int, int]) -> dict[str, np.ndarray] | None:
+    def get(self, key: str, needed: set[str], shape: tuple[int, int]) -> dict[str, np.ndarray] | None:
         """The cached products if every `needed` one is there with `shape`; else None."""
-        path = self._path(identity, data_sha, dtype)
+        path = self._path(key)
         if not self.enabled or not path.is_file():
             return None
         try:
@@ -50,12 +46,12 @@ class ProductsCache:
             return None
         return arrays
 
-    def put(self, identity: str, data_sha: str, dtype: str, products: dict[str, np.ndarray]) -> None:
+    def put(self, key: str, products: dict[str, np.ndarray]) -> None:
         """Store products atomically, merged with any already cached for the same key."""
         if not self.enabled:
             return
         shape = next(iter(products.values())).shape
-        merged = {**(self.get(identity, data_sha, dtype, set(), shape) or {}), **products}
+        merged = {**(self.get(key, set(), shape) or {}), **products}
         buffer = io.BytesIO()
         np.savez(buffer, **merged)
-        atomic_write_bytes(self._path(identity, data_sha, dtype), buffer.getvalue())
+        atomic_write_bytes(self._path(key), buffer.getvalue())

@@ -25,6 +25,11 @@ def pytest_configure(config) -> None:
     path = config.getoption("memaudit")
     if not path:
         return
+    if not Path(path).is_file():  # pytest would call a missing path a usage error (4); memaudit: bad config (2)
+        from memaudit.errors import ExitCode
+
+        pytest.exit(f"memaudit: No configuration file at '{path}'. Pass the path of a checkpoints.yaml to --memaudit.",
+                    returncode=int(ExitCode.USAGE_ERROR))
     resolved = str(Path(path).resolve())
     explicit = config.args_source == pytest.Config.ArgsSource.ARGS
     if resolved not in [str(Path(a).resolve()) for a in config.args]:
@@ -67,6 +72,7 @@ class AuditFile(pytest.File):
         if isinstance(excinfo.value, MemauditError):
             return f"memaudit: {excinfo.value}"
         return super().repr_failure(excinfo)
+
 
 
 class ThresholdExceeded(AssertionError):

@@ -7,8 +7,10 @@ fixtures; arguments with defaults are parameters, set from `checkpoints.yaml`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import inspect
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -63,9 +65,7 @@ class ProbeDef:
     source: str = ""
     needs: tuple[str, ...] = ()
     per_dataset: bool = True
-
-    def __call__(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)
+    uses: tuple[str, ...] = ()  # probes whose results this one reads (pulled in by selection)
 
     @property
     def products(self) -> list[str]:
@@ -84,7 +84,8 @@ class ProbeDef:
 
 def _make(kind: str):
     def decorator(fn=None, *, name: str | None = None, metrics: dict[str, str] | None = None,
-                  show: tuple[str, ...] = (), needs: tuple[str, ...] = (), per_dataset: bool = True):
+                  show: tuple[str, ...] = (), needs: tuple[str, ...] = (), per_dataset: bool = True,
+                  uses: tuple[str, ...] = ()):
         def wrap(f: Callable) -> ProbeDef:
             sig = inspect.signature(f)
             args = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
@@ -92,7 +93,7 @@ def _make(kind: str):
                       if p.default is not inspect.Parameter.empty}
             return ProbeDef(fn=f, name=name or f.__name__, kind=kind, args=args, params=params,
                             metrics=dict(metrics or {}), show=tuple(show), needs=tuple(needs),
-                            per_dataset=per_dataset, source=getattr(f, "__module__", ""))
+                            per_dataset=per_dataset, uses=tuple(uses), source=getattr(f, "__module__", ""))
         return wrap(fn) if fn is not None else wrap
     return decorator
 
@@ -104,7 +105,8 @@ With `per_dataset=False` it is called once per checkpoint with `data` (every dat
 those in `needs`), and its result is stored under the data set name "all"."""
 series_probe = _make("series")
 series_probe.__doc__ = """Mark a function as a series probe: called once per series with the ordered
-per-checkpoint results, returning {dataset name: {metric: value}}."""
+per-checkpoint results, returning {dataset name: {metric: value}}. `uses=("memorization",)` names the
+per-checkpoint probes whose results it reads: selecting it (`-k`, `select:`) selects them too."""
 
 
 def standard_probe_dir() -> Path:
@@ -134,14 +136,22 @@ def collect(paths: list[Path]) -> list[ProbeDef]:
 
 def _probes_in(file: Path) -> list[ProbeDef]:
     module_name = "memaudit_collected_" + re.sub(r"\W", "_", str(file.resolve()))
+    try:
+        content = hashlib.sha256(file.read_bytes()).hexdigest()
+    except OSError as e:
+        raise ConfigError(f"Cannot read probe file {file}: {e.strerror or e}.") from None
     module = sys.modules.get(module_name)
-    if module is None:
+    if module is None or getattr(module, "__memaudit_content__", None) != content:  # new, or edited since
         spec = importlib.util.spec_from_file_location(module_name, file)
         module = importlib.util.module_from_spec(spec)
+        module.__memaudit_content__ = content
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as e:
+        except KeyboardInterrupt:
+            del sys.modules[module_name]
+            raise
+        except BaseException as e:  # SystemExit too: a probe file must not end the run
             del sys.modules[module_name]
             raise ConfigError(f"Error while collecting probes from {file}: {type(e).__name__}: {e}. "
                               "Fix the file, or remove it from 'probe_paths'.") from e
@@ -158,37 +168,157 @@ def _probes_in(file: Path) -> list[ProbeDef]:
     return probes
 
 
-def select(probes: list[ProbeDef], params: dict[str, dict] | None, *keywords: str | None) -> list[ProbeDef]:
-    """Set parameters from the yaml's `probes:` mapping, then keep the probes every keyword matches."""
+def select(probes: list[ProbeDef], params: dict[str, dict] | None,
+           keywords: list[tuple[str, str | None]] = ()) -> list[ProbeDef]:
+    """Set (validated) parameters from the yaml's `probes:` mapping, keep the probes every keyword
+    expression matches (`keywords`: (where it came from, e.g. "-k", expression)), then add the probes
+    the kept ones `use`, as pytest adds the fixtures a test needs."""
     by_name = {p.name: p for p in probes}
     for name, values in (params or {}).items():
         if name not in by_name:
             raise ConfigError(f"Unknown probe '{name}' in the yaml's 'probes'.{did_you_mean(name, by_name)} "
                               f"Collected probes: {', '.join(by_name) or 'none'}.")
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"The yaml's 'probes.{name}' must be a mapping of parameters (e.g. k: 32), not "
+                              f"{type(values).__name__}.")
         p = by_name[name]
         for key in values or {}:
             if key not in p.params:
-                raise ConfigError(f"Probe '{name}' has no parameter '{key}'.{did_you_mean(key, p.params)} "
+                raise ConfigError(f"Probe '{name}' has no parameter '{key}'.{did_you_mean(str(key), p.params)} "
                                   f"Its parameters: {', '.join(p.params) or 'none'}.")
-        by_name[name] = dataclasses.replace(p, params={**p.params, **(values or {})})
-    chosen = [p for p in by_name.values() if all(matches_keyword(k, p.name) for k in keywords if k)]
+        by_name[name] = dataclasses.replace(p, params={**p.params, **validate_params(p, values or {})})
+    matchers = [(where, expr, parse_keyword(expr, where)) for where, expr in keywords if expr]
+    chosen = [p for p in by_name.values() if all(match(p.name) for _, _, match in matchers)]
     if not chosen:
-        shown = " and ".join(f"'{k}'" for k in keywords if k)
+        shown = " and ".join(f"{where} '{expr}'" for where, expr, _ in matchers)
         raise NothingCollected(f"No probe was selected by {shown or 'the configuration'}. Collected: "
                                f"{', '.join(by_name) or 'none'}. Run `memaudit list` to see them.")
-    return chosen
+    return _with_dependencies(chosen, by_name)
+
+
+def _with_dependencies(chosen: list[ProbeDef], by_name: dict[str, ProbeDef]) -> list[ProbeDef]:
+    """`chosen` plus every probe they use (transitively), in collection order."""
+    wanted = {p.name for p in chosen}
+    todo = list(chosen)
+    while todo:
+        p = todo.pop()
+        for dep in p.uses:
+            if dep not in by_name:
+                raise ConfigError(f"Probe '{p.name}' ({p.source}) uses the results of probe '{dep}', which is not "
+                                  f"collected.{did_you_mean(dep, by_name)} Collect it (probe_paths) or deselect "
+                                  f"'{p.name}'.")
+            if dep not in wanted:
+                wanted.add(dep)
+                todo.append(by_name[dep])
+    return [p for p in by_name.values() if p.name in wanted]
+
+
+def validate_params(p: ProbeDef, values: dict) -> dict:
+    """Parameter values from the yaml checked against the probe's annotations (or, without one, the type
+    of its default), strictly: `k: "32"` is an error, not 32; numbers must be finite."""
+    from pydantic import TypeAdapter, ValidationError
+
+    types = _param_types(p)
+    out, errors = {}, []
+    for key, value in values.items():
+        try:
+            out[key] = TypeAdapter(types.get(key, Any)).validate_python(value, strict=True)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = "".join(f"[{part}]" for part in err["loc"])
+            errors.append(f"{key}{where} = {err['input']!r}: {err['msg']}")
+            continue
+        if not _finite(out[key]):
+            errors.append(f"{key} = {value!r}: numbers must be finite")
+    if errors:
+        raise ConfigError(f"Probe '{p.name}' ({p.source}): bad parameter value: {'; '.join(errors)}. Fix it under "
+                          f"'probes: {p.name}:' in the yaml.")
+    return out
+
+
+def _param_types(p: ProbeDef) -> dict[str, Any]:
+    """Each parameter's annotation, or the type of its default when it has none (floats take ints too)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(p.fn, include_extras=True)
+    except Exception:  # an annotation that does not resolve: fall back to the defaults' types
+        hints = {}
+    defaults = {bool: bool, int: int, float: float, str: str}
+    return {name: hints.get(name, defaults.get(type(default), Any)) for name, default in p.params.items()}
+
+
+def _finite(value) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def parse_keyword(expr: str, where: str = "-k") -> Callable[[str], bool]:
+    """pytest's `-k` grammar: words match as case-insensitive substrings of the name, combined with
+    `and`, `or`, `not` and parentheses. Returns the matcher; a malformed expression is a ConfigError
+    naming `where` it came from (`-k` or the yaml's `select:`)."""
+    tokens = re.findall(r"\(|\)|[^\s()]+", expr)
+    pos = 0
+
+    def fail(why: str):
+        raise ConfigError(f"{where} '{expr}' is not a valid expression ({why}): use words combined with and, or, "
+                          "not and parentheses, e.g. 'memorization and not series'.")
+
+    def peek():
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take():
+        nonlocal pos
+        pos += 1
+        return tokens[pos - 1]
+
+    def either():
+        left = both()
+        while peek() == "or":
+            take()
+            left = (lambda a, b: lambda n: a(n) or b(n))(left, both())
+        return left
+
+    def both():
+        left = negation()
+        while peek() == "and":
+            take()
+            left = (lambda a, b: lambda n: a(n) and b(n))(left, negation())
+        return left
+
+    def negation():
+        if peek() == "not":
+            take()
+            inner = negation()
+            return lambda n: not inner(n)
+        return atom()
+
+    def atom():
+        token = peek()
+        if token is None:
+            fail("it ends too early")
+        take()
+        if token == "(":
+            inner = either()
+            if peek() != ")":
+                fail("a '(' is not closed")
+            take()
+            return inner
+        if token in (")", "and", "or"):
+            fail(f"'{token}' where a word was expected")
+        return lambda n, word=token.lower(): word in n.lower()
+
+    matcher = either()
+    if peek() is not None:
+        fail(f"unexpected '{peek()}'")
+    return matcher
 
 
 def matches_keyword(expr: str, name: str) -> bool:
-    """pytest's `-k`: words match as substrings of the name; combine with and/or/not/parentheses."""
-    out = []
-    for token in re.findall(r"\(|\)|[^\s()]+", expr):
-        if token in ("and", "or", "not", "(", ")"):
-            out.append(token)
-        else:
-            out.append(str(token.lower() in name.lower()))
-    try:
-        return bool(eval(" ".join(out), {"__builtins__": {}}, {}))  # only True/False/and/or/not/()
-    except SyntaxError:
-        raise ConfigError(f"-k '{expr}' is not a valid expression: use words combined with and, or, "
-                          "not and parentheses, e.g. -k 'memorization and not series'.") from None
+    """Whether probe `name` matches the `-k` expression `expr`."""
+    return parse_keyword(expr)(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import platform
 import sys
@@ -15,8 +16,13 @@ from typing import Any, Callable
 import numpy as np
 
 from memaudit import __version__
-from memaudit.checks import compare_to_baseline, evaluate_checks, validate_checks
-from memaudit.config import AuditConfig
+from memaudit.checks import (
+    compare_to_baseline,
+    evaluate_checks,
+    validate_check_targets,
+    validate_checks,
+)
+from memaudit.config import AuditConfig, RunConfig, apply_overrides
 from memaudit.errors import ConfigError, ExitCode, MemauditError
 from memaudit.ledger import Ledger, read_ledger
 from memaudit.registry import ProbeDef, collect, select, standard_probe_dir
@@ -46,7 +52,6 @@ def _checkpoint_errors() -> tuple[type[BaseException], ...]:
 class RunOptions:
     """Command-line overrides and switches of `memaudit run`."""
 
-    keyword: str | None = None
     fail_fast: bool = False
     batch_size: int | None = None
     dtype: str | None = None
@@ -84,8 +89,9 @@ class Plan:
 
 def make_plan(config: AuditConfig, keyword: str | None = None) -> Plan:
     """Collect the standard probes and the yaml's probe paths, select, and validate the checks."""
-    probes = select(collect([standard_probe_dir(), *config.probe_paths]), config.probes, config.select, keyword)
-    validate_checks(config.checks, probes, config.datasets, selected_by_keyword=bool(keyword or config.select))
+    keywords = [("the yaml's select:", config.select), ("-k", keyword)]
+    probes = select(collect([standard_probe_dir(), *config.probe_paths]), config.probes, keywords)
+    validate_checks(config, probes, selected_by_keyword=bool(keyword or config.select))
     return Plan(config, probes)
 
 
@@ -120,29 +126,32 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
 
     from memaudit.distributed import process_state
     from memaudit.forward import pick_device
-    from memaudit.journal import Journal, run_key
+    from memaudit.journal import Journal
     from memaudit.products import ProductsCache
+    from memaudit.sources import check_series_name_clash, resolve_series
 
-    config = plan.config
+    config = apply_overrides(plan.config, tolerance=opts.tolerance, batch_size=opts.batch_size, dtype=opts.dtype,
+                             device=opts.device, device_map=opts.device_map, show_text=opts.show_text or None)
+    run_cfg = config.run
     emit = on_event or (lambda *a, **k: None)
-    overrides = {"batch_size": opts.batch_size, "dtype": opts.dtype, "device": opts.device,
-                 "device_map": opts.device_map, "show_text": opts.show_text or None}
-    run_cfg = config.run.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     started, t0 = _now(), time.perf_counter()
     state = _State()
-    state.processes = process_state(run_cfg.device)
     device = pick_device(run_cfg.device)
+    state.processes = process_state(run_cfg.device)
     state.device = str(device)
     if not state.processes.is_main_process:  # progress and output belong to the main process
         emit = lambda *a, **k: None  # noqa: E731
+    resolved = [(s, resolve_series(s, allow_pickle=opts.allow_pickle)) for s in config.series]
+    for _, checkpoints in resolved:
+        check_series_name_clash(checkpoints)
+    validate_check_targets(config, {s.display_name: [c.name for c in cs] for s, cs in resolved})
     cache = ProductsCache(run_cfg.cache_dir, enabled=opts.use_cache)
-    state.journal = Journal(cache.root.parent, run_key(config_hash, plan.probes, run_cfg.dtype, __version__),
-                            enabled=opts.use_cache)
+    state.journal = Journal(cache.root.parent, enabled=opts.use_cache)
     status = "passed"
     stopped_early = False
     try:
-        for series_cfg in config.series:
-            stopped_early = _run_series(plan, series_cfg, run_cfg, device, cache, state, opts, emit)
+        for series_cfg, checkpoints in resolved:
+            stopped_early = _run_series(plan, series_cfg, checkpoints, run_cfg, device, cache, state, opts, emit)
             if stopped_early:
                 break
     except KeyboardInterrupt:
@@ -177,32 +186,77 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         series=state.series, checks=checks, text_included=state.text_included)
 
 
-def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: RunOptions, emit) -> bool:
-    """Audit one series; return True when -x stopped the run."""
+@dataclass
+class _SeriesContext:
+    """What every checkpoint of one series is audited with, and the keys its results are stored under."""
+
+    plan: Plan
+    series: SeriesResult
+    run_cfg: RunConfig
+    device: Any
+    cache: Any  # ProductsCache
+    samples: dict  # data set name -> Samples
+    text_products: dict  # data set name -> {product: value}
+    ledger: Ledger | None
+    mask_token_id: int | None
+    inputs: dict  # the series-wide inputs a journal record depends on (see memaudit.identity)
+
+    @property
+    def needed(self) -> set[str]:
+        return self.plan.products | {"hits", "logprobs"}
+
+    @functools.cached_property
+    def probe_keys(self) -> dict[str, str]:
+        from memaudit.identity import probe_fingerprint
+
+        return {p.name: probe_fingerprint(p.fn, p.params) for p in self.plan.checkpoint_probes}
+
+    def settings(self, ckpt) -> dict:
+        from memaudit.identity import scoring_settings
+
+        return scoring_settings(self.run_cfg, self.device, ckpt.objective)
+
+    def journal_key(self, ckpt) -> str:
+        from memaudit.identity import journal_key
+
+        datasets = {name: s.fingerprint for name, s in self.samples.items()}
+        return journal_key(self.series.name, ckpt, datasets, self.inputs, self.settings(ckpt))
+
+    def products_key(self, ckpt, dataset: str) -> str:
+        from memaudit.identity import products_key
+
+        return products_key(ckpt.identity, self.samples[dataset].sha256, self.settings(ckpt))
+
+
+@dataclass
+class _Found:
+    """What is stored for a checkpoint already: journaled probe results, cached products, and the data
+    sets still to score (none when every probe came from the journal)."""
+
+    record: CheckpointResult | None = None
+    reused: dict = field(default_factory=dict)
+    products: dict = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    def done(self, ctx: _SeriesContext) -> bool:
+        return self.record is not None and set(self.reused) >= set(ctx.probe_keys)
+
+
+def _series_context(plan, series_cfg, checkpoints, run_cfg, device, cache, state: _State) -> _SeriesContext:
+    """Tokenizer, samples, ledger and text products of one series; its SeriesResult joins the state."""
     from memaudit.data import load_samples
-    from memaudit.distributed import gather, my_share
     from memaudit.families import family_of
-    from memaudit.prefetch import ModelPrefetcher
-    from memaudit.sources import (
-        check_series_name_clash,
-        evict_revision,
-        load_model,
-        resolve_series,
-    )
+    from memaudit.identity import digest
     from memaudit.text_products import text_products as make_text_products
 
-    checkpoints = resolve_series(series_cfg, allow_pickle=opts.allow_pickle)
-    check_series_name_clash(checkpoints)
     ledger = _ledger_for(series_cfg)
-
     tokenizer, fingerprint = _series_tokenizer(series_cfg.display_name, checkpoints)
     samples = {d.name: load_samples(d.for_series(series_cfg.display_name), tokenizer) for d in plan.config.datasets}
-    infos = {name: s.info() for name, s in samples.items()}
-    for info in infos.values():
+    for s in samples.values():
+        info = s.info()
         known = state.datasets.setdefault(info.name, info)
         if known.sha256 != info.sha256:  # another tokenizer, other tokens: keep both visible
             state.datasets[f"{info.name}@{series_cfg.display_name}"] = info
-
     series = SeriesResult(
         name=series_cfg.display_name,
         source=(f"hub:{series_cfg.hub}" if series_cfg.hub else f"hub-suite:{series_cfg.repos[0]}"
@@ -213,27 +267,39 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
         lab_run=ledger.run if ledger and ledger.run else None)
     state.series.append(series)
     state.ledgers[series.name] = ledger
+    text_products, said = make_text_products(plan.checkpoint_probes, samples, tokenizer, fingerprint, run_cfg,
+                                             cache.enabled)
+    state.tagger = state.tagger or said.get("tagger")
+    state.identifiers = state.identifiers or said.get("identifiers")
+    state.text_included = state.text_included or said.get("text_included", False)
+    inputs = {"ledger": digest(ledger.model_dump(mode="json")) if ledger else None, "tokenizer": fingerprint,
+              "text": {**said, "show_text": run_cfg.show_text, "redact": run_cfg.redact}}
+    return _SeriesContext(plan, series, run_cfg, device, cache, samples, text_products, ledger,
+                          tokenizer.mask_token_id, inputs)
+
+
+def _run_series(plan, series_cfg, checkpoints, run_cfg, device, cache, state: _State, opts: RunOptions,
+                emit) -> bool:
+    """Audit one series; return True when -x stopped the run."""
+    from memaudit.distributed import gather, my_share
+    from memaudit.prefetch import ModelPrefetcher
+    from memaudit.sources import evict_revision, load_model
+
+    ctx = _series_context(plan, series_cfg, checkpoints, run_cfg, device, cache, state)
+    series = ctx.series
     emit("series", name=series.name, n_checkpoints=len(checkpoints),
-         tokens_per_checkpoint=sum(s.tokens.size for s in samples.values()))
-
+         tokens_per_checkpoint=sum(s.tokens.size for s in ctx.samples.values()))
     CHECKPOINT_ERRORS = _checkpoint_errors()
-    text_products, provenance = make_text_products(plan.checkpoint_probes, samples, tokenizer, fingerprint, run_cfg,
-                                                   cache.enabled)
-    state.tagger = state.tagger or provenance.get("tagger")
-    state.identifiers = state.identifiers or provenance.get("identifiers")
-    state.text_included = state.text_included or provenance.get("text_included", False)
-    needed = plan.products | {"hits", "logprobs"}
-
     first_with: dict[str, Any] = {}  # weights -> first checkpoint that had them
 
-    def lookup(ckpt):
-        """(journal record, cached products, data sets still to score) of a checkpoint; a duplicate of an
-        earlier checkpoint (same weights) reads that one's products."""
-        done = state.journal.get(series.name, ckpt.name, ckpt.identity)
-        if done is not None:
-            return done, {}, []
-        source = first_with.get(ckpt.weights_key, ckpt)
-        return (None, *_cached_products(source, samples, needed, _cache_dtype(source, run_cfg), cache))
+    def lookup(ckpt) -> _Found:
+        """What the journal and the products cache hold for `ckpt`; a duplicate of an earlier checkpoint
+        (same weights) reads that one's products."""
+        record, reused = state.journal.get(ctx.journal_key(ckpt), ctx.probe_keys)
+        found = _Found(record, reused)
+        if not found.done(ctx):
+            found.products, found.missing = _cached_products(ctx, first_with.get(ckpt.weights_key, ckpt))
+        return found
 
     def load(ckpt):
         return load_model(ckpt, run_cfg.dtype, device, run_cfg.trust_remote_code, opts.allow_pickle,
@@ -254,18 +320,17 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
             if series.n_params is None:
                 series.n_params = result.n_params
             if multi and state.processes.is_main_process and not result.from_journal:
-                state.journal.record(series.name, ckpt.name, ckpt.identity, result)
+                state.journal.record(ctx.journal_key(ckpt), result, ctx.probe_keys)
 
-    def audit(ckpt, products, missing, models, prefetch_next) -> CheckpointResult:
+    def audit(ckpt, found: _Found, models, prefetch_next) -> CheckpointResult:
         """Load (or take the prefetched model), score what is missing, run the probes; errors stay here."""
         model = None
         try:
             try:
-                model, load_s = models.get(ckpt) if missing else (None, 0.0)
+                model, load_s = models.get(ckpt) if found.missing else (None, 0.0)
             finally:
                 prefetch_next()
-            return _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model, load_s,
-                                     needed, run_cfg, device, cache, ledger, emit, tokenizer.mask_token_id, state)
+            return _audit_checkpoint(ctx, ckpt, found, model, load_s, emit, state)
         except CHECKPOINT_ERRORS as e:
             return CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location,
                                     error=f"{type(e).__name__}: {e}")
@@ -281,23 +346,22 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
                 ckpt = checkpoints[i]
                 emit("checkpoint", name=ckpt.name)
                 first = first_with.setdefault(ckpt.weights_key, ckpt)
-                done, products, missing = lookup(ckpt) if first is not ckpt else upcoming
+                found = lookup(ckpt) if first is not ckpt else upcoming
                 nxt = checkpoints[mine[n + 1]] if n + 1 < len(mine) else None
 
                 def prefetch_next():  # the next model loads while this one is scored
                     nonlocal upcoming
                     upcoming = lookup(nxt) if nxt else None
-                    if upcoming and upcoming[0] is None and upcoming[2]:
+                    if upcoming and upcoming.missing:
                         models.prefetch(nxt)
 
-                if done is not None:
-                    result = done.model_copy(update={"from_journal": True, "from_cache": True,
-                                                      "n_forward_batches": 0, "load_s": 0.0, "forward_s": 0.0})
+                if found.done(ctx):
+                    result = _from_journal(ctx, ckpt, found)
                     prefetch_next()
                 else:
-                    result = audit(ckpt, products, missing, models, prefetch_next)
+                    result = audit(ckpt, found, models, prefetch_next)
                     if not multi:  # with several processes the main one records after gathering
-                        state.journal.record(series.name, ckpt.name, ckpt.identity, result)
+                        state.journal.record(ctx.journal_key(ckpt), result, ctx.probe_keys)
                     if opts.evict and ckpt.repo and result.error is None:
                         evict_revision(ckpt)
                 finished.append((i, result))
@@ -313,6 +377,14 @@ def _run_series(plan, series_cfg, run_cfg, device, cache, state: _State, opts: R
     return any(gather(state.processes, [stopped])) if multi else stopped
 
 
+def _from_journal(ctx: _SeriesContext, ckpt, found: _Found) -> CheckpointResult:
+    """A checkpoint every probe of which is in the journal: its record, with this run's location and probes."""
+    return found.record.model_copy(update={
+        "from_journal": True, "from_cache": True, "n_forward_batches": 0, "load_s": 0.0, "forward_s": 0.0,
+        "location": ckpt.location, "results": {name: found.reused[name] for name in ctx.probe_keys},
+        "probes_from_journal": list(ctx.probe_keys)})
+
+
 def _release_memory(device) -> None:
     """Hand freed accelerator memory back between checkpoints, so a long series does not grow."""
     if getattr(device, "type", str(device)) == "cuda":
@@ -321,21 +393,14 @@ def _release_memory(device) -> None:
         torch.cuda.empty_cache()
 
 
-def _cache_dtype(ckpt, run_cfg) -> str:
-    """The products depend on the dtype, and for masked LMs on the mask groups too."""
-    if ckpt.objective == "masked":
-        return f"{run_cfg.dtype}|masked:{run_cfg.mask_fraction}:{run_cfg.mask_seed}"
-    return run_cfg.dtype
-
-
-def _cached_products(ckpt, samples, needed, dtype, cache) -> tuple[dict, list[str]]:
+def _cached_products(ctx: _SeriesContext, ckpt) -> tuple[dict, list[str]]:
     """Products of `ckpt` found in the cache, per data set, and the data sets still to score."""
     products = {}
-    for name, s in samples.items():
-        hit = cache.get(ckpt.identity, s.sha256, dtype, needed, (s.tokens.shape[0], s.tokens.shape[1] - 1))
+    for name, s in ctx.samples.items():
+        hit = ctx.cache.get(ctx.products_key(ckpt, name), ctx.needed, (s.tokens.shape[0], s.tokens.shape[1] - 1))
         if hit is not None:
             products[name] = hit
-    return products, [name for name in samples if name not in products]
+    return products, [name for name in ctx.samples if name not in products]
 
 
 def _series_tokenizer(series_name: str, checkpoints):
@@ -364,61 +429,74 @@ def _series_tokenizer(series_name: str, checkpoints):
     return tokenizer, fingerprint
 
 
-def _audit_checkpoint(plan, ckpt, samples, infos, text_products, products, missing, model, load_s, needed,
-                      run_cfg, device, cache, ledger, emit, mask_token_id=None, state=None) -> CheckpointResult:
-    """Score the data sets whose products were not cached (one pass over their union), then run the probes."""
+def _score_missing(ctx: _SeriesContext, ckpt, found: _Found, model, state: _State, emit) -> int:
+    """One pass over the union of the data sets not in the cache; their products go into `found.products`
+    and the cache. Returns the number of forward batches."""
     from memaudit.forward import auto_batch_size, score, score_adaptive
+
+    run_cfg, batches = ctx.run_cfg, 0
+    by_len: dict[int, list[str]] = {}  # samples of one length share batches
+    for name in found.missing:
+        by_len.setdefault(ctx.samples[name].tokens.shape[1], []).append(name)
+    device = model.get_input_embeddings().weight.device if run_cfg.device_map else ctx.device
+    masking = {"mask_token_id": ctx.mask_token_id, "mask_fraction": run_cfg.mask_fraction,
+               "mask_seed": run_cfg.mask_seed}
+    for names in by_len.values():
+        tokens = np.concatenate([ctx.samples[n].tokens for n in names])  # (samples, seq_len)
+        if run_cfg.batch_size:
+            scored, b = score(model, tokens, ctx.needed, run_cfg.batch_size, device, **masking)
+        else:
+            start = state.batch_size or auto_batch_size(tokens, model.get_output_embeddings().weight.shape[0], device)
+            scored, b, state.batch_size = score_adaptive(model, tokens, ctx.needed, start, device, **masking)
+        batches += b
+        start = 0
+        for n in names:
+            rows = slice(start, start + len(ctx.samples[n].tokens))
+            found.products[n] = {k: v[rows] for k, v in scored.items()}
+            ctx.cache.put(ctx.products_key(ckpt, n), found.products[n])
+            start = rows.stop
+        emit("tokens", n=int(tokens.size))
+    return batches
+
+
+def _audit_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, model, load_s: float, emit,
+                      state: _State) -> CheckpointResult:
+    """Score the data sets whose products were not cached, then run the probes the journal lacks."""
     from memaudit.sources import count_parameters, n_parameters
 
-    forward_s = 0.0
-    n_params, batches = count_parameters(ckpt), 0
-    if missing:
+    forward_s, n_params, batches = 0.0, count_parameters(ckpt), 0
+    if found.missing:
         n_params = n_parameters(model)
         t = time.perf_counter()
-        by_len: dict[int, list[str]] = {}  # samples of one length share batches
-        for name in missing:
-            by_len.setdefault(samples[name].tokens.shape[1], []).append(name)
-        for names in by_len.values():
-            tokens = np.concatenate([samples[n].tokens for n in names])  # (samples, seq_len)
-            if run_cfg.device_map:  # inputs go where the embeddings are
-                device = model.get_input_embeddings().weight.device
-            masking = {"mask_token_id": mask_token_id, "mask_fraction": run_cfg.mask_fraction,
-                       "mask_seed": run_cfg.mask_seed}
-            if run_cfg.batch_size:
-                scored, b = score(model, tokens, needed, run_cfg.batch_size, device, **masking)
-            else:
-                start = state.batch_size or auto_batch_size(tokens, model.get_output_embeddings().weight.shape[0],
-                                                            device)
-                scored, b, state.batch_size = score_adaptive(model, tokens, needed, start, device, **masking)
-            batches += b
-            start = 0
-            for n in names:
-                rows = slice(start, start + len(samples[n].tokens))
-                products[n] = {k: v[rows] for k, v in scored.items()}
-                cache.put(ckpt.identity, samples[n].sha256, _cache_dtype(ckpt, run_cfg), products[n])
-                start = rows.stop
-            emit("tokens", n=int(tokens.size))
+        batches = _score_missing(ctx, ckpt, found, model, state, emit)
         forward_s = time.perf_counter() - t
+    computed = _run_checkpoint_probes(ctx, ckpt, found.products, skip=found.reused)
+    results = {name: found.reused[name] if name in found.reused else computed[name] for name in ctx.probe_keys}
+    return CheckpointResult(
+        name=ckpt.name, step=ckpt.step, tokens_seen=ckpt.tokens, objective=ckpt.objective, sha=ckpt.sha,
+        location=ckpt.location, n_params=n_params, load_s=round(load_s, 4), forward_s=round(forward_s, 4),
+        n_tokens=int(sum(s.tokens.shape[0] * (s.tokens.shape[1] - 1) for s in ctx.samples.values())),
+        n_forward_batches=batches, from_cache=not found.missing, results=results,
+        probes_from_journal=list(found.reused))
 
+
+def _run_checkpoint_probes(ctx: _SeriesContext, ckpt, products: dict, skip) -> dict[str, dict[str, Any]]:
+    """Every per-checkpoint probe not in `skip`, on every data set (or once with all, per_dataset=False)."""
     results: dict[str, dict[str, Any]] = {}
     contexts = {name: {**products[name], "tokens": s.tokens, "sample_ids": s.ids, "sample_steps": s.steps,
-                       "target_mask": s.target_mask, "dataset": infos[name], "checkpoint": ckpt, "ledger": ledger,
-                       **text_products[name]} for name, s in samples.items()}
-    for p in plan.checkpoint_probes:
+                       "target_mask": s.target_mask, "dataset": s.info(), "checkpoint": ckpt, "ledger": ctx.ledger,
+                       **ctx.text_products[name]} for name, s in ctx.samples.items()}
+    for p in ctx.plan.checkpoint_probes:
+        if p.name in skip:
+            continue
         if not p.per_dataset:  # one call with every data set
             data = {name: SimpleNamespace(**{k: v for k, v in c.items() if k != "data"}) for name, c in contexts.items()}
-            results[p.name] = {"all": _call(p, {"data": data, "checkpoint": ckpt, "ledger": ledger})}
+            results[p.name] = {"all": _call(p, {"data": data, "checkpoint": ckpt, "ledger": ctx.ledger})}
             continue
         # data sets with a target mask (canary candidates) go only to probes that read the mask
         results[p.name] = {name: _call(p, c) for name, c in contexts.items()
                            if c["target_mask"] is None or "target_mask" in p.wants}
-    return CheckpointResult(
-        name=ckpt.name, step=ckpt.step, tokens_seen=ckpt.tokens, objective=ckpt.objective, sha=ckpt.sha,
-        location=ckpt.location,
-        n_params=n_params,
-        load_s=round(load_s, 4), forward_s=round(forward_s, 4),
-        n_tokens=int(sum(s.tokens.shape[0] * (s.tokens.shape[1] - 1) for s in samples.values())),
-        n_forward_batches=batches, from_cache=not missing, results=results)
+    return results
 
 
 def _run_series_probes(plan: Plan, series: SeriesResult, datasets: list[DatasetInfo], ledger,

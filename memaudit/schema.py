@@ -75,7 +75,7 @@ class DatasetInfo(_Model):
     name: str
     """Name from the configuration."""
     role: str
-    """train, valid, special or other."""
+    """train, valid, special, canary or other."""
     path: str
     """File the text came from."""
     seq_len: int
@@ -141,7 +141,10 @@ class CheckpointResult(_Model):
     from_cache: bool = False
     """True when no forward pass was needed."""
     from_journal: bool = False
-    """True when the result was read from the journal of an earlier, interrupted run."""
+    """True when every probe result was read from the run journal (an earlier run with the same inputs)."""
+    probes_from_journal: list[str] = []
+    """Probes whose results came from the journal; the others were computed in this run (their code,
+    parameters or inputs changed; see memaudit/identity.py for what a journal record depends on)."""
     duplicate_of: str | None = None
     """An earlier checkpoint of the series with the same weights (its products were reused)."""
     results: dict[str, dict[str, Metrics]] = {}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memaudit.config import RevisionSelection, SeriesConfig
-from memaudit.errors import ConfigError, SourceUnavailable
+from memaudit.errors import ConfigError, SourceUnavailable, did_you_mean
 from memaudit.families import parse_checkpoint
 
 WEIGHT_FILES = ("*.safetensors",)
@@ -74,10 +74,41 @@ def _resolve_local(series: SeriesConfig, allow_pickle: bool = False) -> list[Che
     if not folders:
         raise SourceUnavailable(f"Series '{series.display_name}': '{root}' holds no checkpoint folders (a "
                                 "checkpoint folder has a config.json and *.safetensors weights).")
-    folders.sort(key=lambda p: (parse_step(p.name) is None, parse_step(p.name) or 0, p.name))
-    return [Checkpoint(series=series.display_name, name=p.name, step=parse_step(p.name), location=str(p),
+    steps = _local_steps(series, folders)
+    folders.sort(key=lambda p: (steps[p.name] is None, steps[p.name] or 0, p.name))
+    return [Checkpoint(series=series.display_name, name=p.name, step=steps[p.name], location=str(p),
                        sha=_local_sha(p, allow_pickle), path=p, tokens=parse_checkpoint(p.name)[1],
                        objective=objective_of(p / "config.json")) for p in folders]
+
+
+def _local_steps(series: SeriesConfig, folders: list[Path]) -> dict[str, int | None]:
+    """The training step of each checkpoint folder: from the yaml's `steps:`, else parsed from the name.
+    Several checkpoints must each have one step of their own, or the series has no order."""
+    given = series.steps or {}
+    names = [p.name for p in folders]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ConfigError(f"Series '{series.display_name}': 'steps' names {', '.join(unknown)}, which is not a "
+                          f"checkpoint folder of '{series.local}'.{did_you_mean(unknown[0], names)} Folders: "
+                          f"{', '.join(sorted(names))}.")
+    steps = {name: given.get(name, parse_step(name)) for name in names}
+    if len(folders) == 1:
+        return steps
+    stepless = sorted(n for n, s in steps.items() if s is None)
+    if stepless:
+        raise ConfigError(f"Series '{series.display_name}': the checkpoint folder(s) {', '.join(stepless)} of "
+                          f"'{series.local}' carry no training step in their name, so the series has no order. "
+                          "Rename them (step-100, checkpoint-100, ...), or give each its step in the yaml "
+                          f"(steps: {{{stepless[0]}: 100}}).")
+    by_step: dict[int, list[str]] = {}
+    for name, step in steps.items():
+        by_step.setdefault(step, []).append(name)
+    clashes = [f"{' and '.join(sorted(n))} (step {s})" for s, n in sorted(by_step.items()) if len(n) > 1]
+    if clashes:
+        raise ConfigError(f"Series '{series.display_name}': {'; '.join(clashes)} have the same training step. "
+                          "Keep one folder per step (move the other out of the series folder), or give the "
+                          "steps explicitly in the yaml ('steps:').")
+    return steps
 
 
 def objective_of(config_json: Path | None) -> str:
@@ -262,17 +293,29 @@ def _guard(ckpt: Checkpoint):
     return _hub_errors(ckpt.repo, ckpt.name) if ckpt.repo else contextlib.nullcontext()
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
 def load_tokenizer(ckpt: Checkpoint):
-    """The checkpoint's tokenizer (fast when available)."""
+    """The checkpoint's tokenizer (fast when available); a checkpoint without vocabulary files is
+    unavailable (transformers would otherwise build a tokenizer of the special tokens alone)."""
     from transformers import AutoTokenizer
 
     target, kwargs = ckpt.load_target
     try:
         with _guard(ckpt):
-            return AutoTokenizer.from_pretrained(target, trust_remote_code=False, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as e:
         raise SourceUnavailable(f"Cannot load the tokenizer of {ckpt.location}: {e}. Every checkpoint must "
                                 "carry its tokenizer files (tokenizer.json or vocab/merges).") from e
+    folder = ckpt.path or ckpt.snapshot
+    if folder is not None and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise SourceUnavailable(f"Checkpoint {ckpt.location} has no usable tokenizer: none of "
+                                f"{', '.join(TOKENIZER_FILES)} is there (transformers would build one of "
+                                f"{len(tokenizer)} special tokens). Copy the tokenizer files of the model into "
+                                "the checkpoint folder (tokenizer.save_pretrained(folder)).")
+    return tokenizer
 
 
 def tokenizer_file_digest(ckpt: Checkpoint) -> str | None:
@@ -317,12 +360,34 @@ def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: boo
     auto = AutoModelForMaskedLM if ckpt.objective == "masked" else AutoModelForCausalLM
     try:
         with _guard(ckpt):
-            model = auto.from_pretrained(
+            model, info = auto.from_pretrained(
                 target, dtype=getattr(torch, dtype), use_safetensors=None if allow_pickle else True,
-                trust_remote_code=trust_remote_code, **({"device_map": device_map} if device_map else {}), **kwargs)
+                trust_remote_code=trust_remote_code, output_loading_info=True,
+                **({"device_map": device_map} if device_map else {}), **kwargs)
     except ValueError as e:  # e.g. an architecture that needs remote code
         raise ConfigError(f"Cannot load {ckpt.location} as a {ckpt.objective} language model: {e}") from e
+    check_loading_info(ckpt, type(model).__name__, info)
     return (model if device_map else model.to(device)).eval()
+
+
+class WeightsMismatch(RuntimeError):
+    """The checkpoint's weights do not fit the architecture its config.json names: scoring it would
+    score randomly initialised weights (reported as this checkpoint's error)."""
+
+
+def check_loading_info(ckpt: Checkpoint, model_class: str, info: dict) -> None:
+    """Refuse a model any of whose weights transformers did not find in the checkpoint, or found
+    without a place for (tied weights that transformers fills itself are not reported as missing)."""
+    problems = [(what, sorted(info.get(key) or ())) for what, key in
+                (("missing", "missing_keys"), ("unexpected", "unexpected_keys"), ("mismatched", "mismatched_keys"))]
+    problems = [(what, keys) for what, keys in problems if keys]
+    if not problems:
+        return
+    said = "; ".join(f"{len(keys)} {what} ({', '.join(map(str, keys[:3]))}{', ...' if len(keys) > 3 else ''})"
+                     for what, keys in problems)
+    raise WeightsMismatch(f"the weights of {ckpt.location} do not fit {model_class}, the architecture its "
+                          f"config.json names: {said}. The model would be partly random; check that config.json "
+                          "belongs to these weights.")
 
 
 def evict_revision(ckpt: Checkpoint) -> None:

@@ -11,9 +11,7 @@ gets `UNK` and its `@-@` / `@,@` / `@.@` separators `PUNCT`.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
-import json
 import re
 from pathlib import Path
 
@@ -172,7 +170,9 @@ class TagCache:
         self.enabled = enabled
 
     def _path(self, data_sha: str, tokenizer_fp: str, pipeline: str) -> Path:
-        key = hashlib.sha256(json.dumps([data_sha, tokenizer_fp, pipeline, TAGS]).encode()).hexdigest()
+        from memaudit.identity import digest, engine_fingerprint
+
+        key = digest("tags", data_sha, tokenizer_fp, pipeline, TAGS, engine_fingerprint())
         return self.root / key[:2] / f"{key}.npy"
 
     def get(self, data_sha: str, tokenizer_fp: str, pipeline: str, shape) -> np.ndarray | None:

@@ -93,7 +93,8 @@ METRICS = {
 
 @series_probe(metrics=METRICS, show=("injection_epoch", "repeats", "spacing", "M_before", "M_after",
                                      "baseline_min", "baseline_fit", "baseline_fit_stderr", "half_life",
-                                     "baseline_excess", "M_curve", "excess_curve", "fit_note"))
+                                     "baseline_excess", "M_curve", "excess_curve", "fit_note"),
+              uses=("memorization",))
 def forgetting(checkpoints, datasets, ledger):
     """Forgetting curve and baseline of each `special` data set whose injection steps are known."""
     out = {}

@@ -4,10 +4,15 @@ memorization before overfitting over a series (Tirumala et al. 2022; Carlini et 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from memaudit import probe, series_probe
+
+Positive = Annotated[int, Field(ge=1)]
+Tau = Annotated[float, Field(ge=0, le=1)]
 
 METRICS = {
     "M": "exact memorization: fraction of target tokens whose teacher-forced argmax is the true token",
@@ -28,7 +33,7 @@ METRICS = {
 
 
 @probe(metrics=METRICS, show=("M", "loss", "extractable"))
-def memorization(hits, logprobs, sample_ids, sample_steps, checkpoint, dataset, ledger, k: int = 32, m: int = 32):
+def memorization(hits, logprobs, sample_ids, sample_steps, checkpoint, dataset, ledger, k: Positive = 32, m: Positive = 32):
     """Exact memorization M(f), loss, per-sample M and k-extractability from one teacher-forced pass."""
     sample_m = hits.mean(axis=1)  # (samples,)
     loss = float(-logprobs.mean())
@@ -102,8 +107,8 @@ SERIES_METRICS = {
 
 
 @series_probe(metrics=SERIES_METRICS, show=("M", "T_step@tau", "T_epoch@tau", "T_update@tau",
-                                            "M_before_overfit", "best_valid_step"))
-def memorization_series(checkpoints, datasets, series, ledger, taus: list = (0.5, 0.9), smooth: int = 1):
+                                            "M_before_overfit", "best_valid_step"), uses=("memorization",))
+def memorization_series(checkpoints, datasets, series, ledger, taus: list[Tau] = (0.5, 0.9), smooth: Positive = 1):
     """T(N, tau), T_update and memorization before overfitting over the series."""
     done = [c for c in checkpoints if "memorization" in c.results]
     steps = [c.step for c in done]

@@ -7,7 +7,10 @@ NONE counts tokens with no word (whitespace, special tokens) apart, UNK WikiText
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from memaudit import probe, series_probe
 from memaudit.tagging import TAGS
@@ -19,7 +22,7 @@ NOT_WORD_CLASSES = ("NONE", "UNK", "SPACE")
 
 @probe(metrics={"R": "tag -> share of its target positions predicted exactly (argmax hit)",
                 "count": "tag -> number of target positions with that tag"}, show=("R",))
-def pos(hits, pos_tags, min_count: int = 1):
+def pos(hits, pos_tags, min_count: Annotated[int, Field(ge=1)] = 1):
     """R(p) and position counts for every tag present."""
     rates, counts = {}, {}
     for i, tag in enumerate(TAGS):
@@ -34,8 +37,8 @@ def pos(hits, pos_tags, min_count: int = 1):
 @series_probe(metrics={"T_step": "tag -> first step at which R(tag) >= tau (None: never)",
                        "order": "word classes in the order they reach tau (never-reached last)",
                        "nouns_numbers_first": "NOUN, PROPN and NUM reach tau (on average) before VERB and ADJ"},
-              show=("T_step", "nouns_numbers_first"))
-def pos_series(checkpoints, datasets, tau: float = 0.5):
+              show=("T_step", "nouns_numbers_first"), uses=("pos",))
+def pos_series(checkpoints, datasets, tau: Annotated[float, Field(ge=0, le=1)] = 0.5):
     """Per tag, the first checkpoint where R(p) >= tau, and the order in which tags get there."""
     done = [c for c in checkpoints if "pos" in c.results]
     out = {}

@@ -8,7 +8,10 @@ next-token distribution, reduced on the device. No training text enters the repo
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from memaudit import probe
 from memaudit.canaries import exposure
@@ -69,13 +72,14 @@ def membership_scores(d, k_percent: float) -> dict[str, np.ndarray]:
     """Per-sample scores, higher meaning 'more likely a member'."""
     logprobs = d.logprobs  # (samples, seq - 1)
     n = logprobs.shape[1]
-    k = max(1, int(round(n * k_percent / 100)))
+    k = max(1, int(n * k_percent / 100))  # as the reference code (mink-plus-plus, MIMIR): int(), not round()
     mu = -d.entropy  # E_p[log p] of each next-token distribution
     sigma = np.sqrt(np.maximum(d.logp2 - mu ** 2, 1e-12))
     z = (logprobs - mu) / sigma  # Min-K%++ token scores
     return {
         "loss": logprobs.mean(axis=1),
-        "zlib": logprobs.sum(axis=1) / (8.0 * d.zlib_len),  # -log-perplexity over zlib bits
+        # Carlini et al. 2021's zlib ratio as MIMIR computes it: mean log-likelihood per byte of zlib output
+        "zlib": logprobs.mean(axis=1) / d.zlib_len,
         "min_k": np.sort(logprobs, axis=1)[:, :k].mean(axis=1),
         "min_k_pp": np.sort(z, axis=1)[:, :k].mean(axis=1),
     }
@@ -86,7 +90,8 @@ def membership_scores(d, k_percent: float) -> dict[str, np.ndarray]:
                 "tpr@1%fpr_<score>": "true-positive rate at 1% false-positive rate",
                 "n_members": "member samples", "n_non_members": "non-member samples"},
        show=("auc_loss", "auc_zlib", "auc_min_k", "auc_min_k_pp"))
-def membership(data, members: str = "train", non_members: str = "valid", k_percent: float = 20.0):
+def membership(data, members: str = "train", non_members: str = "valid",
+               k_percent: Annotated[float, Field(gt=0, le=100)] = 20.0):
     """Membership-inference scores (loss, zlib, Min-K% prob, Min-K%++) with ROC AUC and TPR at 1% FPR."""
     if members not in data or non_members not in data:
         return {}
@@ -101,7 +106,8 @@ def membership(data, members: str = "train", non_members: str = "valid", k_perce
 @probe(metrics={"n_extractable": "samples whose next m tokens after a k-token prefix are all greedy hits",
                 "strings": "the extractable samples: id, matched length and, with --show-text, redacted text"},
        show=("n_extractable",))
-def memorized_strings(hits, sample_ids, text_of, checkpoint, k: int = 32, m: int = 32, max_strings: int = 20):
+def memorized_strings(hits, sample_ids, text_of, checkpoint, k: Annotated[int, Field(ge=1)] = 32,
+                      m: Annotated[int, Field(ge=1)] = 32, max_strings: Annotated[int, Field(ge=0)] = 20):
     """Which samples a checkpoint would reproduce verbatim (k-extractable), for the reviewer."""
     if hits.shape[1] < k + m - 1 or getattr(checkpoint, "objective", "causal") != "causal":
         return {}

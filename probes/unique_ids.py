@@ -10,9 +10,14 @@ Two views:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from memaudit import probe, series_probe
+
+Tau = Annotated[float, Field(ge=0, le=1)]
 
 
 def _run_kind(ledger) -> str:
@@ -59,8 +64,9 @@ def _size(series) -> tuple | None:
                        "baseline": "the baseline series of the same size compared against",
                        "gain_T_step@tau": "how many steps earlier than the baseline M_shared reaches tau",
                        "gain_M_mean": "mean over common checkpoints of M_shared minus the baseline's"},
-              show=("run_kind", "M_shared", "T_step@tau", "baseline", "gain_T_step@tau", "gain_M_mean"))
-def unique_ids_series(checkpoints, series, all_series, datasets, taus: list = (0.5, 0.9)):
+              show=("run_kind", "M_shared", "T_step@tau", "baseline", "gain_T_step@tau", "gain_M_mean"),
+              uses=("unique_ids",))
+def unique_ids_series(checkpoints, series, all_series, datasets, taus: list[Tau] = (0.5, 0.9)):
     """T(N, tau) per lab run and the gain of the control and the ID run over the same-size baseline."""
     out = {}
     for d in datasets:
@@ -106,8 +112,8 @@ def identifiers(hits, id_mask):
 
 
 @series_probe(metrics={"T_step@tau[group]": "first step at which M of the group reaches tau"},
-              show=("T_step@tau",))
-def identifiers_series(checkpoints, datasets, taus: list = (0.5, 0.9)):
+              show=("T_step@tau",), uses=("identifiers",))
+def identifiers_series(checkpoints, datasets, taus: list[Tau] = (0.5, 0.9)):
     """How fast each group reaches tau: samples with and without identifiers, identifier and other tokens."""
     groups = ("M_with_ids", "M_without_ids", "M_id_tokens", "M_other_tokens")
     out = {}

@@ -36,9 +36,9 @@ def test_files_starting_with_underscore_are_skipped(tmp_path):
 
 def test_yaml_parameters_override_defaults():
     probes = collect([standard_probe_dir()])
-    chosen = {p.name: p for p in select(probes, {"memorization": {"k": 8}}, None)}
+    chosen = {p.name: p for p in select(probes, {"memorization": {"k": 8}})}
     assert chosen["memorization"].params == {"k": 8, "m": 32} and "memorization_series" in chosen
-    only = select(probes, {}, "memorization", "not series")
+    only = select(probes, {}, [("select:", "memorization"), ("-k", "not series")])
     assert [p.name for p in only] == ["memorization"]
     assert {p.name: p for p in probes}["memorization"].params["k"] == 32  # the collected probe is untouched
 
@@ -58,5 +58,5 @@ def test_bad_keyword_expression():
 
 def test_nothing_selected_is_exit_5():
     with pytest.raises(NothingCollected) as e:
-        select(collect([standard_probe_dir()]), None, "zzz")
+        select(collect([standard_probe_dir()]), None, [("-k", "zzz")])
     assert e.value.exit_code == 5

@@ -2,8 +2,21 @@
 
 from rich.console import Console
 
-from memaudit.render import checkpoint_table, fmt, render_report, sparkline, summary_line
-from memaudit.schema import AuditReport, CheckpointResult, CheckResult, ProbeInfo, Provenance, SeriesResult
+from memaudit.render import (
+    checkpoint_table,
+    fmt,
+    render_report,
+    sparkline,
+    summary_line,
+)
+from memaudit.schema import (
+    AuditReport,
+    CheckpointResult,
+    CheckResult,
+    ProbeInfo,
+    Provenance,
+    SeriesResult,
+)
 
 PROBE = ProbeInfo(name="memorization", kind="checkpoint", source="-", products=[], params={}, show=["M"])
 EMPTY = ProbeInfo(name="canaries", kind="checkpoint", source="-", products=[], params={}, show=["exposure_max"])

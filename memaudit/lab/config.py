@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from memaudit.config import describe_error
+from memaudit.config import describe_error, read_text_file
 from memaudit.errors import ConfigError
 
 BUILTIN_CORPUS = "builtin"
@@ -138,7 +138,7 @@ def load_lab_config(path: str | Path) -> LabConfig:
         raise ConfigError(f"No lab configuration at '{path}'. Give a lab yaml, or one of the shipped recipes: "
                           f"{', '.join(recipe_names())}.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_text_file(path, "lab configuration"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
     if isinstance(raw, dict) and "lab" in raw:

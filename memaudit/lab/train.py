@@ -53,7 +53,9 @@ def read_corpus(corpus: str) -> str:
     path = Path(corpus)
     if not path.is_file():
         raise ConfigError(f"Lab corpus '{path}' does not exist. Use 'corpus: builtin' or a path to a text file.")
-    return path.read_text(encoding="utf-8")
+    from memaudit.config import read_text_file
+
+    return read_text_file(path, "lab corpus")
 
 
 def make_splits(lab: LabConfig, tokenizer, text: str) -> Splits:
@@ -174,11 +176,12 @@ def run_lab(lab: LabConfig, out: Path | None = None, overwrite: bool = False, co
     from memaudit.lab.tokenizer import train_bpe
 
     out = Path(out or lab.out)
-    _claim_output(out, lab, overwrite)
+    replace = _check_output(out, lab, overwrite)
     text = read_corpus(lab.corpus)
     base_tokenizer = train_bpe([text], lab.vocab_size)
     splits = make_splits(lab, base_tokenizer, text)
     check_memory(lab, len(base_tokenizer) + len(splits.train))
+    _claim_output(out, lab, replace)  # only a lab that passed every check marks the folder as its own
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for spec in lab.runs:
         if (out / spec.name / "ledger.json").is_file():
@@ -197,25 +200,37 @@ def run_lab(lab: LabConfig, out: Path | None = None, overwrite: bool = False, co
     return out
 
 
-def _claim_output(out: Path, lab: LabConfig, overwrite: bool) -> None:
+def _check_output(out: Path, lab: LabConfig, overwrite: bool) -> bool:
+    """Whether `out` must be emptied before this lab trains into it; refuse a folder that holds something
+    else unless `overwrite`. Changes nothing on disk."""
     marker = out / "lab.json"
     if marker.is_file():
-        previous = json.loads(marker.read_text())
-        if previous.get("fingerprint") == lab.fingerprint():
-            return  # same lab: resume / skip finished runs
+        try:
+            previous = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = {}
+        if isinstance(previous, dict) and previous.get("fingerprint") == lab.fingerprint():
+            return False  # same lab: resume / skip finished runs
         if not overwrite:
-            raise ConfigError(f"'{out}' already holds a different lab series (fingerprint {previous.get('fingerprint')}, "
-                              f"this config {lab.fingerprint()}). Choose another 'out' folder, or pass --overwrite "
-                              "to replace it.")
-        shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()):
+            raise ConfigError(f"'{out}' already holds a different lab series (fingerprint "
+                              f"{previous.get('fingerprint') if isinstance(previous, dict) else None}, this config "
+                              f"{lab.fingerprint()}). Choose another 'out' folder, or pass --overwrite to replace it.")
+        return True
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise ConfigError(f"'{out}' exists and is not a lab output folder. Choose another 'out', or pass "
                               "--overwrite to replace its contents.")
-        shutil.rmtree(out)
+        return True
+    return False
+
+
+def _claim_output(out: Path, lab: LabConfig, replace: bool) -> None:
+    """Empty `out` when asked, and mark it as this lab's (the fingerprint lets a re-run resume)."""
+    if replace:
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps({"fingerprint": lab.fingerprint(),
-                                          "config": lab.model_dump(mode="json")}, indent=2))
+    atomic_write_text(out / "lab.json", json.dumps({"fingerprint": lab.fingerprint(),
+                                                   "config": lab.model_dump(mode="json")}, indent=2))
 
 
 def _write_jsonl(path: Path, prefix: str, samples: list[list[int]]) -> None:

@@ -1,0 +1,123 @@
+"""What a result depends on: the keys of the products cache, the tag cache and the run journal.
+
+The rule, in one place. A stored result is reused only when *every* input that can change it is
+equal; anything not named here must not be able to change a result.
+
+Products (per-token arrays of one data set on one checkpoint) depend on:
+  - the weights: `Checkpoint.identity` (Hub repo@commit sha, or sha256 of config.json + weights);
+  - the sample tokens: `Samples.sha256` (tokens and their shape);
+  - the scoring settings: dtype, device type (cpu / cuda / mps), and for masked LMs the mask
+    fraction and seed;
+  - the scoring code: `engine_fingerprint()` (memaudit's version and a hash of its source files).
+
+A journal record (one checkpoint's probe results) depends on all that for every data set, plus:
+  - each data set's sample ids, training steps, target mask, name, role, seq_len, seen_at_step and
+    canary metadata (`Samples.fingerprint`), so new ids or steps with the same tokens re-run;
+  - the series name and the checkpoint's name, step and tokens seen;
+  - the ledger's content, the tokenizer's fingerprint and the text settings (the spaCy pipeline
+    that actually tagged, the identifier source, show_text, redact);
+and, per probe, `probe_fingerprint()`: the probe's code (its function and the functions and simple
+constants of its own module that it names, transitively) and its parameters. A probe whose key
+changed re-runs; the other probes of that checkpoint still come from the journal.
+
+Not part of any key: file paths and the yaml's text (the same data under another path, or the same
+audit run from another folder, gives the same results: only what the run read counts), batch size
+(results are batch-size invariant: tested) and the number of processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+
+def digest(*parts: Any) -> str:
+    """sha256 hex of JSON-encoded parts (sorted keys; other objects as their str)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def engine_fingerprint() -> str:
+    """memaudit's version and a hash of every source file of the package (scoring, data loading,
+    tagging): an edited checkout invalidates what an older one stored, as a new release does."""
+    from memaudit import __version__
+
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256(__version__.encode())
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:16]}"
+
+
+def device_kind(device) -> str:
+    """cpu, cuda or mps: numerics can differ between kinds of device, not between two GPUs of one kind."""
+    return getattr(device, "type", str(device).split(":")[0])
+
+
+def products_key(checkpoint_identity: str, data_sha: str, settings: dict) -> str:
+    """Key of one data set's products on one checkpoint; `settings` from `scoring_settings`."""
+    return digest("products", checkpoint_identity, data_sha, settings, engine_fingerprint())
+
+
+def scoring_settings(run_cfg, device, objective: str) -> dict:
+    """The run settings products depend on (mask groups only for masked LMs)."""
+    settings = {"dtype": run_cfg.dtype, "device": device_kind(device)}
+    if objective == "masked":
+        settings["mask"] = [run_cfg.mask_fraction, run_cfg.mask_seed]
+    return settings
+
+
+def journal_key(series: str, ckpt, datasets: dict[str, str], context: dict, settings: dict) -> str:
+    """Key of one checkpoint's journal record: `datasets` maps names to `Samples.fingerprint`,
+    `context` holds the series-wide inputs (ledger, tokenizer, text settings)."""
+    return digest("journal", series, ckpt.name, ckpt.step, ckpt.tokens, ckpt.identity, datasets, context, settings,
+                  engine_fingerprint())
+
+
+def probe_fingerprint(fn, params: dict) -> str:
+    """The probe's code (its own source and that of the module-level helpers it names) and parameters."""
+    return digest("probe", _code_of(fn), params)
+
+
+def _code_of(fn) -> list[str]:
+    """Sources of `fn` and, transitively, of the functions and simple constants of its module it names."""
+    namespace = fn.__globals__
+    seen: dict[str, str] = {}
+    todo = [fn]
+    while todo:
+        f = todo.pop()
+        code = getattr(f, "__code__", None)
+        key = f"{getattr(f, '__qualname__', f)}"
+        if key in seen or code is None:
+            continue
+        seen[key] = _source(f)
+        for name in _names(code):
+            value = namespace.get(name)
+            if isinstance(value, types.FunctionType) and value.__module__ == f.__module__:
+                todo.append(value)
+            elif isinstance(value, (int, float, str, bytes, bool, tuple, frozenset, dict, list)):
+                seen[f"const {name}"] = repr(value)[:10_000]
+    return sorted(f"{k}\n{v}" for k, v in seen.items())
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """Global names a code object (and the code nested in it: comprehensions, inner functions) uses."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def _source(fn) -> str:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):  # no source file (defined in exec or the REPL): its compiled code
+        code = fn.__code__
+        return repr((code.co_code, code.co_consts, code.co_names))
