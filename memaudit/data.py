@@ -169,6 +169,11 @@ def _from_npy(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
     except (ValueError, OSError) as e:
         raise ConfigError(f"Data set '{config.name}': '{path}' is not a readable .npy array of token ids ({e}).") from None
     steps = None
+    shape_error = ConfigError(f"Data set '{config.name}': '{path}' holds a {array.dtype} array of shape {array.shape}; "
+                              f"expected integer token ids of shape (samples, >= seq_len={config.seq_len}) or "
+                              "(steps, batch, length).")
+    if array.ndim not in (2, 3) or 0 in array.shape or not np.issubdtype(array.dtype, np.integer):
+        raise shape_error
     if array.ndim == 3:
         if config.first_seen_step is not None:
             steps = np.repeat(np.arange(array.shape[0]) + config.first_seen_step, array.shape[1])
@@ -177,13 +182,9 @@ def _from_npy(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
         raise ConfigError(f"Data set '{config.name}': 'first_seen_step' applies to a (steps, batch, length) array, "
                           f"but '{path}' has shape {array.shape}. Remove it, or give the training order as "
                           "(steps, batch, length).")
-    if array.ndim != 2 or array.shape[1] < config.seq_len or not np.issubdtype(array.dtype, np.integer):
-        raise ConfigError(f"Data set '{config.name}': '{path}' holds a {array.dtype} array of shape {array.shape}; "
-                          f"expected integer token ids of shape (samples, >= seq_len={config.seq_len}) or "
-                          "(steps, batch, length).")
+    if array.shape[1] < config.seq_len:
+        raise shape_error
     n = min(len(array), config.max_samples or len(array))
-    if n == 0:
-        raise ConfigError(f"Data set '{config.name}': '{path}' holds no samples (shape {array.shape}).")
     rows = array[:n, :config.seq_len]
     low, high = int(rows.min()), int(rows.max())
     if low < 0 or high >= 2**63:

@@ -178,9 +178,6 @@ def select(probes: list[ProbeDef], params: dict[str, dict] | None,
         if name not in by_name:
             raise ConfigError(f"Unknown probe '{name}' in the yaml's 'probes'.{did_you_mean(name, by_name)} "
                               f"Collected probes: {', '.join(by_name) or 'none'}.")
-        if values is not None and not isinstance(values, dict):
-            raise ConfigError(f"The yaml's 'probes.{name}' must be a mapping of parameters (e.g. k: 32), not "
-                              f"{type(values).__name__}.")
         p = by_name[name]
         for key in values or {}:
             if key not in p.params:

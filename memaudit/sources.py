@@ -356,6 +356,7 @@ def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: boo
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # memaudit draws its own progress
+    hf_logging.set_verbosity_error()  # its load report would repeat what check_loading_info says in one line
     target, kwargs = ckpt.load_target
     auto = AutoModelForMaskedLM if ckpt.objective == "masked" else AutoModelForCausalLM
     try:

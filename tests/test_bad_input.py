@@ -115,3 +115,282 @@ def test_invalid_series_entries(series, message, write_config, run_cli, tmp_path
     config = write_config({"series": series, "datasets": [{"name": "d", "path": "x.txt"}]})
     code, err = _run(run_cli, config, tmp_path)
     assert code == 2 and message in err
+
+
+# --- silent wrong results and tracebacks found by trying bad input (issue "no silent wrong result") ---
+
+def _data(basic_config, tmp_path, name, content, **extra):
+    path = tmp_path / name
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    return basic_config(datasets=[{"name": "d", "path": str(path), "seq_len": 16, **extra}])
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "-3", "--batch-size -3: Input should be greater than or equal to 1"),
+    ("--batch-size", "0", "--batch-size 0"),
+    ("--tolerance", "nan", "--tolerance nan"),
+    ("--tolerance", "-1", "--tolerance -1.0"),
+    ("--device", "gpu", "--device 'gpu'"),
+    ("--processes", "0", "--processes 0"),
+])
+def test_bad_command_line_values_are_validated_like_the_yaml(flag, value, message, basic_config, run_cli, tmp_path):
+    code, err = _run_args(run_cli, basic_config(), tmp_path, flag, value)
+    assert code == 2 and message in err
+
+
+def _run_args(run_cli, config, tmp_path, *args):
+    report = tmp_path / "report.json"
+    code, out, err = run_cli("run", config, "--json", report, *args)
+    assert "Traceback" not in err
+    assert not report.exists(), "no report may be written for bad input"
+    return code, err
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:7"])
+def test_an_unavailable_device_is_a_configuration_error(device, basic_config, run_cli, tmp_path):
+    import torch
+
+    if torch.cuda.is_available() and device == "cuda":
+        pytest.skip("this machine has CUDA")
+    code, err = _run_args(run_cli, basic_config(), tmp_path, "--device", device)
+    assert code == 2 and "is not available on this machine" in err
+    code, err = _run(run_cli, basic_config(run={"device": device}), tmp_path)
+    assert code == 2 and "is not available on this machine" in err
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"memorization": {"k": "32"}}, "k = '32': Input should be a valid integer"),
+    ({"memorization": {"k": 0}}, "greater than or equal to 1"),
+    ({"memorization": {"k": True}}, "valid integer"),
+    ({"memorization_series": {"taus": [0.5, 2]}}, "taus[1] = 2"),
+    ({"memorization_series": {"taus": 0.5}}, "valid list"),
+    ({"membership": {"k_percent": float("nan")}}, "k_percent"),
+    ({"memorization": "k=3"}, "probes.memorization: Input should be a valid dictionary"),
+])
+def test_probe_parameters_are_validated_against_their_annotations(params, message, basic_config, run_cli, tmp_path):
+    code, err = _run(run_cli, basic_config(probes=params), tmp_path)
+    assert code == 2 and message in err
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"text": None}, "'text' must be a string, not null"),
+    ({"text": 12345}, "'text' must be a string, not a number"),
+    ({"tokens": [1.7] * 20}, "token 0 is a number (1.7); token ids must be integers"),
+    ({"tokens": [True] * 20}, "token 0 is a boolean"),
+    ({"tokens": ["5"] * 20}, "token 0 is a string"),
+    ({"tokens": "1 2 3"}, "'tokens' must be a list of integer token ids"),
+    ({"tokens": [2**70] * 20}, "which is no token id"),
+    ({"tokens": [-7] + [1] * 19}, "token 0 is -7, which is no token id"),
+    ({"tokens": [1] * 20, "id": None}, "'id' must be a string or an integer"),
+    ({"tokens": [1] * 20, "seen_at_step": 1.5}, "'seen_at_step' must be a non-negative integer"),
+    ({"text": "a", "tokens": [1] * 20}, "either a 'text' or a 'tokens' field"),
+])
+def test_data_records_are_never_coerced(record, message, basic_config, run_cli, tmp_path):
+    good = json.dumps({"tokens": [1] * 20}) if "tokens" in record else json.dumps({"text": "fine words " * 20})
+    config = _data(basic_config, tmp_path, "d.jsonl", good + "\n" + json.dumps(record) + "\n")
+    code, err = _run(run_cli, config, tmp_path)
+    assert code == 2 and message in err and "line 2" in err
+
+
+def test_mixed_text_and_token_records_name_the_first_offending_line(basic_config, run_cli, tmp_path):
+    lines = [json.dumps({"text": "some words " * 20}), "", json.dumps({"tokens": [1] * 20})]
+    code, err = _run(run_cli, _data(basic_config, tmp_path, "d.jsonl", "\n".join(lines)), tmp_path)
+    assert code == 2 and "line 3" in err and "has 'tokens' but the first record has 'text'" in err
+
+
+def test_duplicate_sample_ids_are_refused(basic_config, run_cli, tmp_path):
+    lines = [json.dumps({"id": "x", "tokens": [1] * 20})] * 2
+    code, err = _run(run_cli, _data(basic_config, tmp_path, "d.jsonl", "\n".join(lines)), tmp_path)
+    assert code == 2 and "the id 'x' is given to several records" in err
+
+
+def test_negative_token_ids_in_npy_name_the_bad_id(basic_config, run_cli, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "d.npy", np.array([[-5] + [1] * 19] * 3))
+    config = basic_config(datasets=[{"name": "d", "path": str(tmp_path / "d.npy"), "seq_len": 16}])
+    code, err = _run(run_cli, config, tmp_path)
+    assert code == 2 and "token id -5" in err
+
+
+def test_first_seen_step_on_a_flat_array_is_refused(basic_config, run_cli, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "d.npy", np.ones((3, 20), dtype=np.int64))
+    config = basic_config(datasets=[{"name": "d", "path": str(tmp_path / "d.npy"), "seq_len": 16,
+                                     "first_seen_step": 5}])
+    code, err = _run(run_cli, config, tmp_path)
+    assert code == 2 and "'first_seen_step' applies to a (steps, batch, length) array" in err
+
+
+def test_a_folder_without_a_step_is_refused_and_steps_fix_it(make_series, text_file, write_config, run_cli, tmp_path):
+    root = make_series(steps=(1, 2))
+    (root / "step-2").rename(root / "step-abc")
+    config = {"series": [{"local": str(root)}], "datasets": [{"name": "d", "path": str(text_file), "max_samples": 4}]}
+    code, err = _run(run_cli, write_config(config), tmp_path)
+    assert code == 2 and "step-abc" in err and "carry no training step" in err and "steps:" in err
+    config["series"][0]["steps"] = {"step-abc": 8}
+    code, out, err = run_cli("run", write_config(config), "--json", tmp_path / "r.json")
+    assert code == 0, err
+    assert [c["step"] for c in json.loads((tmp_path / "r.json").read_text())["series"][0]["checkpoints"]] == [1, 8]
+
+
+def test_two_folders_with_one_step_are_refused(make_series, text_file, write_config, run_cli, tmp_path):
+    import shutil
+
+    root = make_series(steps=(128, 256))
+    shutil.copytree(root / "step-128", root / "checkpoint-128")
+    config = write_config({"series": [{"local": str(root)}], "datasets": [{"name": "d", "path": str(text_file)}]})
+    code, err = _run(run_cli, config, tmp_path)
+    assert code == 2 and "checkpoint-128 and step-128 (step 128) have the same training step" in err
+
+
+@pytest.mark.parametrize("check, message", [
+    ({"metric": "memorization.M", "max": float("nan")}, "max: Input should be a finite number"),
+    ({"metric": "memorization.M", "min": float("-inf")}, "finite number"),
+    ({"metric": "memorization.M", "min": 0.9, "max": 0.1}, "min 0.9 is above max 0.1"),
+    ({"metric": "memorization.M", "max": 1, "at": "step-999"}, "'at: step-999' is no checkpoint of series 'tiny'"),
+    ({"metric": "memorization.M", "max": 1, "series": "tinny"}, "no series 'tinny' in the yaml. Did you mean 'tiny'?"),
+])
+def test_checks_that_could_never_fail_or_never_pass_are_refused(check, message, basic_config, run_cli, tmp_path):
+    code, err = _run(run_cli, basic_config(checks=[check]), tmp_path)
+    assert code == 2 and message in err
+
+
+@pytest.mark.parametrize("rule, message", [
+    ({"metric": "memorization.M", "dataset": "train", "max_increase": -0.1}, "greater than or equal to 0"),
+    ({"metric": "memorization.MM", "dataset": "train", "max_increase": 0.1}, "no metric 'MM'"),
+    ({"metric": "memorization.M", "dataset": "trian", "max_increase": 0.1}, "no data set 'trian'"),
+])
+def test_regression_rules_are_validated(rule, message, basic_config, run_cli, tmp_path):
+    code, err = _run(run_cli, basic_config(regressions=[rule]), tmp_path)
+    assert code == 2 and message in err
+
+
+@pytest.mark.parametrize("target", ["config", "data", "ledger", "weights"])
+def test_an_output_over_an_input_is_refused(target, basic_config, run_cli, text_file, tmp_path):
+    config = basic_config()
+    series = next((tmp_path / "series").glob("step-*"))
+    (series.parent / "ledger.json").write_text("{}")
+    path = {"config": config, "data": text_file, "ledger": series.parent / "ledger.json",
+            "weights": series / "model.safetensors"}[target]
+    before = path.read_bytes()
+    code, out, err = run_cli("run", config, "--json", path)
+    assert code == 2 and "an input of this run" in err and "Traceback" not in err
+    assert path.read_bytes() == before
+
+
+def test_two_outputs_on_one_path_are_refused(basic_config, run_cli, tmp_path):
+    code, out, err = run_cli("run", basic_config(), "--json", tmp_path / "r.json", "--html", tmp_path / "r.json")
+    assert code == 2 and "both write" in err
+
+
+def test_non_utf8_yaml_is_a_configuration_error(write_config, run_cli, tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("series: caf\xe9\n".encode("latin-1"))
+    code, err = _run(run_cli, path, tmp_path)
+    assert code == 2 and "is not UTF-8 text" in err
+    code, out, err = run_cli("lab", path)
+    assert code == 2 and "is not UTF-8 text" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("what", ["binary", "folder", "json-list"])
+def test_show_and_compare_on_something_that_is_not_a_report(what, basic_config, run_cli, tmp_path):
+    path = tmp_path / "not-a-report"
+    if what == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"\x89PNG\x00\xff" * 10 if what == "binary" else b"[1, 2]")
+    code, out, err = run_cli("show", path)
+    assert code == 2 and "Traceback" not in err and str(path) in err
+    code, err = _run_args(run_cli, basic_config(), tmp_path, "--compare", path)
+    assert code == 2 and str(path) in err
+
+
+@pytest.mark.parametrize("expr", ["memorization(series)", "memo and", "(memo", "or memo", "not"])
+def test_malformed_keyword_expressions_are_usage_errors(expr, basic_config, run_cli, tmp_path):
+    code, err = _run_args(run_cli, basic_config(), tmp_path, "-k", expr)
+    assert code == 2 and f"-k '{expr}' is not a valid expression" in err
+
+
+def test_select_errors_name_the_yaml_key(basic_config, run_cli, tmp_path):
+    code, err = _run(run_cli, basic_config(select="memo and"), tmp_path)
+    assert code == 2 and "the yaml's select: 'memo and' is not a valid expression" in err
+    code, err = _run(run_cli, basic_config(select="nothing_like_this"), tmp_path)
+    assert code == 5 and "the yaml's select: 'nothing_like_this'" in err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not a memaudit training ledger"),
+    ('{"series": "s"}', "is not a memaudit training ledger"),
+    ("[]", "is not a memaudit training ledger"),
+])
+def test_a_bad_ledger_is_a_configuration_error(content, message, basic_config, run_cli, tmp_path):
+    (tmp_path / "ledger.json").write_text(content)
+    config = basic_config(series=[{"name": "tiny", "local": str(tmp_path / "series"),
+                                   "ledger": str(tmp_path / "ledger.json")}])
+    code, err = _run(run_cli, config, tmp_path)
+    assert code == 2 and message in err
+
+
+def test_a_checkpoint_without_tokenizer_files_is_unavailable(make_series, text_file, write_config, run_cli, tmp_path):
+    root = make_series(steps=(1,))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (root / "step-1" / name).unlink()
+    config = write_config({"series": [{"local": str(root)}], "datasets": [{"name": "d", "path": str(text_file)}]})
+    code, err = _run(run_cli, config, tmp_path)
+    assert code == 4 and "has no usable tokenizer" in err
+
+
+def test_weights_under_another_architecture_make_the_checkpoint_an_error(make_series, text_file, write_config,
+                                                                         run_cli, tmp_path):
+    from transformers import LlamaConfig
+
+    root = make_series(steps=(1, 2))
+    LlamaConfig(vocab_size=400, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64).save_pretrained(root / "step-2")  # config.json of another model
+    config = write_config({"series": [{"local": str(root)}],
+                           "datasets": [{"name": "d", "path": str(text_file), "max_samples": 4}]})
+    code, out, err = run_cli("run", config, "--json", tmp_path / "r.json")
+    ckpts = json.loads((tmp_path / "r.json").read_text())["series"][0]["checkpoints"]
+    assert code == 1 and ckpts[0]["error"] is None
+    assert "WeightsMismatch" in ckpts[1]["error"] and "LlamaForCausalLM" in ckpts[1]["error"] and " missing (" in ckpts[1]["error"]
+    assert not ckpts[1]["results"]
+
+
+def test_a_series_probe_selected_alone_pulls_in_the_probe_it_reads(basic_config, run_cli, tmp_path):
+    code, out, err = run_cli("run", basic_config(), "--json", tmp_path / "r.json", "-k", "memorization_series")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {p["name"] for p in report["probes"]} == {"memorization", "memorization_series"}
+    assert report["series"][0]["results"]["memorization_series"]["train"]["M"]
+
+
+def test_a_probe_using_an_uncollected_probe_is_a_collection_error(basic_config, run_cli, tmp_path):
+    (tmp_path / "p.py").write_text("from memaudit import series_probe\n"
+                                   "@series_probe(uses=('memorisation',))\ndef s(checkpoints):\n    return {}\n")
+    code, err = _run(run_cli, basic_config(probe_paths=[str(tmp_path / "p.py")]), tmp_path)
+    assert code == 2 and "uses the results of probe 'memorisation'" in err and "Did you mean 'memorization'?" in err
+
+
+def test_a_probe_file_that_exits_is_a_collection_error(basic_config, run_cli, tmp_path):
+    (tmp_path / "p.py").write_text("import sys\nsys.exit(0)\n")
+    code, err = _run(run_cli, basic_config(probe_paths=[str(tmp_path / "p.py")]), tmp_path)
+    assert code == 2 and "SystemExit" in err
+
+
+@pytest.mark.parametrize("canary, message", [
+    ({"id": 5, "format": "x {secret}", "secret": "12", "alphabet": "0123456789", "length": 2}, "id: Input should be"),
+    ({"id": "a", "format": "x {secret}", "secret": "12", "alphabet": "0012345", "length": 2}, "repeats a character"),
+    ({"id": "a", "format": "x {secret}", "secret": "ab", "candidates": ["ab", "ab", "cd"]}, "repeat a string"),
+    ({"id": "a", "format": "x {secret}", "secret": "12", "alphabet": "0123456789", "length": "2"}, "length"),
+])
+def test_canary_files_are_validated_strictly(canary, message, basic_config, run_cli, tmp_path):
+    config = _data(basic_config, tmp_path, "c.jsonl", json.dumps(canary) + "\n", role="canary")
+    code, err = _run(run_cli, config, tmp_path)
+    assert code == 2 and message in err
+
+
+def test_pytest_plugin_with_a_missing_yaml_is_exit_2(pytester):
+    result = pytester.runpytest_subprocess("--memaudit", "missing.yaml", "-p", "no:cacheprovider")
+    assert result.ret == 2

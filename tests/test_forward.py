@@ -68,3 +68,19 @@ def test_samples_longer_than_the_context_are_refused():
     model = tiny_model("gpt2", vocab_size=50, seed=0, context=16)
     with pytest.raises(ConfigError, match="context of 16"):
         score(model, _tokens(50, seq_len=32), set(), batch_size=2, device="cpu")
+
+
+def test_a_position_the_pass_did_not_write_is_never_returned(monkeypatch):
+    """The scorer checks that it wrote every product position exactly once (here: a mask group is lost)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    import memaudit.forward as forward
+
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=32)).eval()
+    real = forward.mask_groups
+    monkeypatch.setattr(forward, "mask_groups", lambda *a, **k: real(*a, **k)[1:])
+    with pytest.raises(AssertionError, match="not at all"):
+        score(model, _tokens(50, n=2, seq_len=12), set(), batch_size=2, device="cpu", mask_token_id=3)
+    with pytest.raises(ValueError, match="batch_size >= 1"):
+        score(model, _tokens(50, n=2, seq_len=12), set(), batch_size=0, device="cpu", mask_token_id=3)

@@ -144,3 +144,12 @@ def test_too_small_corpus_is_refused(tmp_path):
 def test_lab_cli_and_unknown_key(tmp_path, run_cli, write_config):
     code, _, err = run_cli("lab", write_config({"lab": {**LAB, "epoch": 3}}, name="lab.yaml"))
     assert code == 2 and "unknown key 'epoch'" in err and "Did you mean 'epochs'?" in err
+
+
+def test_a_failed_lab_leaves_nothing_that_blocks_the_corrected_run(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_lab(lab_config(tmp_path, corpus=str(tmp_path / "no-such-corpus.txt")))
+    assert not (tmp_path / "lab" / "lab.json").exists()
+    from memaudit.lab.train import _check_output
+
+    assert _check_output(tmp_path / "lab", lab_config(tmp_path), overwrite=False) is False  # not "a different lab"

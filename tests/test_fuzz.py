@@ -1,0 +1,167 @@
+"""No user input ends in a traceback or exit 3: generated malformed configurations and data files.
+
+Hypothesis mutates a valid configuration (values replaced by values of other types, keys removed,
+unknown keys added, whole documents of random YAML) and writes data files of random content (text,
+JSONL records, .npy arrays). Every run must end with a documented exit code other than 3 and no
+traceback. The examples are few and the series tiny, so the whole file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+
+import numpy as np
+import pytest
+import yaml
+from conftest import tiny_model
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from memaudit.cli import main  # noqa: E402
+
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
+tricky = st.sampled_from(["32", "-1", "nan", "", "step-999", "../x", "memorization(", -1, 0, 1.5, 2**64,
+                          float("nan"), float("inf"), True, None, [], {}, [0.5, 2]]).map(copy.deepcopy)
+values = st.one_of(tricky, st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)), max_leaves=6))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A two-checkpoint series and a small text file, shared by every example."""
+    from conftest import CORPUS
+
+    from memaudit.lab.tokenizer import train_bpe
+
+    root = tmp_path_factory.mktemp("fuzz")
+    text = CORPUS.read_text(encoding="utf-8")[:4000]
+    tokenizer = train_bpe([text], vocab_size=300)
+    for i, step in enumerate((1, 2)):
+        tiny_model("gpt_neox", len(tokenizer), seed=i).save_pretrained(root / "series" / f"step-{step}")
+        tokenizer.save_pretrained(root / "series" / f"step-{step}")
+    (root / "train.txt").write_text(text, encoding="utf-8")
+    return root
+
+
+def _valid(world) -> dict:
+    return {"series": [{"name": "s", "local": str(world / "series")}],
+            "datasets": [{"name": "train", "path": str(world / "train.txt"), "seq_len": 16, "max_samples": 4}],
+            "probes": {"memorization": {"k": 4, "m": 4}},
+            "checks": [{"metric": "memorization.M", "dataset": "train", "max": 1.0}],
+            "run": {"batch_size": 4, "device": "cpu"}, "select": "memorization"}
+
+
+def _paths(doc, prefix=()):
+    """Every (path of keys/indices) in a nested document, the leaves (scalar values) first."""
+    inner, leaves = [], []
+
+    def walk(node, path):
+        (inner if isinstance(node, (dict, list)) else leaves).append(path)
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            walk(v, (*path, k))
+
+    walk(doc, prefix)
+    return sorted(leaves, key=repr) + sorted(inner, key=repr)
+
+
+def _mutate(doc, path, how, value):
+    if not path:
+        return value
+    parent = doc
+    for part in path[:-1]:
+        parent = parent[part]
+    last = path[-1]
+    if how == "replace":
+        parent[last] = value
+    elif how == "delete":
+        del parent[last]
+    elif isinstance(parent, dict):  # add an unknown key beside it
+        parent[f"zz_{last}"] = value
+    else:
+        parent.append(value)
+    return doc
+
+
+def _run(world, config_text: str, tmp_path, name: str) -> tuple[int, str]:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(config_text, encoding="utf-8")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["run", str(path), "--json", str(tmp_path / f"{name}.json"), "-q"])
+    return code, err.getvalue()
+
+
+def _assert_handled(code, err):
+    assert code in (0, 1, 2, 4, 5), err
+    assert "Traceback" not in err, err
+
+
+@SETTINGS
+@given(data=st.data(), n=st.integers(1, 3))
+def test_mutated_configurations_never_crash(world, tmp_path, data, n):
+    doc = _valid(world)
+    for _ in range(n):  # one to three mutations: a value of another type, a key removed or an unknown one added
+        path = data.draw(st.sampled_from(_paths(doc)))
+        how = data.draw(st.sampled_from(["replace", "replace", "delete", "add"] if path else ["replace"]))
+        doc = _mutate(doc, path, how, data.draw(values))
+        if not isinstance(doc, dict):
+            break
+    text = yaml.safe_dump(doc, allow_unicode=True) if not isinstance(doc, float) else str(doc)
+    _assert_handled(*_run(world, text, tmp_path, "mutated"))
+
+
+@SETTINGS
+@given(text=st.text(max_size=200))
+def test_random_yaml_documents_never_crash(world, tmp_path, text):
+    _assert_handled(*_run(world, text, tmp_path, "random"))
+
+
+records = st.one_of(
+    st.dictionaries(st.sampled_from(["text", "tokens", "id", "seen_at_step", "x"]), values, max_size=3),
+    st.fixed_dictionaries({"tokens": st.lists(st.integers(0, 299), min_size=14, max_size=20)}),
+    st.fixed_dictionaries({"tokens": st.lists(st.one_of(st.integers(-5, 400), st.floats(), st.booleans()),
+                                              min_size=14, max_size=20)}),
+    st.fixed_dictionaries({"text": st.text(min_size=1, max_size=80)}), values)
+
+
+@SETTINGS
+@given(kind=st.sampled_from(["txt", "jsonl", "npy"]), lines=st.lists(records, min_size=0, max_size=4),
+       raw=st.binary(max_size=64), shape=st.lists(st.integers(0, 20), min_size=0, max_size=3),
+       dtype=st.sampled_from(["int64", "uint64", "int8", "float32", "bool"]))
+def test_random_data_files_never_crash(world, tmp_path, kind, lines, raw, shape, dtype):
+    data = tmp_path / f"data.{kind}"
+    if kind == "txt":
+        data.write_bytes(raw)
+    elif kind == "jsonl":
+        data.write_text("\n".join(json.dumps(r, allow_nan=True) for r in lines), encoding="utf-8")
+    else:
+        array = np.random.default_rng(0).integers(-3, 2**20, size=shape).astype(dtype)
+        np.save(data, array)
+    doc = _valid(world)
+    doc["datasets"][0]["path"] = str(data)
+    _assert_handled(*_run(world, yaml.safe_dump(doc), tmp_path, "data"))
+
+
+@SETTINGS
+@given(keyword=st.lists(st.sampled_from(["memo", "series", "and", "or", "not", "(", ")", "x(y", "pos"]),
+                        min_size=1, max_size=6).map(" ".join),
+       flag=st.sampled_from(["--batch-size", "--tolerance", "--device", "--dtype"]),
+       value=st.one_of(st.sampled_from(["-3", "0", "nan", "inf", "1e400", "cuda:9", "cpu", "bfloat16", "2"]),
+                       st.text(max_size=6)))
+def test_random_command_lines_never_crash(world, tmp_path, keyword, flag, value):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_valid(world)), encoding="utf-8")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["run", str(path), "-q", "-k", keyword, f"{flag}={value}"])
+    _assert_handled(code, err.getvalue())
