@@ -260,9 +260,13 @@ def load_config(path: str | Path) -> tuple[AuditConfig, str]:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}. Fix the syntax at the position shown.") from None
+    try:
+        digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    except (ValueError, RecursionError):
+        raise ConfigError(f"{path} refers to itself (a YAML alias inside its own anchor). Write the values out.") \
+            from None
     config = parse_config(raw, source=str(path))
     config = _resolve_paths(config, path.resolve().parent)
-    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return config, digest
 
 

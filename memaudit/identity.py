@@ -7,8 +7,9 @@ Products (per-token arrays of one data set on one checkpoint) depend on:
   - the weights: `Checkpoint.identity` (Hub repo@commit sha, or sha256 of config.json + weights);
   - the sample tokens: `Samples.sha256` (tokens and their shape);
   - the scoring settings: dtype, device type (cpu / cuda / mps), and for masked LMs the mask
-    fraction and seed;
-  - the scoring code: `engine_fingerprint()` (memaudit's version and a hash of its source files).
+    fraction, seed and mask token;
+  - the scoring code: `engine_fingerprint()` (memaudit's version, a hash of its source files and
+    the versions of torch, transformers and the other libraries that compute).
 
 A journal record (one checkpoint's probe results) depends on all that for every data set, plus:
   - each data set's sample ids, training steps, target mask, name, role, seq_len, seen_at_step and
@@ -41,14 +42,26 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+LIBRARIES = ("torch", "transformers", "accelerate", "tokenizers", "safetensors", "numpy", "spacy")
+
+
 @functools.lru_cache(maxsize=1)
 def engine_fingerprint() -> str:
-    """memaudit's version and a hash of every source file of the package (scoring, data loading,
-    tagging): an edited checkout invalidates what an older one stored, as a new release does."""
+    """memaudit's version, a hash of every source file of the package (scoring, data loading, tagging)
+    and the versions of the libraries that compute with it: an edited checkout or an upgraded torch
+    invalidates what an older one stored, as a new release does."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from memaudit import __version__
 
+    def installed(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
     root = Path(__file__).resolve().parent
-    h = hashlib.sha256(__version__.encode())
+    h = hashlib.sha256(json.dumps([__version__, {name: installed(name) for name in LIBRARIES}]).encode())
     for path in sorted(root.rglob("*.py")):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
@@ -65,11 +78,11 @@ def products_key(checkpoint_identity: str, data_sha: str, settings: dict) -> str
     return digest("products", checkpoint_identity, data_sha, settings, engine_fingerprint())
 
 
-def scoring_settings(run_cfg, device, objective: str) -> dict:
-    """The run settings products depend on (mask groups only for masked LMs)."""
+def scoring_settings(run_cfg, device, objective: str, mask_token_id: int | None = None) -> dict:
+    """The run settings products depend on (mask groups and the mask token only for masked LMs)."""
     settings = {"dtype": run_cfg.dtype, "device": device_kind(device)}
     if objective == "masked":
-        settings["mask"] = [run_cfg.mask_fraction, run_cfg.mask_seed]
+        settings["mask"] = [run_cfg.mask_fraction, run_cfg.mask_seed, mask_token_id]
     return settings
 
 

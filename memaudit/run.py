@@ -214,7 +214,7 @@ class _SeriesContext:
     def settings(self, ckpt) -> dict:
         from memaudit.identity import scoring_settings
 
-        return scoring_settings(self.run_cfg, self.device, ckpt.objective)
+        return scoring_settings(self.run_cfg, self.device, ckpt.objective, self.mask_token_id)
 
     def journal_key(self, ckpt) -> str:
         from memaudit.identity import journal_key
@@ -483,9 +483,10 @@ def _audit_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, model, load_s: f
 def _run_checkpoint_probes(ctx: _SeriesContext, ckpt, products: dict, skip) -> dict[str, dict[str, Any]]:
     """Every per-checkpoint probe not in `skip`, on every data set (or once with all, per_dataset=False)."""
     results: dict[str, dict[str, Any]] = {}
-    contexts = {name: {**products[name], "tokens": s.tokens, "sample_ids": s.ids, "sample_steps": s.steps,
-                       "target_mask": s.target_mask, "dataset": s.info(), "checkpoint": ckpt, "ledger": ctx.ledger,
-                       **ctx.text_products[name]} for name, s in ctx.samples.items()}
+    contexts = {name: _read_only({**products[name], "tokens": s.tokens, "sample_ids": s.ids, "sample_steps": s.steps,
+                                  "target_mask": s.target_mask, "dataset": s.info(), "checkpoint": ckpt,
+                                  "ledger": ctx.ledger, **ctx.text_products[name]})
+                for name, s in ctx.samples.items()}
     for p in ctx.plan.checkpoint_probes:
         if p.name in skip:
             continue
@@ -497,6 +498,18 @@ def _run_checkpoint_probes(ctx: _SeriesContext, ckpt, products: dict, skip) -> d
         results[p.name] = {name: _call(p, c) for name, c in contexts.items()
                            if c["target_mask"] is None or "target_mask" in p.wants}
     return results
+
+
+def _read_only(context: dict) -> dict:
+    """Arrays as read-only views: a probe that writes into its inputs fails instead of changing what the
+    probes after it (and the products cache) see."""
+    out = {}
+    for name, value in context.items():
+        if isinstance(value, np.ndarray):
+            value = value.view()
+            value.flags.writeable = False
+        out[name] = value
+    return out
 
 
 def _run_series_probes(plan: Plan, series: SeriesResult, datasets: list[DatasetInfo], ledger,

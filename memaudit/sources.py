@@ -133,6 +133,8 @@ def _local_sha(folder: Path, allow_pickle: bool = False) -> str:
                 "if you trust them.") if pickles else ""
         raise SourceUnavailable(f"Checkpoint '{folder}' has no *.safetensors weights.{hint}")
     h = hashlib.sha256((folder / "config.json").read_bytes())
+    for code in sorted(folder.glob("*.py")):  # a checkpoint's own modelling code (trust_remote_code)
+        h.update(code.name.encode() + code.read_bytes())
     for w in weights:
         with open(w, "rb") as f:
             while chunk := f.read(1 << 22):

@@ -394,3 +394,16 @@ def test_canary_files_are_validated_strictly(canary, message, basic_config, run_
 def test_pytest_plugin_with_a_missing_yaml_is_exit_2(pytester):
     result = pytester.runpytest_subprocess("--memaudit", "missing.yaml", "-p", "no:cacheprovider")
     assert result.ret == 2
+
+
+def test_a_probe_cannot_change_what_the_probes_after_it_see(basic_config, run_cli, tmp_path):
+    (tmp_path / "p.py").write_text("from memaudit import probe\n@probe\ndef aaa_vandal(hits):\n"
+                                   "    hits[:] = True\n    return {}\n")
+    code, err = _run(run_cli, basic_config(probe_paths=[str(tmp_path / "p.py")]), tmp_path)
+    assert code == 3 and "aaa_vandal" in err and "read-only" in err  # a bug in that probe, not a wrong M
+
+
+def test_a_self_referential_yaml_is_a_configuration_error(write_config, run_cli, tmp_path):
+    code, err = _run(run_cli, write_config("series: [{local: x}]\ndatasets: [{name: d, path: x}]\n"
+                                           "probes: {memorization: &a {k: [*a]}}\n"), tmp_path)
+    assert code == 2 and "refers to itself" in err
