@@ -95,6 +95,8 @@ def cmd_list(args) -> int:
     """Show collected probes (products, parameters) and the resolved checkpoints; load no model."""
     from rich.table import Table
 
+    if args.products:
+        return _list_products()
     from memaudit.config import load_config
     from memaudit.run import make_plan
     from memaudit.sources import resolve_series
@@ -116,6 +118,24 @@ def cmd_list(args) -> int:
         for c in resolve_series(s):
             table.add_row(c.name, "–" if c.step is None else str(c.step), c.sha[:12], c.location)
         console.print(table)
+    return ExitCode.OK
+
+
+def _list_products() -> int:
+    """Every argument a probe may ask for, from the one table in memaudit.catalog (like pytest --fixtures)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from memaudit.catalog import PRODUCTS, SERIES_ARGS
+
+    console = _console()
+    for title, table in (("per-checkpoint probes (@probe)", PRODUCTS), ("series probes (@series_probe)", SERIES_ARGS)):
+        out = Table(title=title, title_justify="left")
+        for col in ("argument", "type", "shape", "made by", "meaning"):
+            out.add_column(col)
+        for p in table.values():
+            out.add_row(*(escape(x) for x in (p.name, p.type, p.shape or "–", p.made_by, p.meaning)))
+        console.print(out)
     return ExitCode.OK
 
 
@@ -235,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help=cmd_list.__doc__)
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG, type=Path)
-    p.add_argument("-k", dest="keyword", metavar="EXPR")
+    p.add_argument("-k", dest="keyword", metavar="EXPR", help="only probes whose name matches (and/or/not)")
+    p.add_argument("--products", action="store_true",
+                   help="list every argument a probe may ask for (products, data, context) and exit")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help=cmd_show.__doc__)

@@ -1,7 +1,8 @@
 """The one batched, teacher-forced forward pass: the only place a model runs.
 
-Logits never leave the device: each batch is reduced there to per-token products
-(target log-probability, argmax hit, and, when asked, target rank and entropy).
+Logits never leave the device: each batch is reduced there to the forward products of
+memaudit.catalog (target log-probability and argmax hit, and, when a probe asks, the target's rank,
+the entropy and the second moment E_p[(log p)^2] of the next-token distribution).
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ import math
 import numpy as np
 import torch
 
+from memaudit.catalog import ALWAYS, PRODUCTS
 from memaudit.errors import ConfigError
 
 
 class NonFiniteLogits(RuntimeError):
     """The model produced NaN or infinite logits: the checkpoint is broken (reported, not fatal)."""
 
-PRODUCT_DTYPES = {"hits": np.bool_, "logprobs": np.float32, "ranks": np.int32, "entropy": np.float32,
-                  "logp2": np.float32}
-ALWAYS = ("hits", "logprobs")
 
 
 CPU_CHUNK_ELEMENTS = 1 << 20  # logits reduced in row chunks of ~4 MB on the CPU: each chunk stays in cache
@@ -39,9 +38,8 @@ def reduce_logits(logits: torch.Tensor, targets: torch.Tensor, products: set[str
         chunk_elements = CPU_CHUNK_ELEMENTS if logits.device.type == "cpu" else flat.numel()
     rows = max(1, chunk_elements // vocab)
     wanted = set(products) | set(ALWAYS)
-    dtypes = {"hits": torch.bool, "logprobs": torch.float32, "ranks": torch.int32, "entropy": torch.float32,
-              "logp2": torch.float32}
-    out = {name: torch.empty(batch * seq, dtype=dtypes[name], device=logits.device) for name in wanted}
+    out = {name: torch.empty(batch * seq, dtype=getattr(torch, PRODUCTS[name].type), device=logits.device)
+           for name in wanted}
     for start in range(0, batch * seq, rows):
         x = flat[start:start + rows].float()  # (rows, vocab); a no-op for float32 models
         t = flat_targets[start:start + rows]
@@ -96,7 +94,7 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
     if batch_size < 1 or n == 0 or seq_len < 2:
         raise ValueError(f"score() needs batch_size >= 1 and samples of >= 2 tokens (got {batch_size}, {tokens.shape})")
     check_fits(model, tokens)
-    out = {name: np.empty((n, seq_len - 1), dtype=PRODUCT_DTYPES[name]) for name in products}
+    out = {name: np.empty((n, seq_len - 1), dtype=PRODUCTS[name].type) for name in products}
     filled = np.zeros((n, seq_len - 1), dtype=np.int8)  # (samples, seq_len - 1): times each product was written
     batches = 0
     for start in range(0, n, batch_size):

@@ -1,7 +1,7 @@
 """The run journal: each finished checkpoint's probe results, one durable record per checkpoint.
 
-A record lives in `<cache>/journal/<key[:2]>/<key>.json`, written atomically (temp file, fsync,
-rename), so a run killed at any point leaves only whole records. Its key is
+A record lives in `<cache>/journal/<key[:2]>/<key>.json` (a memaudit.store entry), written atomically
+(temp file, fsync, rename), so a run killed at any point leaves only whole records. Its key is
 `memaudit.identity.journal_key`: the checkpoint's weights, every data set's content, the ledger, the
 tokenizer, the text and scoring settings and memaudit's code, and nothing of the yaml's text or
 paths. Inside, each probe's results are stored with the probe's own key (its code and parameters):
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from memaudit.atomic import atomic_write_text
 from memaudit.schema import CheckpointResult
+from memaudit.store import KeyedStore
 
 
 class JournalRecord(BaseModel):
@@ -29,20 +29,15 @@ class JournalRecord(BaseModel):
 class Journal:
     """Finished checkpoints, keyed by everything that decides their results."""
 
-    def __init__(self, cache_root: Path, enabled: bool = True):
-        self.folder = Path(cache_root) / "journal"
+    def __init__(self, cache_root: Path | None, enabled: bool = True):
+        self.store = KeyedStore(cache_root, "journal", ".json", enabled)
         self.enabled = enabled
 
-    def _path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key[:40]}.json"
-
     def _read(self, key: str) -> JournalRecord | None:
-        path = self._path(key)
-        if not self.enabled or not path.is_file():
-            return None
+        data = self.store.read(key)
         try:
-            return JournalRecord.model_validate_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return None if data is None else JournalRecord.model_validate_json(data)
+        except ValueError:
             return None  # unreadable: recomputed
 
     def get(self, key: str, probe_keys: dict[str, str]) -> tuple[CheckpointResult | None, dict]:
@@ -68,4 +63,4 @@ class Journal:
             result = result.model_copy(update={"results": {**{n: old.result.results[n] for n in kept},
                                                            **result.results}})
             keys = {**kept, **keys}
-        atomic_write_text(self._path(key), JournalRecord(result=result, probe_keys=keys).model_dump_json())
+        self.store.write(key, JournalRecord(result=result, probe_keys=keys).model_dump_json().encode())

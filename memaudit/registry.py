@@ -17,38 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from memaudit.catalog import FORWARD, PRODUCTS, SERIES_ARGS
 from memaudit.errors import ConfigError, NothingCollected, did_you_mean
-
-# Per-token products of the forward pass (each a (samples, seq_len - 1) array) and context.
-PRODUCTS = {
-    "hits": "bool: argmax of the next-token distribution equals the target token",
-    "logprobs": "float32: log-probability of the target token",
-    "ranks": "int32: rank of the target token (1 = the argmax)",
-    "entropy": "float32: entropy (nats) of the next-token distribution",
-    "logp2": "float32: second moment E_p[(log p)^2] of the next-token distribution (with entropy: its variance)",
-}
-CHECKPOINT_ARGS = {
-    **PRODUCTS,
-    "tokens": "int64 (samples, seq_len): the sample tokens",
-    "pos_tags": "int8 (samples, seq_len - 1): universal POS tag id of each target token (see memaudit.tagging.TAGS)",
-    "id_mask": "bool (samples, seq_len - 1): target token is identifier-like (see memaudit.identifiers)",
-    "sample_ids": "list[str]: stable id of each sample",
-    "sample_steps": "int64 (samples,) | None: training step at which each sample was seen, when the data says",
-    "dataset": "DatasetInfo: the data set being probed",
-    "checkpoint": "CheckpointInfo: name, step, sha of the checkpoint",
-    "ledger": "Ledger | None: the training ledger of the series, when there is one",
-    "target_mask": "bool (samples, seq_len - 1) | None: the targets to score (canary candidates: from the secret on)",
-    "text_of": "callable(i) -> str | None: the (redacted) text of sample i, only with --show-text",
-    "zlib_len": "int64 (samples,): bytes of the zlib-compressed sample text",
-    "data": "dict[name, SimpleNamespace]: every data set's products, for probes made with per_dataset=False",
-}
-SERIES_ARGS = {
-    "checkpoints": "list[CheckpointResult]: every checkpoint's results, in step order",
-    "datasets": "list[DatasetInfo]: the data sets",
-    "series": "SeriesInfo: the series",
-    "ledger": "Ledger | None: the training ledger of the series, when there is one",
-    "all_series": "list[SeriesResult]: every series of the run (per-checkpoint results), to compare against",
-}
 
 
 @dataclass
@@ -70,7 +40,7 @@ class ProbeDef:
     @property
     def products(self) -> list[str]:
         """The forward-pass products this probe needs (by argument name, or declared with `needs`)."""
-        return list(dict.fromkeys([a for a in (*self.args, *self.needs) if a in PRODUCTS]))
+        return list(dict.fromkeys([a for a in (*self.args, *self.needs) if a in FORWARD]))
 
     @property
     def wants(self) -> set[str]:
@@ -158,7 +128,7 @@ def _probes_in(file: Path) -> list[ProbeDef]:
     probes = [v for v in vars(module).values() if isinstance(v, ProbeDef)]
     for p in probes:
         p.source = str(file)
-        allowed = CHECKPOINT_ARGS if p.kind == "checkpoint" else SERIES_ARGS
+        allowed = PRODUCTS if p.kind == "checkpoint" else SERIES_ARGS
         for arg in p.args:
             if arg not in allowed:
                 raise ConfigError(

@@ -146,7 +146,7 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         check_series_name_clash(checkpoints)
     validate_check_targets(config, {s.display_name: [c.name for c in cs] for s, cs in resolved})
     cache = ProductsCache(run_cfg.cache_dir, enabled=opts.use_cache)
-    state.journal = Journal(cache.root.parent, enabled=opts.use_cache)
+    state.journal = Journal(run_cfg.cache_dir, enabled=opts.use_cache)
     status = "passed"
     stopped_early = False
     try:

@@ -11,13 +11,11 @@ gets `UNK` and its `@-@` / `@,@` / `@.@` separators `PUNCT`.
 from __future__ import annotations
 
 import functools
-import io
 import re
 from pathlib import Path
 
 import numpy as np
 
-from memaudit.atomic import atomic_write_bytes
 from memaudit.errors import ConfigError
 
 UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
@@ -164,30 +162,22 @@ class TagCache:
     """Tags per (sample tokens, tokenizer, pipeline), stored beside the products cache."""
 
     def __init__(self, root: Path | None, enabled: bool = True):
-        from memaudit.products import default_cache_dir
+        from memaudit.store import KeyedStore
 
-        self.root = Path(root or default_cache_dir()) / "tags"
-        self.enabled = enabled
+        self.store = KeyedStore(root, "tags", ".npz", enabled)
 
-    def _path(self, data_sha: str, tokenizer_fp: str, pipeline: str) -> Path:
+    @staticmethod
+    def _key(data_sha: str, tokenizer_fp: str, pipeline: str) -> str:
         from memaudit.identity import digest, engine_fingerprint
 
-        key = digest("tags", data_sha, tokenizer_fp, pipeline, TAGS, engine_fingerprint())
-        return self.root / key[:2] / f"{key}.npy"
+        return digest("tags", data_sha, tokenizer_fp, pipeline, TAGS, engine_fingerprint())
 
     def get(self, data_sha: str, tokenizer_fp: str, pipeline: str, shape) -> np.ndarray | None:
-        path = self._path(data_sha, tokenizer_fp, pipeline)
-        if not self.enabled or not path.is_file():
-            return None
-        try:
-            tags = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            return None
-        return tags if tags.shape == tuple(shape) else None
+        """The cached tags when they are there with `shape`; else None."""
+        arrays = self.store.read_arrays(self._key(data_sha, tokenizer_fp, pipeline))
+        tags = (arrays or {}).get("tags")
+        return tags if tags is not None and tags.shape == tuple(shape) else None
 
     def put(self, data_sha: str, tokenizer_fp: str, pipeline: str, tags: np.ndarray) -> None:
-        if not self.enabled:
-            return
-        buffer = io.BytesIO()
-        np.save(buffer, tags)
-        atomic_write_bytes(self._path(data_sha, tokenizer_fp, pipeline), buffer.getvalue())
+        """Store the tags of one data set."""
+        self.store.write_arrays(self._key(data_sha, tokenizer_fp, pipeline), {"tags": tags})

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
+from memaudit.catalog import TEXT
 from memaudit.errors import ConfigError
-
-TEXT_PRODUCTS = {"pos_tags", "id_mask", "zlib_len", "text_of"}
 
 
 def text_products(probes, samples, tokenizer, fingerprint, run_cfg, use_cache) -> tuple[dict[str, dict], dict]:
     """Per data set name, the text products the probes ask for; and what the report must say about them
     (`tagger`, `identifiers`, `text_included`)."""
-    asked = {a for p in probes for a in p.wants} & TEXT_PRODUCTS
+    asked = {a for p in probes for a in p.wants} & set(TEXT)
     out: dict[str, dict] = {name: {"text_of": None} for name in samples}
     said: dict = {}
     if "zlib_len" in asked:
