@@ -134,6 +134,38 @@ def _masked_passes(model, ids, groups, mask_token_id):
         yield group - 1, logits, ids[:, where], slice(None)
 
 
+def score_datasets(model, tokens: dict[str, np.ndarray], products: set[str], device, batch_size: int | None = None,
+                   adaptive: bool = True, device_map: str | None = None, on_tokens=None,
+                   **masking) -> tuple[dict[str, dict[str, np.ndarray]], int, int]:
+    """Score several data sets in one pass over their union (samples of one length share batches).
+
+    `tokens`: data set name -> (samples, seq_len). With `adaptive`, the batch size starts at `batch_size`
+    (or one chosen from the memory) and is halved on out-of-memory. Returns the products per data set,
+    the number of forward batches and the batch size used."""
+    if device_map:  # inputs go where the embeddings are
+        device = model.get_input_embeddings().weight.device
+    by_len: dict[int, list[str]] = {}
+    for name, t in tokens.items():
+        by_len.setdefault(t.shape[1], []).append(name)
+    out, batches = {}, 0
+    for names in by_len.values():
+        union = np.concatenate([tokens[n] for n in names])  # (samples, seq_len)
+        if adaptive:
+            start = batch_size or auto_batch_size(union, model.get_output_embeddings().weight.shape[0], device)
+            scored, b, batch_size = score_adaptive(model, union, products, start, device, **masking)
+        else:
+            scored, b = score(model, union, products, batch_size, device, **masking)
+        batches += b
+        start = 0
+        for n in names:
+            rows = slice(start, start + len(tokens[n]))
+            out[n] = {k: v[rows] for k, v in scored.items()}
+            start = rows.stop
+        if on_tokens:
+            on_tokens(int(union.size))
+    return out, batches, batch_size
+
+
 def auto_batch_size(tokens: np.ndarray, vocab: int, device) -> int:
     """A first batch size whose logits fit comfortably: ~2 GiB of float32 logits (x3 for the reduction) on
     the CPU, a quarter of the free memory on a GPU; halved on out-of-memory by find_executable_batch_size."""

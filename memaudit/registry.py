@@ -15,10 +15,17 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from memaudit.catalog import FORWARD, PRODUCTS, SERIES_ARGS
-from memaudit.errors import ConfigError, NothingCollected, did_you_mean
+from memaudit.errors import (
+    ConfigError,
+    ExitCode,
+    MemauditError,
+    NothingCollected,
+    did_you_mean,
+)
 
 
 @dataclass
@@ -289,3 +296,77 @@ def parse_keyword(expr: str, where: str = "-k") -> Callable[[str], bool]:
 def matches_keyword(expr: str, name: str) -> bool:
     """Whether probe `name` matches the `-k` expression `expr`."""
     return parse_keyword(expr)(name)
+
+
+def probe_arguments(samples, products: dict, text_products: dict, checkpoint, ledger) -> dict[str, Any]:
+    """Everything a per-checkpoint probe may ask for on one data set (the names of memaudit.catalog);
+    arrays as read-only views, so a probe that writes into its inputs fails instead of changing what
+    the probes after it see."""
+    import numpy as np
+
+    values = {**products, "tokens": samples.tokens, "sample_ids": samples.ids, "sample_steps": samples.steps,
+              "target_mask": samples.target_mask, "dataset": samples.info(), "checkpoint": checkpoint,
+              "ledger": ledger, **text_products}
+    for name, value in values.items():
+        if isinstance(value, np.ndarray):
+            values[name] = value.view()
+            values[name].flags.writeable = False
+    return values
+
+
+def call_checkpoint_probes(probes: list[ProbeDef], arguments: dict[str, dict], checkpoint, ledger,
+                           skip=()) -> dict[str, dict[str, Any]]:
+    """Every per-checkpoint probe not in `skip` on every data set (`arguments`: data set -> its
+    `probe_arguments`), or once with all of them (`per_dataset=False`, under the name "all").
+    Data sets with a target mask (canary candidates) go only to probes that read the mask."""
+    results: dict[str, dict[str, Any]] = {}
+    for p in probes:
+        if p.name in skip:
+            continue
+        if not p.per_dataset:
+            data = {name: SimpleNamespace(**args) for name, args in arguments.items()}
+            results[p.name] = {"all": call_probe(p, {"data": data, "checkpoint": checkpoint, "ledger": ledger})}
+            continue
+        results[p.name] = {name: call_probe(p, args) for name, args in arguments.items()
+                           if args["target_mask"] is None or "target_mask" in p.wants}
+    return results
+
+
+def call_series_probes(probes: list[ProbeDef], context: dict) -> dict[str, dict]:
+    """Every series probe on one series (`context`: the names of memaudit.catalog.SERIES_ARGS)."""
+    return {p.name: call_probe(p, context) for p in probes}
+
+
+def call_probe(p: ProbeDef, context: dict) -> dict:
+    """Call a probe with the arguments it names and its parameters; its metrics made JSON-ready. A probe
+    that raises or returns no dict is a bug in the probe (exit 3), named with its file."""
+    try:
+        out = p.fn(**{a: context[a] for a in p.args}, **p.params)
+    except MemauditError:
+        raise
+    except Exception as e:
+        raise MemauditError(f"Probe '{p.name}' ({p.source}) raised {type(e).__name__}: {e}. This is a bug in "
+                            "the probe; run with --debug for the traceback.", ExitCode.INTERNAL_ERROR) from e
+    if not isinstance(out, dict):
+        raise MemauditError(f"Probe '{p.name}' ({p.source}) returned {type(out).__name__}; a probe must "
+                            "return a dict of metrics.", ExitCode.INTERNAL_ERROR)
+    return jsonable(out)
+
+
+def jsonable(value):
+    """numpy scalars/arrays -> Python; NaN/inf -> None (JSON has neither)."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
