@@ -83,7 +83,7 @@ def evaluate_checks(checks: list[CheckConfig], series: list[SeriesResult], probe
             if check.series is not None and check.series != s.name:
                 continue
             if kinds.get(probe_name) == "series":
-                value = s.results.get(probe_name, {}).get(dataset, {}).get(metric)
+                value = s.metric(probe_name, dataset, metric)
                 out.append(_result(check, s.name, dataset, None, value))
                 continue
             for checkpoint, value in _pick(check.at, _values(s, probe_name, dataset, metric)):
@@ -172,5 +172,5 @@ def compare_to_baseline(series: list[SeriesResult], baseline, rules, default_tol
 
 def _values(series: SeriesResult, probe_name: str, dataset: str, metric: str):
     """(checkpoint name, value) of a per-checkpoint metric over the checkpoints that were audited."""
-    return [(c.name, c.results.get(probe_name, {}).get(dataset, {}).get(metric))
+    return [(c.name, c.metric(probe_name, dataset, metric))
             for c in series.checkpoints if c.error is None]

@@ -173,7 +173,7 @@ def cmd_plot(args) -> int:
     """Write PNG figures of a saved report (no torch import)."""
     from memaudit.plots import write_figures
 
-    paths = write_figures(_read_report_or_exit(args.report), Path(args.out))
+    paths = write_figures(_read_report_or_exit(args.report), Path(args.out), args.probe_path)
     for path in paths:
         print(path)
     if not paths:
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help=cmd_plot.__doc__)
     p.add_argument("report", type=Path)
     p.add_argument("--out", default="memaudit-figures", help="folder for the PNG files (default: ./memaudit-figures)")
+    p.add_argument("--probe-path", action="append", default=[], type=Path, metavar="PATH",
+                   help="also draw the figures declared by the probes in this file or folder (repeatable)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("schema", help=cmd_schema.__doc__)

@@ -43,6 +43,7 @@ class ProbeDef:
     needs: tuple[str, ...] = ()
     per_dataset: bool = True
     uses: tuple[str, ...] = ()  # probes whose results this one reads (pulled in by selection)
+    figures: tuple[Callable, ...] = ()  # fig_<name>(report) -> Figure | None, drawn by `memaudit plot`
 
     @property
     def products(self) -> list[str]:
@@ -62,7 +63,7 @@ class ProbeDef:
 def _make(kind: str):
     def decorator(fn=None, *, name: str | None = None, metrics: dict[str, str] | None = None,
                   show: tuple[str, ...] = (), needs: tuple[str, ...] = (), per_dataset: bool = True,
-                  uses: tuple[str, ...] = ()):
+                  uses: tuple[str, ...] = (), figures: tuple[Callable, ...] = ()):
         def wrap(f: Callable) -> ProbeDef:
             sig = inspect.signature(f)
             args = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
@@ -70,7 +71,7 @@ def _make(kind: str):
                       if p.default is not inspect.Parameter.empty}
             return ProbeDef(fn=f, name=name or f.__name__, kind=kind, args=args, params=params,
                             metrics=dict(metrics or {}), show=tuple(show), needs=tuple(needs),
-                            per_dataset=per_dataset, uses=tuple(uses), source=getattr(f, "__module__", ""))
+                            per_dataset=per_dataset, uses=tuple(uses), figures=tuple(figures), source=getattr(f, "__module__", ""))
         return wrap(fn) if fn is not None else wrap
     return decorator
 
@@ -79,7 +80,8 @@ probe = _make("checkpoint")
 probe.__doc__ = """Mark a function as a per-checkpoint probe: called once per (checkpoint, data set)
 with the products it names (hits, logprobs, ranks, entropy, tokens, ...), returning a dict of metrics.
 With `per_dataset=False` it is called once per checkpoint with `data` (every data set's products,
-those in `needs`), and its result is stored under the data set name "all"."""
+those in `needs`), and its result is stored under the data set name "all". `figures=(fig_x,)` names
+functions of the saved report that draw the probe's figures (see memaudit.plots)."""
 series_probe = _make("series")
 series_probe.__doc__ = """Mark a function as a series probe: called once per series with the ordered
 per-checkpoint results, returning {dataset name: {metric: value}}. `uses=("memorization",)` names the

@@ -152,6 +152,11 @@ class CheckpointResult(_Model):
     error: str | None = None
     """Why this checkpoint could not be audited, if it could not."""
 
+    def metric(self, probe: str, dataset: str, name: str) -> Any:
+        """One metric of a probe on a data set here, or None when the probe, data set or metric is absent
+        (for series probes: `[c.metric("memorization", d.name, "M") for c in checkpoints]`)."""
+        return (self.results.get(probe) or {}).get(dataset, {}).get(name)
+
 
 class SeriesResult(_Model):
     """One checkpoint series."""
@@ -174,6 +179,10 @@ class SeriesResult(_Model):
     """Checkpoints in step order."""
     results: dict[str, dict[str, Metrics]] = {}
     """series probe name -> data set name -> metrics."""
+
+    def metric(self, probe: str, dataset: str, name: str) -> Any:
+        """One series-probe metric on a data set, or None when absent."""
+        return (self.results.get(probe) or {}).get(dataset, {}).get(name)
 
 
 class CheckResult(_Model):

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from memaudit import series_probe
+from memaudit import plots, series_probe
 
 FIT_MIN_POINTS = 4  # three parameters and at least one degree of freedom
 
@@ -91,10 +91,36 @@ METRICS = {
 }
 
 
+
+def fig_forgetting(report):
+    """Forgetting curves of special batches against steps since injection, with the fitted baseline."""
+    curves = [(s, d, r) for s in report.series for d, r in s.results.get("forgetting", {}).items()
+              if r.get("M_curve")]
+    if not curves:
+        return None
+    plt = plots.pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (s, d, r) in enumerate(curves):
+        color = plots.PALETTE[i % len(plots.PALETTE)]
+        ax.plot(r["steps_since"], r["M_curve"], marker="o", markersize=3, color=color,
+                label=f"{s.name} · {d} ({s.n_params and f'{s.n_params / 1e6:.2g}M' or '?'} params)")
+        if r.get("baseline_fit") is not None and not r.get("fit_note"):
+            ax.axhline(r["baseline_fit"], color=color, linestyle="--", linewidth=1)
+        elif r.get("baseline_min") is not None:
+            ax.axhline(r["baseline_min"], color=color, linestyle=":", linewidth=1)
+    ax.set_xlabel("steps since the (last) injection of the special batch")
+    ax.set_ylabel("M on the special batch")
+    ax.set_title("Forgetting curves (dashed: fitted baseline b; dotted: minimum, where the fit is unreliable)",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 @series_probe(metrics=METRICS, show=("injection_epoch", "repeats", "spacing", "M_before", "M_after",
                                      "baseline_min", "baseline_fit", "baseline_fit_stderr", "half_life",
                                      "baseline_excess", "M_curve", "excess_curve", "fit_note"),
-              uses=("memorization",))
+              uses=("memorization",), figures=(fig_forgetting,))
 def forgetting(checkpoints, datasets, ledger):
     """Forgetting curve and baseline of each `special` data set whose injection steps are known."""
     out = {}
@@ -106,7 +132,7 @@ def forgetting(checkpoints, datasets, ledger):
         if not injected:
             out[d.name] = {"fit_note": "injection steps unknown: give 'seen_at_step' in the yaml or use a lab ledger"}
             continue
-        points = [(c.step, c.results.get("memorization", {}).get(d.name, {}).get("M")) for c in checkpoints]
+        points = [(c.step, c.metric("memorization", d.name, "M")) for c in checkpoints]
         points = [(s, m) for s, m in points if s is not None and m is not None]
         last = max(injected)
         before = [m for s, m in points if s < min(injected)]
@@ -121,7 +147,7 @@ def forgetting(checkpoints, datasets, ledger):
                     "half_life": fit["lam"] * math.log(2) if fit.get("lam") else None,
                     "fit_rmse": fit.get("rmse"), "fit_note": fit["note"]})
         if valid is not None:
-            level = {c.step: c.results.get("memorization", {}).get(valid.name, {}).get("M") for c in checkpoints}
+            level = {c.step: c.metric("memorization", valid.name, "M") for c in checkpoints}
             excess = [(t, m - level[t + last]) for t, m in curve if level.get(t + last) is not None]
             row["excess_curve"] = [e for _, e in excess]
             row["baseline_excess"] = min((e for t, e in excess if t > 0), default=None)

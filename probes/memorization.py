@@ -4,12 +4,13 @@ memorization before overfitting over a series (Tirumala et al. 2022; Carlini et 
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated
 
 import numpy as np
 from pydantic import Field
 
-from memaudit import probe, series_probe
+from memaudit import plots, probe, series_probe
 
 Positive = Annotated[int, Field(ge=1)]
 Tau = Annotated[float, Field(ge=0, le=1)]
@@ -32,7 +33,58 @@ METRICS = {
 }
 
 
-@probe(metrics=METRICS, show=("M", "loss", "extractable"))
+
+def fig_memorization(report):
+    """M over checkpoints, one line per series and data set."""
+    curves = list(plots.series_curves(report, "memorization", "M"))
+    if not curves:
+        return None
+    plt = plots.pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    datasets = sorted({d for _, d, _, _ in curves})
+    series = [s.name for s in report.series]
+    for s, d, steps, values in curves:
+        ax.plot(steps, values, marker="o", markersize=3, color=plots.PALETTE[series.index(s.name) % len(plots.PALETTE)],
+                linestyle=plots.LINESTYLES[datasets.index(d) % len(plots.LINESTYLES)], label=f"{s.name} · {d}")
+    plots.step_axis(ax, [x for _, _, steps, _ in curves for x in steps])
+    ax.set_ylabel("exact memorization M (fraction of target tokens)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Memorization over training")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+def fig_T_vs_params(report):
+    """T(N, tau) in steps against parameters, log-log, one line per tau (train data sets)."""
+    rows = []
+    for s in report.series:
+        for d, r in s.results.get("memorization_series", {}).items():
+            for key, value in r.items():
+                m = re.fullmatch(r"T_step@([0-9.]+)", key)
+                if m and value and s.n_params:
+                    rows.append((float(m.group(1)), d, s.n_params, value))
+    if not rows:
+        return None
+    plt = plots.pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for i, (tau, d) in enumerate(sorted({(t, d) for t, d, _, _ in rows})):
+        pts = sorted((n, t) for tt, dd, n, t in rows if (tt, dd) == (tau, d))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=plots.PALETTE[i % len(plots.PALETTE)],
+                label=f"tau = {tau} · {d}")
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("T(N, tau): first step with M >= tau")
+    ax.set_title("Larger models memorize sooner?")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@probe(metrics=METRICS, show=("M", "loss", "extractable"), figures=(fig_memorization,))
 def memorization(hits, logprobs, sample_ids, sample_steps, checkpoint, dataset, ledger, k: Positive = 32, m: Positive = 32):
     """Exact memorization M(f), loss, per-sample M and k-extractability from one teacher-forced pass."""
     sample_m = hits.mean(axis=1)  # (samples,)
@@ -107,7 +159,8 @@ SERIES_METRICS = {
 
 
 @series_probe(metrics=SERIES_METRICS, show=("M", "T_step@tau", "T_epoch@tau", "T_update@tau",
-                                            "M_before_overfit", "best_valid_step"), uses=("memorization",))
+                                            "M_before_overfit", "best_valid_step"), uses=("memorization",),
+              figures=(fig_T_vs_params,))
 def memorization_series(checkpoints, datasets, series, ledger, taus: list[Tau] = (0.5, 0.9), smooth: Positive = 1):
     """T(N, tau), T_update and memorization before overfitting over the series."""
     done = [c for c in checkpoints if "memorization" in c.results]
@@ -115,7 +168,7 @@ def memorization_series(checkpoints, datasets, series, ledger, taus: list[Tau] =
     valid = [d for d in datasets if d.role == "valid"]
     best = None
     if valid:
-        losses = [c.results["memorization"][valid[0].name]["loss"] for c in done]
+        losses = [c.metric("memorization", valid[0].name, "loss") for c in done]
         best = done[int(np.argmin(losses))] if losses else None
 
     out = {}
@@ -133,7 +186,7 @@ def memorization_series(checkpoints, datasets, series, ledger, taus: list[Tau] =
                 j = _first_at_least(_rolling(updates, smooth), tau)
                 row[f"T_update@{tau}"] = steps[j] if j is not None else None
         if best is not None and d.role == "train":
-            row["M_before_overfit"] = best.results["memorization"][d.name]["M"]
+            row["M_before_overfit"] = best.metric("memorization", d.name, "M")
             row["best_valid_step"] = best.step
         out[d.name] = row
     return out

@@ -12,7 +12,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
-from memaudit import probe, series_probe
+from memaudit import plots, probe, series_probe
 from memaudit.tagging import TAGS
 
 CONTENT_FIRST = ("NOUN", "PROPN", "NUM")
@@ -20,8 +20,39 @@ CONTENT_LATER = ("VERB", "ADJ")
 NOT_WORD_CLASSES = ("NONE", "UNK", "SPACE")
 
 
+
+def fig_pos(report, tags=("NOUN", "PROPN", "NUM", "VERB", "ADJ", "ADP", "DET", "PUNCT")):
+    """R(p) over checkpoints for the main word classes, one panel per series (train data sets)."""
+    panels = []
+    for s in report.series:
+        train = [d.name for d in report.datasets if d.role == "train"]
+        for d in train:
+            curves = {t: [(c.step, c.results["pos"][d]["R"].get(t)) for c in s.checkpoints
+                          if c.step is not None and d in c.results.get("pos", {})] for t in tags}
+            curves = {t: [(x, y) for x, y in pts if y is not None] for t, pts in curves.items()}
+            if any(curves.values()):
+                panels.append((s.name, d, curves))
+    if not panels:
+        return None
+    plt = plots.pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True)
+    for ax, (name, d, curves) in zip(axes[0], panels):
+        for i, (tag, pts) in enumerate(curves.items()):
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], color=plots.PALETTE[i % len(plots.PALETTE)],
+                        linestyle=plots.LINESTYLES[i // len(plots.PALETTE) % len(plots.LINESTYLES)] if tag not in ("NOUN", "PROPN", "NUM")
+                        else "-", linewidth=2 if tag in ("NOUN", "PROPN", "NUM") else 1.2, label=tag)
+        plots.step_axis(ax, [x for pts in curves.values() for x, _ in pts])
+        ax.set_title(f"{name} · {d}", fontsize=10)
+    axes[0][0].set_ylabel("R(p): share of positions memorized")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Memorization by part of speech")
+    fig.tight_layout()
+    return fig
+
+
 @probe(metrics={"R": "tag -> share of its target positions predicted exactly (argmax hit)",
-                "count": "tag -> number of target positions with that tag"}, show=("R",))
+                "count": "tag -> number of target positions with that tag"}, show=("R",), figures=(fig_pos,))
 def pos(hits, pos_tags, min_count: Annotated[int, Field(ge=1)] = 1):
     """R(p) and position counts for every tag present."""
     rates, counts = {}, {}
@@ -45,7 +76,7 @@ def pos_series(checkpoints, datasets, tau: Annotated[float, Field(ge=0, le=1)] =
     for d in datasets:
         curves: dict[str, list] = {}
         for c in done:
-            for tag, r in c.results["pos"].get(d.name, {}).get("R", {}).items():
+            for tag, r in (c.metric("pos", d.name, "R") or {}).items():
                 curves.setdefault(tag, [None] * len(done))[done.index(c)] = r
         first = {tag: next((done[i].step for i, r in enumerate(curve) if r is not None and r >= tau), None)
                  for tag, curve in curves.items() if tag != "NONE"}

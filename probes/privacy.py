@@ -13,7 +13,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
-from memaudit import probe
+from memaudit import plots, probe
 from memaudit.canaries import exposure
 
 CANARY_METRICS = {
@@ -26,7 +26,29 @@ CANARY_METRICS = {
 }
 
 
-@probe(metrics=CANARY_METRICS, show=("exposure_max", "exposure_mean", "exposure"))
+
+def fig_privacy(report):
+    """Canary exposure and membership-inference AUC over checkpoints, when the report has them."""
+    exposure = list(plots.series_curves(report, "canaries", "exposure_max"))
+    auc = list(plots.series_curves(report, "membership", "auc_loss"))
+    if not exposure and not auc:
+        return None
+    plt = plots.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
+    for ax, curves, label in ((axes[0][0], exposure, "canary exposure (bits)"),
+                              (axes[0][1], auc, "membership-inference ROC AUC (loss)")):
+        for i, (s, d, steps, values) in enumerate(curves):
+            ax.plot(steps, values, marker="o", markersize=3, color=plots.PALETTE[i % len(plots.PALETTE)], label=f"{s.name} · {d}")
+        plots.step_axis(ax, [x for _, _, steps, _ in curves for x in steps] or [1])
+        ax.set_ylabel(label)
+        if curves:
+            ax.legend(fontsize=8)
+    fig.suptitle("Privacy over training")
+    fig.tight_layout()
+    return fig
+
+
+@probe(metrics=CANARY_METRICS, show=("exposure_max", "exposure_mean", "exposure"), figures=(fig_privacy,))
 def canaries(logprobs, target_mask, sample_ids, dataset):
     """Exposure of every canary in a canary file (role: canary)."""
     if target_mask is None or not dataset.canaries:

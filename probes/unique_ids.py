@@ -43,14 +43,14 @@ def unique_ids(hits, dataset, ledger):
 
 def _first_step(checkpoints, probe_name, dataset, metric, tau):
     for c in checkpoints:
-        v = c.results.get(probe_name, {}).get(dataset, {}).get(metric)
+        v = c.metric(probe_name, dataset, metric)
         if v is not None and v >= tau:
             return c.step
     return None
 
 
 def _curve(checkpoints, probe_name, dataset, metric) -> dict:
-    return {c.step: c.results.get(probe_name, {}).get(dataset, {}).get(metric) for c in checkpoints}
+    return {c.step: c.metric(probe_name, dataset, metric) for c in checkpoints}
 
 
 def _size(series) -> tuple | None:
@@ -73,8 +73,8 @@ def unique_ids_series(checkpoints, series, all_series, datasets, taus: list[Tau]
         curve = _curve(checkpoints, "unique_ids", d.name, "M_shared")
         if not any(v is not None for v in curve.values()):
             continue
-        kind = next(c.results["unique_ids"][d.name]["run_kind"] for c in checkpoints
-                    if c.results.get("unique_ids", {}).get(d.name))
+        kind = next(c.metric("unique_ids", d.name, "run_kind") for c in checkpoints
+                    if c.metric("unique_ids", d.name, "run_kind"))
         base = next((s for s in all_series if _size(s) == _size(series) and (s.lab_run or {}).get("ids") == "none"),
                     None)
         row = {"run_kind": kind, "M_shared": list(curve.values()), "baseline": base.name if base else None}

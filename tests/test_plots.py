@@ -1,5 +1,6 @@
 """memaudit/plots.py and memaudit/html.py: figures and the HTML report from hand-built reports."""
 
+import json
 import re
 
 import pytest
@@ -43,7 +44,7 @@ def _report(with_pos=True, with_forgetting=True) -> AuditReport:
 
 
 def test_memorization_figure_has_a_line_per_series_and_data_set():
-    from memaudit.plots import fig_memorization
+    from memaudit.probes.memorization import fig_memorization
 
     fig = fig_memorization(_report())
     lines = fig.axes[0].get_lines()
@@ -53,7 +54,7 @@ def test_memorization_figure_has_a_line_per_series_and_data_set():
 
 
 def test_T_vs_params_is_log_log_with_a_line_per_tau():
-    from memaudit.plots import fig_T_vs_params
+    from memaudit.probes.memorization import fig_T_vs_params
 
     ax = fig_T_vs_params(_report()).axes[0]
     assert ax.get_xscale() == ax.get_yscale() == "log"
@@ -61,7 +62,8 @@ def test_T_vs_params_is_log_log_with_a_line_per_tau():
 
 
 def test_pos_and_forgetting_figures():
-    from memaudit.plots import fig_forgetting, fig_pos
+    from memaudit.probes.forgetting import fig_forgetting
+    from memaudit.probes.pos import fig_pos
 
     pos = fig_pos(_report())
     assert len(pos.axes) == 2 and len(pos.axes[0].get_lines()) == 3
@@ -71,7 +73,11 @@ def test_pos_and_forgetting_figures():
 
 
 def test_missing_data_skips_the_figure_and_pngs_are_written(tmp_path):
-    from memaudit.plots import fig_forgetting, fig_pos, fig_privacy, write_figures
+    from memaudit.probes.forgetting import fig_forgetting
+    from memaudit.probes.pos import fig_pos
+    from memaudit.probes.privacy import fig_privacy
+
+    from memaudit.plots import write_figures
 
     bare = _report(with_pos=False, with_forgetting=False)
     assert fig_pos(bare) is None and fig_forgetting(bare) is None and fig_privacy(bare) is None
@@ -113,3 +119,19 @@ def test_plot_does_not_import_torch(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "figs" / "memorization.png").exists()
+
+
+def test_a_users_probe_declares_its_own_figure(tmp_path, run_cli):
+    (tmp_path / "r.json").write_text(_report().model_dump_json())
+    (tmp_path / "mine.py").write_text(
+        "from memaudit import plots, probe\n\n"
+        "def fig_loss_hist(report):\n"
+        "    plt = plots.pyplot()\n    fig, ax = plt.subplots()\n    ax.plot([0, 1], [1, 0])\n    return fig\n\n"
+        "@probe(figures=(fig_loss_hist,))\ndef memorization_extra(hits):\n    return {}\n")
+    report = json.loads((tmp_path / "r.json").read_text())
+    report["series"][0]["checkpoints"][0]["results"]["memorization_extra"] = {"train": {}}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    code, out, _ = run_cli("plot", tmp_path / "r.json", "--out", tmp_path / "figs")
+    assert code == 0 and not (tmp_path / "figs" / "loss_hist.png").exists()  # a report's paths never run
+    code, out, _ = run_cli("plot", tmp_path / "r.json", "--out", tmp_path / "figs", "--probe-path", tmp_path / "mine.py")
+    assert code == 0 and (tmp_path / "figs" / "loss_hist.png").exists()
