@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 from memaudit.config import AGGREGATES, CheckConfig, DatasetConfig
 from memaudit.errors import ConfigError, did_you_mean
-from memaudit.schema import CheckResult, SeriesResult
+from memaudit.schema import CheckResult, SeriesResult, is_number, metric_template
 
 
 def split_metric(metric: str) -> tuple[str, str]:
     """`probe.metric` -> (probe, metric); the metric part may itself hold dots (`T_step@0.9`)."""
     probe, _, name = metric.partition(".")
     return probe, name
-
-
-def _template(name: str) -> str:
-    return re.sub(r"@[0-9.]+$", "@tau", name)
 
 
 def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
@@ -47,7 +41,7 @@ def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
             raise ConfigError(f"{where}: no probe '{probe_name}' is collected.{did_you_mean(probe_name, by_name)} "
                               f"Probes: {', '.join(by_name)}.")
         declared = by_name[probe_name].metrics
-        if declared and metric not in declared and _template(metric) not in declared:
+        if declared and metric not in declared and metric_template(metric) not in declared:
             raise ConfigError(f"{where}: probe '{probe_name}' reports no metric '{metric}'."
                               f"{did_you_mean(metric, declared)} Its metrics: {', '.join(declared)}.")
 
@@ -99,7 +93,7 @@ def _pick(at: str, values: list[tuple[str, object]]) -> list[tuple[str | None, o
     if at in ("first", "last"):
         return [values[0] if at == "first" else values[-1]]
     if at in AGGREGATES:  # max, min, mean over the series
-        numbers = [v for _, v in values if _is_number(v)]
+        numbers = [v for _, v in values if is_number(v)]
         if not numbers:
             return [(None, None)]
         return [(None, {"max": max, "min": min, "mean": lambda xs: sum(xs) / len(xs)}[at](numbers))]
@@ -107,13 +101,9 @@ def _pick(at: str, values: list[tuple[str, object]]) -> list[tuple[str | None, o
     return named or [(at, None)]
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _result(check: CheckConfig, series: str, dataset, checkpoint, value) -> CheckResult:
     where = f"{series}" + (f"/{checkpoint}" if checkpoint else f" ({check.at})") + (f" [{dataset}]" if dataset else "")
-    if not _is_number(value):
+    if not is_number(value):
         return CheckResult(name=check.display_name, metric=check.metric, dataset=dataset, series=series,
                            checkpoint=checkpoint, value=None, min=check.min, max=check.max, passed=False,
                            message=f"{check.metric} is not available for {where}")
@@ -155,7 +145,7 @@ def compare_to_baseline(series: list[SeriesResult], baseline, rules, default_tol
             for checkpoint, value in now.items():
                 before = then.get(checkpoint)
                 name = f"baseline {rule['metric']}[{rule['dataset']}]@{rule['at']}"
-                if not _is_number(value) or not _is_number(before):
+                if not is_number(value) or not is_number(before):
                     continue  # a metric that is not a number (e.g. a mapping) is not compared
                 delta = value - before
                 up, down = rule.get("max_increase"), rule.get("max_decrease")

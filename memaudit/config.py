@@ -388,7 +388,10 @@ def _model_in(annotation) -> Any:
 
 def _resolve_paths(config: AuditConfig, base: Path) -> AuditConfig:
     def absolute(p: Path | None) -> Path | None:
-        return None if p is None else (p if p.is_absolute() else base / p).expanduser()
+        if p is None:
+            return None
+        p = p.expanduser()  # before joining: `~/data` is the home folder's, not `<yaml folder>/~/data`
+        return p if p.is_absolute() else base / p
 
     for s in config.series:
         s.local, s.ledger, s.hf_cache_dir = absolute(s.local), absolute(s.ledger), absolute(s.hf_cache_dir)

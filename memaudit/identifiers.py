@@ -11,11 +11,10 @@ import re
 import numpy as np
 
 from memaudit.tagging import TAGS, TokenBytes, is_byte_level, token_spans
+from memaudit.texts import PATTERNS
 
 ID_PATTERNS = {
-    "email": r"[\w.+-]+@[\w-]+\.[\w.-]+",
-    "url": r"(?:https?://|www\.)\S+",
-    "number": r"\d+(?:[.,]\d+)*",
+    **{name: PATTERNS[name] for name in ("email", "url", "number")},
     "code": r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{8,}\b|\b[0-9a-fA-F]{8,}\b",
 }
 """The documented regex set: e-mail addresses, URLs, numbers, long alphanumeric or hex codes."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Iterable
 
 from rich.console import Console, Group, RenderableType
@@ -10,7 +9,13 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from memaudit.schema import AuditReport, ProbeInfo, SeriesResult
+from memaudit.schema import (
+    AuditReport,
+    ProbeInfo,
+    SeriesResult,
+    is_number,
+    metric_template,
+)
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -21,12 +26,12 @@ def sparkline(values: Iterable, width: int | None = None) -> str:
     values = list(values)
     if width and len(values) > width:
         values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
-    numbers = [v for v in values if _is_number(v)]
+    numbers = [v for v in values if is_number(v)]
     if not numbers:
         return ""
     low, high = min(numbers), max(numbers)
     span = (high - low) or 1.0
-    return "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] if _is_number(v) else " "
+    return "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] if is_number(v) else " "
                    for v in values)
 
 
@@ -59,10 +64,6 @@ def fmt_params(n: int | None) -> str:
         if n >= size:
             return f"{n / size:.3g}{unit}"
     return str(n)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def header(report: AuditReport) -> RenderableType:
@@ -132,12 +133,12 @@ def matrix_table(series: SeriesResult, probe: ProbeInfo, dataset: str, metric: s
     for c in ckpts:
         table.add_column(str(c.step) if c.step is not None else c.name, justify="right")
     values = [(c.results[probe.name].get(dataset, {}).get(metric) or {}).get(k) for c in ckpts for k in rows]
-    scale = max([1.0] + [float(v) for v in values if _is_number(v)])  # colours span 0..1, or 0..max
+    scale = max([1.0] + [float(v) for v in values if is_number(v)])  # colours span 0..1, or 0..max
     for key in rows:
         cells = []
         for c in ckpts:
             v = (c.results[probe.name].get(dataset, {}).get(metric) or {}).get(key)
-            cells.append(Text(fmt(v), style=_heat(v / scale)) if _is_number(v) else Text("–"))
+            cells.append(Text(fmt(v), style=_heat(v / scale)) if is_number(v) else Text("–"))
         table.add_row(key, *cells)
     return table
 
@@ -160,7 +161,7 @@ def trend_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> 
     for d in datasets:
         for m in probe.show or []:
             values = [c.results[probe.name].get(d, {}).get(m) for c in ckpts]
-            if any(_is_number(v) for v in values):
+            if any(is_number(v) for v in values):
                 table.add_row(f"trend {d} {m}", sparkline(values), f"{fmt(values[0])} → {fmt(values[-1])}")
     return table
 
@@ -173,7 +174,7 @@ def series_table(report: AuditReport, probe: ProbeInfo) -> Table | None:
     if not columns:
         return None
     if probe.show:
-        keys = [k for k in keys if k in probe.show or re.sub(r"@[0-9.]+$", "@tau", k) in probe.show]
+        keys = [k for k in keys if k in probe.show or metric_template(k) in probe.show]
     table = Table(title=probe.name, title_justify="left")
     table.add_column("", no_wrap=True)
     for s, d, _ in columns:
@@ -193,7 +194,7 @@ def _scalar_keys(results: Iterable[dict], lists: bool = False) -> list[str]:
     keys: dict[str, None] = {}
     for r in results:
         for k, v in r.items():
-            if _is_number(v) or v is None or isinstance(v, str) or (lists and isinstance(v, (list, dict))):
+            if is_number(v) or v is None or isinstance(v, str) or (lists and isinstance(v, (list, dict))):
                 keys.setdefault(k)
     return list(keys)
 

@@ -18,6 +18,18 @@ Metrics = dict[str, Any]
 """metric name -> JSON value (number, string, bool, null, list or mapping)."""
 
 
+def is_number(value) -> bool:
+    """A metric value that is a number (not a bool, None, string or mapping)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def metric_template(name: str) -> str:
+    """`T_step@0.9` -> `T_step@tau`: the name a probe declares for a metric with a threshold in it."""
+    import re
+
+    return re.sub(r"@[0-9.]+$", "@tau", name)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 

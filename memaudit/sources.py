@@ -352,7 +352,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool = False,
                allow_pickle: bool = False, device_map: str | None = None):
-    """Load a causal LM for inference: safetensors only (unless `allow_pickle`), eval mode, on `device`."""
+    """Load a causal or masked LM (by `ckpt.objective`) for inference: safetensors only (unless
+    `allow_pickle`), every weight found (else WeightsMismatch), eval mode, on `device`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
@@ -407,26 +408,22 @@ def n_parameters(model) -> int:
 
 
 def count_parameters(ckpt: Checkpoint) -> int | None:
-    """Parameters from the safetensors headers alone (no model load); None when the files are not local."""
-    import json
-    import struct
+    """Parameters from the safetensors headers alone (no tensor is read); None when the files are not
+    local or not readable."""
+    import math
+
+    from safetensors import SafetensorError, safe_open
 
     folder = ckpt.path or ckpt.snapshot
     files = sorted(folder.glob("*.safetensors")) if folder else []
-    if not files:
+    try:
+        total = 0
+        for file in files:
+            with safe_open(file, "numpy") as f:
+                total += sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+    except (SafetensorError, OSError):
         return None
-    total = 0
-    for file in files:
-        with open(file, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(size))
-        for name, entry in header.items():
-            if name != "__metadata__":
-                n = 1
-                for dim in entry["shape"]:
-                    n *= dim
-                total += n
-    return total
+    return total or None
 
 
 def check_series_name_clash(checkpoints: list[Checkpoint]) -> None:

@@ -54,16 +54,10 @@ def load_pipeline(name: str = "auto"):
 
 @functools.lru_cache(maxsize=8)
 def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte <-> printable-character table, inverted."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    """GPT-2's byte <-> printable-character table (transformers' own), inverted."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 @functools.lru_cache(maxsize=16)

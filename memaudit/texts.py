@@ -11,12 +11,14 @@ import numpy as np
 
 from memaudit.tagging import TokenBytes, is_byte_level, token_spans
 
-REDACTIONS = (
-    ("[EMAIL]", re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")),
-    ("[URL]", re.compile(r"(?:https?://|www\.)\S+")),
-    ("[PHONE]", re.compile(r"(?<!\w)(?:\+?\d[\d ()./-]{6,}\d)(?!\w)")),
-    ("[NUMBER]", re.compile(r"\d+(?:[.,]\d+)*")),
-)
+PATTERNS = {
+    "email": r"[\w.+-]+@[\w-]+\.[\w.-]+",
+    "url": r"(?:https?://|www\.)\S+",
+    "phone": r"(?<!\w)(?:\+?\d[\d ()./-]{6,}\d)(?!\w)",
+    "number": r"\d+(?:[.,]\d+)*",
+}
+"""Personal or identifying data in text, shared by redaction and memaudit.identifiers."""
+REDACTIONS = tuple((f"[{name.upper()}]", re.compile(PATTERNS[name])) for name in ("email", "url", "phone", "number"))
 """Personal data replaced in shown text, in this order; names (spaCy PROPN) become [NAME]."""
 
 

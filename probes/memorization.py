@@ -132,18 +132,17 @@ def extractability(hits: np.ndarray, k: int, m: int) -> dict:
     """
     if k < 1 or m < 1 or hits.shape[1] < k + m - 1:
         return {"extractable": None, "n_extractable": None, "match_len_mean": None}
-    window = hits[:, k - 1:k + m - 1]  # (samples, m)
-    verdict = window.all(axis=1)  # (samples,)
-    match_len = np.where(verdict, m, window.argmin(axis=1))  # leading hits before the first miss
+    verdict, match_len = extractable_samples(hits, k, m)
     return {"extractable": float(verdict.mean()), "n_extractable": int(verdict.sum()),
             "match_len_mean": float(match_len.mean())}
 
 
 def extractable_samples(hits: np.ndarray, k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample verdicts and matched lengths (for tests and callers that need them)."""
-    window = hits[:, k - 1:k + m - 1]
-    verdict = window.all(axis=1)
-    return verdict, np.where(verdict, m, window.argmin(axis=1))
+    """Per-sample greedy verdicts (samples,) and matched lengths (samples,): the one k-extractability
+    computation, used by `memorization` and `memorized_strings`."""
+    window = hits[:, k - 1:k + m - 1]  # (samples, m)
+    verdict = window.all(axis=1)  # (samples,)
+    return verdict, np.where(verdict, m, window.argmin(axis=1))  # leading hits before the first miss
 
 
 SERIES_METRICS = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
+from memaudit.probes.memorization import extractable_samples
 from pydantic import Field
 
 from memaudit import plots, probe
@@ -133,10 +134,8 @@ def memorized_strings(hits, sample_ids, text_of, checkpoint, k: Annotated[int, F
     """Which samples a checkpoint would reproduce verbatim (k-extractable), for the reviewer."""
     if hits.shape[1] < k + m - 1 or getattr(checkpoint, "objective", "causal") != "causal":
         return {}
-    window = hits[:, k - 1:k + m - 1]  # (samples, m)
-    # leading hits after the prefix: the whole window when extractable
-    run = np.where(window.all(axis=1), m, window.argmin(axis=1))
-    rows = np.flatnonzero(window.all(axis=1))
+    verdict, run = extractable_samples(hits, k, m)  # (samples,) each
+    rows = np.flatnonzero(verdict)
     strings = []
     for i in rows[:max_strings]:
         entry = {"id": sample_ids[i], "match_len": int(run[i])}

@@ -28,3 +28,15 @@ def test_hub_series_defaults_to_main_and_duplicate_names_are_refused():
     assert config.series[0].revisions == ["main"] and config.series[0].display_name == "a/b"
     with pytest.raises(ConfigError, match="repeated: d"):
         parse_config({"series": [{"hub": "a/b"}], "datasets": [{"name": "d", "path": "p"}, {"name": "d", "path": "q"}]})
+
+
+def test_a_path_under_the_home_folder_is_expanded_before_it_is_joined(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from memaudit.config import load_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "c.yaml").write_text("series: [{local: ~/series}]\ndatasets: [{name: d, path: data/d.txt}]\n")
+    config, _ = load_config(tmp_path / "c.yaml")
+    assert config.series[0].local == tmp_path / "home" / "series"
+    assert config.datasets[0].path == Path(tmp_path / "data" / "d.txt")

@@ -1,4 +1,4 @@
-"""Train tiny GPT-NeoX series with a ledger; save them as ordinary local checkpoint series.
+"""Train tiny GPT-NeoX (causal) or BERT (masked) series with a ledger; save them as ordinary local checkpoint series.
 
 Layout of the output folder:
     OUT/lab.json                  the lab config and its fingerprint
