@@ -82,8 +82,8 @@ def write_config(folder: Path, series: Path, data: Path, device: str, select: st
 
 
 def audit(config: Path, use_cache: bool = False):
-    from memaudit.config import load_config
-    from memaudit.run import RunOptions, make_plan, run_audit
+    from memaudit.engine.run import RunOptions, make_plan, run_audit
+    from memaudit.inputs.config import load_config
 
     cfg, digest = load_config(config)
     t = time.perf_counter()
@@ -106,8 +106,8 @@ def best_of(fn, repeats: int = 3) -> float:
 
 
 def floor_ratio(size: str, work: Path, device) -> dict:
-    from memaudit.forward import score
-    from memaudit.sources import Checkpoint, load_model
+    from memaudit.engine.forward import score
+    from memaudit.inputs.sources import Checkpoint, load_model
 
     vocab = SIZES[size][0]
     tok = make_tokenizer(min(vocab, 4096))
@@ -143,7 +143,7 @@ def extraction(size: str, device, train_steps: int = 0) -> dict:
     learns half of them by heart so that both verdicts occur."""
     from memaudit.probes.memorization import extractable_samples
 
-    from memaudit.forward import score
+    from memaudit.engine.forward import score
 
     k = m = 32
     model = make_model(size).to(device)
@@ -195,8 +195,8 @@ def cache_reuse(work: Path, device) -> dict:
 
 RSS_CHILD = """
 import resource, sys, json, time
-from memaudit.config import load_config
-from memaudit.run import RunOptions, make_plan, run_audit
+from memaudit.inputs.config import load_config
+from memaudit.engine.run import RunOptions, make_plan, run_audit
 marks = {}
 def on_event(kind, **kw):
     marks.setdefault(kind, time.perf_counter()) if kind == "checkpoint" else marks.__setitem__(kind, time.perf_counter())

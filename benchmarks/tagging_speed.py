@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from memaudit.inputs.tagging import TokenBytes, load_pipeline, tag_samples, token_spans
 from memaudit.lab.tokenizer import train_bpe
-from memaudit.tagging import TokenBytes, load_pipeline, tag_samples, token_spans
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "valid.txt"
 

@@ -1,9 +1,29 @@
 """memaudit: pytest-style memorization audits for series of language-model checkpoints.
 
-Probe authors need only `probe` and `series_probe`; nothing here imports torch.
+The package in layers, in the direction data flows:
+    inputs/        checkpoints.yaml, checkpoint series, data sets, ledgers, canaries, text passes
+    engine/        the one forward pass, the products table and caches, the journal, probes, the run loop
+    report/        the report's schema, checks, terminal and HTML rendering, figures, JUnit
+    integrations/  the command line and the pytest plugin
+    lab/           trains tiny model series to audit
+
+Probe authors need only `probe`, `series_probe` and, for figures, `plots`; nothing here imports torch.
 """
 
-from memaudit.registry import probe, series_probe
+from memaudit.engine.registry import probe, series_probe
 
 __version__ = "0.1.0"
-__all__ = ["probe", "series_probe", "__version__"]
+__all__ = ["probe", "series_probe", "plots", "AuditReport", "read_report", "__version__"]
+
+
+def __getattr__(name: str):
+    """`plots`, `AuditReport` and `read_report` on first use (they import matplotlib's helpers, pydantic)."""
+    if name == "plots":
+        from memaudit.report import plots
+
+        return plots
+    if name in ("AuditReport", "read_report"):
+        from memaudit.report import schema
+
+        return getattr(schema, name)
+    raise AttributeError(f"module 'memaudit' has no attribute {name!r}")

@@ -2,6 +2,6 @@
 
 import sys
 
-from memaudit.cli import main
+from memaudit.integrations.cli import main
 
 sys.exit(main())

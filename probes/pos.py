@@ -1,7 +1,7 @@
 """Part of speech: which word classes a checkpoint memorizes first (Tirumala et al. 2022, sec. 5).
 
 R(p) = correctly predicted target positions whose word has tag p / target positions with tag p.
-Tags are spaCy's universal POS tags of the word holding each target token (see memaudit.tagging);
+Tags are spaCy's universal POS tags of the word holding each target token (see memaudit.inputs.tagging);
 NONE counts tokens with no word (whitespace, special tokens) apart, UNK WikiText's `<unk>`.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from memaudit import plots, probe, series_probe
-from memaudit.tagging import TAGS
+from memaudit.inputs.tagging import TAGS
 
 CONTENT_FIRST = ("NOUN", "PROPN", "NUM")
 CONTENT_LATER = ("VERB", "ADJ")

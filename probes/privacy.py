@@ -3,7 +3,7 @@
 All from the one teacher-forced pass: canary candidates are scored as extra samples, and the
 membership scores use per-token log-probabilities plus the entropy and second moment of each
 next-token distribution, reduced on the device. No training text enters the report unless
-`--show-text` is given, and then it is redacted (see memaudit/texts.py).
+`--show-text` is given, and then it is redacted (see memaudit/inputs/texts.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from memaudit.probes.memorization import extractable_samples
 from pydantic import Field
 
 from memaudit import plots, probe
-from memaudit.canaries import exposure
+from memaudit.inputs.canaries import exposure
 
 CANARY_METRICS = {
     "exposure": "canary id -> exposure in bits, log2 |R| - log2 rank of the inserted secret",

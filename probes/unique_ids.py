@@ -4,7 +4,7 @@ Two views:
 - lab series trained as a baseline, a vocabulary-only control and an ID-prefixed run (`ids:` in
   the lab recipe): M over the targets all three runs share, T(N, tau) and the gain over the
   baseline of the same size;
-- any series: samples that carry identifier-like content (memaudit.identifiers) against those
+- any series: samples that carry identifier-like content (memaudit.inputs.identifiers) against those
   that do not, and identifier tokens against the other tokens of the same samples.
 """
 

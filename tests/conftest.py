@@ -136,7 +136,7 @@ def put_in_hf_cache(cache_dir: Path, repo: str, revisions: dict[str, Path]) -> d
 @pytest.fixture
 def run_cli(capsys):
     """Run `memaudit ARGS` in-process; return (exit code, stdout, stderr)."""
-    from memaudit.cli import main
+    from memaudit.integrations.cli import main
 
     def run(*args):
         code = main([str(a) for a in args])

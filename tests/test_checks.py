@@ -1,11 +1,11 @@
-"""memaudit/checks.py: thresholds over checkpoints and series aggregates."""
+"""memaudit/report/checks.py: thresholds over checkpoints and series aggregates."""
 
 import pytest
 
-from memaudit.checks import evaluate_checks
-from memaudit.config import CheckConfig, DatasetConfig
-from memaudit.registry import collect, standard_probe_dir
-from memaudit.schema import CheckpointResult, SeriesResult
+from memaudit.engine.registry import collect, standard_probe_dir
+from memaudit.inputs.config import CheckConfig, DatasetConfig
+from memaudit.report.checks import evaluate_checks
+from memaudit.report.schema import CheckpointResult, SeriesResult
 
 PROBES = collect([standard_probe_dir()])
 DATA = [DatasetConfig(name="train", path="x")]

@@ -5,10 +5,15 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from memaudit.checks import compare_to_baseline
-from memaudit.config import RegressionRule
-from memaudit.registry import collect, standard_probe_dir
-from memaudit.schema import AuditReport, CheckpointResult, Provenance, SeriesResult
+from memaudit.engine.registry import collect, standard_probe_dir
+from memaudit.inputs.config import RegressionRule
+from memaudit.report.checks import compare_to_baseline
+from memaudit.report.schema import (
+    AuditReport,
+    CheckpointResult,
+    Provenance,
+    SeriesResult,
+)
 
 CHECKS = [{"name": "low loss", "metric": "memorization.loss", "max": 1.0, "at": "each"},
           {"name": "some M", "metric": "memorization.M", "min": 0.0, "at": "last"}]

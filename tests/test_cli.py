@@ -1,4 +1,4 @@
-"""memaudit/cli.py end to end: report, exit codes, -k, -x, show, schema, list, bad input."""
+"""memaudit/integrations/cli.py end to end: report, exit codes, -k, -x, show, schema, list, bad input."""
 
 import json
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from memaudit.schema import AuditReport
+from memaudit.report.schema import AuditReport
 
 
 def test_run_writes_a_valid_report_and_renders_it(basic_config, run_cli, tmp_path):
@@ -55,11 +55,11 @@ def test_keyword_selects_probes_and_no_match_is_exit_5(basic_config, run_cli, tm
 
 
 def test_products_cache_second_run_does_no_forward_pass(basic_config, run_cli, tmp_path, monkeypatch):
-    import memaudit.forward
+    import memaudit.engine.forward
 
     calls = []
-    real = memaudit.forward.score
-    monkeypatch.setattr(memaudit.forward, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = memaudit.engine.forward.score
+    monkeypatch.setattr(memaudit.engine.forward, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
     config = basic_config()
     run_cli("run", config, "--json", tmp_path / "a.json")
     first = len(calls)
@@ -92,7 +92,7 @@ def test_a_probe_needing_a_new_product_recomputes_only_then(basic_config, run_cl
 
 def test_show_rerenders_a_saved_report_without_torch(basic_config, run_cli, tmp_path):
     run_cli("run", basic_config(), "--json", tmp_path / "r.json")
-    code = ("import sys; from memaudit.cli import main; c = main(['show', sys.argv[1]]); "
+    code = ("import sys; from memaudit.integrations.cli import main; c = main(['show', sys.argv[1]]); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(c)")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.json")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -108,14 +108,14 @@ def test_schema_is_json_schema(run_cli):
 
 
 def test_list_resolves_without_loading_a_model(basic_config, run_cli, monkeypatch):
-    import memaudit.sources
+    import memaudit.inputs.sources
 
-    monkeypatch.setattr(memaudit.sources, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(memaudit.inputs.sources, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
     code, out, _ = run_cli("list", basic_config())
     assert code == 0
     assert "memorization" in out and "hits, logprobs" in out and "step-4" in out and "k=32" in out
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from memaudit.cli import main; main(['--help']); assert 'torch' not in sys.modules"
+    code = "import sys; from memaudit.integrations.cli import main; main(['--help']); assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -1,9 +1,9 @@
-"""memaudit/config.py: validation and path resolution."""
+"""memaudit/inputs/config.py: validation and path resolution."""
 
 import pytest
 
-from memaudit.config import load_config, parse_config
 from memaudit.errors import ConfigError
+from memaudit.inputs.config import load_config, parse_config
 
 
 def test_relative_paths_resolve_against_the_yaml_folder(tmp_path):
@@ -33,7 +33,7 @@ def test_hub_series_defaults_to_main_and_duplicate_names_are_refused():
 def test_a_path_under_the_home_folder_is_expanded_before_it_is_joined(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from memaudit.config import load_config
+    from memaudit.inputs.config import load_config
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "c.yaml").write_text("series: [{local: ~/series}]\ndatasets: [{name: d, path: data/d.txt}]\n")

@@ -1,4 +1,4 @@
-"""memaudit/families.py and the Hub series features: step names, selection, suites, sizes, training-order data."""
+"""memaudit/inputs/families.py and the Hub series features: step names, selection, suites, sizes, training-order data."""
 
 import json
 import os
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, put_in_hf_cache
 
-from memaudit.config import RevisionSelection, SeriesConfig, parse_config
-from memaudit.families import family_of, parse_checkpoint
-from memaudit.sources import resolve_series, select_revisions
+from memaudit.inputs.config import RevisionSelection, SeriesConfig, parse_config
+from memaudit.inputs.families import family_of, parse_checkpoint
+from memaudit.inputs.sources import resolve_series, select_revisions
 
 PYTHIA_STEPS = [0] + [2 ** i for i in range(10)] + list(range(1000, 143001, 1000))
 

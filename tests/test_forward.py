@@ -1,12 +1,12 @@
-"""memaudit/forward.py: the batched pass equals a naive one, whatever the batch size."""
+"""memaudit/engine/forward.py: the batched pass equals a naive one, whatever the batch size."""
 
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
 
+from memaudit.engine.forward import reduce_logits, score
 from memaudit.errors import ConfigError
-from memaudit.forward import reduce_logits, score
 
 
 def _tokens(vocab, n=7, seq_len=24, seed=0):
@@ -74,7 +74,7 @@ def test_a_position_the_pass_did_not_write_is_never_returned(monkeypatch):
     """The scorer checks that it wrote every product position exactly once (here: a mask group is lost)."""
     from transformers import BertConfig, BertForMaskedLM
 
-    import memaudit.forward as forward
+    import memaudit.engine.forward as forward
 
     model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                        intermediate_size=32, max_position_embeddings=32)).eval()

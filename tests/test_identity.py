@@ -1,4 +1,4 @@
-"""memaudit/identity.py: every input that decides a result is part of its journal and cache keys.
+"""memaudit/engine/identity.py: every input that decides a result is part of its journal and cache keys.
 
 Each test changes exactly one input between two runs and asserts that exactly the affected results
 are computed again (and that the others still come from the journal or the products cache).
@@ -10,8 +10,8 @@ import shutil
 import pytest
 import yaml
 
-from memaudit.identity import probe_fingerprint, scoring_settings
-from memaudit.ledger import Ledger
+from memaudit.engine.identity import probe_fingerprint, scoring_settings
+from memaudit.inputs.ledger import Ledger
 
 PROBES = '''from memaudit import probe
 
@@ -167,7 +167,7 @@ def test_selecting_fewer_probes_keeps_the_others_in_the_journal(audit):
 
 
 def test_mask_settings_are_part_of_the_key_for_masked_models_only():
-    from memaudit.config import RunConfig
+    from memaudit.inputs.config import RunConfig
 
     a, b = RunConfig(), RunConfig(mask_seed=3)
     assert scoring_settings(a, "cpu", "causal") == scoring_settings(b, "cpu", "causal")

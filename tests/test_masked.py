@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from memaudit.forward import mask_groups, score
+from memaudit.engine.forward import mask_groups, score
 
 
 def test_mask_groups_cover_every_position_exactly_once():

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from memaudit.forward import score
-from memaudit.registry import collect, standard_probe_dir
-from memaudit.schema import CheckpointResult, DatasetInfo, SeriesResult
+from memaudit.engine.forward import score
+from memaudit.engine.registry import collect, standard_probe_dir
+from memaudit.report.schema import CheckpointResult, DatasetInfo, SeriesResult
 
 PROBES = {p.name: p for p in collect([standard_probe_dir()])}
 NO_CKPT = SimpleNamespace(step=None, objective="causal")

@@ -14,13 +14,13 @@ def test_wheel_works_without_a_checkout(tmp_path):
     [wheel] = (tmp_path / "dist").glob("memaudit_lm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for expected in ("memaudit/probes/memorization.py", "memaudit/lab/corpus/wikitext2_excerpt.txt",
-                     "memaudit/lab/corpus/README.md", "memaudit/lab/recipes/demo.yaml", "memaudit/cli.py"):
+                     "memaudit/lab/corpus/README.md", "memaudit/lab/recipes/demo.yaml", "memaudit/integrations/cli.py"):
         assert expected in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import memaudit; "
             "assert memaudit.__file__.startswith(sys.argv[1]), memaudit.__file__; "
-            "from memaudit.registry import collect, standard_probe_dir; "
+            "from memaudit.engine.registry import collect, standard_probe_dir; "
             "print(sorted(p.name for p in collect([standard_probe_dir()]))); "
             "from memaudit.lab.demo import demo_lab_config; from memaudit.lab.train import read_corpus; "
             "print(len(demo_lab_config('x').runs), len(read_corpus('builtin')) > 50000)")

@@ -1,11 +1,11 @@
-"""memaudit/plots.py and memaudit/html.py: figures and the HTML report from hand-built reports."""
+"""memaudit/report/plots.py and memaudit/report/html.py: figures and the HTML report from hand-built reports."""
 
 import json
 import re
 
 import pytest
 
-from memaudit.schema import (
+from memaudit.report.schema import (
     AuditReport,
     CheckpointResult,
     CheckResult,
@@ -77,7 +77,7 @@ def test_missing_data_skips_the_figure_and_pngs_are_written(tmp_path):
     from memaudit.probes.pos import fig_pos
     from memaudit.probes.privacy import fig_privacy
 
-    from memaudit.plots import write_figures
+    from memaudit.report.plots import write_figures
 
     bare = _report(with_pos=False, with_forgetting=False)
     assert fig_pos(bare) is None and fig_forgetting(bare) is None and fig_privacy(bare) is None
@@ -87,7 +87,7 @@ def test_missing_data_skips_the_figure_and_pngs_are_written(tmp_path):
 
 
 def test_html_is_self_contained_with_every_section():
-    from memaudit.html import render_html
+    from memaudit.report.html import render_html
 
     page = render_html(_report())
     for section in ("id='provenance'", "id='checks'", "id='tables'", "id='figures'", "fig-memorization", "fig-pos"):
@@ -113,7 +113,7 @@ def test_plot_does_not_import_torch(tmp_path):
     import sys
 
     (tmp_path / "r.json").write_text(_report().model_dump_json())
-    code = ("import sys; from memaudit.cli import main; c = main(['plot', sys.argv[1], '--out', sys.argv[2]]); "
+    code = ("import sys; from memaudit.integrations.cli import main; c = main(['plot', sys.argv[1], '--out', sys.argv[2]]); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(c)")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.json"), str(tmp_path / "figs")],
                             capture_output=True, text=True)

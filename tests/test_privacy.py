@@ -1,4 +1,4 @@
-"""probes/privacy.py, memaudit/canaries.py, memaudit/texts.py: exposure, membership inference, redaction."""
+"""probes/privacy.py, memaudit/inputs/canaries.py, memaudit/inputs/texts.py: exposure, membership inference, redaction."""
 
 import json
 import math
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from memaudit.probes.privacy import roc_auc, tpr_at_fpr
 
-from memaudit.canaries import Canary, candidate_samples, exposure
-from memaudit.registry import collect, standard_probe_dir
-from memaudit.texts import redact
+from memaudit.engine.registry import collect, standard_probe_dir
+from memaudit.inputs.canaries import Canary, candidate_samples, exposure
+from memaudit.inputs.texts import redact
 
 PROBES = {p.name: p for p in collect([standard_probe_dir()])}
 CAUSAL = SimpleNamespace(objective="causal")
@@ -63,7 +63,7 @@ def test_memorized_strings_on_hand_built_hits():
 
 
 def test_redaction_of_known_strings():
-    from memaudit.tagging import load_pipeline
+    from memaudit.inputs.tagging import load_pipeline
 
     text = "Write to jane.doe@example.org or call +44 20 7946 0958; Mr Hale paid 1,200 pounds at www.x.org."
     out = redact(text, load_pipeline("auto")[0])

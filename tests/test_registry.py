@@ -1,9 +1,14 @@
-"""memaudit/registry.py: collection by argument name, parameters, -k."""
+"""memaudit/engine/registry.py: collection by argument name, parameters, -k."""
 
 import pytest
 
+from memaudit.engine.registry import (
+    collect,
+    matches_keyword,
+    select,
+    standard_probe_dir,
+)
 from memaudit.errors import ConfigError, NothingCollected
-from memaudit.registry import collect, matches_keyword, select, standard_probe_dir
 
 
 def test_standard_probes_are_collected():

@@ -194,9 +194,9 @@ def test_evict_deletes_each_revision_after_scoring(make_series, text_file, write
 
 
 def test_unwritable_report_path_fails_before_any_work(basic_config, run_cli, tmp_path, monkeypatch):
-    import memaudit.sources
+    import memaudit.inputs.sources
 
-    monkeypatch.setattr(memaudit.sources, "load_model", lambda *a, **k: pytest.fail("started working"))
+    monkeypatch.setattr(memaudit.inputs.sources, "load_model", lambda *a, **k: pytest.fail("started working"))
     (tmp_path / "a-file").write_text("")
     code, _, err = run_cli("run", basic_config(), "--json", tmp_path / "a-file" / "report.json")
     assert code == 2 and "Cannot write" in err

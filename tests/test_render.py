@@ -1,15 +1,15 @@
-"""memaudit/render.py: pure functions of a report."""
+"""memaudit/report/render.py: pure functions of a report."""
 
 from rich.console import Console
 
-from memaudit.render import (
+from memaudit.report.render import (
     checkpoint_table,
     fmt,
     render_report,
     sparkline,
     summary_line,
 )
-from memaudit.schema import (
+from memaudit.report.schema import (
     AuditReport,
     CheckpointResult,
     CheckResult,

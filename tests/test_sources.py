@@ -1,13 +1,13 @@
-"""memaudit/sources.py: local folders, the Hub path through an offline HF cache, step names."""
+"""memaudit/inputs/sources.py: local folders, the Hub path through an offline HF cache, step names."""
 
 import json
 
 import pytest
 from conftest import put_in_hf_cache
 
-from memaudit.config import RevisionSelection, SeriesConfig
 from memaudit.errors import SourceUnavailable
-from memaudit.sources import parse_step, resolve_series, select_revisions
+from memaudit.inputs.config import RevisionSelection, SeriesConfig
+from memaudit.inputs.sources import parse_step, resolve_series, select_revisions
 
 
 @pytest.mark.parametrize("name, step", [

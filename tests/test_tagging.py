@@ -1,13 +1,20 @@
-"""memaudit/tagging.py and probes/pos.py: alignment for GPT-2 and GPT-NeoX tokenizers, R(p), cache, errors."""
+"""memaudit/inputs/tagging.py and probes/pos.py: alignment for GPT-2 and GPT-NeoX tokenizers, R(p), cache, errors."""
 
 import json
 
 import numpy as np
 import pytest
 
+from memaudit.engine.registry import collect, standard_probe_dir
 from memaudit.errors import ConfigError
-from memaudit.registry import collect, standard_probe_dir
-from memaudit.tagging import NONE, TAGS, align, load_pipeline, tag_samples, token_spans
+from memaudit.inputs.tagging import (
+    NONE,
+    TAGS,
+    align,
+    load_pipeline,
+    tag_samples,
+    token_spans,
+)
 
 SENTENCE = "The old fisherman sold 1,200 lobsters in Plymouth  yesterday, and <unk> @-@ owners smiled."
 EXPECTED = {"The": "DET", "old": "ADJ", "fisherman": "NOUN", "sold": "VERB", "1,200": "NUM", "lobsters": "NOUN",
@@ -96,7 +103,7 @@ def test_R_per_tag_on_hand_built_products():
 
 
 def test_pos_series_order_and_first_step():
-    from memaudit.schema import CheckpointResult, DatasetInfo
+    from memaudit.report.schema import CheckpointResult, DatasetInfo
 
     series = {p.name: p for p in collect([standard_probe_dir()])}["pos_series"]
     curves = {"NOUN": [0.1, 0.6, 0.9], "PROPN": [0.5, 0.7, 0.9], "NUM": [0.2, 0.4, 0.8],
@@ -112,11 +119,11 @@ def test_pos_series_order_and_first_step():
 
 
 def test_tags_are_cached_and_named_in_the_report(basic_config, run_cli, tmp_path, monkeypatch):
-    import memaudit.tagging
+    import memaudit.inputs.tagging
 
     calls = []
-    real = memaudit.tagging.tag_samples
-    monkeypatch.setattr(memaudit.tagging, "tag_samples", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = memaudit.inputs.tagging.tag_samples
+    monkeypatch.setattr(memaudit.inputs.tagging, "tag_samples", lambda *a, **k: calls.append(1) or real(*a, **k))
     config = basic_config()
     code, out, err = run_cli("run", config, "--json", tmp_path / "a.json")
     assert code == 0, err

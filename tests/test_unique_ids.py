@@ -1,12 +1,12 @@
-"""memaudit/identifiers.py and probes/unique_ids.py."""
+"""memaudit/inputs/identifiers.py and probes/unique_ids.py."""
 
 import numpy as np
 import pytest
 
-from memaudit.identifiers import identifier_mask
-from memaudit.registry import collect, standard_probe_dir
-from memaudit.schema import CheckpointResult, DatasetInfo, SeriesResult
-from memaudit.tagging import TAGS
+from memaudit.engine.registry import collect, standard_probe_dir
+from memaudit.inputs.identifiers import identifier_mask
+from memaudit.inputs.tagging import TAGS
+from memaudit.report.schema import CheckpointResult, DatasetInfo, SeriesResult
 
 PROBES = {p.name: p for p in collect([standard_probe_dir()])}
 

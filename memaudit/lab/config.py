@@ -10,8 +10,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from memaudit.config import describe_error, read_text_file
 from memaudit.errors import ConfigError
+from memaudit.inputs.config import describe_error, read_text_file
 
 BUILTIN_CORPUS = "builtin"
 
@@ -41,7 +41,7 @@ class CanaryPlan(_Strict):
     """Canaries planted in the training set (Carlini et al. 2019), to measure their exposure."""
 
     file: str = "builtin"
-    """A canary file (see memaudit/canaries.py), or `builtin` (two shipped canaries)."""
+    """A canary file (see memaudit/inputs/canaries.py), or `builtin` (two shipped canaries)."""
     copies: int = Field(4, ge=1)
     """Training samples per canary: the canary text, then corpus text up to seq_len."""
 

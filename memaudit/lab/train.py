@@ -21,8 +21,8 @@ import yaml
 
 from memaudit.atomic import atomic_write_text
 from memaudit.errors import ConfigError
+from memaudit.inputs.ledger import Intervention, Ledger, Update
 from memaudit.lab.config import BUILTIN_CORPUS, LabConfig, RunSpec
-from memaudit.ledger import Intervention, Ledger, Update
 
 MEMORY_FRACTION = 0.5  # refuse runs estimated to need more than this share of available memory
 
@@ -53,7 +53,7 @@ def read_corpus(corpus: str) -> str:
     path = Path(corpus)
     if not path.is_file():
         raise ConfigError(f"Lab corpus '{path}' does not exist. Use 'corpus: builtin' or a path to a text file.")
-    from memaudit.config import read_text_file
+    from memaudit.inputs.config import read_text_file
 
     return read_text_file(path, "lab corpus")
 
@@ -61,7 +61,7 @@ def read_corpus(corpus: str) -> str:
 def make_splits(lab: LabConfig, tokenizer, text: str) -> Splits:
     """Cut the corpus into consecutive samples: train, then valid, then special, then the text that
     follows each planted canary (`copies` samples per canary, appended to train)."""
-    from memaudit.canaries import read_canaries
+    from memaudit.inputs.canaries import read_canaries
 
     canaries = read_canaries(canary_file(lab)) if lab.canaries else []
     stream = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]

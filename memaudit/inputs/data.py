@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit.config import DatasetConfig
 from memaudit.errors import ConfigError
-from memaudit.schema import DatasetInfo
+from memaudit.inputs.config import DatasetConfig
+from memaudit.report.schema import DatasetInfo
 
 
 @dataclass
@@ -37,8 +37,8 @@ class Samples:
     @functools.cached_property
     def fingerprint(self) -> str:
         """Everything of the data set a probe can see besides the path: tokens, ids, training steps,
-        target mask, canary metadata and the settings in the report's DatasetInfo (see memaudit.identity)."""
-        from memaudit.identity import digest
+        target mask, canary metadata and the settings in the report's DatasetInfo (see memaudit.engine.identity)."""
+        from memaudit.engine.identity import digest
 
         h = hashlib.sha256(self.sha256.encode())
         for array in (self.steps, self.target_mask):
@@ -70,7 +70,7 @@ def load_samples(config: DatasetConfig, tokenizer) -> Samples:
         raise ConfigError(f"Data set '{config.name}': '{path}' is not UTF-8 text ({e.reason} at byte "
                           f"{e.start}). Convert it, e.g. `iconv -f latin1 -t utf-8`.") from None
     if config.role == "canary":
-        from memaudit.canaries import candidate_samples, read_canaries
+        from memaudit.inputs.canaries import candidate_samples, read_canaries
 
         tokens, mask, ids, meta = candidate_samples(read_canaries(path), tokenizer, config.max_candidates)
         return Samples(config, tokens, ids, target_mask=mask, canaries=meta)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from memaudit.config import AGGREGATES, CheckConfig, DatasetConfig
 from memaudit.errors import ConfigError, did_you_mean
-from memaudit.schema import CheckResult, SeriesResult, is_number, metric_template
+from memaudit.inputs.config import AGGREGATES, CheckConfig, DatasetConfig
+from memaudit.report.schema import CheckResult, SeriesResult, is_number, metric_template
 
 
 def split_metric(metric: str) -> tuple[str, str]:

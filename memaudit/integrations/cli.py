@@ -30,19 +30,19 @@ def _console(stderr: bool = False):
 def cmd_run(args) -> int:
     """Audit every checkpoint of the yaml's series with the collected probes."""
     from memaudit.atomic import check_writable
-    from memaudit.config import apply_overrides, check_outputs, load_config
+    from memaudit.inputs.config import apply_overrides, check_outputs, load_config
 
     config, config_hash = load_config(args.config)
     apply_overrides(config, tolerance=args.tolerance, processes=args.processes, batch_size=args.batch_size,
                     dtype=args.dtype, device=args.device, device_map=args.device_map)  # bad values: exit 2 now
     if args.processes and args.processes > 1 and "LOCAL_RANK" not in os.environ:
-        from memaudit.distributed import launch
+        from memaudit.engine.distributed import launch
 
         return launch(args.processes, _without_processes(sys.argv[1:]))
-    from memaudit.progress import AuditProgress
-    from memaudit.render import render_report
-    from memaudit.run import RunOptions, make_plan, run_audit
-    from memaudit.schema import write_report
+    from memaudit.engine.run import RunOptions, make_plan, run_audit
+    from memaudit.report.progress import AuditProgress
+    from memaudit.report.render import render_report
+    from memaudit.report.schema import write_report
 
     plan = make_plan(config, args.keyword)
     outputs = {"--json": args.json, "--junit-xml": args.junit_xml, "--save-baseline": args.save_baseline,
@@ -67,11 +67,11 @@ def cmd_run(args) -> int:
     if args.save_baseline:
         write_report(report, args.save_baseline)
     if args.junit_xml:
-        from memaudit.junit import write_junit
+        from memaudit.report.junit import write_junit
 
         write_junit(report, args.junit_xml)
     if args.html:
-        from memaudit.html import write_html
+        from memaudit.report.html import write_html
 
         write_html(report, args.html)
     render_report(report, _console(), quiet=args.quiet)
@@ -97,9 +97,9 @@ def cmd_list(args) -> int:
 
     if args.products:
         return _list_products()
-    from memaudit.config import load_config
-    from memaudit.run import make_plan
-    from memaudit.sources import resolve_series
+    from memaudit.engine.run import make_plan
+    from memaudit.inputs.config import load_config
+    from memaudit.inputs.sources import resolve_series
 
     config, _ = load_config(args.config)
     plan = make_plan(config, args.keyword)
@@ -122,11 +122,11 @@ def cmd_list(args) -> int:
 
 
 def _list_products() -> int:
-    """Every argument a probe may ask for, from the one table in memaudit.catalog (like pytest --fixtures)."""
+    """Every argument a probe may ask for, from the one table in memaudit.engine.catalog (like pytest --fixtures)."""
     from rich.markup import escape
     from rich.table import Table
 
-    from memaudit.catalog import PRODUCTS, SERIES_ARGS
+    from memaudit.engine.catalog import PRODUCTS, SERIES_ARGS
 
     console = _console()
     for title, table in (("per-checkpoint probes (@probe)", PRODUCTS), ("series probes (@series_probe)", SERIES_ARGS)):
@@ -142,9 +142,9 @@ def _list_products() -> int:
 def _read_report_or_exit(path):
     from pydantic import ValidationError
 
-    from memaudit.config import read_text_file
     from memaudit.errors import ConfigError
-    from memaudit.schema import AuditReport
+    from memaudit.inputs.config import read_text_file
+    from memaudit.report.schema import AuditReport
 
     if not Path(path).exists():
         raise ConfigError(f"No report at '{path}'. Write one with `memaudit run --json PATH`.")
@@ -158,11 +158,11 @@ def _read_report_or_exit(path):
 
 def cmd_show(args) -> int:
     """Re-render a saved JSON report (no torch import)."""
-    from memaudit.render import render_report
+    from memaudit.report.render import render_report
 
     report = _read_report_or_exit(args.report)
     if args.html:
-        from memaudit.html import write_html
+        from memaudit.report.html import write_html
 
         write_html(report, args.html)
     render_report(report, _console(), quiet=args.quiet)
@@ -171,7 +171,7 @@ def cmd_show(args) -> int:
 
 def cmd_plot(args) -> int:
     """Write PNG figures of a saved report (no torch import)."""
-    from memaudit.plots import write_figures
+    from memaudit.report.plots import write_figures
 
     paths = write_figures(_read_report_or_exit(args.report), Path(args.out), args.probe_path)
     for path in paths:
@@ -183,7 +183,7 @@ def cmd_plot(args) -> int:
 
 def cmd_schema(args) -> int:
     """Print the report's JSON Schema."""
-    from memaudit.schema import json_schema
+    from memaudit.report.schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return ExitCode.OK

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from memaudit.tagging import TokenBytes, is_byte_level, token_spans
+from memaudit.inputs.tagging import TokenBytes, is_byte_level, token_spans
 
 PATTERNS = {
     "email": r"[\w.+-]+@[\w-]+\.[\w.-]+",
@@ -17,7 +17,7 @@ PATTERNS = {
     "phone": r"(?<!\w)(?:\+?\d[\d ()./-]{6,}\d)(?!\w)",
     "number": r"\d+(?:[.,]\d+)*",
 }
-"""Personal or identifying data in text, shared by redaction and memaudit.identifiers."""
+"""Personal or identifying data in text, shared by redaction and memaudit.inputs.identifiers."""
 REDACTIONS = tuple((f"[{name.upper()}]", re.compile(PATTERNS[name])) for name in ("email", "url", "phone", "number"))
 """Personal data replaced in shown text, in this order; names (spaCy PROPN) become [NAME]."""
 
@@ -61,7 +61,7 @@ def sample_texts(tokens: np.ndarray, tokenizer, redacted: bool = True,
     nlp = None
     if redacted:
         from memaudit.errors import ConfigError
-        from memaudit.tagging import load_pipeline
+        from memaudit.inputs.tagging import load_pipeline
 
         try:
             nlp = load_pipeline(spacy_model)[0]

@@ -1,8 +1,8 @@
 """The run journal: each finished checkpoint's probe results, one durable record per checkpoint.
 
-A record lives in `<cache>/journal/<key[:2]>/<key>.json` (a memaudit.store entry), written atomically
+A record lives in `<cache>/journal/<key[:2]>/<key>.json` (a memaudit.engine.store entry), written atomically
 (temp file, fsync, rename), so a run killed at any point leaves only whole records. Its key is
-`memaudit.identity.journal_key`: the checkpoint's weights, every data set's content, the ledger, the
+`memaudit.engine.identity.journal_key`: the checkpoint's weights, every data set's content, the ledger, the
 tokenizer, the text and scoring settings and memaudit's code, and nothing of the yaml's text or
 paths. Inside, each probe's results are stored with the probe's own key (its code and parameters):
 a later run reuses exactly the probes whose key is unchanged. Resuming is automatic; `--no-cache`
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from memaudit.schema import CheckpointResult
-from memaudit.store import KeyedStore
+from memaudit.engine.store import KeyedStore
+from memaudit.report.schema import CheckpointResult
 
 
 class JournalRecord(BaseModel):

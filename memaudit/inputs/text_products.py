@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from memaudit.catalog import TEXT
+from memaudit.engine.catalog import TEXT
 from memaudit.errors import ConfigError
 
 
@@ -14,12 +14,12 @@ def text_products(probes, samples, tokenizer, fingerprint, run_cfg, use_cache) -
     out: dict[str, dict] = {name: {"text_of": None} for name in samples}
     said: dict = {}
     if "zlib_len" in asked:
-        from memaudit.texts import zlib_lengths
+        from memaudit.inputs.texts import zlib_lengths
 
         for name, s in samples.items():
             out[name]["zlib_len"] = zlib_lengths(s.tokens, tokenizer)
     if "text_of" in asked and run_cfg.show_text:
-        from memaudit.texts import sample_texts
+        from memaudit.inputs.texts import sample_texts
 
         said["text_included"] = True
         for name, s in samples.items():
@@ -27,7 +27,7 @@ def text_products(probes, samples, tokenizer, fingerprint, run_cfg, use_cache) -
                                                 spacy_model=run_cfg.spacy_model)
     if not asked & {"pos_tags", "id_mask"}:
         return out, said
-    from memaudit.tagging import TagCache, load_pipeline, tag_samples
+    from memaudit.inputs.tagging import TagCache, load_pipeline, tag_samples
 
     try:
         nlp, label = load_pipeline(run_cfg.spacy_model)
@@ -46,7 +46,7 @@ def text_products(probes, samples, tokenizer, fingerprint, run_cfg, use_cache) -
                 cache.put(s.sha256, fingerprint, label, tags)
             out[name]["pos_tags"] = tags
     if "id_mask" in asked:
-        from memaudit.identifiers import describe_source, identifier_mask
+        from memaudit.inputs.identifiers import describe_source, identifier_mask
 
         said["identifiers"] = describe_source(with_spacy=nlp is not None)
         for name, s in samples.items():

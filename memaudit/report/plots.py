@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memaudit.schema import AuditReport
+from memaudit.report.schema import AuditReport
 
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 LINESTYLES = ["-", "--", ":", "-."]
@@ -53,7 +53,7 @@ def figures(report: AuditReport, probe_paths: list[Path] = ()) -> dict:
     """Every figure the report's probes declare and have data for: name -> Figure. The figures come from
     the standard probes and from the probe files in `probe_paths` (never from paths named in the report:
     plotting a report received from someone else runs no code of theirs)."""
-    from memaudit.registry import collect, standard_probe_dir
+    from memaudit.engine.registry import collect, standard_probe_dir
 
     ran = {p.name for p in report.probes} | {name for s in report.series for name in s.results} | \
         {name for s in report.series for c in s.checkpoints for name in c.results}

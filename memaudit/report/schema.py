@@ -156,7 +156,7 @@ class CheckpointResult(_Model):
     """True when every probe result was read from the run journal (an earlier run with the same inputs)."""
     probes_from_journal: list[str] = []
     """Probes whose results came from the journal; the others were computed in this run (their code,
-    parameters or inputs changed; see memaudit/identity.py for what a journal record depends on)."""
+    parameters or inputs changed; see memaudit/engine/identity.py for what a journal record depends on)."""
     duplicate_of: str | None = None
     """An earlier checkpoint of the series with the same weights (its products were reused)."""
     results: dict[str, dict[str, Metrics]] = {}

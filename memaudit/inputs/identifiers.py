@@ -10,8 +10,8 @@ import re
 
 import numpy as np
 
-from memaudit.tagging import TAGS, TokenBytes, is_byte_level, token_spans
-from memaudit.texts import PATTERNS
+from memaudit.inputs.tagging import TAGS, TokenBytes, is_byte_level, token_spans
+from memaudit.inputs.texts import PATTERNS
 
 ID_PATTERNS = {
     **{name: PATTERNS[name] for name in ("email", "url", "number")},

@@ -95,7 +95,7 @@ class DatasetConfig(_Strict):
     the path is replaced by the series name (for per-series data, as the lab writes it)."""
     role: DatasetRole = "train"
     """train, valid (memorization before overfitting, non-members), special (forgetting), canary (a canary
-    file, see memaudit/canaries.py), other."""
+    file, see memaudit/inputs/canaries.py), other."""
     max_candidates: int = Field(2000, ge=10)
     """For a canary file: score every candidate secret when there are at most this many, else a sample."""
     seq_len: int = Field(64, ge=2)

@@ -1,7 +1,7 @@
 """The one batched, teacher-forced forward pass: the only place a model runs.
 
 Logits never leave the device: each batch is reduced there to the forward products of
-memaudit.catalog (target log-probability and argmax hit, and, when a probe asks, the target's rank,
+memaudit.engine.catalog (target log-probability and argmax hit, and, when a probe asks, the target's rank,
 the entropy and the second moment E_p[(log p)^2] of the next-token distribution).
 """
 
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from memaudit.catalog import ALWAYS, PRODUCTS
+from memaudit.engine.catalog import ALWAYS, PRODUCTS
 from memaudit.errors import ConfigError
 
 
@@ -205,7 +205,7 @@ def check_fits(model, tokens: np.ndarray) -> None:
 def pick_device(device: str) -> torch.device:
     """`auto` -> the device accelerate picks (GPU when there is one); otherwise as given."""
     if device == "auto":
-        from memaudit.distributed import process_state
+        from memaudit.engine.distributed import process_state
 
         return process_state(device).device
     try:

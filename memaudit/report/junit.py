@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from memaudit.atomic import atomic_write_bytes
-from memaudit.schema import AuditReport
+from memaudit.report.schema import AuditReport
 
 
 def junit_xml(report: AuditReport) -> bytes:

@@ -9,7 +9,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from memaudit.schema import (
+from memaudit.report.schema import (
     AuditReport,
     ProbeInfo,
     SeriesResult,

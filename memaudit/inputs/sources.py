@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from memaudit.config import RevisionSelection, SeriesConfig
 from memaudit.errors import ConfigError, SourceUnavailable, did_you_mean
-from memaudit.families import parse_checkpoint
+from memaudit.inputs.config import RevisionSelection, SeriesConfig
+from memaudit.inputs.families import parse_checkpoint
 
 WEIGHT_FILES = ("*.safetensors",)
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -53,7 +53,7 @@ class Checkpoint:
 
 def parse_step(name: str, repo: str | None = None) -> int | None:
     """The training step in a checkpoint name: `step1000`, `step-100`, `stage1-step5-tokens2B`,
-    `checkpoint-300`, `300`; None for names without one (`main`). See memaudit.families."""
+    `checkpoint-300`, `300`; None for names without one (`main`). See memaudit.inputs.families."""
     return parse_checkpoint(name, repo)[0]
 
 

@@ -1,4 +1,4 @@
-"""On-disk cache of per-token products, keyed by `memaudit.identity.products_key` (weights, sample
+"""On-disk cache of per-token products, keyed by `memaudit.engine.identity.products_key` (weights, sample
 tokens, scoring settings, scoring code). An entry that lacks a product or has the wrong shape counts
 as missing."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit.store import KeyedStore
+from memaudit.engine.store import KeyedStore
 
 
 class ProductsCache:

@@ -89,8 +89,8 @@ def read_ledger(path: str | Path) -> Ledger:
     """Read and validate a ledger file; one that is not a ledger is a ConfigError."""
     from pydantic import ValidationError
 
-    from memaudit.config import read_text_file
     from memaudit.errors import ConfigError
+    from memaudit.inputs.config import read_text_file
 
     text = read_text_file(Path(path), "ledger")
     try:

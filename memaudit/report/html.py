@@ -8,7 +8,7 @@ import html
 import io
 from pathlib import Path
 
-from memaudit.schema import AuditReport
+from memaudit.report.schema import AuditReport
 
 STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1200px;
@@ -26,7 +26,7 @@ def render_html(report: AuditReport, with_figures: bool = True) -> str:
     """The whole report as one HTML document."""
     from rich.console import Console
 
-    from memaudit.render import render_report
+    from memaudit.report.render import render_report
 
     console = Console(record=True, width=150, file=io.StringIO(), color_system="truecolor", force_terminal=True)
     render_report(report, console)
@@ -55,7 +55,7 @@ def render_html(report: AuditReport, with_figures: bool = True) -> str:
         parts.append("<p>No checks were configured.</p>")
     parts.append(f"<h2 id='tables'>Tables</h2><pre class='terminal'>{terminal}</pre>")
     if with_figures:
-        from memaudit.plots import figures, png_bytes
+        from memaudit.report.plots import figures, png_bytes
 
         figs = figures(report)
         parts.append("<h2 id='figures'>Figures</h2>")

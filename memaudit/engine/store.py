@@ -1,5 +1,5 @@
 """One keyed file store under the cache folder, the base of the products cache, the tag cache and
-the run journal: a key (a hex digest from memaudit.identity) names one file, written atomically
+the run journal: a key (a hex digest from memaudit.engine.identity) names one file, written atomically
 (temp file, fsync, rename); a missing, unreadable or corrupt entry reads as None and is recomputed."""
 
 from __future__ import annotations

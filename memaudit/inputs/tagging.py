@@ -156,13 +156,13 @@ class TagCache:
     """Tags per (sample tokens, tokenizer, pipeline), stored beside the products cache."""
 
     def __init__(self, root: Path | None, enabled: bool = True):
-        from memaudit.store import KeyedStore
+        from memaudit.engine.store import KeyedStore
 
         self.store = KeyedStore(root, "tags", ".npz", enabled)
 
     @staticmethod
     def _key(data_sha: str, tokenizer_fp: str, pipeline: str) -> str:
-        from memaudit.identity import digest, engine_fingerprint
+        from memaudit.engine.identity import digest, engine_fingerprint
 
         return digest("tags", data_sha, tokenizer_fp, pipeline, TAGS, engine_fingerprint())
 

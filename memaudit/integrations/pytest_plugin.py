@@ -47,9 +47,9 @@ class AuditFile(pytest.File):
     """The yaml: collecting it runs the audit and yields one item per check result."""
 
     def collect(self):
-        from memaudit.config import load_config
-        from memaudit.run import RunOptions, make_plan, run_audit
-        from memaudit.schema import write_report
+        from memaudit.engine.run import RunOptions, make_plan, run_audit
+        from memaudit.inputs.config import load_config
+        from memaudit.report.schema import write_report
 
         config, digest = load_config(self.path)
         report = run_audit(make_plan(config), digest, RunOptions(config_path=str(self.path),

@@ -89,7 +89,7 @@ class Canary(BaseModel):
 def read_canaries(path: str | Path) -> list[Canary]:
     """Parse and check a canary file."""
     canaries = []
-    from memaudit.config import read_text_file
+    from memaudit.inputs.config import read_text_file
 
     for lineno, line in enumerate(read_text_file(Path(path), "canary file").splitlines(), 1):
         if not line.strip():
@@ -101,7 +101,7 @@ def read_canaries(path: str | Path) -> list[Canary]:
             where = ".".join(str(x) for x in err["loc"]) or "the line"
             raise ConfigError(f"Canary file '{path}', line {lineno}: {where}: {err['msg']}. Each line is an object "
                               "with id, format, secret, and alphabet + length or candidates (see "
-                              "memaudit/canaries.py).") from None
+                              "memaudit/inputs/canaries.py).") from None
         if canary.id in {c.id for c in canaries}:
             raise ConfigError(f"Canary file '{path}', line {lineno}: the id '{canary.id}' is used twice.")
         if "{secret}" not in canary.format:

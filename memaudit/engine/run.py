@@ -13,16 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from memaudit import __version__
-from memaudit.checks import (
-    compare_to_baseline,
-    evaluate_checks,
-    validate_check_targets,
-    validate_checks,
-)
-from memaudit.config import AuditConfig, RunConfig, apply_overrides
-from memaudit.errors import ConfigError, ExitCode
-from memaudit.ledger import Ledger, read_ledger
-from memaudit.registry import (
+from memaudit.engine.registry import (
     ProbeDef,
     call_checkpoint_probes,
     call_series_probes,
@@ -32,7 +23,16 @@ from memaudit.registry import (
     select,
     standard_probe_dir,
 )
-from memaudit.schema import (
+from memaudit.errors import ConfigError, ExitCode
+from memaudit.inputs.config import AuditConfig, RunConfig, apply_overrides
+from memaudit.inputs.ledger import Ledger, read_ledger
+from memaudit.report.checks import (
+    compare_to_baseline,
+    evaluate_checks,
+    validate_check_targets,
+    validate_checks,
+)
+from memaudit.report.schema import (
     AuditReport,
     CheckpointResult,
     DatasetInfo,
@@ -158,11 +158,11 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
 def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
     """Validate the command line's values, pick the device, resolve every series and check the checks'
     targets: everything that can fail on bad input fails here, before a model loads."""
-    from memaudit.distributed import process_state
-    from memaudit.forward import pick_device
-    from memaudit.journal import Journal
-    from memaudit.products import ProductsCache
-    from memaudit.sources import check_series_name_clash, resolve_series
+    from memaudit.engine.distributed import process_state
+    from memaudit.engine.forward import pick_device
+    from memaudit.engine.journal import Journal
+    from memaudit.engine.products import ProductsCache
+    from memaudit.inputs.sources import check_series_name_clash, resolve_series
 
     config = apply_overrides(plan.config, tolerance=opts.tolerance, batch_size=opts.batch_size, dtype=opts.dtype,
                              device=opts.device, device_map=opts.device_map, show_text=opts.show_text or None)
@@ -220,7 +220,7 @@ class _SeriesContext:
     text_products: dict  # data set name -> {product: value}
     ledger: Ledger | None
     mask_token_id: int | None
-    inputs: dict  # the series-wide inputs a journal record depends on (see memaudit.identity)
+    inputs: dict  # the series-wide inputs a journal record depends on (see memaudit.engine.identity)
     first_with: dict = field(default_factory=dict)  # weights -> the first checkpoint that had them
 
     @property
@@ -229,23 +229,23 @@ class _SeriesContext:
 
     @functools.cached_property
     def probe_keys(self) -> dict[str, str]:
-        from memaudit.identity import probe_fingerprint
+        from memaudit.engine.identity import probe_fingerprint
 
         return {p.name: probe_fingerprint(p.fn, p.params) for p in self.run.plan.checkpoint_probes}
 
     def settings(self, ckpt) -> dict:
-        from memaudit.identity import scoring_settings
+        from memaudit.engine.identity import scoring_settings
 
         return scoring_settings(self.run.run_cfg, self.run.device, ckpt.objective, self.mask_token_id)
 
     def journal_key(self, ckpt) -> str:
-        from memaudit.identity import journal_key
+        from memaudit.engine.identity import journal_key
 
         datasets = {name: s.fingerprint for name, s in self.samples.items()}
         return journal_key(self.series.name, ckpt, datasets, self.inputs, self.settings(ckpt))
 
     def products_key(self, ckpt, dataset: str) -> str:
-        from memaudit.identity import products_key
+        from memaudit.engine.identity import products_key
 
         return products_key(ckpt.identity, self.samples[dataset].sha256, self.settings(ckpt))
 
@@ -266,9 +266,9 @@ class _Found:
 
 def _series_context(run: _Run, series_cfg, checkpoints) -> _SeriesContext:
     """Tokenizer, samples, ledger and text products of one series; its SeriesResult joins the run."""
-    from memaudit.data import load_samples
-    from memaudit.identity import digest
-    from memaudit.text_products import text_products as make_text_products
+    from memaudit.engine.identity import digest
+    from memaudit.inputs.data import load_samples
+    from memaudit.inputs.text_products import text_products as make_text_products
 
     ledger = _ledger_for(series_cfg)
     tokenizer, fingerprint = _series_tokenizer(series_cfg.display_name, checkpoints)
@@ -292,7 +292,7 @@ def _series_context(run: _Run, series_cfg, checkpoints) -> _SeriesContext:
 
 def _series_result(series_cfg, ledger: Ledger | None, tokenizer_fingerprint: str) -> SeriesResult:
     """The (still empty) result of one series."""
-    from memaudit.families import family_of
+    from memaudit.inputs.families import family_of
 
     return SeriesResult(
         name=series_cfg.display_name,
@@ -306,7 +306,7 @@ def _series_result(series_cfg, ledger: Ledger | None, tokenizer_fingerprint: str
 
 def _audit_series(run: _Run, series_cfg, checkpoints) -> bool:
     """Audit this process's share of one series' checkpoints; True when -x stopped the run."""
-    from memaudit.distributed import gather, my_share
+    from memaudit.engine.distributed import gather, my_share
 
     ctx = _series_context(run, series_cfg, checkpoints)
     run.emit("series", name=ctx.series.name, n_checkpoints=len(checkpoints),
@@ -333,8 +333,8 @@ def _audit_series(run: _Run, series_cfg, checkpoints) -> bool:
 def _each_checkpoint(ctx: _SeriesContext, checkpoints: list):
     """Each checkpoint's result, in order: read back from the journal, or scored and probed while the
     next checkpoint's model loads in the background."""
-    from memaudit.prefetch import ModelPrefetcher
-    from memaudit.sources import evict_revision, load_model
+    from memaudit.engine.prefetch import ModelPrefetcher
+    from memaudit.inputs.sources import evict_revision, load_model
 
     run, cfg = ctx.run, ctx.run.run_cfg
 
@@ -403,8 +403,8 @@ def _audit_one(ctx: _SeriesContext, ckpt, found: _Found, models, prefetch_next) 
 
 def _audit_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, model, load_s: float) -> CheckpointResult:
     """Score the data sets whose products were not cached, then run the probes the journal lacks."""
-    from memaudit.forward import score_datasets
-    from memaudit.sources import count_parameters, n_parameters
+    from memaudit.engine.forward import score_datasets
+    from memaudit.inputs.sources import count_parameters, n_parameters
 
     run, cfg = ctx.run, ctx.run.run_cfg
     forward_s, n_params, batches = 0.0, count_parameters(ckpt), 0
@@ -468,7 +468,7 @@ def _series_tokenizer(series_name: str, checkpoints):
 
     Checkpoints whose tokenizer.json is byte-identical to the first one's are not loaded; any other
     is loaded and compared by what decides tokenization."""
-    from memaudit.sources import (
+    from memaudit.inputs.sources import (
         load_tokenizer,
         tokenizer_file_digest,
         tokenizer_fingerprint,

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from memaudit.catalog import FORWARD, PRODUCTS, SERIES_ARGS
+from memaudit.engine.catalog import FORWARD, PRODUCTS, SERIES_ARGS
 from memaudit.errors import (
     ConfigError,
     ExitCode,
@@ -81,7 +81,7 @@ probe.__doc__ = """Mark a function as a per-checkpoint probe: called once per (c
 with the products it names (hits, logprobs, ranks, entropy, tokens, ...), returning a dict of metrics.
 With `per_dataset=False` it is called once per checkpoint with `data` (every data set's products,
 those in `needs`), and its result is stored under the data set name "all". `figures=(fig_x,)` names
-functions of the saved report that draw the probe's figures (see memaudit.plots)."""
+functions of the saved report that draw the probe's figures (see memaudit.report.plots)."""
 series_probe = _make("series")
 series_probe.__doc__ = """Mark a function as a series probe: called once per series with the ordered
 per-checkpoint results, returning {dataset name: {metric: value}}. `uses=("memorization",)` names the
@@ -301,7 +301,7 @@ def matches_keyword(expr: str, name: str) -> bool:
 
 
 def probe_arguments(samples, products: dict, text_products: dict, checkpoint, ledger) -> dict[str, Any]:
-    """Everything a per-checkpoint probe may ask for on one data set (the names of memaudit.catalog);
+    """Everything a per-checkpoint probe may ask for on one data set (the names of memaudit.engine.catalog);
     arrays as read-only views, so a probe that writes into its inputs fails instead of changing what
     the probes after it see."""
     import numpy as np
@@ -335,7 +335,7 @@ def call_checkpoint_probes(probes: list[ProbeDef], arguments: dict[str, dict], c
 
 
 def call_series_probes(probes: list[ProbeDef], context: dict) -> dict[str, dict]:
-    """Every series probe on one series (`context`: the names of memaudit.catalog.SERIES_ARGS)."""
+    """Every series probe on one series (`context`: the names of memaudit.engine.catalog.SERIES_ARGS)."""
     return {p.name: call_probe(p, context) for p in probes}
 
 

@@ -1,0 +1,1 @@
+"""Integrations: the `memaudit` command line and the pytest plugin (`pytest --memaudit`)."""
