@@ -21,6 +21,7 @@ def test_run_writes_a_valid_report_and_renders_it(basic_config, run_cli, tmp_pat
     assert 0.0 <= m["M"] <= 1.0 and m["n_samples"] == 12 and m["n_tokens"] == 12 * 31
     assert series.n_params and series.checkpoints[0].n_params == series.n_params
     assert report.provenance.config_hash and report.provenance.torch_version
+    assert report.provenance.head == "fused" and report.provenance.attention  # which output layer and attention ran
     assert "memaudit audit" in out and "3 passed in" in out and "memorization · tiny" in out
 
 

@@ -8,6 +8,7 @@ the entropy and the second moment E_p[(log p)^2] of the next-token distribution)
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ class NonFiniteLogits(RuntimeError):
 
 
 CPU_CHUNK_ELEMENTS = 1 << 20  # logits reduced in row chunks of ~4 MB on the CPU: each chunk stays in cache
+GPU_CHUNK_ELEMENTS = 1 << 27  # on a GPU: ~0.5 GB of float32 logits at a time
+CPU_BLOCK_ELEMENTS = 1 << 25  # fused head on the CPU: ~128 MB of logits per matrix product (few reads of the weights)
 
 
 def reduce_logits(logits: torch.Tensor, targets: torch.Tensor, products: set[str],
@@ -29,36 +32,117 @@ def reduce_logits(logits: torch.Tensor, targets: torch.Tensor, products: set[str
     """Per-token products from next-token logits, computed where the logits are.
 
     logits: (batch, seq, vocab) predicting `targets`: (batch, seq). Returns (batch, seq) tensors.
-    The rows are reduced in chunks of about `chunk_elements` logits (default: the whole tensor on a
-    GPU, ~4 MB on the CPU, where cache-sized chunks run several times faster than one big reduction).
+    The rows are reduced in chunks of about `chunk_elements` logits (default: ~4 MB on the CPU, where
+    cache-sized chunks run several times faster than one big reduction; ~0.5 GB on a GPU, so that no
+    float32 copy of all the logits is made).
     """
     batch, seq, vocab = logits.shape
-    flat, flat_targets = logits.reshape(batch * seq, vocab), targets.reshape(batch * seq)  # (rows, vocab), (rows,)
+    flat = logits.reshape(batch * seq, vocab)  # (rows, vocab)
     if chunk_elements is None:
-        chunk_elements = CPU_CHUNK_ELEMENTS if logits.device.type == "cpu" else flat.numel()
+        chunk_elements = CPU_CHUNK_ELEMENTS if logits.device.type == "cpu" else GPU_CHUNK_ELEMENTS
+    return _reduce_rows(lambda part: flat[part], (batch, seq, vocab), targets, products, chunk_elements)
+
+
+def reduce_hidden(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, products: set[str],
+                  block_elements: int | None = None) -> dict[str, torch.Tensor]:
+    """The products of `reduce_logits(head(hidden), ...)` without ever holding all the logits: the output
+    embedding is applied to one block of rows at a time, each block reduced at once and dropped (as Cut
+    Cross-Entropy and Liger's fused linear cross-entropy do for the loss).
+
+    hidden: (batch, seq, width), the body's last hidden state; head: the output embedding (width -> vocab).
+    A block holds about `block_elements` logits (default ~128 MB on the CPU, ~0.5 GB on a GPU)."""
+    batch, seq, width = hidden.shape
+    flat, flat_targets = hidden.reshape(1, batch * seq, width), targets.reshape(1, batch * seq)
+    if block_elements is None:
+        block_elements = CPU_BLOCK_ELEMENTS if hidden.device.type == "cpu" else GPU_CHUNK_ELEMENTS
+    rows = max(1, block_elements // head.out_features)
+    blocks = [reduce_logits(head(flat[:, start:start + rows]), flat_targets[:, start:start + rows], products)
+              for start in range(0, batch * seq, rows)]  # each (1, rows) per product
+    return {name: torch.cat([b[name] for b in blocks], dim=1).view(batch, seq) for name in blocks[0]}
+
+
+def _reduce_rows(logits_of, shape: tuple[int, int, int], targets: torch.Tensor, products: set[str],
+                 chunk_elements: int) -> dict[str, torch.Tensor]:
+    """The reduction itself: `logits_of(rows)` gives the (rows, vocab) logits of a slice of the flattened
+    (batch * seq) positions; every product is computed in float32 whatever the model's dtype."""
+    batch, seq, vocab = shape
+    flat_targets = targets.reshape(batch * seq)  # (rows,)
     rows = max(1, chunk_elements // vocab)
     wanted = set(products) | set(ALWAYS)
-    out = {name: torch.empty(batch * seq, dtype=getattr(torch, PRODUCTS[name].type), device=logits.device)
+    out = {name: torch.empty(batch * seq, dtype=getattr(torch, PRODUCTS[name].type), device=targets.device)
            for name in wanted}
+    reduce_chunk = _chunk_reducer(targets.device, frozenset(wanted))
     for start in range(0, batch * seq, rows):
-        x = flat[start:start + rows].float()  # (rows, vocab); a no-op for float32 models
-        t = flat_targets[start:start + rows]
-        target_logit = x.gather(-1, t.unsqueeze(-1)).squeeze(-1)  # (rows,)
-        lse = torch.logsumexp(x, dim=-1)  # (rows,)
         part = slice(start, start + rows)
-        # torch.max returns the first maximal index, like argmax (and greedy decoding), and is faster
-        out["hits"][part] = x.max(dim=-1).indices == t
-        out["logprobs"][part] = target_logit - lse
-        if "ranks" in wanted:
-            out["ranks"][part] = (x > target_logit.unsqueeze(-1)).sum(dim=-1).to(torch.int32) + 1
-        if "entropy" in wanted or "logp2" in wanted:
-            logp = x - lse.unsqueeze(-1)  # (rows, vocab)
-            p_logp = logp.exp() * logp  # (rows, vocab)
-            if "entropy" in wanted:
-                out["entropy"][part] = -p_logp.sum(dim=-1)
-            if "logp2" in wanted:
-                out["logp2"][part] = (p_logp * logp).sum(dim=-1)
+        for name, value in reduce_chunk(logits_of(part), flat_targets[part]).items():
+            out[name][part] = value
     return {name: value.view(batch, seq) for name, value in out.items()}
+
+
+def _reduce_chunk(logits: torch.Tensor, t: torch.Tensor, wanted: frozenset) -> dict[str, torch.Tensor]:
+    """Products of one chunk: logits (rows, vocab) in the model's dtype, targets t (rows,)."""
+    x = logits.float()  # (rows, vocab); a no-op for float32 models
+    target_logit = x.gather(-1, t.unsqueeze(-1)).squeeze(-1)  # (rows,)
+    lse = torch.logsumexp(x, dim=-1)  # (rows,)
+    # torch.max returns the first maximal index, like argmax (and greedy decoding), and is faster
+    out = {"hits": x.max(dim=-1).indices == t, "logprobs": target_logit - lse}
+    if "ranks" in wanted:
+        out["ranks"] = (x > target_logit.unsqueeze(-1)).sum(dim=-1).to(torch.int32) + 1
+    if "entropy" in wanted or "logp2" in wanted:
+        logp = x - lse.unsqueeze(-1)  # (rows, vocab)
+        p_logp = logp.exp() * logp  # (rows, vocab)
+        if "entropy" in wanted:
+            out["entropy"] = -p_logp.sum(dim=-1)
+        if "logp2" in wanted:
+            out["logp2"] = (p_logp * logp).sum(dim=-1)
+    return out
+
+
+_COMPILED: dict = {}
+
+
+def _chunk_reducer(device: torch.device, wanted: frozenset):
+    """`_reduce_chunk` for these products; on a GPU compiled by torch.compile into a few fused kernels (the
+    eager ops read the chunk's logits five times or more), unless MEMAUDIT_COMPILE=0 or compiling fails."""
+    import os
+
+    if device.type != "cuda" or os.environ.get("MEMAUDIT_COMPILE", "1") == "0":
+        return lambda x, t: _reduce_chunk(x, t, wanted)
+    if wanted not in _COMPILED:
+        compiled = torch.compile(_reduce_chunk, dynamic=True)
+
+        def reducer(x, t):
+            if _COMPILED.get(("failed", wanted)):
+                return _reduce_chunk(x, t, wanted)
+            try:
+                return compiled(x, t, wanted)
+            except Exception:  # no compiler toolchain, an unsupported op: the eager ops give the same products
+                _COMPILED[("failed", wanted)] = True
+                return _reduce_chunk(x, t, wanted)
+        _COMPILED[wanted] = reducer
+    return _COMPILED[wanted]
+
+
+def fused_head(model, ids: torch.Tensor) -> tuple[Any, Any, str]:
+    """(body, head, how) when the model's logits are `head(body(ids).last_hidden_state)`, checked once per
+    model on one sample of `ids` against the model's own logits; else (None, None, why not). The answer
+    is kept on the model. Masked LMs (a transform before the decoder) and heads that scale or cap their
+    logits fail the check and keep the unfused path."""
+    known = getattr(model, "_memaudit_head", None)
+    if known is not None:
+        return known
+    body, head = getattr(model, "base_model", None), model.get_output_embeddings()
+    if body is None or body is model or not isinstance(head, torch.nn.Linear):
+        found = (None, None, f"unfused: no separate output embedding found on {type(model).__name__}")
+    else:
+        sample = ids[:1, : min(ids.shape[1], 64)]  # (1, positions)
+        full = model(input_ids=sample, use_cache=False).logits.float()  # (1, positions, vocab)
+        fused = head(body(input_ids=sample, use_cache=False).last_hidden_state).float()
+        same = full.shape == fused.shape and torch.allclose(full, fused, rtol=1e-3, atol=1e-3)
+        found = (body, head, "fused") if same else \
+            (None, None, f"unfused: {type(model).__name__}'s logits are not its output embedding of the last hidden state")
+    model._memaudit_head = found
+    return found
 
 
 def is_masked_lm(model) -> bool:
@@ -76,10 +160,12 @@ def mask_groups(seq_len: int, fraction: float = 0.15, seed: int = 0) -> list[np.
 
 @torch.inference_mode()
 def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device: torch.device | str,
-          mask_token_id: int | None = None, mask_fraction: float = 0.15,
-          mask_seed: int = 0) -> tuple[dict[str, np.ndarray], int]:
+          mask_token_id: int | None = None, mask_fraction: float = 0.15, mask_seed: int = 0,
+          fused: bool = True) -> tuple[dict[str, np.ndarray], int]:
     """Teacher-forced pass over `tokens` (samples, seq_len); returns products (samples, seq_len - 1)
-    and the number of forward batches run.
+    and the number of forward batches run. `fused` (the default) never materialises the full
+    (batch, seq, vocab) logits where the model's head allows it (see fused_head); the products are
+    the same either way.
 
     Causal LMs: position j's products are about token j + 1 predicted from tokens 0..j. Masked LMs:
     about token j + 1 predicted with its whole mask group replaced by the mask token (one pass per
@@ -98,11 +184,11 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
     filled = np.zeros((n, seq_len - 1), dtype=np.int8)  # (samples, seq_len - 1): times each product was written
     batches = 0
     for start in range(0, n, batch_size):
-        ids = torch.from_numpy(tokens[start:start + batch_size]).to(device)  # (batch, seq_len)
+        ids = _to_device(tokens[start:start + batch_size], device)  # (batch, seq_len)
         rows = slice(start, start + len(ids))
-        passes = _masked_passes(model, ids, groups, mask_token_id) if masked else _causal_pass(model, ids)
-        for columns, logits, targets, keep in passes:
-            reduced = reduce_logits(logits, targets, products)  # (batch, positions) each
+        passes = _masked_passes(model, ids, groups, mask_token_id, products) if masked else \
+            _causal_pass(model, ids, products, fused)
+        for columns, reduced, keep in passes:  # reduced: (batch, positions) each
             if not bool(torch.isfinite(reduced["logprobs"][:, keep]).all()):
                 raise NonFiniteLogits(f"the model's logits are NaN or infinite (samples {start}..{rows.stop - 1}): "
                                       "the checkpoint's weights are broken")
@@ -116,22 +202,36 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
     return out, batches
 
 
-def _causal_pass(model, ids):
+def _to_device(rows: np.ndarray, device) -> torch.Tensor:
+    """A batch of token ids on the device; to a GPU through pinned memory, without blocking."""
+    batch = torch.from_numpy(np.ascontiguousarray(rows))
+    if torch.device(device).type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
+
+
+def _causal_pass(model, ids, products, fused: bool):
     """One pass. Every position is reduced, the last one (which predicts nothing) against a dummy
-    target so that the logits stay contiguous; `keep` then drops it."""
-    logits = model(input_ids=ids, use_cache=False).logits  # (batch, seq_len, vocab)
+    target so that the rows stay contiguous; `keep` then drops it. With `fused`, the logits are made
+    chunk by chunk from the last hidden state (see reduce_hidden) when the model allows it."""
     targets = torch.nn.functional.pad(ids[:, 1:], (0, 1))  # (batch, seq_len)
-    yield slice(None), logits, targets, slice(0, -1)
+    body, head, _ = fused_head(model, ids) if fused else (None, None, "")
+    if head is not None:
+        hidden = body(input_ids=ids, use_cache=False).last_hidden_state  # (batch, seq_len, width)
+        yield slice(None), reduce_hidden(hidden, head, targets, products), slice(0, -1)
+    else:
+        logits = model(input_ids=ids, use_cache=False).logits  # (batch, seq_len, vocab)
+        yield slice(None), reduce_logits(logits, targets, products), slice(0, -1)
 
 
-def _masked_passes(model, ids, groups, mask_token_id):
+def _masked_passes(model, ids, groups, mask_token_id, products):
     """One pass per mask group, the group's positions replaced by the mask token."""
     for group in groups:
         where = torch.from_numpy(group).to(ids.device)  # (group,) positions masked together
         masked = ids.clone()
         masked[:, where] = mask_token_id
         logits = model(input_ids=masked).logits[:, where]  # (batch, group, vocab)
-        yield group - 1, logits, ids[:, where], slice(None)
+        yield group - 1, reduce_logits(logits, ids[:, where], products), slice(None)
 
 
 def score_datasets(model, tokens: dict[str, np.ndarray], products: set[str], device, batch_size: int | None = None,
@@ -151,7 +251,7 @@ def score_datasets(model, tokens: dict[str, np.ndarray], products: set[str], dev
     for names in by_len.values():
         union = np.concatenate([tokens[n] for n in names])  # (samples, seq_len)
         if adaptive:
-            start = batch_size or auto_batch_size(union, model.get_output_embeddings().weight.shape[0], device)
+            start = batch_size or auto_batch_size(model, union, device)
             scored, b, batch_size = score_adaptive(model, union, products, start, device, **masking)
         else:
             scored, b = score(model, union, products, batch_size, device, **masking)
@@ -166,14 +266,20 @@ def score_datasets(model, tokens: dict[str, np.ndarray], products: set[str], dev
     return out, batches, batch_size
 
 
-def auto_batch_size(tokens: np.ndarray, vocab: int, device) -> int:
-    """A first batch size whose logits fit comfortably: ~2 GiB of float32 logits (x3 for the reduction) on
-    the CPU, a quarter of the free memory on a GPU; halved on out-of-memory by find_executable_batch_size."""
+def auto_batch_size(model, tokens: np.ndarray, device) -> int:
+    """A first batch size that fits comfortably (halved on out-of-memory by find_executable_batch_size):
+    a sample costs its activations (~16 floats per position and hidden unit) and, unless the head is
+    fused, its full logits in the model's dtype; the budget is ~2 GiB on the CPU, half the free memory on
+    a GPU."""
     budget = 2 * 2**30
     if torch.device(device).type == "cuda":
         free, _ = torch.cuda.mem_get_info(torch.device(device))
-        budget = free // 4
-    per_sample = tokens.shape[1] * vocab * 4 * 3
+        budget = free // 2
+    seq, width = tokens.shape[1], model.get_input_embeddings().embedding_dim
+    per_sample = seq * width * 4 * 16
+    first = _to_device(tokens[:1], device)  # (1, seq_len)
+    if is_masked_lm(model) or fused_head(model, first)[1] is None:
+        per_sample += seq * model.get_output_embeddings().weight.shape[0] * model.dtype.itemsize * 2
     return int(max(1, min(256, budget // per_sample)))
 
 

@@ -200,7 +200,8 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
         dtype=run_cfg.dtype, batch_size=run_cfg.batch_size or run.batch_size,
         batch_size_auto=run_cfg.batch_size is None, processes=run.processes.num_processes,
         device_map=run_cfg.device_map, seed=run_cfg.seed, tagger=run.said.get("tagger"),
-        identifiers=run.said.get("identifiers"), masking=f"fraction {run_cfg.mask_fraction}, seed {run_cfg.mask_seed}",
+        identifiers=run.said.get("identifiers"), head=run.said.get("head"), attention=run.said.get("attention"),
+        masking=f"fraction {run_cfg.mask_fraction}, seed {run_cfg.mask_seed}",
         config_path=opts.config_path, config_hash=config_hash, command=opts.command or " ".join(sys.argv),
         started_at=run.started, finished_at=_now(), duration_s=round(time.perf_counter() - run.t0, 3))
     probes = [ProbeInfo(name=p.name, kind=p.kind, source=p.source, products=p.products, params=jsonable(p.params),
@@ -415,6 +416,8 @@ def _audit_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, model, load_s: f
             batch_size=cfg.batch_size or run.batch_size, adaptive=cfg.batch_size is None,
             device_map=cfg.device_map, on_tokens=lambda n: run.emit("tokens", n=n), mask_token_id=ctx.mask_token_id,
             mask_fraction=cfg.mask_fraction, mask_seed=cfg.mask_seed)
+        run.said.setdefault("head", getattr(model, "_memaudit_head", (None, None, None))[2])
+        run.said.setdefault("attention", getattr(model.config, "_attn_implementation", None))
         for name, products in scored.items():
             found.products[name] = products
             run.cache.put(ctx.products_key(ckpt, name), products)

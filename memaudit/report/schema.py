@@ -65,6 +65,11 @@ class Provenance(_Model):
     """spaCy pipeline and version that tagged the text (None when no probe needed tags)."""
     identifiers: str | None = None
     """What decided which tokens are identifier-like (None when no probe needed it)."""
+    head: str | None = None
+    """How the output layer ran: `fused` (logits made chunk by chunk from the last hidden state and reduced
+    at once, never all in memory) or `unfused: <why>` (the model's full logits, reduced in chunks)."""
+    attention: str | None = None
+    """The attention implementation transformers ran (`sdpa`, `eager`, `flash_attention_2`, ...)."""
     masking: str = "fraction 0.15, seed 0"
     """How masked-LM checkpoints were scored: share of positions per mask group and the seed of the groups."""
     config_path: str | None = None

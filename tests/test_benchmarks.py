@@ -1,0 +1,16 @@
+"""benchmarks/: the GPU benchmark runs on the CPU with tiny shapes (in CI), and prints its table."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_gpu_benchmark_runs_on_a_cpu_with_tiny_shapes():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny", "--agreement", "tiny"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for method in ("bare", "unfused", "fused"):
+        assert f"| tiny | 0M | {method} |" in result.stdout
+    assert '"head": "fused"' in result.stdout and '"hits_equal": true' in result.stdout
