@@ -7,6 +7,7 @@ the entropy and the second moment E_p[(log p)^2] of the next-token distribution)
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -14,12 +15,12 @@ import numpy as np
 import torch
 
 from memaudit.engine.catalog import ALWAYS, PRODUCTS
+from memaudit.engine.identity import compiles
 from memaudit.errors import ConfigError
 
 
 class NonFiniteLogits(RuntimeError):
     """The model produced NaN or infinite logits: the checkpoint is broken (reported, not fatal)."""
-
 
 
 CPU_CHUNK_ELEMENTS = 1 << 20  # logits reduced in row chunks of ~4 MB on the CPU: each chunk stays in cache
@@ -98,31 +99,27 @@ def _reduce_chunk(logits: torch.Tensor, t: torch.Tensor, wanted: frozenset) -> d
     return out
 
 
-_COMPILED: dict = {}
-
-
 def _chunk_reducer(device: torch.device, wanted: frozenset):
     """`_reduce_chunk` for these products; on a GPU compiled by torch.compile into a few fused kernels (the
-    eager ops read the chunk's logits five times or more), unless MEMAUDIT_COMPILE=0 or compiling fails."""
-    import os
+    eager ops read the chunk's logits five times or more)."""
+    return _compiled_reducer(wanted) if compiles(device) else functools.partial(_reduce_chunk, wanted=wanted)
 
-    if device.type != "cuda" or os.environ.get("MEMAUDIT_COMPILE", "1") == "0":
-        return lambda x, t: _reduce_chunk(x, t, wanted)
-    if wanted not in _COMPILED:
-        compiled = torch.compile(_reduce_chunk, dynamic=True)
 
-        def reducer(x, t):
-            if _COMPILED.get(("failed", wanted)):
-                return _reduce_chunk(x, t, wanted)
+@functools.lru_cache(maxsize=None)
+def _compiled_reducer(wanted: frozenset):
+    compiled, works = torch.compile(_reduce_chunk, dynamic=True), [True]
+
+    def reducer(x, t):
+        if works[0]:
             try:
                 return compiled(x, t, wanted)
             except Exception:  # no compiler toolchain, an unsupported op: the eager ops give the same products
-                _COMPILED[("failed", wanted)] = True
-                return _reduce_chunk(x, t, wanted)
-        _COMPILED[wanted] = reducer
-    return _COMPILED[wanted]
+                works[0] = False
+        return _reduce_chunk(x, t, wanted)
+    return reducer
 
 
+@torch.inference_mode()
 def fused_head(model, ids: torch.Tensor) -> tuple[Any, Any, str]:
     """(body, head, how) when the model's logits are `head(body(ids).last_hidden_state)`, checked once per
     model on one sample of `ids` against the model's own logits; else (None, None, why not). The answer

@@ -6,8 +6,8 @@ equal; anything not named here must not be able to change a result.
 Products (per-token arrays of one data set on one checkpoint) depend on:
   - the weights: `Checkpoint.identity` (Hub repo@commit sha, or sha256 of config.json + weights);
   - the sample tokens: `Samples.sha256` (tokens and their shape);
-  - the scoring settings: dtype, device type (cpu / cuda / mps), and for masked LMs the mask
-    fraction, seed and mask token;
+  - the scoring settings: dtype, device type (cpu / cuda / mps), on a GPU whether the reduction is
+    compiled (MEMAUDIT_COMPILE), and for masked LMs the mask fraction, seed and mask token;
   - the scoring code: `engine_fingerprint()` (memaudit's version, a hash of its source files and
     the versions of torch, transformers and the other libraries that compute).
 
@@ -73,6 +73,13 @@ def device_kind(device) -> str:
     return getattr(device, "type", str(device).split(":")[0])
 
 
+def compiles(device) -> bool:
+    """Whether the forward pass compiles its reduction (torch.compile): on a GPU, unless MEMAUDIT_COMPILE=0."""
+    import os
+
+    return device_kind(device) == "cuda" and os.environ.get("MEMAUDIT_COMPILE", "1") != "0"
+
+
 def products_key(checkpoint_identity: str, data_sha: str, settings: dict) -> str:
     """Key of one data set's products on one checkpoint; `settings` from `scoring_settings`."""
     return digest("products", checkpoint_identity, data_sha, settings, engine_fingerprint())
@@ -81,6 +88,8 @@ def products_key(checkpoint_identity: str, data_sha: str, settings: dict) -> str
 def scoring_settings(run_cfg, device, objective: str, mask_token_id: int | None = None) -> dict:
     """The run settings products depend on (mask groups and the mask token only for masked LMs)."""
     settings = {"dtype": run_cfg.dtype, "device": device_kind(device)}
+    if device_kind(device) == "cuda":  # the compiled reduction agrees with the eager one to ~1e-6, not bit for bit
+        settings["compiled"] = compiles(device)
     if objective == "masked":
         settings["mask"] = [run_cfg.mask_fraction, run_cfg.mask_seed, mask_token_id]
     return settings
