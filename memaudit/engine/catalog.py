@@ -31,6 +31,9 @@ PRODUCTS: dict[str, Product] = {p.name: p for p in [
     Product("entropy", "entropy (nats) of the next-token distribution", "float32", TARGETS),
     Product("logp2", "second moment E_p[(log p)^2] of the next-token distribution (with entropy: its variance)",
             "float32", TARGETS),
+    Product("sampling_logprobs", "per sampling scheme the probe names in its `schemes` parameter (label -> array): "
+            "log-probability of the target token under that scheme, -inf where it excludes the token "
+            "(memaudit.engine.sampling)", "float32", TARGETS + " per scheme"),
     Product("pos_tags", "universal POS tag id of each target token (see memaudit.inputs.tagging.TAGS)", "int8", TARGETS,
             "text"),
     Product("id_mask", "target token is identifier-like (see memaudit.inputs.identifiers)", "bool", TARGETS, "text"),
@@ -52,6 +55,11 @@ PRODUCTS: dict[str, Product] = {p.name: p for p in [
 FORWARD = tuple(name for name, p in PRODUCTS.items() if p.made_by == "forward")
 ALWAYS = ("hits", "logprobs")  # every pass makes these (the memorization core and the NaN check)
 TEXT = tuple(name for name, p in PRODUCTS.items() if p.made_by == "text")
+
+
+def product_type(name: str) -> str:
+    """The dtype of a forward product, also of one made per scheme (`sampling_logprobs:<scheme>`)."""
+    return PRODUCTS[name.split(":", 1)[0]].type
 
 SERIES_ARGS: dict[str, Product] = {p.name: p for p in [
     Product("checkpoints", "every audited checkpoint's results, in step order", "list[CheckpointResult]",

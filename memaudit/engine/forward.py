@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from memaudit.engine.catalog import ALWAYS, PRODUCTS
+from memaudit.engine.catalog import ALWAYS, product_type
 from memaudit.engine.identity import compiles
+from memaudit.engine.sampling import PREFIX as SAMPLING
+from memaudit.engine.sampling import scheme_logprobs
 from memaudit.errors import ConfigError
 
 
@@ -70,12 +72,17 @@ def _reduce_rows(logits_of, shape: tuple[int, int, int], targets: torch.Tensor, 
     flat_targets = targets.reshape(batch * seq)  # (rows,)
     rows = max(1, chunk_elements // vocab)
     wanted = set(products) | set(ALWAYS)
-    out = {name: torch.empty(batch * seq, dtype=getattr(torch, PRODUCTS[name].type), device=targets.device)
+    out = {name: torch.empty(batch * seq, dtype=getattr(torch, product_type(name)), device=targets.device)
            for name in wanted}
-    reduce_chunk = _chunk_reducer(targets.device, frozenset(wanted))
+    schemes = sorted(name for name in wanted if name.startswith(SAMPLING))
+    reduce_chunk = _chunk_reducer(targets.device, frozenset(wanted) - set(schemes))
     for start in range(0, batch * seq, rows):
         part = slice(start, start + rows)
-        for name, value in reduce_chunk(logits_of(part), flat_targets[part]).items():
+        logits, t = logits_of(part), flat_targets[part]  # (rows, vocab), (rows,)
+        values = reduce_chunk(logits, t)
+        if schemes:  # per sampling scheme, with transformers' warpers (eager: top-p sorts)
+            values.update(scheme_logprobs(logits.float(), t, schemes, values["logprobs"]))
+        for name, value in values.items():
             out[name][part] = value
     return {name: value.view(batch, seq) for name, value in out.items()}
 
@@ -177,7 +184,7 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
     if batch_size < 1 or n == 0 or seq_len < 2:
         raise ValueError(f"score() needs batch_size >= 1 and samples of >= 2 tokens (got {batch_size}, {tokens.shape})")
     check_fits(model, tokens)
-    out = {name: np.empty((n, seq_len - 1), dtype=PRODUCTS[name].type) for name in products}
+    out = {name: np.empty((n, seq_len - 1), dtype=product_type(name)) for name in products}
     filled = np.zeros((n, seq_len - 1), dtype=np.int8)  # (samples, seq_len - 1): times each product was written
     batches = 0
     for start in range(0, n, batch_size):

@@ -47,8 +47,17 @@ class ProbeDef:
 
     @property
     def products(self) -> list[str]:
-        """The forward-pass products this probe needs (by argument name, or declared with `needs`)."""
-        return list(dict.fromkeys([a for a in (*self.args, *self.needs) if a in FORWARD]))
+        """The forward-pass products this probe needs (by argument name, or declared with `needs`);
+        `sampling_logprobs` stands for one product per scheme of its `schemes` parameter."""
+        from memaudit.engine.sampling import product_name
+
+        names = []
+        for a in (*self.args, *self.needs):
+            if a == "sampling_logprobs":
+                names += [product_name(s) for s in self.params.get("schemes") or ()]
+            elif a in FORWARD:
+                names.append(a)
+        return list(dict.fromkeys(names))
 
     @property
     def wants(self) -> set[str]:
@@ -306,14 +315,19 @@ def probe_arguments(samples, products: dict, text_products: dict, checkpoint, le
     the probes after it see."""
     import numpy as np
 
-    values = {**products, "tokens": samples.tokens, "sample_ids": samples.ids, "sample_steps": samples.steps,
+    from memaudit.engine.sampling import PREFIX
+
+    def read_only(array):
+        view = array.view()
+        view.flags.writeable = False
+        return view
+
+    per_scheme = {k.removeprefix(PREFIX): read_only(v) for k, v in products.items() if k.startswith(PREFIX)}
+    values = {**{k: v for k, v in products.items() if not k.startswith(PREFIX)}, "sampling_logprobs": per_scheme,
+              "tokens": samples.tokens, "sample_ids": samples.ids, "sample_steps": samples.steps,
               "target_mask": samples.target_mask, "dataset": samples.info(), "checkpoint": checkpoint,
               "ledger": ledger, **text_products}
-    for name, value in values.items():
-        if isinstance(value, np.ndarray):
-            values[name] = value.view()
-            values[name].flags.writeable = False
-    return values
+    return {name: read_only(v) if isinstance(v, np.ndarray) else v for name, v in values.items()}
 
 
 def call_checkpoint_probes(probes: list[ProbeDef], arguments: dict[str, dict], checkpoint, ledger,
@@ -356,9 +370,11 @@ def call_probe(p: ProbeDef, context: dict) -> dict:
 
 
 def jsonable(value):
-    """numpy scalars/arrays -> Python; NaN/inf -> None (JSON has neither)."""
+    """numpy scalars/arrays and pydantic models -> Python; NaN/inf -> None (JSON has neither)."""
     import numpy as np
 
+    if hasattr(value, "model_dump"):
+        return jsonable(value.model_dump(exclude_none=True))
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -392,7 +392,7 @@ def write_audit_config(lab: LabConfig, out: Path) -> Path:
         "series": [{"name": r.name, "local": r.name} for r in lab.runs],
         "datasets": datasets,
         "probes": {"memorization": {"k": k, "m": m}, "memorized_strings": {"k": k, "m": m},
-                   "memorization_series": {"taus": [0.5, 0.9]}},
+                   "extraction_risk": {"pairs": [[k, m]]}, "memorization_series": {"taus": [0.5, 0.9]}},
         "checks": [{"name": "held-out text is not memorized", "metric": "memorization.M", "dataset": "valid",
                     "at": "max", "max": 0.5}] if lab.n_valid else [],
         "run": {"batch_size": 32},

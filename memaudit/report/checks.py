@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from memaudit.errors import ConfigError, did_you_mean
 from memaudit.inputs.config import AGGREGATES, CheckConfig, DatasetConfig
 from memaudit.report.schema import CheckResult, SeriesResult, is_number, metric_template
@@ -41,9 +43,17 @@ def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
             raise ConfigError(f"{where}: no probe '{probe_name}' is collected.{did_you_mean(probe_name, by_name)} "
                               f"Probes: {', '.join(by_name)}.")
         declared = by_name[probe_name].metrics
-        if declared and metric not in declared and metric_template(metric) not in declared:
+        if declared and not _declared(metric, declared):
             raise ConfigError(f"{where}: probe '{probe_name}' reports no metric '{metric}'."
                               f"{did_you_mean(metric, declared)} Its metrics: {', '.join(declared)}.")
+
+
+def _declared(metric: str, declared) -> bool:
+    """Whether a probe declares `metric`: by name, with a threshold (`T_step@tau`), or by a template with
+    placeholders (`rate[<scheme>][k=<k>,m=<m>]`)."""
+    if metric in declared or metric_template(metric) in declared:
+        return True
+    return any(re.fullmatch(re.sub(r"<[^>]+>", ".+", re.escape(d)), metric) for d in declared if "<" in d)
 
 
 def validate_check_targets(config, checkpoints: dict[str, list[str]]) -> None:

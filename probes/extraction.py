@@ -1,0 +1,140 @@
+"""Extraction risk beyond greedy decoding: (n, p)-discoverable extraction (Hayes et al. 2024,
+"Measuring memorization in language models via probabilistic extraction", arXiv 2410.19482).
+
+With prefix a (k tokens) and suffix b (m tokens) of a training sample z, one sampled continuation
+reproduces b exactly with probability p_z = prod_t P_scheme(b_t | a, b_<t); z is (n, p)-extractable
+when 1 - (1 - p_z)^n >= p, that is when n queries find it with probability at least p. Every factor
+is read off the teacher-forced pass (memaudit.engine.sampling): no generation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import numpy as np
+from memaudit.probes.memorization import extractable_samples
+from pydantic import Field
+
+from memaudit import plots, probe, series_probe
+from memaudit.engine.sampling import SamplingScheme
+
+Pair = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+Probability = Annotated[float, Field(gt=0, le=1)]
+DEFAULT_SCHEMES = ({"temperature": 1.0}, {"top_k": 40})
+
+METRICS = {
+    "rate[<scheme>][k=<k>,m=<m>][n=<n>,p=<p>]": "share of samples (n, p)-extractable under the scheme",
+    "n_extractable[<scheme>][k=<k>,m=<m>][n=<n>,p=<p>]": "number of samples (n, p)-extractable",
+    "log10_pz_p50[<scheme>][k=<k>,m=<m>]": "median over samples of log10 p_z (p_z: one sample reproduces the suffix)",
+    "log10_pz_p90[<scheme>][k=<k>,m=<m>]": "90th percentile of log10 p_z",
+    "log10_pz_max[<scheme>][k=<k>,m=<m>]": "largest log10 p_z",
+    "log10_queries_p50[<scheme>][k=<k>,m=<m>][p=<p>]": "median log10 of the queries a sample needs to be found "
+                                                       "with probability p (null: never)",
+    "greedy_rate[k=<k>,m=<m>]": "share of samples greedy decoding reproduces (the k-extractable verdict)",
+    "schemes": "the schemes' labels, in order",
+}
+
+
+def log_pz(sampling_logprobs: np.ndarray, k: int, m: int) -> np.ndarray:
+    """log p_z per sample (float64): the sum of the suffix tokens' log-probabilities under one scheme.
+    sampling_logprobs: (samples, seq_len - 1), position j predicting token j + 1."""
+    return sampling_logprobs[:, k - 1:k + m - 1].astype(np.float64).sum(axis=1)  # (samples,)
+
+
+def extractable(logp: np.ndarray, n: int, p: float) -> np.ndarray:
+    """Whether 1 - (1 - p_z)^n >= p, in log space: p_z = 1 always, p_z = 0 never."""
+    pz = np.exp(logp)
+    with np.errstate(divide="ignore"):
+        miss_all = n * np.log1p(-np.minimum(pz, 1.0))  # log (1 - p_z)^n
+    return (pz >= 1.0) | (miss_all <= math.log1p(-p) if p < 1 else pz >= 1.0)
+
+
+def queries_needed(logp: np.ndarray, p: float) -> np.ndarray:
+    """Smallest n with 1 - (1 - p_z)^n >= p per sample (inf when p_z = 0)."""
+    pz = np.exp(logp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.ceil(math.log1p(-p) / np.log1p(-np.minimum(pz, 1.0))) if p < 1 else np.where(pz >= 1, 1.0, np.inf)
+    return np.where(pz >= 1.0, 1.0, np.where(pz <= 0.0, np.inf, np.maximum(n, 1.0)))
+
+
+def fig_extraction(report):
+    """Extraction rate against the number of queries n (log axis) per scheme, a line per checkpoint of the
+    first series, the greedy rate as a dotted line."""
+    series = next((s for s in report.series if any("extraction_risk" in c.results for c in s.checkpoints)), None)
+    if series is None:
+        return None
+    rows = [(c, d, r) for c in series.checkpoints for d, r in c.results.get("extraction_risk", {}).items()
+            if r.get("schemes") and d != "all"]
+    train = [(c, r) for c, d, r in rows if d == "train"] or [(c, r) for c, _, r in rows]
+    if not train:
+        return None
+    schemes = train[0][1]["schemes"]
+    plt = plots.pyplot()
+    fig, axes = plt.subplots(1, len(schemes), figsize=(4.4 * len(schemes), 3.8), squeeze=False, sharey=True)
+    for ax, scheme in zip(axes[0], schemes):
+        for i, (c, r) in enumerate(train):
+            keys = sorted((int(key.split("n=")[1].split(",")[0]), key) for key in r
+                          if key.startswith(f"rate[{scheme}]") and r[key] is not None)
+            if not keys:
+                continue
+            color = plots.PALETTE[i % len(plots.PALETTE)]
+            ax.plot([n for n, _ in keys], [r[key] for _, key in keys], marker="o", markersize=3, color=color,
+                    label=c.name)
+            greedy = next((v for key, v in r.items() if key.startswith("greedy_rate") and v is not None), None)
+            if greedy is not None:
+                ax.axhline(greedy, color=color, linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("queries n")
+        ax.set_title(scheme, fontsize=10)
+    axes[0][0].set_ylabel("share of samples (n, p)-extractable")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"Extraction risk under sampling ({series.name}; dotted: greedy)")
+    fig.tight_layout()
+    return fig
+
+
+@probe(metrics=METRICS, show=("schemes",), figures=(fig_extraction,))
+def extraction_risk(sampling_logprobs, hits, checkpoint, schemes: list[SamplingScheme] = DEFAULT_SCHEMES,
+                    pairs: list[Pair] = ([32, 32],), n: list[Annotated[int, Field(ge=1)]] = (1, 10, 100, 1000),
+                    p: list[Probability] = (0.5,)):
+    """(n, p)-discoverable extraction rates under each sampling scheme, p_z percentiles and greedy verdicts."""
+    if getattr(checkpoint, "objective", "causal") != "causal":
+        return {}
+    labels = [SamplingScheme.model_validate(s).label for s in schemes]
+    out: dict = {"schemes": labels}
+    for k, m in pairs:
+        pair = f"k={k},m={m}"
+        if hits.shape[1] < k + m - 1:
+            continue
+        out[f"greedy_rate[{pair}]"] = float(extractable_samples(hits, k, m)[0].mean())
+        for label in labels:
+            logp = log_pz(sampling_logprobs[label], k, m)  # (samples,)
+            log10 = logp / math.log(10)
+            out[f"log10_pz_p50[{label}][{pair}]"] = float(np.percentile(log10, 50))
+            out[f"log10_pz_p90[{label}][{pair}]"] = float(np.percentile(log10, 90))
+            out[f"log10_pz_max[{label}][{pair}]"] = float(log10.max())
+            for prob in p:
+                queries = np.log10(queries_needed(logp, prob))
+                out[f"log10_queries_p50[{label}][{pair}][p={prob:g}]"] = float(np.percentile(queries, 50))
+                for count in n:
+                    found = extractable(logp, count, prob)
+                    out[f"rate[{label}][{pair}][n={count},p={prob:g}]"] = float(found.mean())
+                    out[f"n_extractable[{label}][{pair}][n={count},p={prob:g}]"] = int(found.sum())
+    return out
+
+
+@series_probe(metrics={"first_step[<rate>]": "first step at which the rate is above 0 (some sample is extractable)"},
+              uses=("extraction_risk",))
+def extraction_risk_series(checkpoints, datasets):
+    """Per rate of extraction_risk, the first step at which some sample is (n, p)-extractable."""
+    out = {}
+    for d in datasets:
+        rates = {}
+        for c in checkpoints:
+            for key, value in (c.results.get("extraction_risk") or {}).get(d.name, {}).items():
+                if key.startswith("rate[") and value:
+                    rates.setdefault(key, c.step)
+        if any((c.results.get("extraction_risk") or {}).get(d.name) for c in checkpoints):
+            out[d.name] = {f"first_step[{key}]": step for key, step in rates.items()}
+    return out
