@@ -59,16 +59,18 @@ def queries_needed(logp: np.ndarray, p: float) -> np.ndarray:
 
 
 def fig_extraction(report):
-    """Extraction rate against the number of queries n (log axis) per scheme, a line per checkpoint of the
-    first series, the greedy rate as a dotted line."""
-    series = next((s for s in report.series if any("extraction_risk" in c.results for c in s.checkpoints)), None)
-    if series is None:
+    """Extraction rate against the number of queries n (log axis) per scheme, a line per checkpoint (up to
+    six, evenly spread) of the largest series, the greedy rate as a dotted line."""
+    audited = [s for s in report.series if any("extraction_risk" in c.results for c in s.checkpoints)]
+    if not audited:
         return None
+    series = max(audited, key=lambda s: s.n_params or 0)
     rows = [(c, d, r) for c in series.checkpoints for d, r in c.results.get("extraction_risk", {}).items()
             if r.get("schemes") and d != "all"]
     train = [(c, r) for c, d, r in rows if d == "train"] or [(c, r) for c, _, r in rows]
     if not train:
         return None
+    train = [train[round(i * (len(train) - 1) / 5)] for i in range(6)] if len(train) > 6 else train
     schemes = train[0][1]["schemes"]
     plt = plots.pyplot()
     fig, axes = plt.subplots(1, len(schemes), figsize=(4.4 * len(schemes), 3.8), squeeze=False, sharey=True)
