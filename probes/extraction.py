@@ -113,12 +113,13 @@ def extraction_risk(sampling_logprobs, hits, checkpoint, schemes: list[SamplingS
         for label in labels:
             logp = log_pz(sampling_logprobs[label], k, m)  # (samples,)
             log10 = logp / math.log(10)
-            out[f"log10_pz_p50[{label}][{pair}]"] = float(np.percentile(log10, 50))
-            out[f"log10_pz_p90[{label}][{pair}]"] = float(np.percentile(log10, 90))
+            out[f"log10_pz_p50[{label}][{pair}]"] = float(np.percentile(log10, 50, method="nearest"))
+            out[f"log10_pz_p90[{label}][{pair}]"] = float(np.percentile(log10, 90, method="nearest"))
             out[f"log10_pz_max[{label}][{pair}]"] = float(log10.max())
             for prob in p:
-                queries = np.log10(queries_needed(logp, prob))
-                out[f"log10_queries_p50[{label}][{pair}][p={prob:g}]"] = float(np.percentile(queries, 50))
+                queries = np.log10(queries_needed(logp, prob))  # (samples,), inf where never
+                median = np.percentile(queries, 50, method="nearest")  # a rank: no arithmetic on inf
+                out[f"log10_queries_p50[{label}][{pair}][p={prob:g}]"] = float(median)
                 for count in n:
                     found = extractable(logp, count, prob)
                     out[f"rate[{label}][{pair}][n={count},p={prob:g}]"] = float(found.mean())

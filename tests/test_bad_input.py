@@ -407,3 +407,15 @@ def test_a_self_referential_yaml_is_a_configuration_error(write_config, run_cli,
     code, err = _run(run_cli, write_config("series: [{local: x}]\ndatasets: [{name: d, path: x}]\n"
                                            "probes: {memorization: &a {k: [*a]}}\n"), tmp_path)
     assert code == 2 and "refers to itself" in err
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"schemes": [{"top_k": "40"}]}, "schemes[0][top_k] = '40'"),
+    ({"schemes": [{"topk": 40}]}, "topk"),
+    ({"schemes": [{"temperature": 0}]}, "greater than 0"),
+    ({"pairs": [[32]]}, "pairs[0]"),
+    ({"p": [1.5]}, "less than or equal to 1"),
+])
+def test_extraction_risk_parameters_are_validated(params, message, basic_config, run_cli, tmp_path):
+    code, err = _run(run_cli, basic_config(probes={"extraction_risk": params}), tmp_path)
+    assert code == 2 and message in err
