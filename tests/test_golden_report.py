@@ -24,7 +24,7 @@ LAB = {
     "runs": [{"name": "base", "layers": 1, "width": 16, "heads": 2, "special": {"epoch": 2, "repeats": 1}},
              {"name": "ids", "layers": 1, "width": 16, "heads": 2, "ids": "prefix"}],
 }
-VOLATILE = {"load_s", "forward_s", "provenance", "path", "location"}
+VOLATILE = {"load_s", "forward_s", "provenance", "path", "location", "source"}  # timings and absolute paths
 
 
 def _normalise(value, root: str):
