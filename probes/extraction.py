@@ -59,8 +59,8 @@ def queries_needed(logp: np.ndarray, p: float) -> np.ndarray:
 
 
 def fig_extraction(report):
-    """Extraction rate against the number of queries n (log axis) per scheme, a line per checkpoint (up to
-    six, evenly spread) of the largest series, the greedy rate as a dotted line."""
+    """Share of samples (n, p)-extractable against the number of sampled queries n, per scheme, for the
+    largest series: where a line climbs above its dotted greedy rate, sampling finds samples greedy misses."""
     audited = [s for s in report.series if any("extraction_risk" in c.results for c in s.checkpoints)]
     if not audited:
         return None

@@ -93,7 +93,8 @@ METRICS = {
 
 
 def fig_forgetting(report):
-    """Forgetting curves of special batches against steps since injection, with the fitted baseline."""
+    """Forgetting curves of the special batch against steps since injection: look for the fall to a floor
+    (dashed: fitted baseline) that sits higher for larger models."""
     curves = [(s, d, r) for s in report.series for d, r in s.results.get("forgetting", {}).items()
               if r.get("M_curve")]
     if not curves:

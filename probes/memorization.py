@@ -35,7 +35,8 @@ METRICS = {
 
 
 def fig_memorization(report):
-    """M over checkpoints, one line per series and data set."""
+    """M over checkpoints, a line per series and data set: look for training M rising away from held-out M,
+    faster for larger models."""
     curves = list(plots.series_curves(report, "memorization", "M"))
     if not curves:
         return None
@@ -55,7 +56,8 @@ def fig_memorization(report):
     return fig
 
 def fig_T_vs_params(report):
-    """T(N, tau) in steps against parameters, log-log, one line per tau (train data sets)."""
+    """T(N, tau) against parameters, log-log, a line per tau: a falling line means larger models memorize
+    sooner."""
     rows = []
     for s in report.series:
         for d, r in s.results.get("memorization_series", {}).items():

@@ -22,7 +22,8 @@ NOT_WORD_CLASSES = ("NONE", "UNK", "SPACE")
 
 
 def fig_pos(report, tags=("NOUN", "PROPN", "NUM", "VERB", "ADJ", "ADP", "DET", "PUNCT")):
-    """R(p) over checkpoints for the main word classes, one panel per series (train data sets)."""
+    """R(p) over checkpoints per word class, a panel per series: look for nouns, proper nouns and numbers
+    (thick) rising before verbs and adjectives."""
     panels = []
     for s in report.series:
         train = [d.name for d in report.datasets if d.role == "train"]

@@ -29,7 +29,8 @@ CANARY_METRICS = {
 
 
 def fig_privacy(report):
-    """Canary exposure and membership-inference AUC over checkpoints, when the report has them."""
+    """Canary exposure and membership-inference AUC over checkpoints: exposure near log2|R| or an AUC well
+    above 0.5 means the model gives its training data away."""
     exposure = list(plots.series_curves(report, "canaries", "exposure_max"))
     auc = list(plots.series_curves(report, "membership", "auc_loss"))
     if not exposure and not auc:

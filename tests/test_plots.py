@@ -135,3 +135,69 @@ def test_a_users_probe_declares_its_own_figure(tmp_path, run_cli):
     assert code == 0 and not (tmp_path / "figs" / "loss_hist.png").exists()  # a report's paths never run
     code, out, _ = run_cli("plot", tmp_path / "r.json", "--out", tmp_path / "figs", "--probe-path", tmp_path / "mine.py")
     assert code == 0 and (tmp_path / "figs" / "loss_hist.png").exists()
+
+
+def _sections(page: str) -> list[str]:
+    return re.findall(r"<h2 id='([a-z]+)'", page)
+
+
+def test_html_reads_verdict_checks_figures_tables_then_provenance():
+    from memaudit.report.html import render_html
+
+    page = render_html(_report())
+    assert _sections(page) == ["checks", "figures", "tables", "series", "provenance"]
+    assert page.index("class='verdict'") < page.index("id='checks'")
+    assert "<details><summary>" in page[page.index("id='provenance'"):]  # provenance collapsed
+    assert "prefers-color-scheme: dark" in page and "@media print" in page
+    figures = re.findall(r"<figure id='fig-([A-Za-z_]+)'>.*?<figcaption>([^<]+)</figcaption>", page, re.S)
+    assert {name for name, _ in figures} == {"memorization", "T_vs_params", "pos", "forgetting"}
+    assert all(len(caption) > 20 for _, caption in figures)  # each says what to look for
+
+
+def test_html_has_one_sortable_table_per_probe_and_data_set():
+    from memaudit.report.html import render_html
+    from memaudit.report.schema import ProbeInfo
+
+    report = _report()
+    report.probes = [ProbeInfo(name="memorization", kind="checkpoint", source="-", products=[], params={}, show=["M"]),
+                     ProbeInfo(name="memorization_series", kind="series", source="-", products=[], params={},
+                               show=["T_step@tau"])]
+    page = render_html(report, with_figures=False)
+    tables = re.findall(r"<table class='sortable' data-probe='memorization' data-dataset='([a-z]+)'>", page)
+    assert sorted(tables) == ["train", "train", "valid", "valid"]  # two series x two data sets
+    assert "data-probe='memorization_series'" in page and "<th>T_step@0.5</th>" in page
+    assert "background: rgba(var(--shade)" in page  # M cells shaded
+    assert "data-v='0.1'" in page  # sortable numbers carry their value
+
+
+def test_html_escapes_every_name_from_the_configuration():
+    from memaudit.report.html import render_html
+
+    report = _report()
+    report.series[0].name = "<script>alert(1)</script>"
+    report.series[0].checkpoints[0].error = "bad & <b>worse</b>"
+    page = render_html(report, with_figures=False)
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "bad &amp; &lt;b&gt;worse&lt;/b&gt;" in page and "id='errors'" in page
+    assert not re.findall(r"(?:src|href)=['\"]?(?:https?:)?//", page)
+
+
+@pytest.mark.slow
+def test_the_demo_report_renders_in_a_headless_browser(tmp_path):
+    """Chromium (Debian's `chromium`) renders the page to a PNG and logs no error."""
+    import shutil
+    import subprocess
+
+    from memaudit.report.html import write_html
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    write_html(_report(), tmp_path / "r.html")
+    result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                             f"--screenshot={tmp_path / 'shot.png'}", "--window-size=1280,2000",
+                             (tmp_path / "r.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert (tmp_path / "shot.png").read_bytes().startswith(b"\x89PNG")
+    console_errors = [line for line in result.stderr.splitlines()
+                      if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    assert not console_errors

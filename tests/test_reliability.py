@@ -227,5 +227,5 @@ def test_names_from_the_yaml_never_become_paths(make_series, text_file, write_co
     code, _, err = run_cli("run", config, "-k", "memorization")
     assert code == 0, err
     cache = tmp_path / "memaudit-cache"
-    written = [p for p in tmp_path.parent.rglob("*escape*")]
+    written = [p for p in tmp_path.parent.rglob("escape*")]  # not the folders of tests named after escaping
     assert not written and list(cache.rglob("*.json"))

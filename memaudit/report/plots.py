@@ -49,21 +49,30 @@ def series_curves(report: AuditReport, probe: str, metric: str):
                 yield s, d, [p[0] for p in points], [p[1] for p in points]
 
 
-def figures(report: AuditReport, probe_paths: list[Path] = ()) -> dict:
-    """Every figure the report's probes declare and have data for: name -> Figure. The figures come from
+def figure_list(report: AuditReport, probe_paths: list[Path] = ()) -> list[tuple[str, object, str]]:
+    """Every figure the report's probes declare and have data for: (name, Figure, caption), the caption
+    being the first sentence of the figure function's docstring (what to look for). The figures come from
     the standard probes and from the probe files in `probe_paths` (never from paths named in the report:
     plotting a report received from someone else runs no code of theirs)."""
+    import inspect
+
     from memaudit.engine.registry import collect, standard_probe_dir
 
     ran = {p.name for p in report.probes} | {name for s in report.series for name in s.results} | \
         {name for s in report.series for c in s.checkpoints for name in c.results}
-    out = {}
+    out = []
     for p in collect([standard_probe_dir(), *map(Path, probe_paths)]):
         for make in p.figures if p.name in ran else ():
             fig = make(report)
             if fig is not None:
-                out[make.__name__.removeprefix("fig_")] = fig
+                caption = " ".join((inspect.getdoc(make) or "").split("\n\n")[0].split())
+                out.append((make.__name__.removeprefix("fig_"), fig, caption))
     return out
+
+
+def figures(report: AuditReport, probe_paths: list[Path] = ()) -> dict:
+    """Every figure the report's probes declare and have data for: name -> Figure."""
+    return {name: fig for name, fig, _ in figure_list(report, probe_paths)}
 
 
 def write_figures(report: AuditReport, out: Path, probe_paths: list[Path] = ()) -> list[Path]:
