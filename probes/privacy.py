@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
+from memaudit.probes.extraction import DEFAULT_SCHEMES, log_pz
 from memaudit.probes.memorization import extractable_samples
 from pydantic import Field
 
 from memaudit import plots, probe
+from memaudit.engine.sampling import SamplingScheme
 from memaudit.inputs.canaries import exposure
 
 CANARY_METRICS = {
@@ -128,18 +130,23 @@ def membership(data, members: str = "train", non_members: str = "valid",
 
 
 @probe(metrics={"n_extractable": "samples whose next m tokens after a k-token prefix are all greedy hits",
-                "strings": "the extractable samples: id, matched length and, with --show-text, redacted text"},
+                "strings": "the extractable samples: id, matched length, log10 p_z per sampling scheme (the chance "
+                           "that one sampled continuation reproduces the suffix) and, with --show-text, redacted text"},
        show=("n_extractable",))
-def memorized_strings(hits, sample_ids, text_of, checkpoint, k: Annotated[int, Field(ge=1)] = 32,
-                      m: Annotated[int, Field(ge=1)] = 32, max_strings: Annotated[int, Field(ge=0)] = 20):
+def memorized_strings(hits, sampling_logprobs, sample_ids, text_of, checkpoint, k: Annotated[int, Field(ge=1)] = 32,
+                      m: Annotated[int, Field(ge=1)] = 32, max_strings: Annotated[int, Field(ge=0)] = 20,
+                      schemes: list[SamplingScheme] = DEFAULT_SCHEMES):
     """Which samples a checkpoint would reproduce verbatim (k-extractable), for the reviewer."""
     if hits.shape[1] < k + m - 1 or getattr(checkpoint, "objective", "causal") != "causal":
         return {}
     verdict, run = extractable_samples(hits, k, m)  # (samples,) each
     rows = np.flatnonzero(verdict)
+    labels = [SamplingScheme.model_validate(s).label for s in schemes]
+    log10_pz = {label: log_pz(sampling_logprobs[label], k, m) / np.log(10) for label in labels}  # (samples,) each
     strings = []
     for i in rows[:max_strings]:
-        entry = {"id": sample_ids[i], "match_len": int(run[i])}
+        entry = {"id": sample_ids[i], "match_len": int(run[i]),
+                 "log10_pz": {label: float(values[i]) for label, values in log10_pz.items()}}
         if text_of is not None:
             entry["text"] = text_of(int(i))
         strings.append(entry)

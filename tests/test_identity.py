@@ -183,3 +183,14 @@ def test_probe_fingerprint_follows_code_and_parameters():
     assert probe_fingerprint(namespace["p"], {"k": 2}) != before
     exec("K = 3", namespace)  # a module constant the probe reads through its helper
     assert probe_fingerprint(namespace["p"], {"k": 1}) != before
+
+
+def test_a_probe_helper_imported_from_another_probe_module_is_part_of_its_key():
+    """memorized_strings calls memorization's extractability helper: the standard probes are outside the
+    engine fingerprint, so the helper's code must be in memorized_strings' own key."""
+    from memaudit.engine.identity import _code_of
+    from memaudit.engine.registry import collect, standard_probe_dir
+
+    probes = {p.name: p for p in collect([standard_probe_dir()])}
+    code = "\n".join(_code_of(probes["memorized_strings"].fn))
+    assert "def extractable_samples" in code and "def log_pz" in code

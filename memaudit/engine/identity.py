@@ -107,24 +107,30 @@ def probe_fingerprint(fn, params: dict) -> str:
     return digest("probe", _code_of(fn), params)
 
 
+PROBE_MODULES = ("memaudit.probes", "memaudit_collected_")  # standard probes and collected probe files
+
+
 def _code_of(fn) -> list[str]:
-    """Sources of `fn` and, transitively, of the functions and simple constants of its module it names."""
-    namespace = fn.__globals__
+    """Sources of `fn` and, transitively, of the functions and simple constants it names from its own
+    module, and of the functions it imports from other probe modules (the standard probes live outside
+    the engine fingerprint: `memorized_strings` uses memorization's extractability helper)."""
     seen: dict[str, str] = {}
     todo = [fn]
     while todo:
         f = todo.pop()
         code = getattr(f, "__code__", None)
-        key = f"{getattr(f, '__qualname__', f)}"
+        here = f.__module__ == fn.__module__  # the probe's own file: named without its (path-derived) module
+        key = f"{'' if here else f.__module__ + '.'}{getattr(f, '__qualname__', f)}"
         if key in seen or code is None:
             continue
         seen[key] = _source(f)
         for name in _names(code):
-            value = namespace.get(name)
-            if isinstance(value, types.FunctionType) and value.__module__ == f.__module__:
+            value = f.__globals__.get(name)
+            if isinstance(value, types.FunctionType) and (value.__module__ == f.__module__
+                                                          or str(value.__module__).startswith(PROBE_MODULES)):
                 todo.append(value)
             elif isinstance(value, (int, float, str, bytes, bool, tuple, frozenset, dict, list)):
-                seen[f"const {name}"] = repr(value)[:10_000]
+                seen[f"const {'' if here else f.__module__ + '.'}{name}"] = repr(value)[:10_000]
     return sorted(f"{k}\n{v}" for k, v in seen.items())
 
 
