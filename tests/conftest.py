@@ -59,6 +59,13 @@ def tiny_model(arch: str, vocab_size: int, seed: int, context: int = 128):
     return AutoModelForCausalLM.from_config(config).eval()
 
 
+def random_tokens(vocab: int, n: int = 7, seq_len: int = 24, seed: int = 0):
+    """(n, seq_len) int64 token ids drawn uniformly from the vocabulary."""
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, vocab, size=(n, seq_len), dtype=np.int64)
+
+
 @pytest.fixture
 def make_series(tmp_path, tokenizer):
     """Write a local series: `folder/step-N/` HF checkpoints sharing the tokenizer."""

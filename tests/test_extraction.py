@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import random_tokens, tiny_model
 from memaudit.probes.extraction import extractable, log_pz, queries_needed
 from memaudit.probes.memorization import extractable_samples
 
@@ -16,14 +16,10 @@ SCHEMES = [SamplingScheme(), SamplingScheme(top_k=40), SamplingScheme(temperatur
            SamplingScheme(temperature=1.3, top_k=20, top_p=0.7)]
 
 
-def _tokens(vocab, n=4, seq_len=24, seed=0):
-    return np.random.default_rng(seed).integers(0, vocab, size=(n, seq_len), dtype=np.int64)
-
-
 @pytest.mark.parametrize("arch", ["gpt_neox", "gpt2"])
 def test_scheme_logprobs_equal_transformers_warpers_on_full_logits(arch):
     model = tiny_model(arch, vocab_size=300, seed=2)
-    tokens = _tokens(300)
+    tokens = random_tokens(300, n=4)
     products, _ = score(model, tokens, {product_name(s) for s in SCHEMES}, batch_size=3, device="cpu")
     with torch.no_grad():
         logits = model(torch.from_numpy(tokens)).logits[:, :-1].float()  # (samples, seq - 1, vocab)
@@ -41,7 +37,7 @@ def test_scheme_logprobs_equal_transformers_warpers_on_full_logits(arch):
 
 def test_top_k_1_gives_the_greedy_verdict():
     model = tiny_model("gpt_neox", vocab_size=300, seed=3)
-    random = _tokens(300, n=3, seq_len=12)
+    random = random_tokens(300, n=3, seq_len=12)
     with torch.no_grad():  # samples greedy decoding reproduces by construction, beside random ones
         greedy = model.generate(torch.from_numpy(random[:, :4]), do_sample=False, max_new_tokens=8, min_new_tokens=8,
                                 pad_token_id=0, attention_mask=torch.ones(3, 4, dtype=torch.long)).numpy()
@@ -72,7 +68,7 @@ def memorizing_model():
     torch.manual_seed(0)
     model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
                                              num_attention_heads=2, intermediate_size=64, max_position_embeddings=32))
-    data = torch.from_numpy(_tokens(64, n=4, seq_len=12, seed=7))
+    data = torch.from_numpy(random_tokens(64, n=4, seq_len=12, seed=7))
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     for _ in range(35):  # partly memorized: per-sample success probabilities spread between 0 and 1
         loss = model(input_ids=data, labels=data).loss

@@ -3,14 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import random_tokens as _tokens
 from conftest import tiny_model
 
 from memaudit.engine.forward import reduce_logits, score
 from memaudit.errors import ConfigError
-
-
-def _tokens(vocab, n=7, seq_len=24, seed=0):
-    return np.random.default_rng(seed).integers(0, vocab, size=(n, seq_len), dtype=np.int64)
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "gpt2"])
