@@ -36,19 +36,14 @@ class Canary(BaseModel):
     length: int | None = Field(None, ge=1, le=64)
     candidates: list[str] | None = Field(None, min_length=1)
 
-    @field_validator("alphabet")
+    @field_validator("alphabet", "candidates")
     @classmethod
-    def _distinct_characters(cls, alphabet):
-        if alphabet is not None and len(set(alphabet)) != len(alphabet):
-            raise ValueError("the alphabet repeats a character, which would count candidates twice")
-        return alphabet
-
-    @field_validator("candidates")
-    @classmethod
-    def _distinct_candidates(cls, candidates):
-        if candidates is not None and len(set(candidates)) != len(candidates):
-            raise ValueError("the candidates repeat a string, which would count it twice in |R|")
-        return candidates
+    def _distinct(cls, value, info):
+        """A repeated character or candidate would be counted twice in |R|, and the exposure would be wrong."""
+        if value is not None and len(set(value)) != len(value):
+            what = "the alphabet repeats a character" if info.field_name == "alphabet" else "the candidates repeat a string"
+            raise ValueError(f"{what}, which would count it twice in |R|")
+        return value
 
     @property
     def space(self) -> int:

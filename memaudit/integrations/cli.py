@@ -143,14 +143,12 @@ def _read_report_or_exit(path):
     from pydantic import ValidationError
 
     from memaudit.errors import ConfigError
-    from memaudit.inputs.config import read_text_file
-    from memaudit.report.schema import AuditReport
+    from memaudit.report.schema import read_report
 
     if not Path(path).exists():
         raise ConfigError(f"No report at '{path}'. Write one with `memaudit run --json PATH`.")
-    text = read_text_file(Path(path), "report")
     try:
-        return AuditReport.model_validate_json(text)
+        return read_report(path)
     except ValidationError as e:
         raise ConfigError(f"'{path}' is not a memaudit report ({e.error_count()} validation errors, "
                           f"first: {e.errors()[0]['msg']}).") from None

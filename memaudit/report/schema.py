@@ -263,8 +263,11 @@ def write_report(report: AuditReport, path: str | Path) -> None:
 
 
 def read_report(path: str | Path) -> AuditReport:
-    """Read and validate a saved report."""
-    return AuditReport.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    """Read and validate a saved report (a folder, an unreadable or a binary file is a ConfigError; a file
+    that is not a report raises pydantic's ValidationError)."""
+    from memaudit.inputs.config import read_text_file
+
+    return AuditReport.model_validate_json(read_text_file(Path(path), "report"))
 
 
 def json_schema() -> dict:
