@@ -79,9 +79,12 @@ def _reduce_rows(logits_of, shape: tuple[int, int, int], targets: torch.Tensor, 
     for start in range(0, batch * seq, rows):
         part = slice(start, start + rows)
         logits, t = logits_of(part), flat_targets[part]  # (rows, vocab), (rows,)
-        values = reduce_chunk(logits, t)
-        if schemes:  # per sampling scheme, with transformers' warpers (eager: top-p sorts)
-            values.update(scheme_logprobs(logits.float(), t, schemes, values["logprobs"]))
+        if schemes:  # one float32 copy for both reductions; per scheme with transformers' warpers (eager)
+            logits = logits.float()
+            values = reduce_chunk(logits, t)
+            values.update(scheme_logprobs(logits, t, schemes, values["logprobs"]))
+        else:  # the cast stays inside the (compiled) reduction, fused with its reads
+            values = reduce_chunk(logits, t)
         for name, value in values.items():
             out[name][part] = value
     return {name: value.view(batch, seq) for name, value in out.items()}
