@@ -7,13 +7,16 @@ The package in layers, in the direction data flows:
     integrations/  the command line and the pytest plugin
     lab/           trains tiny model series to audit
 
-Probe authors need only `probe`, `series_probe` and, for figures, `plots`; nothing here imports torch.
+Probe authors need only `probe`, `series_probe` and, for figures, `plots`; notebooks and training loops
+`audit`, `audit_model` and `LiveSeries` (memaudit.api). Nothing here imports torch.
 """
 
+from memaudit.api import LiveSeries, audit, audit_model
 from memaudit.engine.registry import probe, series_probe
 
 __version__ = "0.1.0"
-__all__ = ["probe", "series_probe", "plots", "AuditReport", "read_report", "__version__"]
+__all__ = ["audit", "audit_model", "LiveSeries", "probe", "series_probe", "plots", "AuditReport", "read_report",
+           "__version__"]
 
 
 def __getattr__(name: str):

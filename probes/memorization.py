@@ -30,6 +30,8 @@ METRICS = {
     "M_update": "M on the batch of the update that produced this checkpoint (a lab ledger, or the data's seen_at_step)",
     "n_samples": "samples scored",
     "n_tokens": "target tokens scored",
+    "samples": "with per_sample: one column per field, one entry per sample (id, M, loss, and with greedy "
+               "decoding extractable and match_len); `report.samples_frame()` makes it a table",
 }
 
 
@@ -87,10 +89,13 @@ def fig_T_vs_params(report):
 
 
 @probe(metrics=METRICS, show=("M", "loss", "extractable"), figures=(fig_memorization,))
-def memorization(hits, logprobs, sample_ids, sample_steps, checkpoint, dataset, ledger, k: Positive = 32, m: Positive = 32):
-    """Exact memorization M(f), loss, per-sample M and k-extractability from one teacher-forced pass."""
+def memorization(hits, logprobs, sample_ids, sample_steps, checkpoint, dataset, ledger, k: Positive = 32,
+                 m: Positive = 32, per_sample: bool = False):
+    """Exact memorization M(f), loss, per-sample M and k-extractability from one teacher-forced pass;
+    `per_sample` also lists every sample's values (off by default: the report grows with the data)."""
     sample_m = hits.mean(axis=1)  # (samples,)
     loss = float(-logprobs.mean())
+    greedy = checkpoint.objective == "causal" and hits.shape[1] >= k + m - 1
     out = {
         "M": float(hits.mean()),
         "loss": loss,
@@ -107,6 +112,11 @@ def memorization(hits, logprobs, sample_ids, sample_steps, checkpoint, dataset, 
     rows = _batch_rows(sample_ids, sample_steps, checkpoint.step, dataset, ledger)
     if rows:
         out["M_update"] = float(hits[rows].mean())
+    if per_sample:
+        out["samples"] = {"id": list(sample_ids), "M": sample_m, "loss": -logprobs.mean(axis=1)}
+        if greedy:
+            verdict, match_len = extractable_samples(hits, k, m)  # (samples,) each
+            out["samples"].update(extractable=verdict, match_len=match_len)
     return out
 
 

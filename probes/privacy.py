@@ -114,11 +114,13 @@ def membership_scores(d, k_percent: float) -> dict[str, np.ndarray]:
 @probe(per_dataset=False, needs=("logprobs", "entropy", "logp2", "zlib_len"),
        metrics={"auc_<score>": "ROC AUC of telling members from non-members by <score>: loss, zlib, min_k, min_k_pp",
                 "tpr@1%fpr_<score>": "true-positive rate at 1% false-positive rate",
-                "n_members": "member samples", "n_non_members": "non-member samples"},
+                "n_members": "member samples", "n_non_members": "non-member samples",
+                "samples": "with per_sample: per sample its data set, id, member or not, and each score"},
        show=("auc_loss", "auc_zlib", "auc_min_k", "auc_min_k_pp"))
 def membership(data, members: str = "train", non_members: str = "valid",
-               k_percent: Annotated[float, Field(gt=0, le=100)] = 20.0):
-    """Membership-inference scores (loss, zlib, Min-K% prob, Min-K%++) with ROC AUC and TPR at 1% FPR."""
+               k_percent: Annotated[float, Field(gt=0, le=100)] = 20.0, per_sample: bool = False):
+    """Membership-inference scores (loss, zlib, Min-K% prob, Min-K%++) with ROC AUC and TPR at 1% FPR;
+    `per_sample` also lists every sample's scores."""
     if members not in data or non_members not in data:
         return {}
     a, b = membership_scores(data[members], k_percent), membership_scores(data[non_members], k_percent)
@@ -126,6 +128,11 @@ def membership(data, members: str = "train", non_members: str = "valid",
     for score in a:
         out[f"auc_{score}"] = roc_auc(a[score], b[score])
         out[f"tpr@1%fpr_{score}"] = tpr_at_fpr(a[score], b[score])
+    if per_sample:
+        ids = [*data[members].sample_ids, *data[non_members].sample_ids]
+        out["samples"] = {"dataset": [members] * len(a["loss"]) + [non_members] * len(b["loss"]), "id": ids,
+                          "member": [True] * len(a["loss"]) + [False] * len(b["loss"]),
+                          **{score: np.concatenate([a[score], b[score]]) for score in a}}
     return out
 
 

@@ -153,4 +153,23 @@ def run_cli(capsys):
     return run
 
 
+SMALL_LAB = {
+    "vocab_size": 300, "seq_len": 40, "n_samples": 12, "n_valid": 8, "n_special": 4, "batch_size": 4,
+    "epochs": 4, "lr": 0.01, "save_every": 2, "canaries": {"file": "builtin", "copies": 2},
+    "runs": [{"name": "base", "layers": 1, "width": 16, "heads": 2, "special": {"epoch": 2, "repeats": 1}},
+             {"name": "ids", "layers": 1, "width": 16, "heads": 2, "ids": "prefix"}],
+}
+"""A lab with every kind of data set (train, valid, special, canaries) and two runs: seconds to train."""
+
+
+@pytest.fixture(scope="session")
+def small_lab(tmp_path_factory) -> Path:
+    """SMALL_LAB trained once per session; returns its folder (with checkpoints.yaml)."""
+    from memaudit.lab.config import parse_lab_config
+    from memaudit.lab.train import run_lab
+
+    root = tmp_path_factory.mktemp("small-lab")
+    return run_lab(parse_lab_config({**SMALL_LAB, "out": str(root / "lab")}, root))
+
+
 pytest_plugins = ["pytester"]

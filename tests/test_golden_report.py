@@ -13,17 +13,12 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_LAB as LAB
 
 from memaudit.lab.config import parse_lab_config
 from memaudit.lab.train import run_lab
 
 GOLDEN = Path(__file__).parent / "golden" / "lab_report.json"
-LAB = {
-    "vocab_size": 300, "seq_len": 40, "n_samples": 12, "n_valid": 8, "n_special": 4, "batch_size": 4,
-    "epochs": 4, "lr": 0.01, "save_every": 2, "canaries": {"file": "builtin", "copies": 2},
-    "runs": [{"name": "base", "layers": 1, "width": 16, "heads": 2, "special": {"epoch": 2, "repeats": 1}},
-             {"name": "ids", "layers": 1, "width": 16, "heads": 2, "ids": "prefix"}],
-}
 VOLATILE = {"load_s", "forward_s", "provenance", "path", "location", "source"}  # timings and absolute paths
 
 

@@ -157,11 +157,16 @@ def _probes_in(file: Path) -> list[ProbeDef]:
 
 
 def select(probes: list[ProbeDef], params: dict[str, dict] | None,
-           keywords: list[tuple[str, str | None]] = ()) -> list[ProbeDef]:
+           keywords: list[tuple[str, str | None]] = (), names: list[str] | None = None) -> list[ProbeDef]:
     """Set (validated) parameters from the yaml's `probes:` mapping, keep the probes every keyword
-    expression matches (`keywords`: (where it came from, e.g. "-k", expression)), then add the probes
-    the kept ones `use`, as pytest adds the fixtures a test needs."""
+    expression matches (`keywords`: (where it came from, e.g. "-k", expression)) and, when `names` is
+    given (the Python API's list of probes), only those, then add the probes the kept ones `use`, as
+    pytest adds the fixtures a test needs."""
     by_name = {p.name: p for p in probes}
+    for name in names or ():
+        if name not in by_name:
+            raise ConfigError(f"Unknown probe '{name}' in the list of probes.{did_you_mean(name, by_name)} "
+                              f"Collected probes: {', '.join(by_name) or 'none'}.")
     for name, values in (params or {}).items():
         if name not in by_name:
             raise ConfigError(f"Unknown probe '{name}' in the yaml's 'probes'.{did_you_mean(name, by_name)} "
@@ -173,9 +178,11 @@ def select(probes: list[ProbeDef], params: dict[str, dict] | None,
                                   f"Its parameters: {', '.join(p.params) or 'none'}.")
         by_name[name] = dataclasses.replace(p, params={**p.params, **validate_params(p, values or {})})
     matchers = [(where, expr, parse_keyword(expr, where)) for where, expr in keywords if expr]
-    chosen = [p for p in by_name.values() if all(match(p.name) for _, _, match in matchers)]
+    chosen = [p for p in by_name.values() if all(match(p.name) for _, _, match in matchers)
+              and (names is None or p.name in names)]
     if not chosen:
-        shown = " and ".join(f"{where} '{expr}'" for where, expr, _ in matchers)
+        shown = " and ".join([f"{where} '{expr}'" for where, expr, _ in matchers] +
+                             ([f"the list {names}"] if names is not None else []))
         raise NothingCollected(f"No probe was selected by {shown or 'the configuration'}. Collected: "
                                f"{', '.join(by_name) or 'none'}. Run `memaudit list` to see them.")
     return _with_dependencies(chosen, by_name)

@@ -93,11 +93,12 @@ class Plan:
         return {name for p in self.checkpoint_probes for name in p.products}
 
 
-def make_plan(config: AuditConfig, keyword: str | None = None) -> Plan:
-    """Collect the standard probes and the yaml's probe paths, select, and validate the checks."""
+def make_plan(config: AuditConfig, keyword: str | None = None, names: list[str] | None = None) -> Plan:
+    """Collect the standard probes and the yaml's probe paths, select (`names`: only these probes, for the
+    Python API), and validate the checks."""
     keywords = [("the yaml's select:", config.select), ("-k", keyword)]
-    probes = select(collect([standard_probe_dir(), *config.probe_paths]), config.probes, keywords)
-    validate_checks(config, probes, selected_by_keyword=bool(keyword or config.select))
+    probes = select(collect([standard_probe_dir(), *config.probe_paths]), config.probes, keywords, names)
+    validate_checks(config, probes, selected_by_keyword=bool(keyword or config.select or names is not None))
     return Plan(config, probes)
 
 
@@ -147,12 +148,17 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
     except KeyboardInterrupt:
         interrupted = True
     if not interrupted:
-        for series in run.series:
-            series.results = call_series_probes(plan.series_probes, {
-                "checkpoints": [c for c in series.checkpoints if c.error is None],
-                "datasets": [d for d in run.datasets.values() if "@" not in d.name], "series": series,
-                "ledger": run.ledgers[series.name], "all_series": run.series})
+        run_series_probes(run)
     return _report(run, config_hash, interrupted)
+
+
+def run_series_probes(run: _Run) -> None:
+    """Every series probe on every series of the run, on its checkpoints that have no error."""
+    for series in run.series:
+        series.results = call_series_probes(run.plan.series_probes, {
+            "checkpoints": [c for c in series.checkpoints if c.error is None],
+            "datasets": [d for d in run.datasets.values() if "@" not in d.name], "series": series,
+            "ledger": run.ledgers[series.name], "all_series": run.series})
 
 
 def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
@@ -267,19 +273,27 @@ class _Found:
 
 def _series_context(run: _Run, series_cfg, checkpoints) -> _SeriesContext:
     """Tokenizer, samples, ledger and text products of one series; its SeriesResult joins the run."""
+    ledger = _ledger_for(series_cfg)
+    tokenizer, fingerprint = _series_tokenizer(series_cfg.display_name, checkpoints)
+    return series_context(run, _series_result(series_cfg, ledger, fingerprint), tokenizer, ledger)
+
+
+def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | None,
+                   data: dict | None = None) -> _SeriesContext:
+    """Samples and text products of a series audited with `tokenizer` (`data`: records in memory for a
+    data set, by name, instead of its file); `series` joins the run."""
     from memaudit.engine.identity import digest
     from memaudit.inputs.data import load_samples
     from memaudit.inputs.text_products import text_products as make_text_products
 
-    ledger = _ledger_for(series_cfg)
-    tokenizer, fingerprint = _series_tokenizer(series_cfg.display_name, checkpoints)
-    samples = {d.name: load_samples(d.for_series(series_cfg.display_name), tokenizer) for d in run.config.datasets}
+    fingerprint = series.tokenizer
+    samples = {d.name: load_samples(d.for_series(series.name), tokenizer, (data or {}).get(d.name))
+               for d in run.config.datasets}
     for s in samples.values():
         info = s.info()
         known = run.datasets.setdefault(info.name, info)
         if known.sha256 != info.sha256:  # another tokenizer, other tokens: keep both visible
-            run.datasets[f"{info.name}@{series_cfg.display_name}"] = info
-    series = _series_result(series_cfg, ledger, fingerprint)
+            run.datasets[f"{info.name}@{series.name}"] = info
     run.series.append(series)
     run.ledgers[series.name] = ledger
     text_products, said = make_text_products(run.plan.checkpoint_probes, samples, tokenizer, fingerprint,

@@ -252,22 +252,47 @@ class AuditConfig(_Strict):
 def load_config(path: str | Path) -> tuple[AuditConfig, str]:
     """Read and validate a yaml file; return the config (paths made absolute) and its hash."""
     path = Path(path)
-    if not path.is_file():
+    raw = read_yaml(path)
+    digest = config_digest(raw, str(path))
+    config = parse_config(raw, source=str(path))
+    config = resolve_paths(config, path.resolve().parent)
+    return config, digest
+
+
+def read_yaml(path: Path) -> Any:
+    """The parsed content of a yaml file; a missing, unreadable or malformed file is a ConfigError."""
+    if not Path(path).is_file():
         raise ConfigError(f"No configuration file at '{path}'. Pass the path of a checkpoints.yaml, "
                           "or run `memaudit demo` to see a complete example.")
     text = read_text_file(path, "configuration")
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}. Fix the syntax at the position shown.") from None
+
+
+def config_digest(raw: Any, source: str) -> str:
+    """sha256 prefix of a parsed configuration (the report's `config_hash`)."""
     try:
-        digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
     except (ValueError, RecursionError):
-        raise ConfigError(f"{path} refers to itself (a YAML alias inside its own anchor). Write the values out.") \
+        raise ConfigError(f"{source} refers to itself (a YAML alias inside its own anchor). Write the values out.") \
             from None
-    config = parse_config(raw, source=str(path))
-    config = _resolve_paths(config, path.resolve().parent)
-    return config, digest
+
+
+def configuration(source: Any) -> tuple[AuditConfig, str, str | None]:
+    """A configuration given to the Python API: the path of a yaml, its content as a mapping (relative paths
+    are relative to the working folder), or an AuditConfig. Returns (config, hash, path or None)."""
+    if isinstance(source, (str, Path)):
+        config, digest = load_config(source)
+        return config, digest, str(source)
+    if isinstance(source, AuditConfig):
+        return source, config_digest(source.model_dump(mode="json"), "the configuration"), None
+    if isinstance(source, dict):
+        digest = config_digest(source, "the configuration")
+        return resolve_paths(parse_config(source, source="the configuration"), Path.cwd()), digest, None
+    raise ConfigError(f"A configuration is the path of a checkpoints.yaml, its content as a dict, or an "
+                      f"AuditConfig; got {type(source).__name__}.")
 
 
 def read_text_file(path: Path, what: str) -> str:
@@ -386,7 +411,7 @@ def _model_in(annotation) -> Any:
     return None
 
 
-def _resolve_paths(config: AuditConfig, base: Path) -> AuditConfig:
+def resolve_paths(config: AuditConfig, base: Path) -> AuditConfig:
     def absolute(p: Path | None) -> Path | None:
         if p is None:
             return None

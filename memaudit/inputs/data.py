@@ -53,14 +53,18 @@ class Samples:
                            seen_at_step=self.config.seen_at_step, canaries=self.canaries)
 
 
-def load_samples(config: DatasetConfig, tokenizer) -> Samples:
+def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
     """Read `config.path` (text, JSONL `text`, or JSONL `tokens`) and cut it into samples.
 
     Plain text and JSONL `text` records are tokenized (records joined by the EOS token), then cut
     into consecutive `seq_len` chunks; the remainder is dropped. JSONL `tokens` records are
-    pre-tokenized samples (as the lab writes them) and are used as they are.
+    pre-tokenized samples (as the lab writes them) and are used as they are. `records` (the Python
+    API) stands for the file: a list of texts, of token-id lists or of JSONL-style dicts, or a 2-D
+    integer array; validated exactly as a file's records are.
     """
-    path, seq_len = Path(config.path), config.seq_len
+    if records is not None:
+        return _from_memory(config, records, tokenizer)
+    path = Path(config.path)
     if not path.is_file():
         raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
                           "(relative paths are relative to the yaml's folder).")
@@ -78,15 +82,35 @@ def load_samples(config: DatasetConfig, tokenizer) -> Samples:
         return _from_npy(config, path, len(tokenizer))
     if not text.strip():
         raise ConfigError(f"Data set '{config.name}': '{path}' is empty. Point 'path' at a file with text.")
-
     if path.suffix in (".jsonl", ".json"):
-        records = _read_jsonl(config, text)
-        if "tokens" in records[0][1]:
-            return _pretokenized(config, records, len(tokenizer))
-        text_parts = [r["text"] for _, r in records]
-    else:
-        text_parts = [text]
+        return _from_records(config, _read_jsonl(config, text), tokenizer)
+    return _from_texts(config, [text], tokenizer)
 
+
+def _from_memory(config: DatasetConfig, items, tokenizer) -> Samples:
+    """Samples from records given in Python: texts, token-id lists, JSONL-style dicts or a 2-D array."""
+    where = f"Data set '{config.name}' (given in memory)"
+    if isinstance(items, np.ndarray):
+        return _from_array(config, items, f"{where}: the array", len(tokenizer))
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, (list, tuple)):
+        raise ConfigError(f"{where} must be a list of texts, of token-id lists or of dicts with 'text' or "
+                          f"'tokens', or a 2-D array of token ids; got {type(items).__name__}.")
+    if not items:
+        raise ConfigError(f"{where} is empty. Give at least one record.")
+    records = [(i, {"text": x} if isinstance(x, str) else {"tokens": np.asarray(x).tolist() if isinstance(
+        x, np.ndarray) else list(x)} if isinstance(x, (list, tuple, np.ndarray)) else x) for i, x in enumerate(items)]
+    return _from_records(config, _checked_records(config, records, lambda i: f"{where}: record {i}"), tokenizer)
+
+
+def _from_records(config: DatasetConfig, records: list[tuple[int, dict]], tokenizer) -> Samples:
+    if "tokens" in records[0][1]:
+        return _pretokenized(config, records, len(tokenizer))
+    return _from_texts(config, [r["text"] for _, r in records], tokenizer)
+
+
+def _from_texts(config: DatasetConfig, text_parts: list[str], tokenizer) -> Samples:
+    """Texts tokenized and joined by the EOS token, cut into consecutive seq_len chunks."""
+    path, seq_len = config.path, config.seq_len
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
     n_text_tokens = 0
@@ -112,17 +136,26 @@ def load_samples(config: DatasetConfig, tokenizer) -> Samples:
 def _read_jsonl(config: DatasetConfig, text: str) -> list[tuple[int, dict]]:
     """(line number, record) of every non-blank line. Every record holds the same kind of sample as the
     first: a `text` string, or `tokens`, a list of integer token ids; nothing is coerced."""
-    records: list[tuple[int, dict]] = []
-    kind = None
+    parsed: list[tuple[int, dict]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        where = f"Data set '{config.name}': line {lineno} of '{config.path}'"
         try:
-            record = json.loads(line)
+            parsed.append((lineno, json.loads(line)))
         except (json.JSONDecodeError, RecursionError) as e:
-            raise ConfigError(f"{where} is not JSON ({getattr(e, 'msg', e)}). Each line must be an object with a "
-                              "'text' or 'tokens' field.") from None
+            raise ConfigError(f"Data set '{config.name}': line {lineno} of '{config.path}' is not JSON "
+                              f"({getattr(e, 'msg', e)}). Each line must be an object with a 'text' or 'tokens' "
+                              "field.") from None
+    return _checked_records(config, parsed, lambda n: f"Data set '{config.name}': line {n} of '{config.path}'")
+
+
+def _checked_records(config: DatasetConfig, parsed: list[tuple[int, object]], describe) -> list[tuple[int, dict]]:
+    """The records, each checked: an object with a `text` string or a `tokens` list of token ids (the same
+    kind as the first), an optional string/integer `id` and `seen_at_step`; `describe(n)` names record n."""
+    records: list[tuple[int, dict]] = []
+    kind = None
+    for lineno, record in parsed:
+        where = describe(lineno)
         if not isinstance(record, dict) or len({"text", "tokens"} & record.keys()) != 1:
             raise ConfigError(f"{where} must be an object with either a 'text' or a 'tokens' field (exactly one "
                               "of them).")
@@ -168,8 +201,12 @@ def _from_npy(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
     except (ValueError, OSError) as e:
         raise ConfigError(f"Data set '{config.name}': '{path}' is not a readable .npy array of token ids ({e}).") from None
+    return _from_array(config, array, f"Data set '{config.name}': '{path}'", vocab_size)
+
+
+def _from_array(config: DatasetConfig, array: np.ndarray, where: str, vocab_size: int) -> Samples:
     steps = None
-    shape_error = ConfigError(f"Data set '{config.name}': '{path}' holds a {array.dtype} array of shape {array.shape}; "
+    shape_error = ConfigError(f"{where} holds a {array.dtype} array of shape {array.shape}; "
                               f"expected integer token ids of shape (samples, >= seq_len={config.seq_len}) or "
                               "(steps, batch, length).")
     if array.ndim not in (2, 3) or 0 in array.shape or not np.issubdtype(array.dtype, np.integer):
@@ -179,8 +216,8 @@ def _from_npy(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
             steps = np.repeat(np.arange(array.shape[0]) + config.first_seen_step, array.shape[1])
         array = array.reshape(-1, array.shape[2])
     elif config.first_seen_step is not None:
-        raise ConfigError(f"Data set '{config.name}': 'first_seen_step' applies to a (steps, batch, length) array, "
-                          f"but '{path}' has shape {array.shape}. Remove it, or give the training order as "
+        raise ConfigError(f"{where}: 'first_seen_step' applies to a (steps, batch, length) array, "
+                          f"but this one has shape {array.shape}. Remove it, or give the training order as "
                           "(steps, batch, length).")
     if array.shape[1] < config.seq_len:
         raise shape_error
@@ -188,7 +225,7 @@ def _from_npy(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
     rows = array[:n, :config.seq_len]
     low, high = int(rows.min()), int(rows.max())
     if low < 0 or high >= 2**63:
-        raise ConfigError(f"Data set '{config.name}': '{path}' holds token id {low if low < 0 else high}, which is no "
+        raise ConfigError(f"{where} holds token id {low if low < 0 else high}, which is no "
                           "token id (ids run from 0 to the vocabulary size - 1).")
     records = [(i, {"tokens": rows[i].tolist(), "id": f"{config.name}:{i}",
                     **({"seen_at_step": int(steps[i])} if steps is not None else {})}) for i in range(n)]

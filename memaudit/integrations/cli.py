@@ -51,7 +51,7 @@ def cmd_run(args) -> int:
     for path in outputs.values():
         if path:
             check_writable(path)
-    baseline = _read_report_or_exit(args.compare) if args.compare else None
+    baseline = _open_report(args.compare) if args.compare else None
     opts = RunOptions(fail_fast=args.exitfirst, batch_size=args.batch_size,
                       dtype=args.dtype, device=args.device, use_cache=not args.no_cache, evict=args.evict,
                       allow_pickle=args.allow_pickle, baseline=baseline, tolerance=args.tolerance,
@@ -139,26 +139,17 @@ def _list_products() -> int:
     return ExitCode.OK
 
 
-def _read_report_or_exit(path):
-    from pydantic import ValidationError
+def _open_report(path):
+    from memaudit.report.schema import open_report
 
-    from memaudit.errors import ConfigError
-    from memaudit.report.schema import read_report
-
-    if not Path(path).exists():
-        raise ConfigError(f"No report at '{path}'. Write one with `memaudit run --json PATH`.")
-    try:
-        return read_report(path)
-    except ValidationError as e:
-        raise ConfigError(f"'{path}' is not a memaudit report ({e.error_count()} validation errors, "
-                          f"first: {e.errors()[0]['msg']}).") from None
+    return open_report(path)
 
 
 def cmd_show(args) -> int:
     """Re-render a saved JSON report (no torch import)."""
     from memaudit.report.render import render_report
 
-    report = _read_report_or_exit(args.report)
+    report = _open_report(args.report)
     if args.html:
         from memaudit.report.html import write_html
 
@@ -171,7 +162,7 @@ def cmd_plot(args) -> int:
     """Write PNG figures of a saved report (no torch import)."""
     from memaudit.report.plots import write_figures
 
-    paths = write_figures(_read_report_or_exit(args.report), Path(args.out), args.probe_path)
+    paths = write_figures(_open_report(args.report), Path(args.out), args.probe_path)
     for path in paths:
         print(path)
     if not paths:

@@ -270,6 +270,21 @@ def read_report(path: str | Path) -> AuditReport:
     return AuditReport.model_validate_json(read_text_file(Path(path), "report"))
 
 
+def open_report(path: str | Path) -> AuditReport:
+    """`read_report` for a path a person gave: a missing file or one that is not a report is a ConfigError."""
+    from pydantic import ValidationError
+
+    from memaudit.errors import ConfigError
+
+    if not Path(path).exists():
+        raise ConfigError(f"No report at '{path}'. Write one with `memaudit run --json PATH`.")
+    try:
+        return read_report(path)
+    except ValidationError as e:
+        raise ConfigError(f"'{path}' is not a memaudit report ({e.error_count()} validation errors, "
+                          f"first: {e.errors()[0]['msg']}).") from None
+
+
 def json_schema() -> dict:
     """The report's JSON Schema."""
     return AuditReport.model_json_schema()

@@ -1,0 +1,219 @@
+"""The Python API, on the engine `memaudit run` uses (no second code path for scoring):
+
+- `audit(config)`: a checkpoints.yaml (path, dict or AuditConfig) audited as `memaudit run` does, same
+  caches and journal; returns the AuditReport (`status` and `exit_code` as the command's).
+- `audit_model(model, tokenizer, datasets)`: one model already in memory; returns its CheckpointResult.
+- `LiveSeries`: models in memory audited one after another (a training loop, the Trainer callback) as
+  one series, so that series probes (T(N, tau), forgetting) and checks work on it.
+
+Bad input raises memaudit.errors.MemauditError (a ConfigError, SourceUnavailable, NothingCollected),
+whose `exit_code` is the one the command line would return.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+from memaudit.errors import ConfigError
+
+IN_MEMORY = "<in memory>"
+
+
+def audit(config, *, select: str | None = None, probes: list[str] | None = None, batch_size: int | None = None,
+          dtype: str | None = None, device: str | None = None, device_map: str | None = None, cache: bool = True,
+          show_text: bool = False, tolerance: float = 0.02, compare=None, fail_fast: bool = False,
+          allow_pickle: bool = False, evict: bool = False, progress: bool = False, on_event=None):
+    """Audit every checkpoint series of `config` (the path of a checkpoints.yaml, its content as a dict,
+    relative paths then relative to the working folder, or an AuditConfig) and return the AuditReport.
+
+    The keyword arguments are the command line's: `select` is `-k`, `probes` runs only the probes named
+    (and those they use), `cache=False` is `--no-cache`, `compare` a baseline report (path or AuditReport)
+    as `--compare`, `fail_fast` is `-x`; `progress=True` draws the progress bars on stderr. A checkpoint
+    that fails to load gives `status == "error"`, a failed check `status == "failed"`; bad input raises.
+    """
+    from memaudit.engine.run import RunOptions, make_plan, run_audit
+    from memaudit.inputs.config import configuration
+    from memaudit.report.schema import AuditReport, open_report
+
+    cfg, digest, path = configuration(config)
+    plan = make_plan(cfg, select, probes)
+    baseline = compare if compare is None or isinstance(compare, AuditReport) else open_report(compare)
+    opts = RunOptions(fail_fast=fail_fast, batch_size=batch_size, dtype=dtype, device=device, use_cache=cache,
+                      evict=evict, allow_pickle=allow_pickle, baseline=baseline, show_text=show_text,
+                      tolerance=tolerance, device_map=device_map, command="memaudit.audit()", config_path=path)
+    if not progress:
+        return run_audit(plan, digest, opts, on_event)
+    from rich.console import Console
+
+    from memaudit.report.progress import AuditProgress
+
+    with AuditProgress(Console(stderr=True)) as bars:
+        return run_audit(plan, digest, opts, bars)
+
+
+def audit_model(model, tokenizer, datasets=None, *, config=None, probes: list[str] | None = None,
+                select: str | None = None, params: dict | None = None, step: int | None = None,
+                tokens_seen: int | None = None, batch_size: int | None = None, show_text: bool = False):
+    """Audit a model already in memory (no save, no reload, no copy of its weights) and return its
+    CheckpointResult: `result.metric("memorization", "train", "M")`.
+
+    `datasets`: data set name -> a file path, a list of texts, a list of token-id lists, a 2-D array of
+    token ids, or a dict of the yaml's data set fields (`{"path": ..., "role": "valid"}`, or `"data"`
+    instead of `path`); or the yaml's list of data sets. `config` (a yaml path or dict, whose series are
+    not used) gives data sets, probe parameters and settings instead. The model is put in eval mode for
+    the audit and back in the mode it was in afterwards."""
+    live = LiveSeries(tokenizer, datasets, config=config, probes=probes, select=select, params=params,
+                      batch_size=batch_size, show_text=show_text, name="model")
+    return live.add(model, step=step, tokens_seen=tokens_seen)
+
+
+class LiveSeries:
+    """A series whose checkpoints are models in memory, audited as they come (`add`), reported together
+    (`report`): the samples are read and tagged once, each model scored by the engine's forward pass.
+    Nothing is cached: weights in memory have no identity to key products by."""
+
+    def __init__(self, tokenizer, datasets=None, *, config=None, name: str = "live", probes: list[str] | None = None,
+                 select: str | None = None, params: dict | None = None, checks: list | None = None,
+                 batch_size: int | None = None, show_text: bool = False, command: str = "memaudit.LiveSeries"):
+        from memaudit.engine.journal import Journal
+        from memaudit.engine.products import ProductsCache
+        from memaudit.engine.run import RunOptions, _Run, make_plan, series_context
+        from memaudit.inputs.sources import tokenizer_fingerprint
+        from memaudit.report.checks import validate_check_targets
+        from memaudit.report.schema import SeriesResult
+
+        if tokenizer is None:
+            raise ConfigError("An audit of a model in memory needs its tokenizer (the data sets are tokenized with "
+                              "it); pass tokenizer=...")
+        run_values = {"batch_size": batch_size, "show_text": show_text or None}
+        cfg, self._digest, data = live_configuration(config, name, datasets, params, checks,
+                                                     {k: v for k, v in run_values.items() if v is not None})
+        plan = make_plan(cfg, select, probes)
+        validate_check_targets(cfg, {name: []})  # only aggregates: the checkpoints' names are not known yet
+        self._run = _Run(plan, cfg, RunOptions(use_cache=False, command=command), lambda *a, **k: None, None,
+                         SimpleNamespace(num_processes=1, is_main_process=True), [], ProductsCache(None, enabled=False), Journal(None, enabled=False))
+        series = SeriesResult(name=name, source="memory", tokenizer=tokenizer_fingerprint(tokenizer))
+        self._ctx = series_context(self._run, series, tokenizer, None, data)
+
+    @property
+    def checkpoints(self):
+        """The CheckpointResults so far, in the order they were added."""
+        return self._ctx.series.checkpoints
+
+    def add(self, model, step: int | None = None, tokens_seen: int | None = None, name: str | None = None):
+        """Audit `model` as the checkpoint at training `step` (steps must increase) and return its result.
+
+        The model stays where it is (device, dtype, weights); it runs in eval mode under inference mode,
+        and is put back in the mode it was in. NaN or infinite logits give a result with an `error`."""
+        import torch
+
+        from memaudit.engine.forward import NonFiniteLogits, is_masked_lm
+        from memaudit.engine.run import _audit_checkpoint, _Found
+        from memaudit.inputs.sources import Checkpoint
+        from memaudit.report.schema import CheckpointResult
+
+        steps = [c.step for c in self.checkpoints]
+        if steps and (step is None or any(s is None or s >= step for s in steps)):
+            raise ConfigError(f"Checkpoint steps of a live series must increase: step {step} comes after "
+                              f"{steps[-1]}. Give each audited model its training step.")
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(f"audit a model in memory: expected a torch.nn.Module (a transformers model), "
+                              f"got {type(model).__name__}.")
+        run, ctx = self._run, self._ctx
+        ckpt = Checkpoint(series=ctx.series.name, name=name or (f"step-{step}" if step is not None else "model"),
+                          step=step, location=f"memory:{type(model).__name__}", sha="", tokens=tokens_seen,
+                          objective="masked" if is_masked_lm(model) else "causal")
+        run.device = model.get_input_embeddings().weight.device
+        dtype = str(model.dtype).removeprefix("torch.")
+        run.config = run.config.model_copy(update={"run": run.run_cfg.model_copy(update={"dtype": dtype})})
+        was_training = model.training
+        model.eval()
+        try:
+            result = _audit_checkpoint(ctx, ckpt, _Found(missing=list(ctx.samples)), model, 0.0)
+        except NonFiniteLogits as e:
+            result = CheckpointResult(name=ckpt.name, step=step, location=ckpt.location,
+                                      error=f"{type(e).__name__}: {e}")
+        finally:
+            model.train(was_training)
+        result.sha = None
+        self.checkpoints.append(result)
+        return result
+
+    def report(self):
+        """The AuditReport of the checkpoints so far: series probes run and checks evaluated on them (a copy:
+        later `add`s do not change it)."""
+        from memaudit.engine.run import _report, run_series_probes
+
+        run_series_probes(self._run)
+        return _report(self._run, self._digest, interrupted=False).model_copy(deep=True)
+
+
+def live_configuration(config, name: str, datasets=None, params: dict | None = None, checks: list | None = None,
+                       run: dict | None = None) -> tuple[Any, str, dict]:
+    """The AuditConfig of a live series: `config` (a yaml path, a dict or an AuditConfig; its series are
+    replaced by the series in memory) with the keyword arguments put in, validated as a yaml is.
+    Returns (config, its hash, records in memory by data set name)."""
+    from memaudit.inputs.config import (
+        AuditConfig,
+        config_digest,
+        parse_config,
+        read_yaml,
+        resolve_paths,
+    )
+
+    base = Path.cwd()
+    if config is None:
+        raw = {}
+    elif isinstance(config, (str, Path)):
+        raw, base = read_yaml(Path(config)), Path(config).resolve().parent
+    elif isinstance(config, AuditConfig):
+        raw = config.model_dump(mode="json")
+    elif isinstance(config, Mapping):
+        raw = dict(config)
+    else:
+        raise ConfigError(f"config must be the path of a yaml, a dict or an AuditConfig; got {type(config).__name__}.")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"The configuration must be a mapping; it holds {type(raw).__name__}.")
+    records: dict = {}
+    if datasets is not None:
+        raw["datasets"], records = _datasets(datasets)
+    if params:
+        raw["probes"] = {**(raw.get("probes") or {}), **params}
+    if checks is not None:
+        raw["checks"] = checks
+    if run:
+        raw["run"] = {**(raw.get("run") or {}), **run}
+    raw["series"] = [{"name": name, "local": IN_MEMORY}]
+    raw.pop("regressions", None)  # rules for --compare, which a live series has not
+    digest = config_digest(raw, "the configuration")
+    cfg = resolve_paths(parse_config(raw, source="the configuration"), base)
+    for d in cfg.datasets:
+        if d.name in records:
+            d.path = Path(IN_MEMORY)
+    return cfg, digest, records
+
+
+def _datasets(given) -> tuple[list[dict], dict]:
+    """The yaml's list of data sets, and the records given in memory, from the API's forms."""
+    if isinstance(given, Mapping):
+        entries = []
+        for name, value in given.items():
+            if isinstance(value, (str, Path)):
+                entries.append({"name": name, "path": value})
+            elif isinstance(value, Mapping):
+                entries.append({"name": name, **value})
+            else:
+                entries.append({"name": name, "data": value})
+    elif isinstance(given, (list, tuple)) and all(isinstance(d, Mapping) for d in given):
+        entries = [dict(d) for d in given]
+    else:
+        raise ConfigError("datasets: give a dict of name -> path, texts, token lists or data set fields, or a "
+                          f"list of data set dicts as in the yaml; got {type(given).__name__}.")
+    records = {}
+    for entry in entries:
+        if "data" in entry:
+            records[str(entry.get("name"))] = entry.pop("data")
+            entry.setdefault("path", IN_MEMORY)
+    return entries, records
