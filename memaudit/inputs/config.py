@@ -345,6 +345,12 @@ def check_outputs(config: AuditConfig, outputs: dict[str, Any], other_inputs: di
         inputs += [(f"the ledger of series '{s.display_name}'", s.ledger)] if s.ledger else []
         inputs += [(f"data set '{d.name}'", d.for_series(s.display_name).path) for d in config.datasets]
     inputs += [("a probe path", p) for p in config.probe_paths]
+    check_output_paths(outputs, inputs)
+
+
+def check_output_paths(outputs: dict[str, Any], inputs: list[tuple[str, Any]]) -> None:
+    """Refuse an output path (flag -> path, None: not given) that is, or lies in, one of the `inputs`
+    ((what, path) pairs), or that another output writes too."""
     given = [(flag, Path(path).expanduser().resolve()) for flag, path in outputs.items() if path]
     for i, (flag, out) in enumerate(given):
         for what, path in inputs:

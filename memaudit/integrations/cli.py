@@ -147,13 +147,26 @@ def _open_report(path):
 
 def cmd_show(args) -> int:
     """Re-render a saved JSON report (no torch import)."""
+    from memaudit.atomic import check_writable
+    from memaudit.inputs.config import check_output_paths
     from memaudit.report.render import render_report
 
+    outputs = {"--html": args.html, "--csv": args.csv, "--samples-csv": args.samples_csv}
+    check_output_paths(outputs, [("the report", args.report)])
+    for path in filter(None, outputs.values()):
+        check_writable(path)
     report = _open_report(args.report)
     if args.html:
         from memaudit.report.html import write_html
 
         write_html(report, args.html)
+    if args.csv or args.samples_csv:
+        from memaudit.report import tables
+
+        if args.csv:
+            tables.write_csv(tables.metric_rows(report), args.csv, tables.METRIC_COLUMNS)
+        if args.samples_csv:
+            tables.write_csv(tables.sample_rows(report), args.samples_csv, tables.SAMPLE_COLUMNS)
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
 
@@ -253,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("report", type=Path)
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--html", metavar="PATH", help="also write the report as self-contained HTML")
+    p.add_argument("--csv", metavar="PATH", help="also write every metric as a CSV table, one row per series, "
+                   "checkpoint, probe, data set and metric")
+    p.add_argument("--samples-csv", metavar="PATH", help="also write the per-sample tables (probes run with "
+                   "per_sample: true) as CSV, one row per sample")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("plot", help=cmd_plot.__doc__)

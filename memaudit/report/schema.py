@@ -250,6 +250,22 @@ class AuditReport(_Model):
     text_included: bool = False
     """True when the report holds training text (`--show-text`); redacted unless `run.redact: false`."""
 
+    def to_frame(self):
+        """A pandas DataFrame with one row per (series, checkpoint, probe, data set, metric) and the columns
+        series, checkpoint, step, tokens_seen, n_params, probe, kind, dataset, metric, value (numbers;
+        see memaudit.report.tables). Needs pandas (`memaudit-lm[frames]`)."""
+        from memaudit.report.tables import METRIC_COLUMNS, frame, metric_rows
+
+        return frame(metric_rows(self), METRIC_COLUMNS)
+
+    def samples_frame(self):
+        """A pandas DataFrame with one row per sample of every probe result that lists its samples
+        (memorization and membership with `per_sample: true`): series, checkpoint, step, tokens_seen,
+        probe, dataset, then the probe's columns (id, M, loss, extractable, match_len, ...)."""
+        from memaudit.report.tables import SAMPLE_COLUMNS, frame, sample_rows
+
+        return frame(sample_rows(self), SAMPLE_COLUMNS)
+
     @property
     def counts(self) -> dict[str, int]:
         passed = sum(c.passed for c in self.checks)
