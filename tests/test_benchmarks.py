@@ -14,3 +14,10 @@ def test_the_gpu_benchmark_runs_on_a_cpu_with_tiny_shapes():
     for method in ("bare", "unfused", "fused"):
         assert f"| tiny | 0M | {method} |" in result.stdout
     assert '"head": "fused"' in result.stdout and '"hits_equal": true' in result.stdout
+
+
+def test_the_trainer_callback_benchmark_runs():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "trainer_callback.py"), "--steps", "4",
+                             "--every", "2", "--probes", "memorization"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "+ callback, every_steps=2 (no saves)" in result.stdout and "2 audits" in result.stdout

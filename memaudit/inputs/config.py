@@ -201,6 +201,25 @@ class RunConfig(_Strict):
     """Processes spaCy tags with (`nlp.pipe(n_process=...)`); more helps only for large data sets."""
 
 
+class CallbackSettings(_Strict):
+    """How memaudit.integrations.MemauditCallback audits during `transformers.Trainer` training."""
+
+    every_steps: int | None = Field(None, ge=1)
+    """Audit the live model every this many optimizer steps (None: only on saves and at the end)."""
+    on_save: bool = True
+    """Audit whenever the Trainer saves a checkpoint."""
+    at_end: bool = True
+    """Audit the final model when training ends, unless its step was just audited."""
+    on_fail: Literal["warn", "stop"] = "warn"
+    """When a check fails: warn (a CheckFailedWarning and a log line) or stop training."""
+    report_path: Path | None = None
+    """The run's report JSON, rewritten after each audit (default: `<output_dir>/memaudit-report.json`)."""
+    name: str = Field("training", min_length=1)
+    """Name of the series in the report."""
+    log_prefix: str = "memaudit"
+    """Metrics go to the Trainer's log as `<prefix>/<data set>/<probe>.<metric>`."""
+
+
 class AuditConfig(_Strict):
     """The whole `checkpoints.yaml`."""
 

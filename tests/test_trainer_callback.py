@@ -1,0 +1,96 @@
+"""MemauditCallback in a tiny transformers Trainer run on the CPU."""
+
+import json
+import warnings
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from memaudit.errors import ConfigError
+from memaudit.integrations import CheckFailedWarning, MemauditCallback
+
+
+@pytest.fixture
+def trainer_for(tmp_path, tokenizer, corpus_text):
+    """A Trainer of a tiny GPT-NeoX on 16 samples of 32 tokens, and the texts those samples come from."""
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    ids = tokenizer(corpus_text[:20000], add_special_tokens=False)["input_ids"][:16 * 32]
+    samples = torch.tensor(ids).view(16, 32)  # (samples, seq)
+    train = [{"input_ids": s, "labels": s} for s in samples]
+
+    def make(max_steps=24, **args):
+        arguments = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=max_steps,
+                                      per_device_train_batch_size=4, learning_rate=5e-3, logging_steps=4,
+                                      save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
+                                      seed=0, **args)
+        model = tiny_model("gpt_neox", len(tokenizer), seed=0, context=64).train()
+        return Trainer(model=model, args=arguments, train_dataset=train, processing_class=tokenizer,
+                       data_collator=default_data_collator)
+
+    return make, {"train": {"data": [list(map(int, s)) for s in samples], "seq_len": 32}}
+
+
+def test_the_callback_audits_logs_and_writes_the_series(trainer_for, tmp_path):
+    make, data = trainer_for
+    trainer = make()
+    callback = MemauditCallback(datasets=data, probes=["memorization", "memorization_series"],
+                                params={"memorization": {"k": 8, "m": 8}}, every_steps=8).attach(trainer)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    assert trainer.state.global_step == 24 and trainer.model.training
+    logged = [h for h in trainer.state.log_history if "memaudit/train/memorization.M" in h]
+    assert [h["step"] for h in logged] == [8, 16, 24]
+    assert all({"memaudit/train/memorization.loss", "memaudit/checks_failed"} <= h.keys() for h in logged)
+    report = json.loads((tmp_path / "out" / "memaudit-report.json").read_text())
+    series = report["series"][0]
+    assert [c["step"] for c in series["checkpoints"]] == [8, 16, 24]
+    M = [c["results"]["memorization"]["train"]["M"] for c in series["checkpoints"]]
+    assert [h["memaudit/train/memorization.M"] for h in logged] == M
+    assert series["results"]["memorization_series"]["train"]["M"] == M  # series probes on the global steps
+    assert M[-1] > M[0]  # the model learns its 16 samples
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert len(callback.audit_seconds) == 3
+
+
+def test_a_failing_check_stops_training_when_asked(trainer_for):
+    make, data = trainer_for
+    trainer = make()
+    checks = [{"metric": "memorization.loss", "max": 0.5, "name": "train loss is low"}]  # fails at once
+    MemauditCallback(datasets=data, probes=["memorization"], checks=checks, every_steps=4,
+                     on_fail="stop").attach(trainer)
+    trainer.train()
+    assert trainer.state.global_step == 4
+
+
+def test_a_failing_check_warns_once_and_training_goes_on(trainer_for):
+    make, data = trainer_for
+    trainer = make(max_steps=8)
+    checks = [{"metric": "memorization.loss", "max": 0.5}]
+    callback = MemauditCallback(datasets=data, probes=["memorization"], checks=checks, every_steps=4)
+    trainer.add_callback(callback)  # not attached: metrics go to the log history only
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert trainer.state.global_step == 8
+    assert sum(issubclass(w.category, CheckFailedWarning) for w in caught) == 1  # new failures only
+    assert any("not attached" in str(w.message) for w in caught)
+    assert [h["step"] for h in trainer.state.log_history if "memaudit/checks_failed" in h] == [4, 8]
+    assert callback.report.status == "failed"
+
+
+@pytest.mark.parametrize("settings, words", [({"every_steps": 0}, "every_steps"), ({"on_fail": "halt"}, "on_fail"),
+                                             ({"evry_steps": 5}, "Did you mean 'every_steps'")])
+def test_bad_settings_are_refused_when_the_callback_is_made(settings, words):
+    with pytest.raises(ConfigError, match=words):
+        MemauditCallback(datasets={"train": ["text"]}, **settings)
+
+
+def test_bad_data_is_refused_before_the_first_step(trainer_for):
+    make, _ = trainer_for
+    trainer = make()
+    MemauditCallback(datasets={"train": []}, every_steps=4).attach(trainer)
+    with pytest.raises(ConfigError, match="is empty"):
+        trainer.train()
+    assert trainer.state.global_step == 0
