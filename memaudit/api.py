@@ -34,9 +34,15 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
     that fails to load gives `status == "error"`, a failed check `status == "failed"`; bad input raises.
     """
     from memaudit.engine.run import RunOptions, make_plan, run_audit
-    from memaudit.inputs.config import configuration
+    from memaudit.inputs.config import check_api_arguments, configuration
     from memaudit.report.schema import AuditReport, open_report
 
+    check_api_arguments("memaudit.audit()", select=select, probes=probes, batch_size=batch_size, dtype=dtype,
+                        device=device, device_map=device_map, cache=cache, show_text=show_text, tolerance=tolerance,
+                        fail_fast=fail_fast, allow_pickle=allow_pickle, evict=evict, progress=progress)
+    if compare is not None and not isinstance(compare, (str, Path, AuditReport)):
+        raise ConfigError(f"memaudit.audit(): compare must be the path of a saved report or an AuditReport, not "
+                          f"{type(compare).__name__}.")
     cfg, digest, path = configuration(config)
     plan = make_plan(cfg, select, probes)
     baseline = compare if compare is None or isinstance(compare, AuditReport) else open_report(compare)
@@ -84,6 +90,10 @@ class LiveSeries:
         from memaudit.report.checks import validate_check_targets
         from memaudit.report.schema import SeriesResult
 
+        from memaudit.inputs.config import check_api_arguments
+
+        check_api_arguments("memaudit.LiveSeries", name=name, probes=probes, select=select, params=params,
+                            checks=checks, batch_size=batch_size, show_text=show_text)
         if tokenizer is None:
             raise ConfigError("An audit of a model in memory needs its tokenizer (the data sets are tokenized with "
                               "it); pass tokenizer=...")
@@ -96,6 +106,11 @@ class LiveSeries:
                          SimpleNamespace(num_processes=1, is_main_process=True), [], ProductsCache(None, enabled=False), Journal(None, enabled=False))
         series = SeriesResult(name=name, source="memory", tokenizer=tokenizer_fingerprint(tokenizer))
         self._ctx = series_context(self._run, series, tokenizer, None, data)
+
+    @property
+    def config(self):
+        """The AuditConfig this series is audited with (data sets, probes' parameters, checks, settings)."""
+        return self._run.config
 
     @property
     def checkpoints(self):
@@ -114,6 +129,9 @@ class LiveSeries:
         from memaudit.inputs.sources import Checkpoint
         from memaudit.report.schema import CheckpointResult
 
+        from memaudit.inputs.config import check_api_arguments
+
+        check_api_arguments("LiveSeries.add()", step=step, tokens_seen=tokens_seen, name=name)
         steps = [c.step for c in self.checkpoints]
         if steps and (step is None or any(s is None or s >= step for s in steps)):
             raise ConfigError(f"Checkpoint steps of a live series must increase: step {step} comes after "
@@ -213,6 +231,8 @@ def _datasets(given) -> tuple[list[dict], dict]:
                           f"list of data set dicts as in the yaml; got {type(given).__name__}.")
     records = {}
     for entry in entries:
+        if "data" in entry and "path" in entry:
+            raise ConfigError(f"Data set '{entry.get('name')}': give its records ('data') or a file ('path'), not both.")
         if "data" in entry:
             records[str(entry.get("name"))] = entry.pop("data")
             entry.setdefault("path", IN_MEMORY)

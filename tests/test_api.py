@@ -46,7 +46,7 @@ def test_audit_takes_a_dict_and_the_command_line_options(basic_config, tmp_path,
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
-    ({"batch_size": 0}, ConfigError, "--batch-size"),
+    ({"batch_size": 0}, ConfigError, "batch_size=0"),
     ({"probes": ["memorisation"]}, ConfigError, "Did you mean 'memorization'"),
     ({"select": "nothing_matches"}, NothingCollected, "No probe was selected"),
     ({"compare": "missing.json"}, ConfigError, "No report at"),
@@ -142,3 +142,28 @@ def test_nan_weights_give_a_result_with_an_error(tokenizer, corpus_text):
         model.get_output_embeddings().weight.fill_(float("nan"))
     result = memaudit.audit_model(model, tokenizer, {"train": [corpus_text[:2000]]}, probes=["memorization"])
     assert result.error.startswith("NonFiniteLogits")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"cache": "false"}, "cache='false': Input should be a valid boolean"),
+    ({"probes": "memorization"}, "probes='memorization': Input should be a valid list"),
+    ({"batch_size": True}, "batch_size=True"),
+    ({"tolerance": float("nan")}, "tolerance"),
+    ({"compare": {"status": "passed"}}, "compare must be the path"),
+])
+def test_the_api_checks_its_arguments_strictly(basic_config, kwargs, words):
+    with pytest.raises(ConfigError, match=words):
+        memaudit.audit(basic_config(), **kwargs)
+
+
+def test_live_arguments_are_checked(tokenizer, corpus_text):
+    model = tiny_model("gpt_neox", len(tokenizer), seed=0)
+    texts = [corpus_text[:3000]]
+    live = memaudit.LiveSeries(tokenizer, {"train": texts}, probes=["memorization"])
+    for kwargs, words in [({"step": True}, "step=True"), ({"step": -1}, "step=-1"), ({"step": "5"}, "step='5'")]:
+        with pytest.raises(ConfigError, match=words):
+            live.add(model, **kwargs)
+    with pytest.raises(ConfigError, match="not both"):
+        memaudit.audit_model(model, tokenizer, {"train": {"data": texts, "path": "train.txt"}})
+    with pytest.raises(ConfigError, match="params"):
+        memaudit.audit_model(model, tokenizer, {"train": texts}, params=["memorization"])

@@ -94,3 +94,13 @@ def test_bad_data_is_refused_before_the_first_step(trainer_for):
     with pytest.raises(ConfigError, match="is empty"):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+def test_a_report_path_over_a_data_set_is_refused_before_the_first_step(trainer_for, text_file):
+    make, _ = trainer_for
+    trainer = make()
+    before = text_file.read_text()
+    MemauditCallback(datasets={"train": str(text_file)}, every_steps=4, report_path=text_file).attach(trainer)
+    with pytest.raises(ConfigError, match="would overwrite data set 'train'"):
+        trainer.train()
+    assert text_file.read_text() == before and trainer.state.global_step == 0

@@ -201,6 +201,41 @@ class RunConfig(_Strict):
     """Processes spaCy tags with (`nlp.pipe(n_process=...)`); more helps only for large data sets."""
 
 
+class ApiArguments(_Strict):
+    """The Python API's keyword arguments (memaudit.api), checked strictly: `cache="false"` or
+    `probes="memorization"` are errors, not a truthy string or a list of letters."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    select: str | None = None
+    probes: list[str] | None = None
+    batch_size: int | None = Field(None, ge=1)
+    dtype: str | None = None
+    device: str | None = None
+    device_map: str | None = None
+    cache: bool = True
+    show_text: bool = False
+    tolerance: float = Field(0.02, ge=0, allow_inf_nan=False)
+    fail_fast: bool = False
+    allow_pickle: bool = False
+    evict: bool = False
+    progress: bool = False
+    step: int | None = Field(None, ge=0)
+    tokens_seen: int | None = Field(None, ge=0)
+    name: str | None = Field(None, min_length=1)
+    params: dict[str, dict] | None = None
+    checks: list[dict] | None = None
+
+
+def check_api_arguments(where: str, **values: Any) -> None:
+    """Refuse a Python API argument of the wrong type or range, naming it (a ConfigError)."""
+    try:
+        ApiArguments.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: " + "; ".join(f"{'.'.join(map(str, err['loc']))}={err['input']!r}: {err['msg']}"
+                                                   for err in e.errors()) + ".") from None
+
+
 class CallbackSettings(_Strict):
     """How memaudit.integrations.MemauditCallback audits during `transformers.Trainer` training."""
 

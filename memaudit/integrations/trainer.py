@@ -78,6 +78,7 @@ class MemauditCallback(TrainerCallback):
             self.series = LiveSeries(tokenizer, **self._series_args)
             self.setup_seconds = time.perf_counter() - t0
             self.report_path = self.settings.report_path or Path(args.output_dir) / "memaudit-report.json"
+            _check_report_path(self.report_path, self.series.config)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         every = self.settings.every_steps
@@ -136,6 +137,15 @@ class MemauditCallback(TrainerCallback):
             warnings.warn("MemauditCallback was not attached to the Trainer, so its metrics go to "
                           "state.log_history only, not to report_to integrations. Use "
                           "`MemauditCallback(...).attach(trainer)`.", stacklevel=3)
+
+
+def _check_report_path(path: Path, config) -> None:
+    """The report must not overwrite a data set, and its folder must be writable (before the first step)."""
+    from memaudit.atomic import check_writable
+    from memaudit.inputs.config import check_output_paths
+
+    check_output_paths({"report_path": path}, [(f"data set '{d.name}'", d.path) for d in config.datasets])
+    check_writable(path)
 
 
 def _shown_metrics(report, result, prefix: str) -> dict[str, float]:
