@@ -86,11 +86,10 @@ class LiveSeries:
         from memaudit.engine.journal import Journal
         from memaudit.engine.products import ProductsCache
         from memaudit.engine.run import RunOptions, _Run, make_plan, series_context
+        from memaudit.inputs.config import check_api_arguments
         from memaudit.inputs.sources import tokenizer_fingerprint
         from memaudit.report.checks import validate_check_targets
         from memaudit.report.schema import SeriesResult
-
-        from memaudit.inputs.config import check_api_arguments
 
         check_api_arguments("memaudit.LiveSeries", name=name, probes=probes, select=select, params=params,
                             checks=checks, batch_size=batch_size, show_text=show_text)
@@ -126,10 +125,9 @@ class LiveSeries:
 
         from memaudit.engine.forward import NonFiniteLogits, is_masked_lm
         from memaudit.engine.run import _audit_checkpoint, _Found
+        from memaudit.inputs.config import check_api_arguments
         from memaudit.inputs.sources import Checkpoint
         from memaudit.report.schema import CheckpointResult
-
-        from memaudit.inputs.config import check_api_arguments
 
         check_api_arguments("LiveSeries.add()", step=step, tokens_seen=tokens_seen, name=name)
         steps = [c.step for c in self.checkpoints]

@@ -42,6 +42,7 @@ def test_the_callback_audits_logs_and_writes_the_series(trainer_for, tmp_path):
     assert trainer.state.global_step == 24 and trainer.model.training
     logged = [h for h in trainer.state.log_history if "memaudit/train/memorization.M" in h]
     assert [h["step"] for h in logged] == [8, 16, 24]
+    assert [h["step"] for h in trainer.state.log_history if "loss" in h] == [4, 8, 12, 16, 20, 24]  # not swallowed
     assert all({"memaudit/train/memorization.loss", "memaudit/checks_failed"} <= h.keys() for h in logged)
     report = json.loads((tmp_path / "out" / "memaudit-report.json").read_text())
     series = report["series"][0]
@@ -104,3 +105,41 @@ def test_a_report_path_over_a_data_set_is_refused_before_the_first_step(trainer_
     with pytest.raises(ConfigError, match="would overwrite data set 'train'"):
         trainer.train()
     assert text_file.read_text() == before and trainer.state.global_step == 0
+
+
+DDP_SCRIPT = '''
+import sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import tiny_model, CORPUS
+from memaudit.lab.tokenizer import train_bpe
+from memaudit.integrations import MemauditCallback
+from transformers import Trainer, TrainingArguments, default_data_collator
+text = CORPUS.read_text()
+tok = train_bpe([text], vocab_size=400)
+ids = torch.tensor(tok(text[:20000], add_special_tokens=False)["input_ids"][:16 * 32]).view(16, 32)
+args = TrainingArguments(output_dir=sys.argv[1], max_steps=12, per_device_train_batch_size=2, learning_rate=5e-3,
+                         logging_steps=4, save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
+trainer = Trainer(model=tiny_model("gpt_neox", len(tok), seed=0, context=64), args=args, processing_class=tok,
+                  train_dataset=[{{"input_ids": s, "labels": s}} for s in ids], data_collator=default_data_collator)
+callback = MemauditCallback(datasets={{"train": {{"data": ids.tolist(), "seq_len": 32}}}}, probes=["memorization"],
+                            checks=[{{"metric": "memorization.loss", "max": 0.1}}], every_steps=4,
+                            on_fail="stop").attach(trainer)
+trainer.train()
+print("RANK", args.process_index, "of", args.world_size, "stopped at", trainer.state.global_step, "after",
+      len(callback.audit_seconds), "audits", flush=True)
+'''
+
+
+def test_with_two_processes_process_zero_audits_and_both_stop(tmp_path):
+    """torchrun, two CPU processes (gloo): only process zero audits; the stop reaches the other."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "train.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "RANK 0 of 2 stopped at 4 after 1 audits" in run.stdout
+    assert "RANK 1 of 2 stopped at 4 after 0 audits" in run.stdout

@@ -100,11 +100,11 @@ class MemauditCallback(TrainerCallback):
         self._audited_step = state.global_step
         stop = False
         if state.is_world_process_zero:
-            stop = self._audit_here(state, model)
+            stop = self._audit_here(state, control, model)
         if _agree(stop, args):
             control.should_training_stop = True
 
-    def _audit_here(self, state, model) -> bool:
+    def _audit_here(self, state, control, model) -> bool:
         from memaudit.report.schema import write_report
 
         t0 = time.perf_counter()
@@ -116,7 +116,7 @@ class MemauditCallback(TrainerCallback):
         logs = _shown_metrics(self.report, result, self.settings.log_prefix)
         logs[f"{self.settings.log_prefix}/checks_failed"] = len(failed)
         logs[f"{self.settings.log_prefix}/audit_s"] = round(self.audit_seconds[-1], 4)
-        self._log(logs, state)
+        self._log(logs, state, control)
         new = [c for c in failed if c.name not in self._failing]
         self._failing = {c.name for c in failed}
         if result.error:
@@ -127,9 +127,11 @@ class MemauditCallback(TrainerCallback):
                           CheckFailedWarning, stacklevel=2)
         return bool(failed) and self.settings.on_fail == "stop"
 
-    def _log(self, logs: dict, state) -> None:
+    def _log(self, logs: dict, state, control) -> None:
         if self._trainer is not None:
+            pending = control.should_log  # trainer.log clears it: the Trainer's own log of this step must still happen
             self._trainer.log(logs)
+            control.should_log = pending
             return
         state.log_history.append({**logs, "step": state.global_step})
         if not self._warned_unattached:
