@@ -15,7 +15,7 @@ def test_standard_probes_are_collected():
     probes = {p.name: p for p in collect([standard_probe_dir()])}
     assert probes["memorization"].kind == "checkpoint"
     assert probes["memorization"].products == ["hits", "logprobs"]
-    assert probes["memorization"].params == {"k": 32, "m": 32}
+    assert probes["memorization"].params == {"k": 32, "m": 32, "per_sample": False}
     assert probes["memorization_series"].kind == "series"
 
 
@@ -42,7 +42,7 @@ def test_files_starting_with_underscore_are_skipped(tmp_path):
 def test_yaml_parameters_override_defaults():
     probes = collect([standard_probe_dir()])
     chosen = {p.name: p for p in select(probes, {"memorization": {"k": 8}})}
-    assert chosen["memorization"].params == {"k": 8, "m": 32} and "memorization_series" in chosen
+    assert chosen["memorization"].params == {"k": 8, "m": 32, "per_sample": False} and "memorization_series" in chosen
     only = select(probes, {}, [("select:", "memorization"), ("-k", "not series")])
     assert [p.name for p in only] == ["memorization"]
     assert {p.name: p for p in probes}["memorization"].params["k"] == 32  # the collected probe is untouched
