@@ -73,7 +73,8 @@ def fit_exponential_decay(t, m) -> dict:
 METRICS = {
     "injected_at": "steps at which the series trained on the special batch",
     "injection_epoch": "epoch of the first injection (ledger)",
-    "repeats": "times the special batch was trained on",
+    "repeats": "times the special batch was trained on (exposures)",
+    "updates_per_exposure": "consecutive updates on the batch per exposure (lab `special.updates`)",
     "spacing": "epochs between repeats (None: consecutive)",
     "steps_since": "steps since the last injection, for each checkpoint of the curve",
     "M_curve": "M on the special batch at those checkpoints",
@@ -88,6 +89,7 @@ METRICS = {
     "excess_curve": "M on the special batch minus M on the valid data set at the same checkpoints "
                     "(what the model keeps of the batch beyond what it generalizes to unseen text)",
     "baseline_excess": "minimum of the excess curve after the last injection (t > 0)",
+    "excess_after": "the excess right after the last injection: how far the batch was memorized beyond held-out text",
 }
 
 
@@ -95,17 +97,20 @@ METRICS = {
 def fig_forgetting(report):
     """Forgetting curves of the special batch against steps since injection: look for the fall to a floor
     (dashed: fitted baseline) that sits higher for larger models."""
-    curves = [(s, d, r) for s in report.series for d, r in s.results.get("forgetting", {}).items()
-              if r.get("M_curve")]
+    curves = [(s, d, r["steps_since"], r["M_curve"]) for s in report.series
+              for d, r in s.results.get("forgetting", {}).items() if r.get("M_curve")]
     if not curves:
         return None
     plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, (s, d, r) in enumerate(curves):
+    for i, (label, s, d, steps, mean, sd) in enumerate(plots.grouped(report, curves)):  # seeds: mean ± sd band
         color = plots.PALETTE[i % len(plots.PALETTE)]
-        ax.plot(r["steps_since"], r["M_curve"], marker="o", markersize=3, color=color,
-                label=f"{s.name} · {d} ({s.n_params and f'{s.n_params / 1e6:.2g}M' or '?'} params)")
-        if r.get("baseline_fit") is not None and not r.get("fit_note"):
+        plots.draw(ax, steps, mean, sd, color, marker="o", markersize=3,
+                   label=f"{label} · {d} ({s.n_params and f'{s.n_params / 1e6:.2g}M' or '?'} params)")
+        r = s.results["forgetting"][d]
+        if sd is not None:
+            ax.axhline(min(mean[1:] or mean), color=color, linestyle=":", linewidth=1)
+        elif r.get("baseline_fit") is not None and not r.get("fit_note"):
             ax.axhline(r["baseline_fit"], color=color, linestyle="--", linewidth=1)
         elif r.get("baseline_min") is not None:
             ax.axhline(r["baseline_min"], color=color, linestyle=":", linewidth=1)
@@ -118,7 +123,7 @@ def fig_forgetting(report):
     return fig
 
 
-@series_probe(metrics=METRICS, show=("injection_epoch", "repeats", "spacing", "M_before", "M_after",
+@series_probe(metrics=METRICS, show=("injection_epoch", "repeats", "spacing", "M_before", "M_after", "excess_after",
                                      "baseline_min", "baseline_fit", "baseline_fit_stderr", "half_life",
                                      "baseline_excess", "M_curve", "excess_curve", "fit_note"),
               uses=("memorization",), figures=(fig_forgetting,))
@@ -152,6 +157,7 @@ def forgetting(checkpoints, datasets, ledger):
             excess = [(t, m - level[t + last]) for t, m in curve if level.get(t + last) is not None]
             row["excess_curve"] = [e for _, e in excess]
             row["baseline_excess"] = min((e for t, e in excess if t > 0), default=None)
+            row["excess_after"] = excess[0][1] if excess and excess[0][0] == 0 else None
         row["fit_note"] = row.pop("fit_note")  # last, it is the longest cell
         out[d.name] = row
     return out
@@ -166,5 +172,5 @@ def _injections(dataset, ledger) -> tuple[list[int], dict]:
         if intervention.kind == "special_batch":
             d = intervention.detail
             return sorted(intervention.steps), {"injection_epoch": d.get("epoch"), "repeats": d.get("repeats"),
-                                                "spacing": d.get("spacing")}
+                                                "spacing": d.get("spacing"), "updates_per_exposure": d.get("updates", 1)}
     return [], {}

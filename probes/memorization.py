@@ -45,10 +45,12 @@ def fig_memorization(report):
     plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     datasets = sorted({d for _, d, _, _ in curves})
-    series = [s.name for s in report.series]
-    for s, d, steps, values in curves:
-        ax.plot(steps, values, marker="o", markersize=3, color=plots.PALETTE[series.index(s.name) % len(plots.PALETTE)],
-                linestyle=plots.LINESTYLES[datasets.index(d) % len(plots.LINESTYLES)], label=f"{s.name} · {d}")
+    lines = plots.grouped(report, curves)  # seed replicates: mean with a ± sd band
+    labels = list(dict.fromkeys(label for label, *_ in lines))
+    for label, _, d, steps, mean, sd in lines:
+        plots.draw(ax, steps, mean, sd, plots.PALETTE[labels.index(label) % len(plots.PALETTE)], marker="o",
+                   markersize=3, linestyle=plots.LINESTYLES[datasets.index(d) % len(plots.LINESTYLES)],
+                   label=f"{label} · {d}")
     plots.step_axis(ax, [x for _, _, steps, _ in curves for x in steps])
     ax.set_ylabel("exact memorization M (fraction of target tokens)")
     ax.set_ylim(0, 1.02)
@@ -58,23 +60,30 @@ def fig_memorization(report):
     return fig
 
 def fig_T_vs_params(report):
-    """T(N, tau) against parameters, log-log, a line per tau: a falling line means larger models memorize
-    sooner."""
-    rows = []
+    """T(N, tau) against parameters, log-log, a line per tau (error bars: sd over seed replicates): a falling
+    line means larger models memorize sooner."""
+    rows = []  # (tau, data set, params, T, sd over seeds or None)
+    grouped = {name for g in report.replicates for name in g.series}
+    for g in report.replicates:
+        for d, metrics in g.metrics.get("memorization_series", {}).items():
+            for key, value in metrics.items():
+                m = re.fullmatch(r"T_step@([0-9.]+)", key)
+                if m and value.mean and g.n_params and value.n == len(value.values):
+                    rows.append((float(m.group(1)), d, g.n_params, value.mean, value.std))
     for s in report.series:
-        for d, r in s.results.get("memorization_series", {}).items():
+        for d, r in s.results.get("memorization_series", {}).items() if s.name not in grouped else ():
             for key, value in r.items():
                 m = re.fullmatch(r"T_step@([0-9.]+)", key)
                 if m and value and s.n_params:
-                    rows.append((float(m.group(1)), d, s.n_params, value))
+                    rows.append((float(m.group(1)), d, s.n_params, value, None))
     if not rows:
         return None
     plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for i, (tau, d) in enumerate(sorted({(t, d) for t, d, _, _ in rows})):
-        pts = sorted((n, t) for tt, dd, n, t in rows if (tt, dd) == (tau, d))
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=plots.PALETTE[i % len(plots.PALETTE)],
-                label=f"tau = {tau} · {d}")
+    for i, (tau, d) in enumerate(sorted({(t, d) for t, d, *_ in rows})):
+        pts = sorted((n, t, e) for tt, dd, n, t, e in rows if (tt, dd) == (tau, d))
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] or 0 for p in pts], marker="o", capsize=3,
+                    color=plots.PALETTE[i % len(plots.PALETTE)], label=f"tau = {tau} · {d}")
     from matplotlib.ticker import NullFormatter
 
     ax.set_xscale("log")
@@ -161,6 +170,8 @@ SERIES_METRICS = {
     "M": "M at each checkpoint, in step order",
     "steps": "step of each checkpoint",
     "T_step@tau": "first step at which M >= tau (None: never)",
+    "T_step_interp@tau": "step at which M crosses tau, interpolated linearly between the checkpoints around the "
+                         "crossing (finer than the checkpoint spacing; None: never)",
     "T_epoch@tau": "the same in epochs, when steps per epoch are known",
     "T_checkpoint@tau": "name of that checkpoint",
     "T_update@tau": "first update whose batch reaches M_update >= tau (rolling mean over `smooth` checkpoints)",
@@ -169,7 +180,7 @@ SERIES_METRICS = {
 }
 
 
-@series_probe(metrics=SERIES_METRICS, show=("M", "T_step@tau", "T_epoch@tau", "T_update@tau",
+@series_probe(metrics=SERIES_METRICS, show=("M", "T_step@tau", "T_step_interp@tau", "T_epoch@tau", "T_update@tau",
                                             "M_before_overfit", "best_valid_step"), uses=("memorization",),
               figures=(fig_T_vs_params,))
 def memorization_series(checkpoints, datasets, series, ledger, taus: list[Tau] = (0.5, 0.9), smooth: Positive = 1):
@@ -190,6 +201,7 @@ def memorization_series(checkpoints, datasets, series, ledger, taus: list[Tau] =
         for tau in taus:
             i = _first_at_least(curve, tau)
             row[f"T_step@{tau}"] = steps[i] if i is not None else None
+            row[f"T_step_interp@{tau}"] = crossing_step(steps, curve, tau)
             row[f"T_epoch@{tau}"] = _epoch(steps[i], series, ledger) if i is not None else None
             row[f"T_checkpoint@{tau}"] = done[i].name if i is not None else None
             updates = [r.get("M_update") for r in per_ckpt]
@@ -201,6 +213,19 @@ def memorization_series(checkpoints, datasets, series, ledger, taus: list[Tau] =
             row["best_valid_step"] = best.step
         out[d.name] = row
     return out
+
+
+def crossing_step(steps: list, values: list, tau: float) -> float | None:
+    """The step at which `values` (at `steps`, in order) first reach `tau`, interpolated linearly between the
+    last point below and the first at or above it; the first step when it starts at or above; None: never."""
+    points = [(s, v) for s, v in zip(steps, values) if s is not None and v is not None]
+    for i, (step, value) in enumerate(points):
+        if value >= tau:
+            if i == 0:
+                return float(step)
+            (s0, v0) = points[i - 1]
+            return float(s0 + (tau - v0) / (value - v0) * (step - s0))
+    return None
 
 
 def _first_at_least(values, tau):

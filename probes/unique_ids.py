@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
+from memaudit.probes.memorization import crossing_step
 from pydantic import Field
 
 from memaudit import probe, series_probe
@@ -61,10 +62,13 @@ def _size(series) -> tuple | None:
 @series_probe(metrics={"run_kind": "baseline, control or ids",
                        "M_shared": "M_shared at each checkpoint",
                        "T_step@tau": "first step with M_shared >= tau",
-                       "baseline": "the baseline series of the same size compared against",
+                       "T_step_interp@tau": "step at which M_shared crosses tau, interpolated between checkpoints",
+                       "baseline": "the baseline series of the same size (and seed) compared against",
                        "gain_T_step@tau": "how many steps earlier than the baseline M_shared reaches tau",
+                       "gain_T_step_interp@tau": "the same from the interpolated crossings",
                        "gain_M_mean": "mean over common checkpoints of M_shared minus the baseline's"},
-              show=("run_kind", "M_shared", "T_step@tau", "baseline", "gain_T_step@tau", "gain_M_mean"),
+              show=("run_kind", "M_shared", "T_step@tau", "baseline", "gain_T_step@tau", "gain_T_step_interp@tau",
+                    "gain_M_mean"),
               uses=("unique_ids",))
 def unique_ids_series(checkpoints, series, all_series, datasets, taus: list[Tau] = (0.5, 0.9)):
     """T(N, tau) per lab run and the gain of the control and the ID run over the same-size baseline."""
@@ -75,8 +79,8 @@ def unique_ids_series(checkpoints, series, all_series, datasets, taus: list[Tau]
             continue
         kind = next(c.metric("unique_ids", d.name, "run_kind") for c in checkpoints
                     if c.metric("unique_ids", d.name, "run_kind"))
-        base = next((s for s in all_series if _size(s) == _size(series) and (s.lab_run or {}).get("ids") == "none"),
-                    None)
+        base = next((s for s in all_series if _size(s) == _size(series) and (s.lab_run or {}).get("ids") == "none"
+                     and (s.lab_run or {}).get("seed") == (series.lab_run or {}).get("seed")), None)
         row = {"run_kind": kind, "M_shared": list(curve.values()), "baseline": base.name if base else None}
         base_curve = _curve(base.checkpoints, "unique_ids", d.name, "M_shared") if base else {}
         for tau in taus:
@@ -84,6 +88,10 @@ def unique_ids_series(checkpoints, series, all_series, datasets, taus: list[Tau]
             row[f"T_step@{tau}"] = mine
             theirs = _first_step(base.checkpoints, "unique_ids", d.name, "M_shared", tau) if base else None
             row[f"gain_T_step@{tau}"] = theirs - mine if mine is not None and theirs is not None else None
+            mine_i = crossing_step(list(curve), list(curve.values()), tau)
+            theirs_i = crossing_step(list(base_curve), list(base_curve.values()), tau) if base else None
+            row[f"T_step_interp@{tau}"] = mine_i
+            row[f"gain_T_step_interp@{tau}"] = theirs_i - mine_i if mine_i is not None and theirs_i is not None else None
         common = [s for s in curve if curve[s] is not None and base_curve.get(s) is not None]
         row["gain_M_mean"] = float(np.mean([curve[s] - base_curve[s] for s in common])) if common else None
         out[d.name] = row

@@ -32,6 +32,7 @@ from memaudit.report.checks import (
     validate_check_targets,
     validate_checks,
 )
+from memaudit.report.replicates import replicate_groups
 from memaudit.report.schema import (
     AuditReport,
     CheckpointResult,
@@ -214,7 +215,7 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
                         metrics=p.metrics, show=list(p.show)) for p in run.plan.probes]
     return AuditReport(status=status, exit_code=int(exit_code), provenance=provenance,
                        datasets=list(run.datasets.values()), probes=probes, series=run.series, checks=checks,
-                       text_included=run.said.get("text_included", False))
+                       replicates=replicate_groups(run.series), text_included=run.said.get("text_included", False))
 
 
 @dataclass

@@ -26,15 +26,18 @@ class SpecialBatch(_Strict):
     epoch: int = Field(ge=1)
     """Epoch at whose start the special batch is first trained on."""
     repeats: int = Field(1, ge=1)
-    """How many times it is trained on."""
+    """How many times it is trained on (exposures)."""
     spacing: int | None = Field(None, ge=1)
     """Epochs between repeats (spaced repetition); None: the repeats are consecutive updates."""
+    updates: int = Field(1, ge=1)
+    """Consecutive updates on the batch per exposure. A large model memorizes a batch in one update; a
+    tiny one needs several, so that the forgetting curve starts from a memorized batch."""
 
     def epochs(self) -> list[int]:
-        """Epoch of each injection (consecutive repeats share one epoch)."""
+        """Epoch of each update on the batch (consecutive ones share an epoch)."""
         if self.spacing is None:
-            return [self.epoch] * self.repeats
-        return [self.epoch + i * self.spacing for i in range(self.repeats)]
+            return [self.epoch] * (self.repeats * self.updates)
+        return [self.epoch + i * self.spacing for i in range(self.repeats) for _ in range(self.updates)]
 
 
 class CanaryPlan(_Strict):
@@ -100,6 +103,9 @@ class LabConfig(_Strict):
     """Linear warm-up updates; constant learning rate afterwards."""
     seed: int = 0
     """Seed of initialization and batch order."""
+    seeds: list[int] | None = Field(None, min_length=1)
+    """Train every run once per seed (replicates: `<run>-s<seed>/`, grouped in the report with each metric's
+    mean and spread); None: once, with `seed`, in `<run>/`. The samples are the same for every seed."""
     save_every: int = Field(1, ge=1)
     """Save a checkpoint at the end of every Nth epoch (plus step 0 and right after each special batch)."""
     canaries: CanaryPlan | None = None
@@ -112,7 +118,15 @@ class LabConfig(_Strict):
         names = [r.name for r in self.runs]
         if len(set(names)) != len(names):
             raise ValueError(f"run names must be unique: {names}")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct: {self.seeds}")
         return self
+
+    def replicates(self) -> list[tuple[RunSpec, int, str]]:
+        """(run, seed, series name) of every series to train: one per run, or one per run and seed."""
+        if self.seeds is None:
+            return [(spec, self.seed, spec.name) for spec in self.runs]
+        return [(spec, seed, f"{spec.name}-s{seed}") for spec in self.runs for seed in self.seeds]
 
     def fingerprint(self) -> str:
         """Hash of everything that decides the trained weights (not the output folder)."""

@@ -92,9 +92,12 @@ def id_tokens(n: int) -> list[str]:
     return [f"<id_{i}>" for i in range(n)]
 
 
-def plan_updates(lab: LabConfig, spec: RunSpec, n_train: int | None = None) -> tuple[list[Update], list[int], set[int]]:
-    """Every update in order (deterministic in the seed), the epoch-end steps and the steps to save at."""
+def plan_updates(lab: LabConfig, spec: RunSpec, n_train: int | None = None,
+                 seed: int | None = None) -> tuple[list[Update], list[int], set[int]]:
+    """Every update in order (deterministic in the seed, default the lab's), the epoch-end steps and the
+    steps to save at."""
     n_train = n_train or lab.n_samples
+    seed = lab.seed if seed is None else seed
     import torch
 
     injections: dict[int, int] = {}
@@ -108,7 +111,7 @@ def plan_updates(lab: LabConfig, spec: RunSpec, n_train: int | None = None) -> t
             updates.append(Update(step=len(updates) + 1, epoch=epoch, kind="special", sample_ids=special_ids))
         if injections.get(epoch):
             save.add(len(updates))  # right after the special batch
-        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(lab.seed * 100_003 + epoch))
+        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         for start in range(0, n_train, lab.batch_size):
             rows = order[start:start + lab.batch_size].tolist()
             updates.append(Update(step=len(updates) + 1, epoch=epoch, sample_ids=[f"train:{r}" for r in rows]))
@@ -183,8 +186,8 @@ def run_lab(lab: LabConfig, out: Path | None = None, overwrite: bool = False, co
     check_memory(lab, len(base_tokenizer) + len(splits.train))
     _claim_output(out, lab, replace)  # only a lab that passed every check marks the folder as its own
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    for spec in lab.runs:
-        if (out / spec.name / "ledger.json").is_file():
+    for spec, seed, name in lab.replicates():
+        if (out / name / "ledger.json").is_file():
             continue  # finished earlier
         tokenizer = base_tokenizer
         if spec.ids != "none" or spec.objective == "masked":
@@ -195,7 +198,7 @@ def run_lab(lab: LabConfig, out: Path | None = None, overwrite: bool = False, co
             tokenizer.add_special_tokens({"mask_token": MASK_TOKEN})
         if spec.ids != "none":
             tokenizer.add_tokens(id_tokens(len(splits.train)), special_tokens=True)
-        train_run(lab, spec, tokenizer, splits, out / spec.name, console)
+        train_run(lab, spec, tokenizer, splits, out / name, console, seed)
     write_audit_config(lab, out)
     return out
 
@@ -239,8 +242,11 @@ def _write_jsonl(path: Path, prefix: str, samples: list[list[int]]) -> None:
                                     for i, s in enumerate(samples)))
 
 
-def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: Path, console=None) -> Ledger:
-    """Train one series, saving checkpoints and, at the end, its ledger."""
+def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: Path, console=None,
+              seed: int | None = None) -> Ledger:
+    """Train one series (initialization and batch order from `seed`, default the lab's), saving checkpoints
+    and, at the end, its ledger."""
+    seed = lab.seed if seed is None else seed
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -255,12 +261,12 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
     if lab.canaries:
         atomic_write_text(folder / "data" / "canaries.jsonl", canary_file(lab).read_text(encoding="utf-8"))
 
-    updates, epoch_ends, save_steps = plan_updates(lab, spec, len(train))
+    updates, epoch_ends, save_steps = plan_updates(lab, spec, len(train), seed)
     done = _resume_step(folder)
     if done:
         model = Model.from_pretrained(folder / f"step-{done}")
     else:
-        torch.manual_seed(lab.seed)
+        torch.manual_seed(seed)
         model = Model(model_config(lab, spec, len(tokenizer)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lab.lr, weight_decay=0.0)
     if done:
@@ -277,7 +283,7 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
         TimeElapsedColumn,
     )
 
-    with Progress(TextColumn(f"training {spec.name}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn(f"training {folder.name}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
                   disable=console is None or not console.is_terminal) as progress:
         task = progress.add_task("", total=len(updates), completed=done, info="")
@@ -288,7 +294,7 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
             for group in optimizer.param_groups:
                 group["lr"] = lab.lr * min(1.0, update.step / lab.warmup_steps) if lab.warmup_steps else lab.lr
             if spec.objective == "masked":
-                inputs, labels = mlm_batch(batch, tokenizer.mask_token_id, lab.seed, update.step)
+                inputs, labels = mlm_batch(batch, tokenizer.mask_token_id, seed, update.step)
                 loss = model(input_ids=inputs, labels=labels).loss
             else:
                 loss = model(input_ids=batch, labels=batch).loss
@@ -311,7 +317,8 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
         interventions.append(Intervention(kind="canaries", detail={
             "copies": lab.canaries.copies,
             "samples": {cid: [f"train:{r}" for r in rows] for cid, rows in splits.canary_rows.items()}}))
-    ledger = Ledger(series=spec.name, n_params=sum(p.numel() for p in model.parameters()), run=spec.model_dump(),
+    run = {**spec.model_dump(), **({"seed": seed} if lab.seeds is not None else {})}
+    ledger = Ledger(series=folder.name, n_params=sum(p.numel() for p in model.parameters()), run=run,
                     lab_runs=[r.model_dump() for r in lab.runs],
                     steps_per_epoch=math.ceil(len(train) / lab.batch_size), epochs=lab.epochs,
                     updates=updates, epoch_end_steps=epoch_ends, interventions=interventions)
@@ -389,7 +396,7 @@ def write_audit_config(lab: LabConfig, out: Path) -> Path:
     if lab.canaries:
         datasets.append({"name": "canaries", "path": "{series}/data/canaries.jsonl", "role": "canary"})
     config = {
-        "series": [{"name": r.name, "local": r.name} for r in lab.runs],
+        "series": [{"name": name, "local": name} for _, _, name in lab.replicates()],
         "datasets": datasets,
         "probes": {"memorization": {"k": k, "m": m}, "memorized_strings": {"k": k, "m": m},
                    "extraction_risk": {"pairs": [[k, m]]}, "memorization_series": {"taus": [0.5, 0.9]}},

@@ -49,6 +49,42 @@ def series_curves(report: AuditReport, probe: str, metric: str):
                 yield s, d, [p[0] for p in points], [p[1] for p in points]
 
 
+def grouped(report: AuditReport, curves) -> list[tuple[str, object, str, list, list, list | None]]:
+    """Curves (series, data set, xs, ys) merged over seed replicates (report.replicates): (label, first series,
+    data set, xs, mean, standard deviation or None) per group and data set on the xs every seed has; a
+    series outside any group is its own curve with no spread."""
+    import math
+
+    group_of = {name: g for g in report.replicates for name in g.series}
+    merged: dict[tuple, list] = {}
+    for s, d, xs, ys in curves:
+        g = group_of.get(s.name)
+        merged.setdefault((g.name if g else s.name, d), []).append((s, dict(zip(xs, ys)), g))
+    out = []
+    for (label, d), members in merged.items():
+        first, _, g = members[0]
+        xs = sorted(set.intersection(*(set(points) for _, points, _ in members)))
+        if g is None or len(members) < 2:
+            out.append((label, first, d, xs, [members[0][1][x] for x in xs], None))
+            continue
+        means, sds = [], []
+        for x in xs:
+            values = [points[x] for _, points, _ in members]
+            mean = sum(values) / len(values)
+            means.append(mean)
+            sds.append(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)))
+        out.append((f"{label} (mean ± sd, {len(members)} seeds)", first, d, xs, means, sds))
+    return out
+
+
+def draw(ax, xs, mean, sd, color, **style) -> None:
+    """A curve, with a band of ± one standard deviation when there is one."""
+    ax.plot(xs, mean, color=color, **style)
+    if sd is not None:
+        ax.fill_between(xs, [m - e for m, e in zip(mean, sd)], [m + e for m, e in zip(mean, sd)], color=color,
+                        alpha=0.18, linewidth=0)
+
+
 def figure_list(report: AuditReport, probe_paths: list[Path] = ()) -> list[tuple[str, object, str]]:
     """Every figure the report's probes declare and have data for: (name, Figure, caption), the caption
     being the first sentence of the figure function's docstring (what to look for). The figures come from

@@ -190,6 +190,34 @@ def series_table(report: AuditReport, probe: ProbeInfo) -> Table | None:
     return table
 
 
+def replicates_table(report: AuditReport, probe: ProbeInfo) -> Table | None:
+    """A series probe's shown metrics as mean ± standard deviation over the seeds of each replicate group
+    (one column per group and data set), with the number of seeds that had a value."""
+    columns = [(g, d, m) for g in report.replicates for d, m in g.metrics.get(probe.name, {}).items() if m]
+    if not columns:
+        return None
+    keys = list(dict.fromkeys(k for _, _, m in columns for k in m))
+    if probe.show:
+        keys = [k for k in keys if metric_template(k.split("[")[0]) in probe.show or k.split("[")[0] in probe.show]
+    if not keys:
+        return None
+    table = Table(title=f"{probe.name} · over seeds (mean ± sd, n)", title_justify="left")
+    table.add_column("", no_wrap=True)
+    for g, d, _ in columns:
+        table.add_column(f"{g.name} ×{len(g.seeds)}\n{d}", justify="right")
+    table.add_row("params", *[fmt_params(g.n_params) for g, _, _ in columns])
+    for k in keys:
+        table.add_row(k, *[_spread_cell(m.get(k)) for _, _, m in columns])
+    return table
+
+
+def _spread_cell(s) -> str:
+    if s is None or s.mean is None:
+        return "–"
+    text = fmt(s.mean) if s.std is None else f"{fmt(s.mean)} ± {fmt(s.std)}"
+    return text if s.n == len(s.values) else f"{text} (n={s.n})"
+
+
 def _scalar_keys(results: Iterable[dict], lists: bool = False) -> list[str]:
     keys: dict[str, None] = {}
     for r in results:
@@ -259,6 +287,9 @@ def render_report(report: AuditReport, console: Console, quiet: bool = False) ->
             table = series_table(report, probe)
             if table is not None:
                 console.print(table)
+            spread = replicates_table(report, probe)
+            if spread is not None:
+                console.print(spread)
     if report.checks:
         console.print(checks_table(report))
     cached = sum(c.from_cache for s in report.series for c in s.checkpoints)

@@ -202,6 +202,40 @@ class SeriesResult(_Model):
         return (self.results.get(probe) or {}).get(dataset, {}).get(name)
 
 
+class Spread(_Model):
+    """One metric over the seeds of a replicate group."""
+
+    mean: float | None
+    """Mean over the seeds that have a value (None: none has)."""
+    std: float | None
+    """Sample standard deviation over those seeds (None with fewer than two)."""
+    min: float | None
+    """Smallest value."""
+    max: float | None
+    """Largest value."""
+    n: int
+    """Seeds with a value."""
+    values: list[float | None]
+    """The value of each seed, in the group's seed order (None: not available for that seed)."""
+
+
+class ReplicateGroup(_Model):
+    """Lab series that differ only in their seed (`seeds:` in the lab yaml): each series-probe metric's mean
+    and spread over the seeds."""
+
+    name: str
+    """The lab run they replicate."""
+    seeds: list[int]
+    """Their seeds."""
+    series: list[str]
+    """Their series, in seed order."""
+    n_params: int | None = None
+    """Parameters of the model."""
+    metrics: dict[str, dict[str, dict[str, Spread]]] = {}
+    """series probe -> data set -> metric -> spread over the seeds (numbers; a mapping of numbers gives
+    `metric[key]`)."""
+
+
 class CheckResult(_Model):
     """The outcome of one threshold check on one series (and checkpoint, for `at: each`)."""
 
@@ -247,6 +281,8 @@ class AuditReport(_Model):
     """Per series: checkpoints with their probe results, and series-probe results."""
     checks: list[CheckResult] = []
     """Threshold checks."""
+    replicates: list[ReplicateGroup] = []
+    """Groups of lab series that differ only in their seed, with the spread of each series-probe metric."""
     text_included: bool = False
     """True when the report holds training text (`--show-text`); redacted unless `run.redact: false`."""
 

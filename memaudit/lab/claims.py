@@ -1,0 +1,154 @@
+"""The paper's claims, judged from audits of the lab's recipes trained with seed replicates.
+
+Each claim names its recipe, the series metric it rests on and the comparisons between replicate groups
+that would show it; a comparison counts only beyond the spread over seeds (memaudit.report.replicates:
+one-sided t-tests at 5%, Welch's between separately trained groups, paired for gains that are already
+differences of the same seed's runs). Verdicts:
+
+- reproduced: every comparison goes the claimed way beyond the spread (for "no effect" claims: none differs);
+- not reproduced: a comparison goes the other way beyond the spread (for "no effect" claims: one differs);
+- not decidable at this scale: the rest (differences within the spread, or a metric never reached).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from memaudit.report.replicates import compare, spread
+from memaudit.report.schema import AuditReport, ReplicateGroup
+
+REPRODUCED, NOT_REPRODUCED, UNDECIDED = "reproduced", "not reproduced", "not decidable at this scale"
+
+
+@dataclass
+class Claim:
+    """One claim of the paper, as measured: values per group, comparisons and the verdict."""
+
+    claim: str
+    recipe: str
+    metric: str
+    values: dict[str, dict] = field(default_factory=dict)  # group -> {mean, std, n, values}
+    comparisons: list[dict] = field(default_factory=list)  # {"a", "b", "claimed", difference, t, df, verdict}
+    verdict: str = UNDECIDED
+    note: str = ""
+
+
+def _groups(report: AuditReport, names: list[str] | None = None) -> list[ReplicateGroup]:
+    groups = {g.name: g for g in report.replicates}
+    if names is None:
+        return sorted(groups.values(), key=lambda g: g.n_params or 0)
+    return [groups[n] for n in names if n in groups]
+
+
+def _values(group: ReplicateGroup, probe: str, dataset: str, metric: str) -> list:
+    s = group.metrics.get(probe, {}).get(dataset, {}).get(metric)
+    return list(s.values) if s is not None else [None] * len(group.seeds)
+
+
+def _ordered(claim: Claim, groups: list[ReplicateGroup], where: tuple[str, str, str], rising: bool) -> Claim:
+    """`metric` rises (or falls) from each group to the next: Welch comparisons of neighbours."""
+    for g in groups:
+        claim.values[g.name] = spread(_values(g, *where)).model_dump()
+    for low, high in zip(groups, groups[1:]):
+        a, b = (_values(high, *where), _values(low, *where)) if rising else (_values(low, *where), _values(high, *where))
+        result = compare(a, b, paired=False)
+        claim.comparisons.append({"a": high.name if rising else low.name, "b": low.name if rising else high.name,
+                                  "claimed": "a > b", **result})
+    verdicts = [c["verdict"] for c in claim.comparisons]
+    claim.verdict = (NOT_REPRODUCED if "reversed" in verdicts else REPRODUCED if verdicts and
+                     all(v == "supported" for v in verdicts) else UNDECIDED)
+    return claim
+
+
+def _no_effect(claim: Claim, groups: list[ReplicateGroup], where: tuple[str, str, str]) -> Claim:
+    """`metric` does not differ between any two groups beyond the spread (two-sided)."""
+    for g in groups:
+        claim.values[g.name] = spread(_values(g, *where)).model_dump()
+    for i, a in enumerate(groups):
+        for b in groups[i + 1:]:
+            result = compare(_values(a, *where), _values(b, *where), paired=False)
+            claim.comparisons.append({"a": a.name, "b": b.name, "claimed": "a = b", **result})
+    if any(c["difference"] is None or c["stderr"] is None for c in claim.comparisons):
+        claim.verdict = UNDECIDED
+    elif any(c["verdict"] != "not decidable" for c in claim.comparisons):
+        claim.verdict = NOT_REPRODUCED
+    else:
+        claim.verdict = REPRODUCED
+        claim.note = "no difference beyond the spread; with 3 seeds only large differences would show"
+    return claim
+
+
+def _gain(claim: Claim, groups: list[ReplicateGroup], where: tuple[str, str, str]) -> Claim:
+    """Gains (already paired differences per seed) above zero beyond their spread."""
+    for g in groups:
+        values = _values(g, *where)
+        claim.values[g.name] = spread(values).model_dump()
+        result = compare(values, [0.0 if v is not None else None for v in values], paired=True)
+        claim.comparisons.append({"a": g.name, "b": "its baseline", "claimed": "gain > 0", **result})
+    verdicts = [c["verdict"] for c in claim.comparisons]
+    claim.verdict = (NOT_REPRODUCED if "reversed" in verdicts else REPRODUCED if verdicts and
+                     all(v == "supported" for v in verdicts) else UNDECIDED)
+    return claim
+
+
+def judge(reports: dict[str, AuditReport], tau: float = 0.5) -> list[Claim]:
+    """Every claim whose recipe's report is in `reports` (recipe name -> AuditReport)."""
+    claims = []
+    sizes = reports.get("forgetting-sizes")
+    if sizes is not None:
+        by_size = _groups(sizes)
+        claims.append(_ordered(Claim("larger models memorize faster (T(N, tau) falls with N)", "forgetting-sizes",
+                                     f"memorization_series T_step_interp@{tau} [train]"), by_size,
+                               ("memorization_series", "train", f"T_step_interp@{tau}"), rising=False))
+        claims.append(_ordered(Claim("larger models memorize more before overfitting", "forgetting-sizes",
+                                     "memorization_series M_before_overfit [train]"), by_size,
+                               ("memorization_series", "train", "M_before_overfit"), rising=True))
+        claims.append(_ordered(Claim("larger models forget less (forgetting baseline rises with size)",
+                                     "forgetting-sizes", "forgetting baseline_min [special]"), by_size,
+                               ("forgetting", "special", "baseline_min"), rising=True))
+        claims.append(_ordered(Claim("... also above held-out text (baseline excess rises with size)",
+                                     "forgetting-sizes", "forgetting baseline_excess [special]"), by_size,
+                               ("forgetting", "special", "baseline_excess"), rising=True))
+    if "forgetting-epochs" in reports:
+        claims.append(_no_effect(Claim("the baseline does not depend on the injection epoch", "forgetting-epochs",
+                                       "forgetting baseline_min [special]"),
+                                 _groups(reports["forgetting-epochs"], ["epoch-4", "epoch-8", "epoch-12"]),
+                                 ("forgetting", "special", "baseline_min")))
+    if "forgetting-repeats" in reports:
+        claims.append(_ordered(Claim("repeating the special batch raises the baseline", "forgetting-repeats",
+                                     "forgetting baseline_min [special]"),
+                               _groups(reports["forgetting-repeats"], ["r1", "r2", "r4"]),
+                               ("forgetting", "special", "baseline_min"), rising=True))
+    if "forgetting-spacing" in reports:
+        claims.append(_no_effect(Claim("the spacing of repetitions matters little", "forgetting-spacing",
+                                       "forgetting baseline_min [special]"),
+                                 _groups(reports["forgetting-spacing"], ["spacing-2", "spacing-6"]),
+                                 ("forgetting", "special", "baseline_min")))
+    ids = reports.get("unique-ids")
+    if ids is not None:
+        where = ("unique_ids_series", "train", f"gain_T_step_interp@{tau}")
+        claims.append(_gain(Claim("unique identifiers speed memorization (ID run vs baseline)", "unique-ids",
+                                  f"unique_ids_series gain_T_step_interp@{tau} [train], steps"),
+                            [g for g in _groups(ids) if g.name.endswith("-ids")], where))
+        claims.append(_gain(Claim("a larger vocabulary alone helps (control vs baseline)", "unique-ids",
+                                  f"unique_ids_series gain_T_step_interp@{tau} [train], steps"),
+                            [g for g in _groups(ids) if g.name.endswith("-control")], where))
+    return claims
+
+
+def claims_table(claims: list[Claim]) -> str:
+    """The claims as a Markdown table: values (mean ± sd over seeds), comparisons (difference, t) and verdict."""
+
+    def number(x) -> str:
+        return "–" if x is None else f"{x:.3g}"
+
+    lines = ["| claim | recipe · metric | mean ± sd over seeds | comparisons (a − b, t vs critical) | verdict |",
+             "|---|---|---|---|---|"]
+    for c in claims:
+        values = "; ".join(f"{g}: {number(v['mean'])} ± {number(v['std'])}" + ("" if v["n"] == len(v["values"])
+                           else f" (n={v['n']})") for g, v in c.values.items())
+        comparisons = "; ".join(f"{x['a']} − {x['b']}: {number(x['difference'])}, t {number(x['t'])} vs "
+                                f"{number(x['t_critical'])} → {x['verdict']}" for x in c.comparisons)
+        verdict = c.verdict + (f" ({c.note})" if c.note else "")
+        lines.append(f"| {c.claim} | {c.recipe} · {c.metric} | {values} | {comparisons} | {verdict} |")
+    return "\n".join(lines)

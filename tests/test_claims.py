@@ -1,0 +1,53 @@
+"""memaudit/lab/claims.py: verdicts from replicate groups, on synthetic values."""
+
+from types import SimpleNamespace
+
+from memaudit.lab.claims import (
+    NOT_REPRODUCED,
+    REPRODUCED,
+    UNDECIDED,
+    claims_table,
+    judge,
+)
+from memaudit.report.replicates import spread
+from memaudit.report.schema import ReplicateGroup
+
+
+def group(name, n_params, probe, dataset, metric, values):
+    return ReplicateGroup(name=name, seeds=list(range(len(values))), series=[f"{name}-s{i}" for i in range(len(values))],
+                          n_params=n_params, metrics={probe: {dataset: {metric: spread(values)}}})
+
+
+def report(*groups):
+    return SimpleNamespace(replicates=list(groups))
+
+
+def test_an_ordering_claim_is_reproduced_only_beyond_the_spread():
+    where = ("memorization_series", "train", "T_step_interp@0.5")
+    clear = report(group("small", 1, *where, [100, 104, 98]), group("medium", 2, *where, [80, 83, 79]),
+                   group("large", 3, *where, [60, 58, 63]))
+    [faster, *_] = judge({"forgetting-sizes": clear})
+    assert faster.verdict == REPRODUCED and [c["verdict"] for c in faster.comparisons] == ["supported"] * 2
+    noisy = report(group("small", 1, *where, [100, 60, 98]), group("medium", 2, *where, [80, 99, 62]),
+                   group("large", 3, *where, [60, 58, 63]))
+    assert judge({"forgetting-sizes": noisy})[0].verdict == UNDECIDED
+    reversed_ = report(group("small", 1, *where, [50, 52, 51]), group("medium", 2, *where, [80, 83, 79]),
+                       group("large", 3, *where, [90, 91, 93]))
+    assert judge({"forgetting-sizes": reversed_})[0].verdict == NOT_REPRODUCED
+    never = report(group("small", 1, *where, [None, None, None]), group("large", 3, *where, [60, 58, 63]))
+    assert judge({"forgetting-sizes": never})[0].verdict == UNDECIDED
+
+
+def test_a_no_effect_claim_and_a_gain_claim():
+    where = ("forgetting", "special", "baseline_min")
+    same = report(group("epoch-4", 1, *where, [0.4, 0.42, 0.41]), group("epoch-8", 1, *where, [0.41, 0.40, 0.43]),
+                  group("epoch-12", 1, *where, [0.42, 0.39, 0.41]))
+    [epochs] = judge({"forgetting-epochs": same})
+    assert epochs.verdict == REPRODUCED and len(epochs.comparisons) == 3
+    apart = report(group("epoch-4", 1, *where, [0.4, 0.42, 0.41]), group("epoch-8", 1, *where, [0.6, 0.61, 0.62]))
+    assert judge({"forgetting-epochs": apart})[0].verdict == NOT_REPRODUCED
+    gains = ("unique_ids_series", "train", "gain_T_step_interp@0.5")
+    ids = report(group("small-ids", 1, *gains, [12, 15, 11]), group("small-control", 1, *gains, [3, -4, 1]))
+    speed, vocab = judge({"unique-ids": ids})
+    assert (speed.verdict, vocab.verdict) == (REPRODUCED, UNDECIDED)
+    assert "small-ids: 12.7 ± 2.08" in claims_table([speed])
