@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from memaudit.errors import ConfigError, did_you_mean
 
-DatasetRole = Literal["train", "valid", "special", "canary", "other"]
+DatasetRole = Literal["train", "valid", "special", "canary", "forget", "retain", "holdout", "other"]
 CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>
 AGGREGATES = ("each", "last", "first", "max", "min", "mean")
 
@@ -95,7 +95,8 @@ class DatasetConfig(_Strict):
     the path is replaced by the series name (for per-series data, as the lab writes it)."""
     role: DatasetRole = "train"
     """train, valid (memorization before overfitting, non-members), special (forgetting), canary (a canary
-    file, see memaudit/inputs/canaries.py), other."""
+    file, see memaudit/inputs/canaries.py), forget / retain / holdout (an unlearning audit: the set to be
+    forgotten, the training data to keep, text of the same kind never trained on), other."""
     max_candidates: int = Field(2000, ge=10)
     """For a canary file: score every candidate secret when there are at most this many, else a sample."""
     seq_len: int = Field(64, ge=2)

@@ -21,8 +21,9 @@ class Update(_Model):
     """Update number, from 1; checkpoint `step-N` is saved right after update N."""
     epoch: int
     """Epoch the update belongs to, from 1."""
-    kind: Literal["train", "special"] = "train"
-    """`train`: a batch of the training set; `special`: the injected special batch."""
+    kind: Literal["train", "special", "unlearn"] = "train"
+    """`train`: a batch of the training set; `special`: the injected special batch; `unlearn`: an unlearning
+    update on the forget set (gradient ascent or NPO)."""
     sample_ids: list[str]
     """Ids of the samples in the batch (as in the data files)."""
 
@@ -30,10 +31,12 @@ class Update(_Model):
 class Intervention(_Model):
     """Something done to the training run on purpose."""
 
-    kind: Literal["special_batch", "unique_ids", "vocab_control", "canaries"]
+    kind: Literal["special_batch", "unique_ids", "vocab_control", "canaries", "unlearning", "retrain"]
     """special_batch: a held-out batch trained on at `steps`; unique_ids: every training sample
     prefixed with its own new ID token; vocab_control: the vocabulary grown without using the new tokens;
-    canaries: secrets planted in training samples (detail: which samples hold which canary)."""
+    canaries: secrets planted in training samples (detail: which samples hold which canary); unlearning:
+    updates at `steps` that unlearn the forget set (detail: method, forget samples, relearning check);
+    retrain: trained without the forget set (detail: the samples left out)."""
     steps: list[int] = []
     """Updates at which it acted (special batch: each time it was trained on)."""
     epochs: list[int] = []

@@ -49,6 +49,36 @@ class CanaryPlan(_Strict):
     """Training samples per canary: the canary text, then corpus text up to seq_len."""
 
 
+class Relearn(_Strict):
+    """The relearning check: fine-tune a copy of the unlearned model on part of the forget set, measure M on
+    the rest (unlearning that only hides what was learned comes back in a few steps)."""
+
+    steps: int = Field(4, ge=1)
+    """Optimizer steps on the fine-tuning part."""
+    fraction: float = Field(0.5, gt=0, lt=1)
+    """Share of the forget set fine-tuned on (the first samples); M is measured on the others."""
+    lr: float | None = Field(None, gt=0)
+    """Learning rate (default: the lab's)."""
+
+
+class Unlearn(_Strict):
+    """Unlearn the forget set (the lab's first `n_forget` training samples) after training."""
+
+    method: Literal["gradient_ascent", "npo"] = "gradient_ascent"
+    """gradient_ascent: maximise the forget set's loss; npo: Negative Preference Optimization (Zhang et al.
+    2024), a bounded version against the model at the start of unlearning."""
+    steps: int = Field(8, ge=1)
+    """Unlearning updates (each on the whole forget set)."""
+    lr: float | None = Field(None, gt=0)
+    """Learning rate (default: the lab's)."""
+    beta: float = Field(0.1, gt=0)
+    """NPO's inverse temperature."""
+    save_every: int = Field(1, ge=1)
+    """Save a checkpoint every this many unlearning updates (and after the last)."""
+    relearn: Relearn | None = None
+    """Run the relearning check after unlearning (off by default)."""
+
+
 class RunSpec(_Strict):
     """One series: a model size and, optionally, its interventions."""
 
@@ -68,6 +98,10 @@ class RunSpec(_Strict):
     ids: Literal["none", "prefix", "control"] = "none"
     """prefix: each training sample starts with its own new ID token; control: the same new tokens
     are added to the vocabulary but never used."""
+    unlearn: Unlearn | None = None
+    """After training, unlearn the forget set (`n_forget`), saving checkpoints along the way."""
+    retrain: bool = False
+    """Train without the forget set: the reference an unlearned model is compared with."""
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
@@ -93,6 +127,9 @@ class LabConfig(_Strict):
     """Held-out validation samples."""
     n_special: int = Field(8, ge=0)
     """Held-out special-batch samples (used by runs with `special`)."""
+    n_forget: int = Field(0, ge=0)
+    """The first this many training samples form the forget set of an unlearning audit (runs with `unlearn`
+    or `retrain`); the held-out samples serve as its holdout set."""
     batch_size: int = Field(8, ge=1)
     """Samples per update."""
     epochs: int = Field(20, ge=1)
@@ -120,6 +157,19 @@ class LabConfig(_Strict):
             raise ValueError(f"run names must be unique: {names}")
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct: {self.seeds}")
+        unlearning = [r.name for r in self.runs if r.unlearn or r.retrain]
+        if unlearning and not 1 <= self.n_forget < self.n_samples:
+            raise ValueError(f"runs {unlearning} unlearn or leave out a forget set: set n_forget between 1 and "
+                             f"n_samples - 1 ({self.n_samples - 1})")
+        if unlearning and not self.n_valid:
+            raise ValueError("an unlearning audit needs holdout text: set n_valid (held-out samples) above 0")
+        for r in self.runs:
+            if r.unlearn and r.unlearn.relearn and self.n_forget < 2:
+                raise ValueError(f"run '{r.name}': the relearning check splits the forget set; n_forget must be >= 2")
+            if r.unlearn and r.retrain:
+                raise ValueError(f"run '{r.name}': a run either unlearns or is the retrained reference, not both")
+            if (r.unlearn or r.retrain) and (r.ids != "none" or r.objective != "causal"):
+                raise ValueError(f"run '{r.name}': unlearning runs are causal runs without unique IDs")
         return self
 
     def replicates(self) -> list[tuple[RunSpec, int, str]]:

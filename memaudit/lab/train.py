@@ -105,19 +105,26 @@ def plan_updates(lab: LabConfig, spec: RunSpec, n_train: int | None = None,
         for e in spec.special.epochs():
             injections[e] = injections.get(e, 0) + 1
     special_ids = [f"special:{i}" for i in range(lab.n_special)]
+    rows = list(range(lab.n_forget, n_train)) if spec.retrain else list(range(n_train))  # retrain: not the forget set
     updates, epoch_ends, save = [], [], {0}
     for epoch in range(1, lab.epochs + 1):
         for _ in range(injections.get(epoch, 0)):
             updates.append(Update(step=len(updates) + 1, epoch=epoch, kind="special", sample_ids=special_ids))
         if injections.get(epoch):
             save.add(len(updates))  # right after the special batch
-        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        for start in range(0, n_train, lab.batch_size):
-            rows = order[start:start + lab.batch_size].tolist()
-            updates.append(Update(step=len(updates) + 1, epoch=epoch, sample_ids=[f"train:{r}" for r in rows]))
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        for start in range(0, len(rows), lab.batch_size):
+            batch = [rows[i] for i in order[start:start + lab.batch_size].tolist()]
+            updates.append(Update(step=len(updates) + 1, epoch=epoch, sample_ids=[f"train:{r}" for r in batch]))
         epoch_ends.append(len(updates))
         if epoch % lab.save_every == 0 or epoch == lab.epochs:
             save.add(len(updates))
+    if spec.unlearn is not None:  # after training: every update on the whole forget set
+        forget = [f"train:{i}" for i in range(lab.n_forget)]
+        for i in range(1, spec.unlearn.steps + 1):
+            updates.append(Update(step=len(updates) + 1, epoch=lab.epochs, kind="unlearn", sample_ids=forget))
+            if i % spec.unlearn.save_every == 0 or i == spec.unlearn.steps:
+                save.add(len(updates))
     return updates, epoch_ends, save
 
 
@@ -236,10 +243,10 @@ def _claim_output(out: Path, lab: LabConfig, replace: bool) -> None:
                                                    "config": lab.model_dump(mode="json")}, indent=2))
 
 
-def _write_jsonl(path: Path, prefix: str, samples: list[list[int]]) -> None:
+def _write_jsonl(path: Path, prefix: str, samples: list[list[int]], first: int = 0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "".join(json.dumps({"id": f"{prefix}:{i}", "tokens": s}) + "\n"
-                                    for i, s in enumerate(samples)))
+                                    for i, s in enumerate(samples, first)))
 
 
 def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: Path, console=None,
@@ -258,6 +265,9 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
         train = [[ids[i]] + s[:-1] for i, s in enumerate(train)]  # same length, own ID first
     for name, samples in (("train", train), ("valid", splits.valid), ("special", splits.special)):
         _write_jsonl(folder / "data" / f"{name}.jsonl", name, samples)
+    if lab.n_forget:  # the unlearning audit's sets, with the training set's ids
+        _write_jsonl(folder / "data" / "forget.jsonl", "train", train[:lab.n_forget])
+        _write_jsonl(folder / "data" / "retain.jsonl", "train", train[lab.n_forget:], first=lab.n_forget)
     if lab.canaries:
         atomic_write_text(folder / "data" / "canaries.jsonl", canary_file(lab).read_text(encoding="utf-8"))
 
@@ -288,12 +298,21 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
                   disable=console is None or not console.is_terminal) as progress:
         task = progress.add_task("", total=len(updates), completed=done, info="")
         model.train()
+        reference = None  # NPO's model at the start of unlearning
         for update in updates[done:]:
             rows = [int(s.split(":")[1]) for s in update.sample_ids]
-            batch = data[update.kind][rows]  # (batch, seq_len)
+            batch = data["special" if update.kind == "special" else "train"][rows]  # (batch, seq_len)
             for group in optimizer.param_groups:
                 group["lr"] = lab.lr * min(1.0, update.step / lab.warmup_steps) if lab.warmup_steps else lab.lr
-            if spec.objective == "masked":
+            if update.kind == "unlearn":
+                from memaudit.lab.unlearn import npo_reference, unlearning_loss
+
+                if spec.unlearn.method == "npo" and reference is None:
+                    reference = npo_reference(Model, folder, updates)
+                for group in optimizer.param_groups:
+                    group["lr"] = spec.unlearn.lr or lab.lr
+                loss = unlearning_loss(model, batch, spec.unlearn, reference)
+            elif spec.objective == "masked":
                 inputs, labels = mlm_batch(batch, tokenizer.mask_token_id, seed, update.step)
                 loss = model(input_ids=inputs, labels=labels).loss
             else:
@@ -313,6 +332,18 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
     if spec.ids != "none":
         interventions.append(Intervention(kind="unique_ids" if spec.ids == "prefix" else "vocab_control",
                                           detail={"new_tokens": len(train)}))
+    if spec.unlearn is not None:
+        from memaudit.lab.unlearn import relearn
+
+        detail = {**spec.unlearn.model_dump(exclude={"relearn"}), "forget": [f"train:{i}" for i in range(lab.n_forget)]}
+        if spec.unlearn.relearn is not None:
+            detail["relearn"] = relearn(model, tokenizer, data["train"][:lab.n_forget], spec.unlearn.relearn,
+                                        lab.lr, seed)
+        interventions.append(Intervention(kind="unlearning", steps=[u.step for u in updates if u.kind == "unlearn"],
+                                          detail=detail))
+    if spec.retrain:
+        interventions.append(Intervention(kind="retrain", detail={"left_out": [f"train:{i}"
+                                                                               for i in range(lab.n_forget)]}))
     if splits.canary_rows:
         interventions.append(Intervention(kind="canaries", detail={
             "copies": lab.canaries.copies,
@@ -395,11 +426,18 @@ def write_audit_config(lab: LabConfig, out: Path) -> Path:
                          "seq_len": lab.seq_len})
     if lab.canaries:
         datasets.append({"name": "canaries", "path": "{series}/data/canaries.jsonl", "role": "canary"})
+    unlearning = {}
+    if lab.n_forget:
+        datasets += [{"name": "forget", "path": "{series}/data/forget.jsonl", "role": "forget", "seq_len": lab.seq_len},
+                     {"name": "retain", "path": "{series}/data/retain.jsonl", "role": "retain", "seq_len": lab.seq_len},
+                     {"name": "holdout", "path": "{series}/data/valid.jsonl", "role": "holdout", "seq_len": lab.seq_len}]
+        reference = next((name for spec, _, name in lab.replicates() if spec.retrain), None)
+        unlearning = {"unlearning": {"reference": reference}} if reference else {}
     config = {
         "series": [{"name": name, "local": name} for _, _, name in lab.replicates()],
         "datasets": datasets,
         "probes": {"memorization": {"k": k, "m": m}, "memorized_strings": {"k": k, "m": m},
-                   "extraction_risk": {"pairs": [[k, m]]}, "memorization_series": {"taus": [0.5, 0.9]}},
+                   "extraction_risk": {"pairs": [[k, m]]}, "memorization_series": {"taus": [0.5, 0.9]}, **unlearning},
         "checks": [{"name": "held-out text is not memorized", "metric": "memorization.M", "dataset": "valid",
                     "at": "max", "max": 0.5}] if lab.n_valid else [],
         "run": {"batch_size": 32},
