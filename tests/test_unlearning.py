@@ -110,3 +110,24 @@ def test_the_relearning_check_brings_memorization_back(tokenizer, corpus_text):
 def test_bad_unlearning_settings_are_refused(tmp_path, change, words):
     with pytest.raises(ConfigError, match=words):
         parse_lab_config({**LAB, **change}, tmp_path)
+
+
+def test_checks_gate_privleak_and_the_forget_excess(unlearned, run_cli, tmp_path):
+    import yaml
+
+    out, report = unlearned
+    raw = yaml.safe_load((out / "checkpoints.yaml").read_text())
+    raw["checks"] = [{"name": "PrivLeak within 5%", "metric": "unlearning.privleak_loss", "dataset": "forget",
+                      "series": "ga", "min": -0.05, "max": 0.05},
+                     {"name": "forget M back at holdout level", "metric": "unlearning.forget_excess",
+                      "dataset": "forget", "series": "ga", "max": 0.02}]
+    path = out / "gated.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    code, _, err = run_cli("run", path, "-k", "memorization or unlearning", "--json", tmp_path / "r.json")
+    gated = memaudit.read_report(tmp_path / "r.json")
+    row = report.series[0].results["unlearning"]["forget"]
+    values = {c.name: c.value for c in gated.checks}
+    assert values == {"PrivLeak within 5%": pytest.approx(row["privleak_loss"]),
+                      "forget M back at holdout level": pytest.approx(row["forget_excess"])}
+    expected = all(c.passed for c in gated.checks)
+    assert code == (0 if expected else 1), err
