@@ -211,7 +211,7 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
 
 def _to_device(rows: np.ndarray, device) -> torch.Tensor:
     """A batch of token ids on the device; to a GPU through pinned memory, without blocking."""
-    batch = torch.from_numpy(np.ascontiguousarray(rows))
+    batch = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))  # (batch, seq_len); memory maps read here
     if torch.device(device).type == "cuda":
         return batch.pin_memory().to(device, non_blocking=True)
     return batch.to(device)
@@ -256,7 +256,7 @@ def score_datasets(model, tokens: dict[str, np.ndarray], products: set[str], dev
         by_len.setdefault(t.shape[1], []).append(name)
     out, batches = {}, 0
     for names in by_len.values():
-        union = np.concatenate([tokens[n] for n in names])  # (samples, seq_len)
+        union = tokens[names[0]] if len(names) == 1 else np.concatenate([tokens[n] for n in names])  # (samples, seq_len)
         if adaptive:
             start = batch_size or auto_batch_size(model, union, device)
             scored, b, batch_size = score_adaptive(model, union, products, start, device, **masking)

@@ -91,7 +91,7 @@ class DatasetConfig(_Strict):
     """Name used in the report and in checks."""
     path: Path
     """Plain text (`.txt`), JSONL with a `text` field or pre-tokenized `tokens` (+ optional `id`,
-    `seen_at_step`), or a `.npy` array of token ids. `{series}` in
+    `seen_at_step`), a `.npy` array of token ids, or a Megatron indexed data set (`.bin` with its `.idx`). `{series}` in
     the path is replaced by the series name (for per-series data, as the lab writes it)."""
     role: DatasetRole = "train"
     """train, valid (memorization before overfitting, non-members), special (forgetting), canary (a canary
@@ -104,7 +104,14 @@ class DatasetConfig(_Strict):
     max_samples: int | None = Field(None, ge=1)
     """Keep at most this many samples (the first ones)."""
     first_seen_step: int | None = None
-    """For a (steps, batch, length) `.npy` of a series' training order: the step that saw row 0."""
+    """For a (steps, batch, length) `.npy` of a series' training order: the step that saw row 0; with
+    `sequences_per_step`, the step that saw sequence 0 (default 0)."""
+    first_sample: int = Field(0, ge=0)
+    """For `.npy` and Megatron `.bin` data: skip the samples before this one (e.g. 1024 * step to start at a
+    step of Pythia's training order); ids keep their index in the file."""
+    sequences_per_step: int | None = Field(None, ge=1)
+    """For a Megatron `.bin` holding a training order: sequences per optimizer step (Pythia: 1024), so that
+    sequence i was seen at step first_seen_step + i // sequences_per_step."""
     seen_at_step: list[int] | None = None
     """For a `special` data set without a ledger: the training steps at which the series saw it
     (e.g. a batch of Pythia's known training order), for the forgetting curve."""

@@ -15,13 +15,15 @@ from memaudit.errors import ConfigError
 from memaudit.inputs.config import DatasetConfig
 from memaudit.report.schema import DatasetInfo
 
+HASH_ROWS = 1 << 16  # samples hashed at a time
+
 
 @dataclass
 class Samples:
     """A data set cut into samples for one tokenizer."""
 
     config: DatasetConfig
-    tokens: np.ndarray  # (n_samples, seq_len) int64
+    tokens: np.ndarray  # (n_samples, seq_len) integer token ids; a read-only memory map for .npy and .bin data
     ids: list[str]
     steps: np.ndarray | None = None  # (n_samples,) training step at which each sample was seen, when known
     target_mask: np.ndarray | None = None  # (n_samples, seq_len - 1) targets to score (canary candidates)
@@ -29,9 +31,11 @@ class Samples:
 
     @functools.cached_property
     def sha256(self) -> str:
-        """Hash of the tokens (and their shape): what the products cache is keyed by."""
+        """Hash of the tokens (and their shape) as int64, whatever their stored type, read in chunks (a memory
+        map is never loaded whole): what the products cache is keyed by."""
         h = hashlib.sha256(str(self.tokens.shape).encode())
-        h.update(np.ascontiguousarray(self.tokens).tobytes())
+        for start in range(0, len(self.tokens), HASH_ROWS):
+            h.update(np.ascontiguousarray(self.tokens[start:start + HASH_ROWS], dtype=np.int64).tobytes())
         return h.hexdigest()
 
     @functools.cached_property
@@ -65,11 +69,20 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
     if records is not None:
         return _from_memory(config, records, tokenizer)
     path = Path(config.path)
+    arrays = (".npy", ".bin", ".idx")
+    for field, applies in (("first_sample", arrays), ("sequences_per_step", (".bin", ".idx"))):
+        if getattr(config, field) and path.suffix not in applies:
+            raise ConfigError(f"Data set '{config.name}': '{field}' applies to {' and '.join(applies)} data, not to "
+                              f"'{path.name}'. Remove it.")
     if not path.is_file():
         raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
                           "(relative paths are relative to the yaml's folder).")
+    if path.suffix == ".npy" and config.role != "canary":
+        return _from_npy(config, path, len(tokenizer))
+    if path.suffix in (".bin", ".idx") and config.role != "canary":
+        return _from_megatron(config, path, len(tokenizer))
     try:
-        text = "" if path.suffix == ".npy" else path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"Data set '{config.name}': '{path}' is not UTF-8 text ({e.reason} at byte "
                           f"{e.start}). Convert it, e.g. `iconv -f latin1 -t utf-8`.") from None
@@ -78,8 +91,6 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
 
         tokens, mask, ids, meta = candidate_samples(read_canaries(path), tokenizer, config.max_candidates)
         return Samples(config, tokens, ids, target_mask=mask, canaries=meta)
-    if path.suffix == ".npy":
-        return _from_npy(config, path, len(tokenizer))
     if not text.strip():
         raise ConfigError(f"Data set '{config.name}': '{path}' is empty. Point 'path' at a file with text.")
     if path.suffix in (".jsonl", ".json"):
@@ -221,15 +232,62 @@ def _from_array(config: DatasetConfig, array: np.ndarray, where: str, vocab_size
                           "(steps, batch, length).")
     if array.shape[1] < config.seq_len:
         raise shape_error
-    n = min(len(array), config.max_samples or len(array))
-    rows = array[:n, :config.seq_len]
-    low, high = int(rows.min()), int(rows.max())
+    first = config.first_sample
+    if first >= len(array):
+        raise ConfigError(f"{where} has {len(array)} samples; 'first_sample: {first}' skips them all.")
+    n = min(len(array) - first, config.max_samples or len(array))
+    rows = array[first:first + n, :config.seq_len]  # a view: a memory map stays one
+    return _from_rows(config, rows, steps[first:first + n] if steps is not None else None, where, vocab_size, first)
+
+
+def _from_rows(config: DatasetConfig, rows: np.ndarray, steps: np.ndarray | None, where: str, vocab_size: int,
+               first: int = 0) -> Samples:
+    """Samples from an integer array of rows (samples, seq_len), kept as it is (no copy, no list per sample):
+    ids `<name>:<index>` counted from `first`; every token id checked against the vocabulary."""
+    if not np.issubdtype(rows.dtype, np.integer):
+        raise ConfigError(f"{where} holds {rows.dtype} values, not integer token ids.")
+    low, high = _extremes(rows)
     if low < 0 or high >= 2**63:
         raise ConfigError(f"{where} holds token id {low if low < 0 else high}, which is no "
                           "token id (ids run from 0 to the vocabulary size - 1).")
-    records = [(i, {"tokens": rows[i].tolist(), "id": f"{config.name}:{i}",
-                    **({"seen_at_step": int(steps[i])} if steps is not None else {})}) for i in range(n)]
-    return _pretokenized(config, records, vocab_size)
+    if high >= vocab_size:
+        raise ConfigError(f"{where} holds token id {high}, but the series' tokenizer has {vocab_size} tokens: the "
+                          "data was tokenized with another tokenizer. Re-create it with this series' tokenizer, or "
+                          "audit the series it belongs to.")
+    ids = [f"{config.name}:{first + i}" for i in range(len(rows))]
+    return Samples(config, rows, ids, np.asarray(steps, dtype=np.int64) if steps is not None else None)
+
+
+def _extremes(rows: np.ndarray) -> tuple[int, int]:
+    """Smallest and largest token id, read in chunks of rows."""
+    low, high = None, None
+    for start in range(0, len(rows), HASH_ROWS):
+        chunk = np.asarray(rows[start:start + HASH_ROWS])
+        low = int(chunk.min()) if low is None else min(low, int(chunk.min()))
+        high = int(chunk.max()) if high is None else max(high, int(chunk.max()))
+    return low, high
+
+
+def _from_megatron(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
+    """Token ids from a Megatron indexed data set (.bin + .idx), memory-mapped: sequences `first_sample` on,
+    cut to seq_len; with `sequences_per_step`, sequence i was seen at step first_seen_step + i // it (Pythia:
+    1024 sequences per step, from step 0)."""
+    from memaudit.inputs.megatron import open_indexed, prefix_of
+
+    data = open_indexed(path, config.name)
+    where = f"Data set '{config.name}': '{prefix_of(path)}.bin'"
+    first = config.first_sample
+    if first >= len(data):
+        raise ConfigError(f"{where} holds {len(data)} sequences; 'first_sample: {first}' skips them all.")
+    n = min(len(data) - first, config.max_samples or len(data))
+    short = np.flatnonzero(data.sizes[first:first + n] < config.seq_len)
+    if short.size:
+        raise ConfigError(f"{where}: sequence {first + int(short[0])} has {int(data.sizes[first + short[0]])} tokens, "
+                          f"fewer than seq_len={config.seq_len}. Lower 'seq_len' to at most the shortest sequence.")
+    steps = None
+    if config.sequences_per_step:
+        steps = (first + np.arange(n)) // config.sequences_per_step + (config.first_seen_step or 0)
+    return _from_rows(config, data.rows(first, n, config.seq_len), steps, where, vocab_size, first)
 
 
 def _pretokenized(config: DatasetConfig, records: list[tuple[int, dict]], vocab_size: int) -> Samples:
