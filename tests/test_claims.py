@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from memaudit.lab.claims import (
     NOT_REPRODUCED,
     REPRODUCED,
@@ -42,8 +44,9 @@ def test_a_no_effect_claim_and_a_gain_claim():
     where = ("forgetting", "special", "baseline_min")
     same = report(group("epoch-4", 1, *where, [0.4, 0.42, 0.41]), group("epoch-8", 1, *where, [0.41, 0.40, 0.43]),
                   group("epoch-12", 1, *where, [0.42, 0.39, 0.41]))
-    [epochs] = judge({"forgetting-epochs": same})
+    epochs, horizon = judge({"forgetting-epochs": same})
     assert epochs.verdict == REPRODUCED and len(epochs.comparisons) == 3
+    assert horizon.verdict == UNDECIDED and not horizon.comparisons  # no curves in this report
     apart = report(group("epoch-4", 1, *where, [0.4, 0.42, 0.41]), group("epoch-8", 1, *where, [0.6, 0.61, 0.62]))
     assert judge({"forgetting-epochs": apart})[0].verdict == NOT_REPRODUCED
     gains = ("unique_ids_series", "train", "gain_T_step_interp@0.5")
@@ -51,3 +54,24 @@ def test_a_no_effect_claim_and_a_gain_claim():
     speed, vocab = judge({"unique-ids": ids})
     assert (speed.verdict, vocab.verdict) == (REPRODUCED, UNDECIDED)
     assert "small-ids: 12.7 ± 2.08" in claims_table([speed])
+
+
+def test_the_common_horizon_compares_equal_spans_after_injection():
+    """epoch-4's curve runs 6 steps after injection, epoch-12's 3: both are judged on t <= 3."""
+    where = ("forgetting", "special", "baseline_min")
+    curves = {"epoch-4": ([0, 1, 2, 3, 4, 5, 6], [0.9, 0.6, 0.5, 0.45, 0.3, 0.2, 0.1]),
+              "epoch-12": ([0, 1, 2, 3], [0.9, 0.62, 0.52, 0.44])}
+    series, groups = [], []
+    for name, (steps, m) in curves.items():
+        names = [f"{name}-s{i}" for i in range(3)]
+        for i, n in enumerate(names):
+            shifted = [v + 0.01 * i for v in m]
+            series.append(SimpleNamespace(name=n, results={"forgetting": {"special": {"steps_since": steps,
+                                                                                      "M_curve": shifted}}}))
+        groups.append(group(name, 1, *where, [min(m[1:]) + 0.01 * i for i in range(3)]))
+    judged = judge({"forgetting-epochs": SimpleNamespace(replicates=groups, series=series)})
+    whole, common = judged
+    assert whole.verdict == NOT_REPRODUCED  # 0.1 vs 0.44 over unequal spans
+    assert common.metric == "forgetting baseline_min_within_3_steps [special]"
+    assert common.values["epoch-4"]["values"] == pytest.approx([0.45, 0.46, 0.47])
+    assert common.verdict == REPRODUCED  # 0.45 vs 0.44 within the spread

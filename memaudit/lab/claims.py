@@ -67,10 +67,11 @@ def _no_effect(claim: Claim, groups: list[ReplicateGroup], where: tuple[str, str
     for i, a in enumerate(groups):
         for b in groups[i + 1:]:
             result = compare(_values(a, *where), _values(b, *where), paired=False)
+            result["verdict"] = "differs" if result["verdict"] != "not decidable" else "no difference beyond the spread"
             claim.comparisons.append({"a": a.name, "b": b.name, "claimed": "a = b", **result})
-    if any(c["difference"] is None or c["stderr"] is None for c in claim.comparisons):
+    if not claim.comparisons or any(c["difference"] is None or c["stderr"] is None for c in claim.comparisons):
         claim.verdict = UNDECIDED
-    elif any(c["verdict"] != "not decidable" for c in claim.comparisons):
+    elif any(c["verdict"] == "differs" for c in claim.comparisons):
         claim.verdict = NOT_REPRODUCED
     else:
         claim.verdict = REPRODUCED
@@ -89,6 +90,28 @@ def _gain(claim: Claim, groups: list[ReplicateGroup], where: tuple[str, str, str
     claim.verdict = (NOT_REPRODUCED if "reversed" in verdicts else REPRODUCED if verdicts and
                      all(v == "supported" for v in verdicts) else UNDECIDED)
     return claim
+
+
+def _horizon_baselines(report: AuditReport, names: list[str]) -> list[ReplicateGroup]:
+    """Groups carrying `baseline_min_common`: each seed's minimum M on the special batch within the steps
+    since injection that every group's curve reaches (a later injection leaves less training to decay in,
+    so the minimum over the rest of training compares unequal spans)."""
+    groups = _groups(report, names)
+    series = {s.name: s for s in getattr(report, "series", [])}
+    if any(name not in series for g in groups for name in g.series):
+        return []
+    curves = {name: series[name].results.get("forgetting", {}).get("special", {}) for g in groups for name in g.series}
+    horizon = min((max(c["steps_since"]) for c in curves.values() if c.get("steps_since")), default=None)
+    out = []
+    for g in groups:
+        values = []
+        for name in g.series:
+            c = curves[name]
+            later = [m for t, m in zip(c.get("steps_since", []), c.get("M_curve", [])) if 0 < t <= (horizon or 0)]
+            values.append(min(later) if later else None)
+        metrics = {"forgetting": {"special": {f"baseline_min_within_{horizon}_steps": spread(values)}}}
+        out.append(g.model_copy(update={"metrics": metrics}))
+    return out
 
 
 def judge(reports: dict[str, AuditReport], tau: float = 0.5) -> list[Claim]:
@@ -110,10 +133,14 @@ def judge(reports: dict[str, AuditReport], tau: float = 0.5) -> list[Claim]:
                                      "forgetting-sizes", "forgetting baseline_excess [special]"), by_size,
                                ("forgetting", "special", "baseline_excess"), rising=True))
     if "forgetting-epochs" in reports:
+        names = ["epoch-4", "epoch-8", "epoch-12"]
         claims.append(_no_effect(Claim("the baseline does not depend on the injection epoch", "forgetting-epochs",
-                                       "forgetting baseline_min [special]"),
-                                 _groups(reports["forgetting-epochs"], ["epoch-4", "epoch-8", "epoch-12"]),
-                                 ("forgetting", "special", "baseline_min")))
+                                       "forgetting baseline_min [special] (over the rest of training)"),
+                                 _groups(reports["forgetting-epochs"], names), ("forgetting", "special", "baseline_min")))
+        common = _horizon_baselines(reports["forgetting-epochs"], names)
+        metric = next(iter(common[0].metrics["forgetting"]["special"])) if common else "baseline_min_within"
+        claims.append(_no_effect(Claim("... compared over the same number of steps after injection", "forgetting-epochs",
+                                       f"forgetting {metric} [special]"), common, ("forgetting", "special", metric)))
     if "forgetting-repeats" in reports:
         claims.append(_ordered(Claim("repeating the special batch raises the baseline", "forgetting-repeats",
                                      "forgetting baseline_min [special]"),
