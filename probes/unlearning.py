@@ -70,7 +70,7 @@ METRICS = {
 
 
 def fig_unlearning(report):
-    """Forget, retain and holdout M over the unlearning steps (dashed: the retrained reference's levels): look
+    """Forget, retain and holdout M over the unlearning steps (dotted: the retrained reference's levels): look
     for forget M falling to the holdout line while retain M stays up."""
     rows = [(s, d, r) for s in report.series for d, r in s.results.get("unlearning", {}).items() if r.get("steps")]
     if not rows:
@@ -89,11 +89,11 @@ def fig_unlearning(report):
             for j, role in enumerate(ROLES):
                 level = _metric_on_role(last, report.datasets, role, "M")
                 if level is not None:
-                    ax.axhline(level, color=plots.PALETTE[j], linestyle="--", linewidth=1)
+                    ax.axhline(level, color=plots.PALETTE[j], linestyle=":", linewidth=1.2)
     plots.step_axis(ax, [x for _, _, r in rows for x in r["steps"]])
     ax.set_ylabel("exact memorization M")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Unlearning: forget / retain / holdout M (dashed: retrained reference)", fontsize=10)
+    ax.set_title("Unlearning: forget / retain / holdout M (dotted: the retrained reference)", fontsize=10)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
