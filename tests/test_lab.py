@@ -153,3 +153,14 @@ def test_a_failed_lab_leaves_nothing_that_blocks_the_corrected_run(tmp_path):
     from memaudit.lab.train import _check_output
 
     assert _check_output(tmp_path / "lab", lab_config(tmp_path), overwrite=False) is False  # not "a different lab"
+
+
+def test_a_lab_keeps_its_fingerprint_across_versions(tmp_path):
+    """The demo trained by memaudit before seeds, forget sets and multi-update exposures existed must resume,
+    not be refused as another lab: settings added later count only when set. Change the pinned value only
+    when the same yaml would now train other weights."""
+    from memaudit.lab.demo import demo_lab_config
+
+    assert demo_lab_config(tmp_path / "demo").fingerprint() == "737b9f5d5e3de0ae"
+    with_seeds = parse_lab_config({**LAB, "seeds": [0]}, tmp_path)
+    assert with_seeds.fingerprint() != parse_lab_config(LAB, tmp_path).fingerprint()

@@ -179,9 +179,25 @@ class LabConfig(_Strict):
         return [(spec, seed, f"{spec.name}-s{seed}") for spec in self.runs for seed in self.seeds]
 
     def fingerprint(self) -> str:
-        """Hash of everything that decides the trained weights (not the output folder)."""
+        """Hash of everything that decides the trained weights (not the output folder). Settings added in later
+        versions count only when set away from their default, so a lab trained before they existed keeps its
+        fingerprint (and resumes instead of being refused as another lab)."""
         data = self.model_dump(mode="json", exclude={"out"})
+        for key, default in LATER_SETTINGS["lab"].items():
+            if data.get(key) == default:
+                del data[key]
+        for run in data["runs"]:
+            for key, default in LATER_SETTINGS["run"].items():
+                if run.get(key) == default:
+                    del run[key]
+            if run.get("special") and run["special"].get("updates") == 1:
+                del run["special"]["updates"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+LATER_SETTINGS = {"lab": {"seeds": None, "n_forget": 0}, "run": {"unlearn": None, "retrain": False}}
+"""Settings added after labs were first written, with the default that leaves the weights as they were
+(plus `special.updates: 1`)."""
 
 
 def recipe_names() -> list[str]:
