@@ -82,8 +82,11 @@ def fig_T_vs_params(report):
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for i, (tau, d) in enumerate(sorted({(t, d) for t, d, *_ in rows})):
         pts = sorted((n, t, e) for tt, dd, n, t, e in rows if (tt, dd) == (tau, d))
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] or 0 for p in pts], marker="o", capsize=3,
-                    color=plots.PALETTE[i % len(plots.PALETTE)], label=f"tau = {tau} · {d}")
+        style = {"marker": "o", "color": plots.PALETTE[i % len(plots.PALETTE)], "label": f"tau = {tau} · {d}"}
+        if any(p[2] for p in pts):  # seed replicates: error bars of one sd
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] or 0 for p in pts], capsize=3, **style)
+        else:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], **style)
     from matplotlib.ticker import NullFormatter
 
     ax.set_xscale("log")

@@ -113,3 +113,11 @@ def test_interpolated_crossing_of_tau():
     assert crossing_step([0, 10], [0.6, 0.9], 0.5) == 0.0
     assert crossing_step([0, 10, 20], [0.1, None, 0.7], 0.4) == pytest.approx(10.0)
     assert crossing_step([0, 10], [0.1, 0.2], 0.5) is None
+
+
+def test_the_html_page_has_the_spread_over_seeds(seeded):
+    from memaudit.report.html import render_html
+
+    _, report = seeded
+    page = render_html(report, with_figures=False)
+    assert "<h2 id='replicates'>Over seeds</h2>" in page and "<td>base</td><td>0, 1, 2</td>" in page

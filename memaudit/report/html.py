@@ -188,6 +188,29 @@ def series_tables(report: AuditReport) -> str:
     return "\n".join(out)
 
 
+def replicate_tables(report: AuditReport) -> str:
+    """Seed replicates: per series probe, a row per (group, data set) with each shown metric as mean ± sd (n)."""
+    from memaudit.report.render import spread_cell
+
+    if not report.replicates:
+        return ""
+    out = ["<h2 id='replicates'>Over seeds</h2>"]
+    for probe in (p for p in report.probes if p.kind == "series"):
+        rows = [(g, d, m) for g in report.replicates for d, m in g.metrics.get(probe.name, {}).items() if m]
+        keys = [k for k in dict.fromkeys(k for _, _, m in rows for k in m)
+                if not probe.show or metric_template(k.split("[")[0]) in probe.show or k.split("[")[0] in probe.show]
+        if not rows or not keys:
+            continue
+        out.append(f"<table class='sortable'><caption><b>{_e(probe.name)}</b> · mean ± sd over seeds (n)</caption>"
+                   "<thead><tr><th>group</th><th>seeds</th><th>data set</th>" + "".join(f"<th>{_e(k)}</th>" for k in keys)
+                   + "</tr></thead><tbody>")
+        for g, d, m in rows:
+            cells = "".join(f"<td>{_e(spread_cell(m.get(k)))}</td>" for k in keys)
+            out.append(f"<tr><td>{_e(g.name)}</td><td>{_e(', '.join(map(str, g.seeds)))}</td><td>{_e(d)}</td>{cells}</tr>")
+        out.append("</tbody></table>")
+    return "\n".join(out)
+
+
 def _short(text: str, most: int = 120) -> str:
     return text if len(text) <= most else text[: most - 1] + "…"
 
@@ -207,7 +230,7 @@ def render_html(report: AuditReport, with_figures: bool = True, probe_paths=()) 
              verdict(report), checks(report)]
     if with_figures:
         parts.append(figures_section(report, probe_paths))
-    parts += [probe_tables(report), series_tables(report), provenance(report),
+    parts += [probe_tables(report), series_tables(report), replicate_tables(report), provenance(report),
               f"<script>{SORT_SCRIPT}</script></body></html>"]
     return "\n".join(parts)
 

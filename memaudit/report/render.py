@@ -207,11 +207,12 @@ def replicates_table(report: AuditReport, probe: ProbeInfo) -> Table | None:
         table.add_column(f"{g.name} ×{len(g.seeds)}\n{d}", justify="right")
     table.add_row("params", *[fmt_params(g.n_params) for g, _, _ in columns])
     for k in keys:
-        table.add_row(k, *[_spread_cell(m.get(k)) for _, _, m in columns])
+        table.add_row(k, *[spread_cell(m.get(k)) for _, _, m in columns])
     return table
 
 
-def _spread_cell(s) -> str:
+def spread_cell(s) -> str:
+    """`mean ± sd`, with `(n=k)` when some seeds had no value."""
     if s is None or s.mean is None:
         return "–"
     text = fmt(s.mean) if s.std is None else f"{fmt(s.mean)} ± {fmt(s.std)}"
