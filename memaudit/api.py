@@ -13,7 +13,6 @@ whose `exit_code` is the one the command line would return.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Mapping
 
 from memaudit.errors import ConfigError
@@ -83,9 +82,7 @@ class LiveSeries:
     def __init__(self, tokenizer, datasets=None, *, config=None, name: str = "live", probes: list[str] | None = None,
                  select: str | None = None, params: dict | None = None, checks: list | None = None,
                  batch_size: int | None = None, show_text: bool = False, command: str = "memaudit.LiveSeries"):
-        from memaudit.engine.journal import Journal
-        from memaudit.engine.products import ProductsCache
-        from memaudit.engine.run import RunOptions, _Run, make_plan, series_context
+        from memaudit.engine.run import make_plan, series_context, start_in_memory
         from memaudit.inputs.config import check_api_arguments
         from memaudit.inputs.sources import tokenizer_fingerprint
         from memaudit.report.checks import validate_check_targets
@@ -101,8 +98,7 @@ class LiveSeries:
                                                      {k: v for k, v in run_values.items() if v is not None})
         plan = make_plan(cfg, select, probes)
         validate_check_targets(cfg, {name: []})  # only aggregates: the checkpoints' names are not known yet
-        self._run = _Run(plan, cfg, RunOptions(use_cache=False, command=command), lambda *a, **k: None, None,
-                         SimpleNamespace(num_processes=1, is_main_process=True), [], ProductsCache(None, enabled=False), Journal(None, enabled=False))
+        self._run = start_in_memory(plan, command)
         series = SeriesResult(name=name, source="memory", tokenizer=tokenizer_fingerprint(tokenizer))
         self._ctx = series_context(self._run, series, tokenizer, None, data)
 
@@ -124,7 +120,7 @@ class LiveSeries:
         import torch
 
         from memaudit.engine.forward import NonFiniteLogits, is_masked_lm
-        from memaudit.engine.run import _audit_checkpoint, _Found
+        from memaudit.engine.run import audit_in_memory
         from memaudit.inputs.config import check_api_arguments
         from memaudit.inputs.sources import Checkpoint
         from memaudit.report.schema import CheckpointResult
@@ -141,13 +137,12 @@ class LiveSeries:
         ckpt = Checkpoint(series=ctx.series.name, name=name or (f"step-{step}" if step is not None else "model"),
                           step=step, location=f"memory:{type(model).__name__}", sha="", tokens=tokens_seen,
                           objective="masked" if is_masked_lm(model) else "causal")
-        run.device = model.get_input_embeddings().weight.device
         dtype = str(model.dtype).removeprefix("torch.")
         run.config = run.config.model_copy(update={"run": run.run_cfg.model_copy(update={"dtype": dtype})})
         was_training = model.training
         model.eval()
         try:
-            result = _audit_checkpoint(ctx, ckpt, _Found(missing=list(ctx.samples)), model, 0.0)
+            result = audit_in_memory(ctx, ckpt, model)
         except NonFiniteLogits as e:
             result = CheckpointResult(name=ckpt.name, step=step, location=ckpt.location,
                                       error=f"{type(e).__name__}: {e}")
@@ -160,10 +155,9 @@ class LiveSeries:
     def report(self):
         """The AuditReport of the checkpoints so far: series probes run and checks evaluated on them (a copy:
         later `add`s do not change it)."""
-        from memaudit.engine.run import _report, run_series_probes
+        from memaudit.engine.run import finish
 
-        run_series_probes(self._run)
-        return _report(self._run, self._digest, interrupted=False).model_copy(deep=True)
+        return finish(self._run, self._digest).model_copy(deep=True)
 
 
 def live_configuration(config, name: str, datasets=None, params: dict | None = None, checks: list | None = None,

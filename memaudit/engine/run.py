@@ -162,6 +162,32 @@ def run_series_probes(run: _Run) -> None:
             "ledger": run.ledgers[series.name], "all_series": run.series})
 
 
+def start_in_memory(plan: Plan, command: str) -> _Run:
+    """A run whose checkpoints are models already in memory (memaudit.api.LiveSeries): this process alone, no
+    products cache and no journal (weights in memory have no identity to key them by)."""
+    from types import SimpleNamespace
+
+    from memaudit.engine.journal import Journal
+    from memaudit.engine.products import ProductsCache
+
+    return _Run(plan, plan.config, RunOptions(use_cache=False, command=command), lambda *a, **k: None, None,
+                SimpleNamespace(num_processes=1, is_main_process=True), [], ProductsCache(None, enabled=False),
+                Journal(None, enabled=False))
+
+
+def audit_in_memory(ctx: _SeriesContext, ckpt, model) -> CheckpointResult:
+    """Score every data set of the series with `model` (loaded already, on its own device) and run the probes:
+    the same path as a checkpoint loaded from disk."""
+    ctx.run.device = model.get_input_embeddings().weight.device
+    return _audit_checkpoint(ctx, ckpt, _Found(missing=list(ctx.samples)), model, 0.0)
+
+
+def finish(run: _Run, config_hash: str) -> AuditReport:
+    """Series probes, checks and the report of what the run has so far."""
+    run_series_probes(run)
+    return _report(run, config_hash, interrupted=False)
+
+
 def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
     """Validate the command line's values, pick the device, resolve every series and check the checks'
     targets: everything that can fail on bad input fails here, before a model loads."""
