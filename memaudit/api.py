@@ -43,7 +43,7 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
         raise ConfigError(f"memaudit.audit(): compare must be the path of a saved report or an AuditReport, not "
                           f"{type(compare).__name__}.")
     cfg, digest, path = configuration(config)
-    plan = make_plan(cfg, select, probes)
+    plan = make_plan(cfg, select, probes, keyword_source="select")
     baseline = compare if compare is None or isinstance(compare, AuditReport) else open_report(compare)
     opts = RunOptions(fail_fast=fail_fast, batch_size=batch_size, dtype=dtype, device=device, use_cache=cache,
                       evict=evict, allow_pickle=allow_pickle, baseline=baseline, show_text=show_text,
@@ -90,13 +90,15 @@ class LiveSeries:
 
         check_api_arguments("memaudit.LiveSeries", name=name, probes=probes, select=select, params=params,
                             checks=checks, batch_size=batch_size, show_text=show_text)
-        if tokenizer is None:
+        from transformers import PreTrainedTokenizerBase
+
+        if not isinstance(tokenizer, PreTrainedTokenizerBase):
             raise ConfigError("An audit of a model in memory needs its tokenizer (the data sets are tokenized with "
-                              "it); pass tokenizer=...")
+                              f"it): pass the transformers tokenizer of the model, not {type(tokenizer).__name__}.")
         run_values = {"batch_size": batch_size, "show_text": show_text or None}
         cfg, self._digest, data = live_configuration(config, name, datasets, params, checks,
                                                      {k: v for k, v in run_values.items() if v is not None})
-        plan = make_plan(cfg, select, probes)
+        plan = make_plan(cfg, select, probes, keyword_source="select")
         validate_check_targets(cfg, {name: []})  # only aggregates: the checkpoints' names are not known yet
         self._run = start_in_memory(plan, command)
         series = SeriesResult(name=name, source="memory", tokenizer=tokenizer_fingerprint(tokenizer))
@@ -223,6 +225,9 @@ def _datasets(given) -> tuple[list[dict], dict]:
                           f"list of data set dicts as in the yaml; got {type(given).__name__}.")
     records = {}
     for entry in entries:
+        if entry.get("data", "") is None:
+            raise ConfigError(f"Data set '{entry.get('name')}': its records are None. Give texts, token-id lists, "
+                              "an array, or a file path.")
         if "data" in entry and "path" in entry:
             raise ConfigError(f"Data set '{entry.get('name')}': give its records ('data') or a file ('path'), not both.")
         if "data" in entry:

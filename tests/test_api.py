@@ -167,3 +167,23 @@ def test_live_arguments_are_checked(tokenizer, corpus_text):
         memaudit.audit_model(model, tokenizer, {"train": {"data": texts, "path": "train.txt"}})
     with pytest.raises(ConfigError, match="params"):
         memaudit.audit_model(model, tokenizer, {"train": texts}, params=["memorization"])
+
+
+@pytest.mark.parametrize("datasets, words", [
+    ({"t": None}, "records are None"), ({"t": {"role": "valid"}}, "path is required"), ({}, "at least 1 item"),
+    (["a.txt"], "give a dict of name"), ({"t": [b"abc"]}, "either a 'text' or a 'tokens'"),
+    ({"t": [[[1, 2]]]}, "token ids must be integers"), ({"t": [[True] * 70]}, "a boolean"),
+    ({"t": [[2**70] * 70]}, "which is no token id"), ({"t": np.zeros((2, 70))}, "float64 array"),
+])
+def test_adversarial_data_in_memory_is_refused_with_a_message(tokenizer, datasets, words):
+    model = tiny_model("gpt_neox", len(tokenizer), seed=0)
+    with pytest.raises(ConfigError, match=words):
+        memaudit.audit_model(model, tokenizer, datasets, probes=["memorization"])
+
+
+def test_a_tokenizer_that_is_not_one_and_a_bad_select_are_named(tokenizer, corpus_text):
+    model = tiny_model("gpt_neox", len(tokenizer), seed=0)
+    with pytest.raises(ConfigError, match="not str"):
+        memaudit.audit_model(model, "gpt2", {"t": [corpus_text[:3000]]})
+    with pytest.raises(ConfigError, match="^select '\\(memorization' is not a valid expression"):
+        memaudit.audit_model(model, tokenizer, {"t": [corpus_text[:3000]]}, select="(memorization")

@@ -94,10 +94,11 @@ class Plan:
         return {name for p in self.checkpoint_probes for name in p.products}
 
 
-def make_plan(config: AuditConfig, keyword: str | None = None, names: list[str] | None = None) -> Plan:
-    """Collect the standard probes and the yaml's probe paths, select (`names`: only these probes, for the
-    Python API), and validate the checks."""
-    keywords = [("the yaml's select:", config.select), ("-k", keyword)]
+def make_plan(config: AuditConfig, keyword: str | None = None, names: list[str] | None = None,
+              keyword_source: str = "-k") -> Plan:
+    """Collect the standard probes and the yaml's probe paths, select (`keyword`: the `-k` expression, named
+    `keyword_source` in errors; `names`: only these probes, for the Python API), and validate the checks."""
+    keywords = [("the yaml's select:", config.select), (keyword_source, keyword)]
     probes = select(collect([standard_probe_dir(), *config.probe_paths]), config.probes, keywords, names)
     validate_checks(config, probes, selected_by_keyword=bool(keyword or config.select or names is not None))
     return Plan(config, probes)
