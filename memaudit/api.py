@@ -23,13 +23,14 @@ IN_MEMORY = "<in memory>"
 def audit(config, *, select: str | None = None, probes: list[str] | None = None, batch_size: int | None = None,
           dtype: str | None = None, device: str | None = None, device_map: str | None = None, cache: bool = True,
           show_text: bool = False, tolerance: float = 0.02, compare=None, fail_fast: bool = False,
-          allow_pickle: bool = False, evict: bool = False, progress: bool = False, on_event=None):
+          allow_pickle: bool = False, evict: bool = False, progress: bool = False, samples_out=None, on_event=None):
     """Audit every checkpoint series of `config` (the path of a checkpoints.yaml, its content as a dict,
     relative paths then relative to the working folder, or an AuditConfig) and return the AuditReport.
 
     The keyword arguments are the command line's: `select` is `-k`, `probes` runs only the probes named
     (and those they use), `cache=False` is `--no-cache`, `compare` a baseline report (path or AuditReport)
-    as `--compare`, `fail_fast` is `-x`; `progress=True` draws the progress bars on stderr. A checkpoint
+    as `--compare`, `fail_fast` is `-x`, `samples_out` is `--samples-out`; `progress=True` draws the progress
+    bars on stderr. A checkpoint
     that fails to load gives `status == "error"`, a failed check `status == "failed"`; bad input raises.
     """
     from memaudit.engine.run import RunOptions, make_plan, run_audit
@@ -42,12 +43,21 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
     if compare is not None and not isinstance(compare, (str, Path, AuditReport)):
         raise ConfigError(f"memaudit.audit(): compare must be the path of a saved report or an AuditReport, not "
                           f"{type(compare).__name__}.")
+    if samples_out is not None and not isinstance(samples_out, (str, Path)):
+        raise ConfigError(f"memaudit.audit(): samples_out must be a folder path, not {type(samples_out).__name__}.")
     cfg, digest, path = configuration(config)
+    if samples_out is not None:
+        from memaudit.atomic import check_writable
+        from memaudit.inputs.config import check_outputs
+
+        check_outputs(cfg, {"samples_out": samples_out}, {"the configuration": path})
+        check_writable(Path(samples_out) / "x")
     plan = make_plan(cfg, select, probes, keyword_source="select")
     baseline = compare if compare is None or isinstance(compare, AuditReport) else open_report(compare)
     opts = RunOptions(fail_fast=fail_fast, batch_size=batch_size, dtype=dtype, device=device, use_cache=cache,
                       evict=evict, allow_pickle=allow_pickle, baseline=baseline, show_text=show_text,
-                      tolerance=tolerance, device_map=device_map, command="memaudit.audit()", config_path=path)
+                      tolerance=tolerance, device_map=device_map, command="memaudit.audit()", config_path=path,
+                      samples_out=Path(samples_out) if samples_out is not None else None)
     if not progress:
         return run_audit(plan, digest, opts, on_event)
     from rich.console import Console

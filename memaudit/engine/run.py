@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import platform
@@ -72,6 +73,7 @@ class RunOptions:
     device_map: str | None = None
     command: str = ""
     config_path: str | None = None
+    samples_out: Path | None = None  # --samples-out: per-sample tables to Parquet (memaudit.engine.samples_out)
 
 
 @dataclass
@@ -198,6 +200,12 @@ def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
     from memaudit.engine.products import ProductsCache
     from memaudit.inputs.sources import check_series_name_clash, resolve_series
 
+    if opts.samples_out is not None:  # the probes that can list their samples do so
+        from memaudit.engine.samples_out import require_pyarrow
+
+        require_pyarrow()
+        plan = Plan(plan.config, [dataclasses.replace(p, params={**p.params, "per_sample": True})
+                                  if "per_sample" in p.params else p for p in plan.probes])
     config = apply_overrides(plan.config, tolerance=opts.tolerance, batch_size=opts.batch_size, dtype=opts.dtype,
                              device=opts.device, device_map=opts.device_map, show_text=opts.show_text or None)
     device = pick_device(config.run.device)
@@ -403,6 +411,10 @@ def _each_checkpoint(ctx: _SeriesContext, checkpoints: list):
                 yield _from_journal(ctx, ckpt, found)
                 continue
             result = _audit_one(ctx, ckpt, found, models, prefetch_next)
+            if run.opts.samples_out is not None and result.error is None:
+                from memaudit.engine.samples_out import export
+
+                result = export(run.opts.samples_out, ctx.series.name, result, ctx.samples)
             if run.processes.num_processes == 1:  # with several, the main process records after gathering
                 run.journal.record(ctx.journal_key(ckpt), result, ctx.probe_keys)
             if run.opts.evict and ckpt.repo and result.error is None:
@@ -414,6 +426,11 @@ def _lookup(ctx: _SeriesContext, ckpt) -> _Found:
     """What the journal and the products cache hold for `ckpt` (a duplicate of an earlier checkpoint, same
     weights, reads that one's products)."""
     record, reused = ctx.run.journal.get(ctx.journal_key(ckpt), ctx.probe_keys)
+    if record is not None and ctx.run.opts.samples_out is not None:
+        from memaudit.engine.samples_out import files_present
+
+        if not files_present(ctx.run.opts.samples_out, record):  # its Parquet file is gone: compute it again
+            record, reused = None, {}
     found = _Found(record, reused)
     if not found.done(ctx):
         source = ctx.first_with.get(ckpt.weights_key, ckpt)

@@ -410,18 +410,23 @@ def check_outputs(config: AuditConfig, outputs: dict[str, Any], other_inputs: di
     check_output_paths(outputs, inputs)
 
 
+OUTPUT_FOLDERS = ("--samples-out", "samples_out")
+"""Outputs that are folders memaudit writes files into: no input may lie inside them either."""
+
+
 def check_output_paths(outputs: dict[str, Any], inputs: list[tuple[str, Any]]) -> None:
     """Refuse an output path (flag -> path, None: not given) that is, or lies in, one of the `inputs`
-    ((what, path) pairs), or that another output writes too."""
+    ((what, path) pairs), an output folder that holds one, or a path that another output writes too."""
     given = [(flag, Path(path).expanduser().resolve()) for flag, path in outputs.items() if path]
     for i, (flag, out) in enumerate(given):
         for what, path in inputs:
             path = Path(path).expanduser().resolve()
-            if out == path or path in out.parents:
+            if out == path or path in out.parents or (flag in OUTPUT_FOLDERS and out in path.parents):
                 raise ConfigError(f"{flag} '{out}' would overwrite {what} ('{path}'), an input of this run. Write "
                                   "the output somewhere else.")
         for other_flag, other in given[:i]:
-            if out == other:
+            if out == other or (other_flag in OUTPUT_FOLDERS and other in out.parents) or \
+                    (flag in OUTPUT_FOLDERS and out in other.parents):
                 raise ConfigError(f"{flag} and {other_flag} both write '{out}'; give each output its own path.")
 
 

@@ -46,18 +46,18 @@ def cmd_run(args) -> int:
 
     plan = make_plan(config, args.keyword)
     outputs = {"--json": args.json, "--junit-xml": args.junit_xml, "--save-baseline": args.save_baseline,
-               "--html": args.html}
+               "--html": args.html, "--samples-out": args.samples_out}
     check_outputs(config, outputs, {"the configuration": args.config, "the --compare report": args.compare})
-    for path in outputs.values():
+    for flag, path in outputs.items():
         if path:
-            check_writable(path)
+            check_writable(Path(path) / "x" if flag == "--samples-out" else path)
     baseline = _open_report(args.compare) if args.compare else None
     opts = RunOptions(fail_fast=args.exitfirst, batch_size=args.batch_size,
                       dtype=args.dtype, device=args.device, use_cache=not args.no_cache, evict=args.evict,
                       allow_pickle=args.allow_pickle, baseline=baseline, tolerance=args.tolerance,
                       show_text=args.show_text, device_map=args.device_map,
                       command="memaudit " + " ".join(sys.argv[1:]),
-                      config_path=str(args.config))
+                      config_path=str(args.config), samples_out=Path(args.samples_out) if args.samples_out else None)
     with AuditProgress(_console(stderr=True)) as progress:
         report = run_audit(plan, config_hash, opts, on_event=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # other processes of a multi-process run: the main one reports
@@ -225,6 +225,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--junit-xml", metavar="PATH", help="write the checks as JUnit XML test cases")
     p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report with figures")
     p.add_argument("--save-baseline", metavar="PATH", help="save this run's report as a baseline for --compare")
+    p.add_argument("--samples-out", metavar="DIR", help="write one Parquet file per checkpoint with a row per sample "
+                   "(M, loss, greedy verdict, match length, membership scores; needs pyarrow)")
     p.add_argument("--compare", metavar="PATH", help="fail when metrics drift from this saved report "
                    "(the yaml's 'regressions', or every shown metric at the last checkpoint)")
     p.add_argument("--tolerance", type=float, default=0.02,
