@@ -51,7 +51,7 @@ METRICS = {
     "steps": "step of each checkpoint from the start of unlearning on",
     "M_<role>": "M on the forget / retain / holdout set at those checkpoints",
     "loss_<role>": "loss on each set at those checkpoints",
-    "extractable_forget": "share of forget-set samples k-extractable at those checkpoints",
+    "extractable_<role>": "share of each set's samples k-extractable (greedy) at those checkpoints",
     "auc_<score>": "forget-vs-holdout membership AUC at those checkpoints (loss, min_k_pp)",
     "before": "checkpoint at the start of unlearning (ledger; else the first)",
     "after": "last checkpoint",
@@ -124,9 +124,8 @@ def unlearning(checkpoints, datasets, series, all_series, ledger, reference: str
     before, after = done[0], done[-1]
     row: dict = {"steps": [c.step for c in done]}
     for role, name in roles.items():
-        row[f"M_{role}"] = [c.metric("memorization", name, "M") for c in done]
-        row[f"loss_{role}"] = [c.metric("memorization", name, "loss") for c in done]
-    row["extractable_forget"] = [c.metric("memorization", roles["forget"], "extractable") for c in done]
+        for metric in ("M", "loss", "extractable"):
+            row[f"{metric}_{role}"] = [c.metric("memorization", name, metric) for c in done]
     for score in SCORES:
         row[f"auc_{score}"] = [c.metric("unlearning_membership", "all", f"auc_{score}") for c in done]
     row.update(before=before.name, after=after.name, M_forget_before=row["M_forget"][0],
