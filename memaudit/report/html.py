@@ -177,9 +177,8 @@ def series_tables(report: AuditReport) -> str:
             keys = [k for k in keys if k in probe.show or metric_template(k) in probe.show]
         if not rows or not keys:
             continue
-        out.append(f"<table class='sortable' data-probe='{_e(probe.name)}'><caption><b>{_e(probe.name)}</b></caption>"
-                   "<thead><tr><th>series</th><th>data set</th>" + "".join(f"<th>{_e(k)}</th>" for k in keys)
-                   + "</tr></thead><tbody>")
+        out.append(_table_head(f"<b>{_e(probe.name)}</b>", ["series", "data set", *keys],
+                               f" data-probe='{_e(probe.name)}'"))
         for s, d, r in rows:
             cells = "".join(_cell(r.get(k), k) if is_number(r.get(k)) or r.get(k) is None
                             else f"<td>{_e(_short(fmt(r.get(k), spark_width=12)))}</td>" for k in keys)
@@ -201,14 +200,18 @@ def replicate_tables(report: AuditReport) -> str:
                 if not probe.show or metric_template(k.split("[")[0]) in probe.show or k.split("[")[0] in probe.show]
         if not rows or not keys:
             continue
-        out.append(f"<table class='sortable'><caption><b>{_e(probe.name)}</b> · mean ± sd over seeds (n)</caption>"
-                   "<thead><tr><th>group</th><th>seeds</th><th>data set</th>" + "".join(f"<th>{_e(k)}</th>" for k in keys)
-                   + "</tr></thead><tbody>")
+        out.append(_table_head(f"<b>{_e(probe.name)}</b> · mean ± sd over seeds (n)", ["group", "seeds", "data set", *keys]))
         for g, d, m in rows:
             cells = "".join(f"<td>{_e(spread_cell(m.get(k)))}</td>" for k in keys)
             out.append(f"<tr><td>{_e(g.name)}</td><td>{_e(', '.join(map(str, g.seeds)))}</td><td>{_e(d)}</td>{cells}</tr>")
         out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _table_head(caption: str, columns: list[str], attributes: str = "") -> str:
+    """The start of a sortable table: caption (HTML) and the escaped column names."""
+    return (f"<table class='sortable'{attributes}><caption>{caption}</caption><thead><tr>"
+            + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr></thead><tbody>")
 
 
 def _short(text: str, most: int = 120) -> str:
