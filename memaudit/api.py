@@ -92,6 +92,8 @@ class LiveSeries:
     def __init__(self, tokenizer, datasets=None, *, config=None, name: str = "live", probes: list[str] | None = None,
                  select: str | None = None, params: dict | None = None, checks: list | None = None,
                  batch_size: int | None = None, show_text: bool = False, command: str = "memaudit.LiveSeries"):
+        from transformers import PreTrainedTokenizerBase
+
         from memaudit.engine.run import make_plan, series_context, start_in_memory
         from memaudit.inputs.config import check_api_arguments
         from memaudit.inputs.sources import tokenizer_fingerprint
@@ -100,8 +102,6 @@ class LiveSeries:
 
         check_api_arguments("memaudit.LiveSeries", name=name, probes=probes, select=select, params=params,
                             checks=checks, batch_size=batch_size, show_text=show_text)
-        from transformers import PreTrainedTokenizerBase
-
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
             raise ConfigError("An audit of a model in memory needs its tokenizer (the data sets are tokenized with "
                               f"it): pass the transformers tokenizer of the model, not {type(tokenizer).__name__}.")
