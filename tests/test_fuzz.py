@@ -165,3 +165,42 @@ def test_random_command_lines_never_crash(world, tmp_path, keyword, flag, value)
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main(["run", str(path), "-q", "-k", keyword, f"{flag}={value}"])
     _assert_handled(code, err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def live_world(world):
+    """A model in memory and its tokenizer, for the Python API."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return (AutoModelForCausalLM.from_pretrained(world / "series" / "step-1"),
+            AutoTokenizer.from_pretrained(world / "series" / "step-1"))
+
+
+records = st.lists(st.one_of(values, st.lists(st.integers(-5, 400), min_size=0, max_size=20),
+                             st.text(max_size=80)), max_size=4)
+near_valid = st.fixed_dictionaries(
+    {"data": st.lists(st.one_of(st.lists(st.integers(0, 299), min_size=4, max_size=20), st.text(min_size=20)),
+                      min_size=1, max_size=4)},
+    optional={"seq_len": st.integers(2, 12), "role": st.sampled_from(["train", "valid", "forget", "holdout"])})
+entries = st.one_of(near_valid, values, records, st.fixed_dictionaries(
+    {"data": records}, optional={"seq_len": st.one_of(st.integers(-2, 20), values),
+                                 "role": st.sampled_from(["train", "valid", "forget", "holdout", "canary", "x"]),
+                                 "max_samples": st.one_of(st.integers(-1, 3), values)}))
+
+
+@SETTINGS
+@given(datasets=st.one_of(values, st.dictionaries(st.text(max_size=5), entries, max_size=2)),
+       kwargs=st.dictionaries(st.sampled_from(["step", "tokens_seen", "batch_size", "probes", "select", "params",
+                                               "show_text"]), st.one_of(values, st.just(["memorization"]),
+                                                                        st.integers(0, 9)), max_size=2))
+def test_audit_model_never_crashes_on_generated_arguments(live_world, datasets, kwargs):
+    """memaudit.audit_model with generated data sets and keyword values: a result or a MemauditError, nothing
+    else (no AttributeError, TypeError, ...)."""
+    import memaudit
+    from memaudit.errors import MemauditError
+
+    model, tokenizer = live_world
+    try:
+        memaudit.audit_model(model, tokenizer, datasets, **kwargs)
+    except MemauditError as e:
+        assert e.exit_code != 3, str(e)
