@@ -21,3 +21,10 @@ def test_the_trainer_callback_benchmark_runs():
                              "--every", "2", "--probes", "memorization"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "+ callback, every_steps=2 (no saves)" in result.stdout and "2 audits" in result.stdout
+
+
+def test_the_streaming_benchmark_runs_with_small_sizes():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "streaming.py"), "--sizes", "200", "400",
+                             "--seq-len", "16"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "megatron       400" in result.stdout and "jsonl          200" in result.stdout
