@@ -178,24 +178,13 @@ def live_configuration(config, name: str, datasets=None, params: dict | None = N
     replaced by the series in memory) with the keyword arguments put in, validated as a yaml is.
     Returns (config, its hash, records in memory by data set name)."""
     from memaudit.inputs.config import (
-        AuditConfig,
         config_digest,
         parse_config,
-        read_yaml,
+        raw_configuration,
         resolve_paths,
     )
 
-    base = Path.cwd()
-    if config is None:
-        raw = {}
-    elif isinstance(config, (str, Path)):
-        raw, base = read_yaml(Path(config)), Path(config).resolve().parent
-    elif isinstance(config, AuditConfig):
-        raw = config.model_dump(mode="json")
-    elif isinstance(config, Mapping):
-        raw = dict(config)
-    else:
-        raise ConfigError(f"config must be the path of a yaml, a dict or an AuditConfig; got {type(config).__name__}.")
+    raw, base, _ = raw_configuration({}) if config is None else raw_configuration(config)
     if not isinstance(raw, dict):
         raise ConfigError(f"The configuration must be a mapping; it holds {type(raw).__name__}.")
     records: dict = {}

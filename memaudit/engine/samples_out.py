@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from memaudit.errors import ConfigError
+from memaudit.report.schema import is_table
 
 SAMPLES = "samples"
 
@@ -48,7 +49,7 @@ def sample_rows(results: dict, samples: dict) -> list[dict]:
     for probe, per_dataset in results.items():
         for dataset, metrics in (per_dataset or {}).items():
             table = (metrics or {}).get(SAMPLES)
-            if not _is_table(table) or "id" not in table:
+            if not is_table(table) or "id" not in table:
                 continue
             n = len(table["id"])
             names = table.get("dataset") or [dataset] * n
@@ -64,11 +65,6 @@ def sample_rows(results: dict, samples: dict) -> list[dict]:
                 out.append({"dataset": dataset, "index": i, "id": sid,
                             "seen_at_step": int(s.steps[i]) if s.steps is not None else None, **values})
     return out
-
-
-def _is_table(table) -> bool:
-    return (isinstance(table, dict) and bool(table) and all(isinstance(v, list) for v in table.values())
-            and len({len(v) for v in table.values()}) == 1)
 
 
 def export(root: Path, series: str, result, samples: dict):
@@ -87,7 +83,7 @@ def export(root: Path, series: str, result, samples: dict):
     pq.write_table(table, tmp)
     os.replace(tmp, path)
     pointer = {"file": str(path.relative_to(root)), "rows": len(rows)}
-    results = {probe: {d: ({**m, SAMPLES: pointer} if _is_table((m or {}).get(SAMPLES)) else m)
+    results = {probe: {d: ({**m, SAMPLES: pointer} if is_table((m or {}).get(SAMPLES)) else m)
                        for d, m in per_dataset.items()} for probe, per_dataset in result.results.items()}
     return result.model_copy(update={"results": results})
 

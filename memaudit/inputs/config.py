@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -342,19 +343,26 @@ def config_digest(raw: Any, source: str) -> str:
             from None
 
 
-def configuration(source: Any) -> tuple[AuditConfig, str, str | None]:
-    """A configuration given to the Python API: the path of a yaml, its content as a mapping (relative paths
-    are relative to the working folder), or an AuditConfig. Returns (config, hash, path or None)."""
+def raw_configuration(source: Any) -> tuple[Any, Path, str | None]:
+    """A configuration given to the Python API (the path of a yaml, its content as a mapping, or an
+    AuditConfig) as parsed content, the folder its relative paths are relative to (the yaml's, else the
+    working folder) and its path (None when not a file)."""
     if isinstance(source, (str, Path)):
-        config, digest = load_config(source)
-        return config, digest, str(source)
+        return read_yaml(Path(source)), Path(source).resolve().parent, str(source)
     if isinstance(source, AuditConfig):
-        return source, config_digest(source.model_dump(mode="json"), "the configuration"), None
-    if isinstance(source, dict):
-        digest = config_digest(source, "the configuration")
-        return resolve_paths(parse_config(source, source="the configuration"), Path.cwd()), digest, None
+        return source.model_dump(mode="json"), Path.cwd(), None
+    if isinstance(source, Mapping):
+        return dict(source), Path.cwd(), None
     raise ConfigError(f"A configuration is the path of a checkpoints.yaml, its content as a dict, or an "
                       f"AuditConfig; got {type(source).__name__}.")
+
+
+def configuration(source: Any) -> tuple[AuditConfig, str, str | None]:
+    """A configuration given to the Python API, validated as a yaml is. Returns (config, hash, path or None)."""
+    raw, base, path = raw_configuration(source)
+    where = path or "the configuration"
+    digest = config_digest(raw, where)
+    return resolve_paths(parse_config(raw, source=where), base), digest, path
 
 
 def read_text_file(path: Path, what: str) -> str:

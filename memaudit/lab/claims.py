@@ -54,10 +54,16 @@ def _ordered(claim: Claim, groups: list[ReplicateGroup], where: tuple[str, str, 
         result = compare(a, b, paired=False)
         claim.comparisons.append({"a": high.name if rising else low.name, "b": low.name if rising else high.name,
                                   "claimed": "a > b", **result})
-    verdicts = [c["verdict"] for c in claim.comparisons]
-    claim.verdict = (NOT_REPRODUCED if "reversed" in verdicts else REPRODUCED if verdicts and
-                     all(v == "supported" for v in verdicts) else UNDECIDED)
+    claim.verdict = _directional(claim.comparisons)
     return claim
+
+
+def _directional(comparisons: list[dict]) -> str:
+    """Reproduced when every comparison is supported, not reproduced when one is reversed, else undecided."""
+    verdicts = [c["verdict"] for c in comparisons]
+    if "reversed" in verdicts:
+        return NOT_REPRODUCED
+    return REPRODUCED if verdicts and all(v == "supported" for v in verdicts) else UNDECIDED
 
 
 def _no_effect(claim: Claim, groups: list[ReplicateGroup], where: tuple[str, str, str]) -> Claim:
@@ -86,9 +92,7 @@ def _gain(claim: Claim, groups: list[ReplicateGroup], where: tuple[str, str, str
         claim.values[g.name] = spread(values).model_dump()
         result = compare(values, [0.0 if v is not None else None for v in values], paired=True)
         claim.comparisons.append({"a": g.name, "b": "its baseline", "claimed": "gain > 0", **result})
-    verdicts = [c["verdict"] for c in claim.comparisons]
-    claim.verdict = (NOT_REPRODUCED if "reversed" in verdicts else REPRODUCED if verdicts and
-                     all(v == "supported" for v in verdicts) else UNDECIDED)
+    claim.verdict = _directional(claim.comparisons)
     return claim
 
 

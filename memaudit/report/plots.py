@@ -53,7 +53,7 @@ def grouped(report: AuditReport, curves) -> list[tuple[str, object, str, list, l
     """Curves (series, data set, xs, ys) merged over seed replicates (report.replicates): (label, first series,
     data set, xs, mean, standard deviation or None) per group and data set on the xs every seed has; a
     series outside any group is its own curve with no spread."""
-    import math
+    from memaudit.report.replicates import spread
 
     group_of = {name: g for g in report.replicates for name in g.series}
     merged: dict[tuple, list] = {}
@@ -67,12 +67,8 @@ def grouped(report: AuditReport, curves) -> list[tuple[str, object, str, list, l
         if g is None or len(members) < 2:
             out.append((label, first, d, xs, [members[0][1][x] for x in xs], None))
             continue
-        means, sds = [], []
-        for x in xs:
-            values = [points[x] for _, points, _ in members]
-            mean = sum(values) / len(values)
-            means.append(mean)
-            sds.append(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)))
+        spreads = [spread([points[x] for _, points, _ in members]) for x in xs]
+        means, sds = [s.mean for s in spreads], [s.std for s in spreads]
         out.append((f"{label} (mean ± sd, {len(members)} seeds)", first, d, xs, means, sds))
     return out
 

@@ -12,7 +12,13 @@ from __future__ import annotations
 import json
 import math
 
-from memaudit.report.schema import ReplicateGroup, SeriesResult, Spread, is_number
+from memaudit.report.schema import (
+    ReplicateGroup,
+    SeriesResult,
+    Spread,
+    flat_metrics,
+    is_number,
+)
 
 T95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782, 1.771, 1.761, 1.753,
        1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1.714, 1.711, 1.708, 1.706, 1.703, 1.701, 1.699, 1.697)
@@ -55,36 +61,15 @@ def replicate_groups(series: list[SeriesResult]) -> list[ReplicateGroup]:
         metrics: dict[str, dict[str, dict[str, Spread]]] = {}
         for probe in dict.fromkeys(p for s in members for p in s.results):
             for dataset in dict.fromkeys(d for s in members for d in s.results.get(probe, {})):
-                rows = [(s.results.get(probe) or {}).get(dataset, {}) for s in members]
-                for name in _numeric_names(rows):
-                    values = [_lookup(r, name) for r in rows]
-                    metrics.setdefault(probe, {}).setdefault(dataset, {})[name] = spread(values)
+                rows = [flat_metrics((s.results.get(probe) or {}).get(dataset, {})) for s in members]
+                for name in dict.fromkeys(k for r in rows for k in r):
+                    values = [r.get(name) for r in rows]
+                    if any(is_number(v) for v in values):
+                        metrics.setdefault(probe, {}).setdefault(dataset, {})[name] = spread(values)
         out.append(ReplicateGroup(name=members[0].lab_run.get("name", members[0].name),
                                   seeds=[s.lab_run["seed"] for s in members], series=[s.name for s in members],
                                   n_params=members[0].n_params, metrics=metrics))
     return out
-
-
-def _numeric_names(rows: list[dict]) -> list[str]:
-    """Metric names with a number in some row: scalars, and `metric[key]` for mappings of numbers."""
-    names: dict[str, None] = {}
-    for r in rows:
-        for k, v in r.items():
-            if is_number(v):
-                names.setdefault(k)
-            elif isinstance(v, dict):
-                for sub, x in v.items():
-                    if is_number(x):
-                        names.setdefault(f"{k}[{sub}]")
-    return list(names)
-
-
-def _lookup(row: dict, name: str):
-    if name.endswith("]") and "[" in name and name not in row:
-        key, sub = name[:-1].split("[", 1)
-        value = row.get(key)
-        return value.get(sub) if isinstance(value, dict) else None
-    return row.get(name)
 
 
 def compare(a: list, b: list, paired: bool) -> dict:

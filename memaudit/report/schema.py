@@ -23,6 +23,24 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_table(value) -> bool:
+    """A probe's per-sample table: a non-empty mapping of equal-length lists (columns)."""
+    return (isinstance(value, dict) and bool(value) and all(isinstance(v, list) for v in value.values())
+            and len({len(v) for v in value.values()}) == 1)
+
+
+def flat_metrics(metrics: dict) -> dict[str, Any]:
+    """A probe's metrics one level flat: each value as it is, a mapping's entries as `metric[key]` (a metric
+    that is itself named like that wins)."""
+    flat = dict(metrics)
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            del flat[name]
+            for key, v in value.items():
+                flat.setdefault(f"{name}[{key}]", v)
+    return flat
+
+
 def metric_template(name: str) -> str:
     """`T_step@0.9` -> `T_step@tau`: the name a probe declares for a metric with a threshold in it."""
     import re

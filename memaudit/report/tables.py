@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 from memaudit.atomic import atomic_write_text
-from memaudit.report.schema import AuditReport, is_number
+from memaudit.report.schema import AuditReport, flat_metrics, is_number, is_table
 
 METRIC_COLUMNS = ("series", "checkpoint", "step", "tokens_seen", "n_params", "probe", "kind", "dataset", "metric",
                   "value")
@@ -40,13 +40,10 @@ def _rows(where: dict, results: dict, kind: str) -> list[dict]:
     rows = []
     for probe, per_dataset in results.items():
         for dataset, metrics in per_dataset.items():
-            for metric, value in metrics.items():
-                values = value.items() if isinstance(value, dict) else [(None, value)]
-                for key, v in values:
-                    if v is None or isinstance(v, bool) or is_number(v):
-                        rows.append({**where, "probe": probe, "kind": kind, "dataset": dataset,
-                                     "metric": metric if key is None else f"{metric}[{key}]",
-                                     "value": float(v) if isinstance(v, bool) else v})
+            for metric, v in flat_metrics(metrics).items():
+                if v is None or isinstance(v, bool) or is_number(v):
+                    rows.append({**where, "probe": probe, "kind": kind, "dataset": dataset, "metric": metric,
+                                 "value": float(v) if isinstance(v, bool) else v})
     return rows
 
 
@@ -59,18 +56,13 @@ def sample_rows(report: AuditReport) -> list[dict]:
             for probe, per_dataset in c.results.items():
                 for dataset, metrics in per_dataset.items():
                     columns = metrics.get("samples")
-                    if not _is_table(columns):
+                    if not is_table(columns):
                         continue
                     where = {"series": s.name, "checkpoint": c.name, "step": c.step, "tokens_seen": c.tokens_seen,
                              "probe": probe, "dataset": dataset}
                     n = len(next(iter(columns.values())))
                     rows += [{**where, **{name: values[i] for name, values in columns.items()}} for i in range(n)]
     return rows
-
-
-def _is_table(columns) -> bool:
-    return (isinstance(columns, dict) and bool(columns) and all(isinstance(v, list) for v in columns.values())
-            and len({len(v) for v in columns.values()}) == 1)
 
 
 def to_csv(rows: list[dict], columns: tuple[str, ...] = ()) -> str:
