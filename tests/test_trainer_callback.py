@@ -138,8 +138,8 @@ def test_with_two_processes_process_zero_audits_and_both_stop(tmp_path):
 
     script = tmp_path / "train.py"
     script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
-                          str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "RANK 0 of 2 stopped at 4 after 1 audits" in run.stdout
     assert "RANK 1 of 2 stopped at 4 after 0 audits" in run.stdout
