@@ -125,8 +125,12 @@ callback = MemauditCallback(datasets={{"train": {{"data": ids.tolist(), "seq_len
                             checks=[{{"metric": "memorization.loss", "max": 0.1}}], every_steps=4,
                             on_fail="stop").attach(trainer)
 trainer.train()
-print("RANK", args.process_index, "of", args.world_size, "stopped at", trainer.state.global_step, "after",
-      len(callback.audit_seconds), "audits", flush=True)
+from pathlib import Path
+Path(sys.argv[1], f"rank{{args.process_index}}.txt").write_text(  # one file each: stdout lines interleave
+    f"RANK {{args.process_index}} of {{args.world_size}} stopped at {{trainer.state.global_step}} after "
+    f"{{len(callback.audit_seconds)}} audits")
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()  # a clean shutdown: gloo can abort at exit otherwise
 '''
 
 
@@ -141,5 +145,5 @@ def test_with_two_processes_process_zero_audits_and_both_stop(tmp_path):
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           str(script), str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "RANK 0 of 2 stopped at 4 after 1 audits" in run.stdout
-    assert "RANK 1 of 2 stopped at 4 after 0 audits" in run.stdout
+    assert (tmp_path / "out" / "rank0.txt").read_text() == "RANK 0 of 2 stopped at 4 after 1 audits"
+    assert (tmp_path / "out" / "rank1.txt").read_text() == "RANK 1 of 2 stopped at 4 after 0 audits"
