@@ -1,6 +1,6 @@
 """Samples per checkpoint at scale: peak memory and samples/s of one audit as the data grows.
 
-    python benchmarks/streaming.py [--sizes 10000 100000 1000000] [--seq-len 64]
+    python benchmarks/streaming.py [--sizes 10000 100000 1000000] [--seq-len 64] [--resume N] [--processes-check N]
 
 One run per size: a Megatron-format data set (.bin/.idx, uint16 tokens) of N random sequences, one random
 GPT-NeoX checkpoint of about 1M parameters, `memaudit run -k memorization --no-cache` in a child process on
@@ -8,14 +8,18 @@ the CPU; prints the child's peak RSS, the forward seconds and samples/s, and the
 smallest size's. At the smallest size the same tokens are also audited from JSONL (the in-memory path).
 On 2 CPU cores the audit scores about 700 samples/s here, so the 1M size takes about 25 minutes.
 
-Today the data are memory-mapped but a checkpoint's per-token products are held for the whole data set,
-so peak RSS grows with N (issue 22's shard-wise scoring is what flattens it); this benchmark is the yardstick.
+Data sets are scored in shards of `run.shard_size` samples (65,536 here), each reduced to per-sample
+columns and dropped, so peak RSS stays nearly flat as N grows. At the smallest size the same samples are
+also audited as one shard (the in-memory path) and in shards of 1,024 (speed and results compared), and
+from JSONL. `--resume N` kills a run of N samples with kill -9 halfway and runs it again (shards resumed,
+Parquet compared with an uninterrupted run's); `--processes-check N` compares 2 processes with 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import struct
 import subprocess
 import sys
@@ -56,32 +60,82 @@ def make_checkpoint(folder: Path) -> None:
     train_bpe([read_corpus("builtin")[:200000]], vocab_size=VOCAB).save_pretrained(folder / "step-1")
 
 
-def audit(root: Path, data: Path, seq_len: int, name: str) -> dict:
-    """Run the audit in a child process; its peak RSS, wall time and the report's forward seconds."""
+def audit(root: Path, data: Path, seq_len: int, name: str, shard_size: int = 65536, extra: tuple = (),
+          cache: Path | None = None, kill_after_shards: int | None = None) -> dict:
+    """Run the audit in a child process; its peak RSS, wall time and the report's forward seconds. With `cache`
+    the shard journal is on (else --no-cache); `kill_after_shards`: kill -9 the child once that many shards
+    are journaled (returns None)."""
     config = root / f"{name}.yaml"
     config.write_text(json.dumps({"series": [{"name": "s", "local": str(root / "series")}],
                                   "datasets": [{"name": "d", "path": str(data), "seq_len": seq_len}],
                                   "probes": {"memorization": {"k": 16, "m": 16}}, "select": "memorization",
-                                  "run": {"device": "cpu", "batch_size": 256}}))
+                                  "run": {"device": "cpu", "batch_size": 256, "shard_size": shard_size,
+                                          "cache_dir": str(cache or root / "unused-cache")}}))
     child = ("import atexit, resource, runpy, sys; atexit.register(lambda: print('PEAK_KIB', "
              "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); "
              "sys.argv = ['memaudit'] + sys.argv[1:]; runpy.run_module('memaudit', run_name='__main__')")
+    command = [sys.executable, "-c", child, "run", str(config), "-q", "--json", str(root / f"{name}.json"), *extra]
+    if cache is None:
+        command.append("--no-cache")
     t = time.perf_counter()
-    run = subprocess.run([sys.executable, "-c", child, "run", str(config), "--no-cache", "-q",
-                          "--json", str(root / f"{name}.json")], capture_output=True, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if kill_after_shards is not None:
+        while len(list((cache / "shards").rglob("*.npz"))) < kill_after_shards and proc.poll() is None:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        return None
+    _, stderr = proc.communicate()
     wall = time.perf_counter() - t
-    if run.returncode not in (0, 1):
-        raise SystemExit(run.stderr)
-    peak = next(int(line.split()[1]) for line in run.stderr.splitlines() if line.startswith("PEAK_KIB"))
+    if proc.returncode not in (0, 1):
+        raise SystemExit(stderr)
+    peaks = [int(line.split()[1]) for line in stderr.splitlines() if line.startswith("PEAK_KIB")]
     report = json.loads((root / f"{name}.json").read_text())
-    forward = report["series"][0]["checkpoints"][0]["forward_s"]
-    return {"peak_mib": peak / 1024, "wall_s": wall, "forward_s": forward}
+    checkpoint = report["series"][0]["checkpoints"][0]
+    return {"peak_mib": peaks[0] / 1024 if peaks else float("nan"), "wall_s": wall,
+            "forward_s": checkpoint["forward_s"], "results": checkpoint["results"],
+            "batches": checkpoint["n_forward_batches"]}
+
+
+def parquet_of(folder: Path):
+    """The one Parquet file under `folder`, as an Arrow table."""
+    import pyarrow.parquet as pq
+
+    (path,) = sorted(folder.rglob("*.parquet"))
+    return pq.read_table(path)
+
+
+def resume_check(root: Path, data: Path, seq_len: int, n: int, shard_size: int) -> None:
+    """kill -9 in the middle of a run, run again: shards resumed, Parquet equal to an uninterrupted run's."""
+    shards = -(-n // shard_size)
+    whole = audit(root, data, seq_len, "whole", shard_size, ("--samples-out", str(root / "out-whole")),
+                  cache=root / "cache-whole")
+    audit(root, data, seq_len, "killed", shard_size, ("--samples-out", str(root / "out-killed")),
+          cache=root / "cache-killed", kill_after_shards=shards // 2)
+    journaled = len(list((root / "cache-killed" / "shards").rglob("*.npz")))
+    resumed = audit(root, data, seq_len, "resumed", shard_size, ("--samples-out", str(root / "out-killed")),
+                    cache=root / "cache-killed")
+    same = parquet_of(root / "out-whole").equals(parquet_of(root / "out-killed"))
+    print(f"kill -9 at {journaled} of {shards} shards ({n:,} samples): the rerun ran {resumed['batches']} of "
+          f"{whole['batches']} batches; results equal: {resumed['results'] == whole['results']}; Parquet equal: {same}")
+
+
+def processes_check(root: Path, data: Path, seq_len: int, n: int, shard_size: int) -> None:
+    """One checkpoint, two processes splitting its shards: the same results and Parquet rows as one process."""
+    one = audit(root, data, seq_len, "one", shard_size, ("--samples-out", str(root / "out-one")))
+    two = audit(root, data, seq_len, "two", shard_size, ("--samples-out", str(root / "out-two"), "--processes", "2"))
+    same = parquet_of(root / "out-one").equals(parquet_of(root / "out-two"))
+    print(f"2 processes vs 1 ({n:,} samples, {-(-n // shard_size)} shards): results equal: "
+          f"{one['results'] == two['results']}; Parquet equal: {same}; wall {two['wall_s']:.1f} s vs {one['wall_s']:.1f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--resume", type=int, metavar="N", help="also: kill -9 / resume check at N samples")
+    parser.add_argument("--processes-check", type=int, metavar="N", help="also: 2 processes vs 1 at N samples")
+    parser.add_argument("--check-shard-size", type=int, default=16384)
     args = parser.parse_args()
     sizes = sorted(args.sizes)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,17 +146,32 @@ def main() -> None:
         for n in sizes:
             tokens = rng.integers(0, VOCAB, (n, args.seq_len), dtype=np.int64)
             write_megatron(root / f"d{n}", tokens)
-            result = audit(root, root / f"d{n}.bin", args.seq_len, f"megatron-{n}")
-            rows.append((f"megatron {n:>9,}", n, result))
-            if n == sizes[0]:
+            rows.append((f"megatron {n:>9,}", n, audit(root, root / f"d{n}.bin", args.seq_len, f"megatron-{n}")))
+            if n == sizes[0]:  # the same samples in one shard (the in-memory path) and in shards of 1024
+                rows.append((f"  one shard {n:>7,}", n, audit(root, root / f"d{n}.bin", args.seq_len, f"one-{n}",
+                                                              shard_size=n)))
+                rows.append((f"  shards of 1024", n, audit(root, root / f"d{n}.bin", args.seq_len, f"small-{n}",
+                                                           shard_size=1024)))
                 jsonl = root / f"d{n}.jsonl"
                 jsonl.write_text("".join(json.dumps({"tokens": t.tolist()}) + "\n" for t in tokens))
                 rows.append((f"jsonl    {n:>9,}", n, audit(root, jsonl, args.seq_len, f"jsonl-{n}")))
+        for n, check in ((args.resume, resume_check), (args.processes_check, processes_check)):
+            if n:
+                if not (root / f"d{n}.bin").exists():
+                    write_megatron(root / f"d{n}", rng.integers(0, VOCAB, (n, args.seq_len), dtype=np.int64))
+                check(root, root / f"d{n}.bin", args.seq_len, n, args.check_shard_size)
     base = rows[0][2]["peak_mib"]
     print(f"{'data':20s} {'peak RSS':>10s} {'x smallest':>10s} {'forward s':>10s} {'samples/s':>10s} {'wall s':>8s}")
     for label, n, r in rows:
-        print(f"{label:20s} {r['peak_mib']:>6.0f} MiB {r['peak_mib'] / base:>10.2f} {r['forward_s']:>10.2f} {n / r['forward_s']:>10,.0f} "
-              f"{r['wall_s']:>8.1f}")
+        print(f"{label:20s} {r['peak_mib']:>6.0f} MiB {r['peak_mib'] / base:>10.2f} {r['forward_s']:>10.2f} "
+              f"{n / r['forward_s']:>10,.0f} {r['wall_s']:>8.1f}")
+    largest = [r for label, n, r in rows if n == sizes[-1] and label.startswith("megatron")][0]
+    middle = [r for label, n, r in rows if label.startswith("megatron") and n * 10 == sizes[-1]]
+    if middle:
+        print(f"peak RSS {sizes[-1]:,} / {sizes[-1] // 10:,} samples: {largest['peak_mib'] / middle[0]['peak_mib']:.3f}")
+    one, small = rows[1][2], rows[2][2]
+    print(f"samples/s in shards of 1024 / one shard at {sizes[0]:,}: {one['forward_s'] / small['forward_s']:.3f}; "
+          f"results equal: {one['results'] == small['results']}")
 
 
 if __name__ == "__main__":

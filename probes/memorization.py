@@ -100,35 +100,43 @@ def fig_T_vs_params(report):
     return fig
 
 
-@probe(metrics=METRICS, show=("M", "loss", "extractable"), figures=(fig_memorization,))
-def memorization(hits, logprobs, sample_ids, sample_steps, checkpoint, dataset, ledger, k: Positive = 32,
+def memorization_rows(hits, logprobs, checkpoint, k: int, m: int):
+    """Per sample: M (share of its targets hit), loss (mean cross-entropy, accumulated in float64) and, for a
+    causal LM whose samples are long enough, the greedy verdict and matched length (see extractable_samples)."""
+    out = {"M": hits.mean(axis=1), "loss": -logprobs.astype(np.float64).mean(axis=1)}  # (samples,) each
+    if checkpoint.objective == "causal" and hits.shape[1] >= k + m - 1:
+        out["extractable"], out["match_len"] = extractable_samples(hits, k, m)  # (samples,) each
+    return out
+
+
+@probe(metrics=METRICS, show=("M", "loss", "extractable"), figures=(fig_memorization,), rows=memorization_rows)
+def memorization(rows, sample_ids, sample_steps, checkpoint, dataset, ledger, k: Positive = 32,
                  m: Positive = 32, per_sample: bool = False):
-    """Exact memorization M(f), loss, per-sample M and k-extractability from one teacher-forced pass;
-    `per_sample` also lists every sample's values (off by default: the report grows with the data)."""
-    sample_m = hits.mean(axis=1)  # (samples,)
-    loss = float(-logprobs.mean())
-    greedy = checkpoint.objective == "causal" and hits.shape[1] >= k + m - 1
+    """Exact memorization M(f), loss, per-sample M and k-extractability from one teacher-forced pass, reduced per
+    sample (so it scales to any number of samples); `per_sample` also lists every sample's values (off by
+    default: the report grows with the data; `--samples-out` writes them to Parquet instead)."""
+    sample_m, sample_loss = rows["M"], rows["loss"]  # (samples,) each; every sample has seq_len - 1 targets
+    loss = float(sample_loss.mean())
     out = {
-        "M": float(hits.mean()),
+        "M": float(sample_m.mean()),
         "loss": loss,
         "ppl": math.exp(min(loss, 700.0)),
         "sample_M_mean": float(sample_m.mean()),
         "sample_M_p10": float(np.quantile(sample_m, 0.1)),
         "sample_M_p50": float(np.quantile(sample_m, 0.5)),
         "sample_M_p90": float(np.quantile(sample_m, 0.9)),
-        "n_samples": int(hits.shape[0]),
-        "n_tokens": int(hits.size),
-        **(extractability(hits, k, m) if checkpoint.objective == "causal" else
-           {"extractable": None, "n_extractable": None, "match_len_mean": None}),  # no greedy decoding for masked LMs
+        "n_samples": int(len(sample_m)),
+        "n_tokens": int(len(sample_m) * (dataset.seq_len - 1)),
+        "extractable": None, "n_extractable": None, "match_len_mean": None,  # masked LMs, or samples too short
     }
-    rows = _batch_rows(sample_ids, sample_steps, checkpoint.step, dataset, ledger)
-    if rows:
-        out["M_update"] = float(hits[rows].mean())
+    if "extractable" in rows:
+        out.update(extractable=float(rows["extractable"].mean()), n_extractable=int(rows["extractable"].sum()),
+                   match_len_mean=float(rows["match_len"].mean()))
+    batch = _batch_rows(sample_ids, sample_steps, checkpoint.step, dataset, ledger)
+    if batch:
+        out["M_update"] = float(sample_m[batch].mean())
     if per_sample:
-        out["samples"] = {"id": list(sample_ids), "M": sample_m, "loss": -logprobs.mean(axis=1)}
-        if greedy:
-            verdict, match_len = extractable_samples(hits, k, m)  # (samples,) each
-            out["samples"].update(extractable=verdict, match_len=match_len)
+        out["samples"] = {"id": list(sample_ids), **rows}
     return out
 
 
@@ -147,23 +155,14 @@ def _batch_rows(sample_ids, sample_steps, step, dataset, ledger) -> list[int]:
     return [i for i, sid in enumerate(sample_ids) if sid in batch]
 
 
-def extractability(hits: np.ndarray, k: int, m: int) -> dict:
-    """k-extractability from teacher-forced hits (samples, seq_len - 1).
-
-    hits[:, j] says whether token j + 1 is the argmax given tokens 0..j. Greedy decoding from the
-    k-token prefix reproduces tokens k..k+m-1 exactly when hits[:, k-1 : k+m-1] are all true, and it
-    first diverges at the first miss there: one pass gives both verdict and matched length.
-    """
-    if k < 1 or m < 1 or hits.shape[1] < k + m - 1:
-        return {"extractable": None, "n_extractable": None, "match_len_mean": None}
-    verdict, match_len = extractable_samples(hits, k, m)
-    return {"extractable": float(verdict.mean()), "n_extractable": int(verdict.sum()),
-            "match_len_mean": float(match_len.mean())}
-
-
 def extractable_samples(hits: np.ndarray, k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample greedy verdicts (samples,) and matched lengths (samples,): the one k-extractability
-    computation, used by `memorization` and `memorized_strings`."""
+    """Per-sample greedy verdicts (samples,) and matched lengths (samples,) from teacher-forced hits
+    (samples, seq_len - 1): the one k-extractability computation, used by `memorization`, `memorized_strings`
+    and `extraction`.
+
+    hits[:, j] says whether token j + 1 is the argmax given tokens 0..j. Greedy decoding from the k-token
+    prefix reproduces tokens k..k+m-1 exactly when hits[:, k-1 : k+m-1] are all true, and it first diverges
+    at the first miss there: one pass gives both verdict and matched length."""
     window = hits[:, k - 1:k + m - 1]  # (samples, m)
     verdict = window.all(axis=1)  # (samples,)
     return verdict, np.where(verdict, m, window.argmin(axis=1))  # leading hits before the first miss

@@ -94,24 +94,24 @@ def tpr_at_fpr(members: np.ndarray, non_members: np.ndarray, fpr: float = 0.01) 
     return float((members > threshold).mean())
 
 
-def membership_scores(d, k_percent: float) -> dict[str, np.ndarray]:
-    """Per-sample scores, higher meaning 'more likely a member'."""
-    logprobs = d.logprobs  # (samples, seq - 1)
+def membership_rows(logprobs, entropy, logp2, zlib_len, k_percent: float) -> dict[str, np.ndarray]:
+    """Per-sample membership scores, higher meaning 'more likely a member': each (samples,)."""
     n = logprobs.shape[1]
     k = max(1, int(n * k_percent / 100))  # as the reference code (mink-plus-plus, MIMIR): int(), not round()
-    mu = -d.entropy  # E_p[log p] of each next-token distribution
-    sigma = np.sqrt(np.maximum(d.logp2 - mu ** 2, 1e-12))
-    z = (logprobs - mu) / sigma  # Min-K%++ token scores
+    mu = -entropy  # E_p[log p] of each next-token distribution
+    sigma = np.sqrt(np.maximum(logp2 - mu ** 2, 1e-12))
+    z = (logprobs - mu) / sigma  # (samples, seq - 1): Min-K%++ token scores
+    loss = logprobs.mean(axis=1)
     return {
-        "loss": logprobs.mean(axis=1),
+        "loss": loss,
         # Carlini et al. 2021's zlib ratio as MIMIR computes it: mean log-likelihood per byte of zlib output
-        "zlib": logprobs.mean(axis=1) / d.zlib_len,
-        "min_k": np.sort(logprobs, axis=1)[:, :k].mean(axis=1),
-        "min_k_pp": np.sort(z, axis=1)[:, :k].mean(axis=1),
+        "zlib": loss / zlib_len,
+        "min_k": np.ascontiguousarray(np.sort(logprobs, axis=1)[:, :k]).mean(axis=1),
+        "min_k_pp": np.ascontiguousarray(np.sort(z, axis=1)[:, :k]).mean(axis=1),
     }
 
 
-@probe(per_dataset=False, needs=("logprobs", "entropy", "logp2", "zlib_len"),
+@probe(per_dataset=False, rows=membership_rows,
        metrics={"auc_<score>": "ROC AUC of telling members from non-members by <score>: loss, zlib, min_k, min_k_pp",
                 "tpr@1%fpr_<score>": "true-positive rate at 1% false-positive rate",
                 "n_members": "member samples", "n_non_members": "non-member samples",
@@ -119,11 +119,11 @@ def membership_scores(d, k_percent: float) -> dict[str, np.ndarray]:
        show=("auc_loss", "auc_zlib", "auc_min_k", "auc_min_k_pp"))
 def membership(data, members: str = "train", non_members: str = "valid",
                k_percent: Annotated[float, Field(gt=0, le=100)] = 20.0, per_sample: bool = False):
-    """Membership-inference scores (loss, zlib, Min-K% prob, Min-K%++) with ROC AUC and TPR at 1% FPR;
-    `per_sample` also lists every sample's scores."""
+    """Membership-inference scores (loss, zlib, Min-K% prob, Min-K%++) with ROC AUC and TPR at 1% FPR, from
+    per-sample scores (so at any scale); `per_sample` also lists every sample's scores."""
     if members not in data or non_members not in data:
         return {}
-    a, b = membership_scores(data[members], k_percent), membership_scores(data[non_members], k_percent)
+    a, b = data[members].rows, data[non_members].rows  # score -> (samples,)
     out = {"n_members": int(len(a["loss"])), "n_non_members": int(len(b["loss"]))}
     for score in a:
         out[f"auc_{score}"] = roc_auc(a[score], b[score])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from memaudit.probes.privacy import membership_scores, roc_auc
+from memaudit.probes.privacy import membership_rows, roc_auc
 from pydantic import Field
 
 from memaudit import plots, probe, series_probe
@@ -22,7 +22,7 @@ ROLES = ("forget", "retain", "holdout")
 SCORES = ("loss", "min_k_pp")
 
 
-@probe(per_dataset=False, needs=("logprobs", "entropy", "logp2", "zlib_len"),
+@probe(per_dataset=False, rows=membership_rows,
        metrics={"auc_<score>": "ROC AUC of telling forget-set samples from holdout samples by <score> (loss, "
                                "min_k_pp): 0.5 when the model cannot tell them apart",
                 "n_forget": "forget-set samples", "n_holdout": "holdout samples"},
@@ -33,7 +33,7 @@ def unlearning_membership(data, k_percent: Annotated[float, Field(gt=0, le=100)]
     holdout = [d for d in data.values() if d.dataset.role == "holdout"]
     if not forget or not holdout:
         return {}
-    a, b = membership_scores(forget[0], k_percent), membership_scores(holdout[0], k_percent)
+    a, b = forget[0].rows, holdout[0].rows  # score -> (samples,)
     out = {"n_forget": int(len(a["loss"])), "n_holdout": int(len(b["loss"]))}
     for score in SCORES:
         out[f"auc_{score}"] = roc_auc(a[score], b[score])

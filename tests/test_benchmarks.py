@@ -25,6 +25,9 @@ def test_the_trainer_callback_benchmark_runs():
 
 def test_the_streaming_benchmark_runs_with_small_sizes():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "streaming.py"), "--sizes", "200", "400",
-                             "--seq-len", "16"], capture_output=True, text=True, timeout=300)
+                             "--seq-len", "16", "--resume", "400", "--check-shard-size", "64"],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "megatron       400" in result.stdout and "jsonl          200" in result.stdout
+    assert "results equal: True; Parquet equal: True" in result.stdout  # the kill -9 / resume check
+    assert "shards of 1024 / one shard at 200" in result.stdout

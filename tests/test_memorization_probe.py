@@ -8,22 +8,30 @@ import torch
 from conftest import tiny_model
 
 from memaudit.engine.forward import score
-from memaudit.engine.registry import collect, standard_probe_dir
+from memaudit.engine.registry import collect, probe_on, standard_probe_dir
 from memaudit.report.schema import CheckpointResult, DatasetInfo, SeriesResult
 
 PROBES = {p.name: p for p in collect([standard_probe_dir()])}
 NO_CKPT = SimpleNamespace(step=None, objective="causal")
 
 
-def _info(name="train", role="train"):
-    return DatasetInfo(name=name, role=role, path="-", seq_len=5, n_samples=2, n_tokens=10, sha256="x")
+def _info(name="train", role="train", seq_len=5, n_samples=2):
+    return DatasetInfo(name=name, role=role, path="-", seq_len=seq_len, n_samples=n_samples,
+                       n_tokens=seq_len * n_samples, sha256="x")
+
+
+def _memorization(hits, logprobs, ids, steps=None, checkpoint=NO_CKPT, **params):
+    probe = PROBES["memorization"]
+    probe = type(probe)(**{**probe.__dict__, "params": {**probe.params, **params}})
+    return probe_on(probe, hits=hits, logprobs=logprobs, sample_ids=ids, sample_steps=steps, checkpoint=checkpoint,
+                    dataset=_info(seq_len=hits.shape[1] + 1, n_samples=len(ids)), ledger=None)
 
 
 def test_memorization_metrics_on_hand_built_hits():
     hits = np.array([[1, 1, 1, 1], [1, 0, 0, 0]], dtype=bool)  # (samples 2, seq 4)
     logprobs = np.log(np.full((2, 4), 0.5, dtype=np.float32))
-    out = PROBES["memorization"].fn(hits, logprobs, ["a", "b"], None, NO_CKPT, _info(), None, k=2, m=2)
-    assert out["M"] == pytest.approx(5 / 8)
+    out = _memorization(hits, logprobs, ["a", "b"], k=2, m=2)
+    assert out["M"] == pytest.approx(5 / 8) and out["n_tokens"] == 8 and out["n_samples"] == 2
     assert out["loss"] == pytest.approx(np.log(2), rel=1e-6)
     assert out["ppl"] == pytest.approx(2.0, rel=1e-6)
     assert out["sample_M_mean"] == pytest.approx(0.625)
@@ -35,7 +43,7 @@ def test_memorization_metrics_on_hand_built_hits():
 
 def test_extractability_is_not_applicable_to_short_samples():
     hits = np.ones((3, 10), dtype=bool)
-    out = PROBES["memorization"].fn(hits, np.zeros((3, 10), np.float32), ["a", "b", "c"], None, NO_CKPT, _info(), None)
+    out = _memorization(hits, np.zeros((3, 10), np.float32), ["a", "b", "c"])
     assert out["extractable"] is None  # 11-token samples cannot hold a 32 + 32 window
 
 
@@ -98,6 +106,6 @@ def test_series_T_and_memorization_before_overfitting():
 
 def test_M_update_from_the_data_s_seen_at_step():
     hits = np.array([[1, 1], [0, 0], [1, 0]], dtype=bool)
-    out = PROBES["memorization"].fn(hits, np.zeros((3, 2), np.float32), ["a", "b", "c"], np.array([5, 6, 5]),
-                                    SimpleNamespace(step=5, objective="causal"), _info(), None, k=1, m=1)
+    out = _memorization(hits, np.zeros((3, 2), np.float32), ["a", "b", "c"], np.array([5, 6, 5]),
+                        SimpleNamespace(step=5, objective="causal"), k=1, m=1)
     assert out["M_update"] == pytest.approx(3 / 4)  # samples a and c were seen at step 5

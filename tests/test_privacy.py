@@ -130,11 +130,9 @@ def test_no_training_text_in_the_default_report(privacy_lab, run_cli, tmp_path):
 
 
 def test_min_k_keeps_int_of_k_percent_of_the_targets_as_the_reference_code():
-    from memaudit.probes.privacy import membership_scores
+    from memaudit.probes.privacy import membership_rows
 
     logprobs = -np.arange(1, 64, dtype=np.float32)[None]  # (1, 63): 63 targets, k% = 20 -> int(12.6) = 12
-    d = SimpleNamespace(logprobs=logprobs, entropy=np.ones_like(logprobs), logp2=np.full_like(logprobs, 2.0),
-                        zlib_len=np.array([10]))
-    scores = membership_scores(d, 20.0)
+    scores = membership_rows(logprobs, np.ones_like(logprobs), np.full_like(logprobs, 2.0), np.array([10]), 20.0)
     assert scores["min_k"][0] == pytest.approx(-np.arange(52, 64).mean())  # the 12 lowest, not 13
     assert scores["zlib"][0] == pytest.approx(logprobs.mean() / 10)  # mean log-likelihood per zlib byte

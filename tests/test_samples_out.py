@@ -29,14 +29,16 @@ def test_one_parquet_file_per_checkpoint_with_a_row_per_sample(config, tmp_path,
     files = sorted(out.rglob("*.parquet"))
     assert len(files) == 2 and all(out in f.parents for f in files)  # the series name cannot leave DIR
     for c in report["series"][0]["checkpoints"]:
-        pointer = c["results"]["memorization"]["train"]["samples"]
+        pointer = c["samples_file"]
+        assert "samples" not in c["results"]["memorization"]["train"]  # the report does not grow with the data
         frame = pd.read_parquet(out / pointer["file"])
         assert pointer["rows"] == len(frame) == 16
         train = frame[frame.dataset == "train"]
         assert train["index"].tolist() == list(range(10)) and train.id.tolist()[0] == "train:0"
         assert train["memorization.M"].mean() == pytest.approx(c["results"]["memorization"]["train"]["M"])
         assert train["memorization.extractable"].sum() == c["results"]["memorization"]["train"]["n_extractable"]
-        assert frame["membership.member"].tolist() == [True] * 10 + [False] * 6
+        assert frame.dataset.tolist() == ["train"] * 10 + ["valid"] * 6 and frame["membership.loss"].notna().all()
+        assert frame["memorization.loss"].to_numpy() == pytest.approx(-frame["membership.loss"].to_numpy(), rel=1e-6)
         assert {"memorization.loss", "memorization.match_len", "membership.min_k_pp", "seen_at_step"} <= set(frame)
 
 

@@ -51,10 +51,16 @@ PRODUCTS: dict[str, Product] = {p.name: p for p in [
     Product("ledger", "the training ledger of the series, when there is one", "Ledger | None", made_by="run"),
     Product("data", "every data set's arguments by name, for probes made with per_dataset=False",
             "dict[str, SimpleNamespace]", made_by="run"),
+    Product("rows", "for a probe made with @probe(rows=fn): fn's per-sample columns over every sample, in order "
+            "(computed shard by shard)", "dict[str, ndarray]", "(samples,) each", made_by="run"),
 ]}
 FORWARD = tuple(name for name, p in PRODUCTS.items() if p.made_by == "forward")
 ALWAYS = ("hits", "logprobs")  # every pass makes these (the memorization core and the NaN check)
 TEXT = tuple(name for name, p in PRODUCTS.items() if p.made_by == "text")
+PER_SAMPLE = (*FORWARD, "pos_tags", "id_mask", "zlib_len", "tokens", "sample_ids", "sample_steps", "target_mask")
+"""Products with one entry per sample (first axis): cut into shards for a probe's `rows` function."""
+ROW_ARGS = (*PER_SAMPLE, "dataset", "checkpoint", "ledger")
+"""What a `rows` function may ask for: a shard's per-sample products and the context."""
 
 
 def product_type(name: str) -> str:

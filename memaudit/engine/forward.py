@@ -274,7 +274,8 @@ def score_datasets(model, tokens: dict[str, np.ndarray], products: set[str], dev
 
 
 def auto_batch_size(model, tokens: np.ndarray, device) -> int:
-    """A first batch size that fits comfortably (halved on out-of-memory by find_executable_batch_size):
+    """A first batch size that fits comfortably (halved on out-of-memory by find_executable_batch_size), a power
+    of two:
     a sample costs its activations (~16 floats per position and hidden unit) and, unless the head is
     fused, its full logits in the model's dtype; the budget is ~2 GiB on the CPU, half the free memory on
     a GPU."""
@@ -287,7 +288,8 @@ def auto_batch_size(model, tokens: np.ndarray, device) -> int:
     first = _to_device(tokens[:1], device)  # (1, seq_len)
     if is_masked_lm(model) or fused_head(model, first)[1] is None:
         per_sample += seq * model.get_output_embeddings().weight.shape[0] * model.dtype.itemsize * 2
-    return int(max(1, min(256, budget // per_sample)))
+    fits = int(max(1, min(256, budget // per_sample)))
+    return 1 << (fits.bit_length() - 1)  # a power of two: divides the default shard size (memaudit.engine.shards)
 
 
 def score_adaptive(model, tokens: np.ndarray, products: set[str], start_batch: int, device, **kwargs):

@@ -102,9 +102,10 @@ def journal_key(series: str, ckpt, datasets: dict[str, str], context: dict, sett
                   engine_fingerprint())
 
 
-def probe_fingerprint(fn, params: dict) -> str:
-    """The probe's code (its own source and that of the module-level helpers it names) and parameters."""
-    return digest("probe", _code_of(fn), params)
+def probe_fingerprint(fn, params: dict, rows=None) -> str:
+    """The probe's code (its own source, its `rows` function's, and that of the module-level helpers they
+    name) and parameters."""
+    return digest("probe", _code_of(fn), _code_of(rows) if rows is not None else None, params)
 
 
 PROBE_MODULES = ("memaudit.probes", "memaudit_collected_")  # standard probes and collected probe files

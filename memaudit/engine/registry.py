@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from memaudit.engine.catalog import FORWARD, PRODUCTS, SERIES_ARGS
+from memaudit.engine.catalog import FORWARD, PRODUCTS, ROW_ARGS, SERIES_ARGS
 from memaudit.errors import (
     ConfigError,
     ExitCode,
@@ -44,25 +44,47 @@ class ProbeDef:
     per_dataset: bool = True
     uses: tuple[str, ...] = ()  # probes whose results this one reads (pulled in by selection)
     figures: tuple[Callable, ...] = ()  # fig_<name>(report) -> Figure | None, drawn by `memaudit plot`
+    rows: Callable | None = None  # per-sample function: a shard's products -> columns (see `probe`)
+
+    @property
+    def row_args(self) -> list[str]:
+        """What its `rows` function asks for by name (its other arguments are the probe's parameters)."""
+        if self.rows is None:
+            return []
+        return [a for a in inspect.signature(self.rows).parameters if a not in self.params]
+
+    @property
+    def row_params(self) -> list[str]:
+        """The probe's parameters its `rows` function takes."""
+        return [a for a in inspect.signature(self.rows).parameters if a in self.params] if self.rows else []
 
     @property
     def products(self) -> list[str]:
-        """The forward-pass products this probe needs (by argument name, or declared with `needs`);
-        `sampling_logprobs` stands for one product per scheme of its `schemes` parameter."""
+        """The forward-pass products this probe needs (by argument name, or declared with `needs`, or read by
+        its `rows` function); `sampling_logprobs` stands for one product per scheme of its `schemes` parameter."""
+        return self._forward(*self.args, *self.needs, *self.row_args)
+
+    @property
+    def whole_products(self) -> list[str]:
+        """The forward products it needs as whole (samples, seq_len - 1) arrays: those it names itself
+        (what its `rows` function reads comes shard by shard and is dropped)."""
+        return self._forward(*self.args, *self.needs)
+
+    def _forward(self, *names: str) -> list[str]:
         from memaudit.engine.sampling import product_name
 
-        names = []
-        for a in (*self.args, *self.needs):
+        out = []
+        for a in names:
             if a == "sampling_logprobs":
-                names += [product_name(s) for s in self.params.get("schemes") or ()]
+                out += [product_name(s) for s in self.params.get("schemes") or ()]
             elif a in FORWARD:
-                names.append(a)
-        return list(dict.fromkeys(names))
+                out.append(a)
+        return list(dict.fromkeys(out))
 
     @property
     def wants(self) -> set[str]:
-        """Everything it asks for: arguments and declared needs."""
-        return {*self.args, *self.needs}
+        """Everything it asks for: arguments, declared needs and its `rows` function's arguments."""
+        return {*self.args, *self.needs, *self.row_args}
 
     @property
     def doc(self) -> str:
@@ -72,7 +94,7 @@ class ProbeDef:
 def _make(kind: str):
     def decorator(fn=None, *, name: str | None = None, metrics: dict[str, str] | None = None,
                   show: tuple[str, ...] = (), needs: tuple[str, ...] = (), per_dataset: bool = True,
-                  uses: tuple[str, ...] = (), figures: tuple[Callable, ...] = ()):
+                  uses: tuple[str, ...] = (), figures: tuple[Callable, ...] = (), rows: Callable | None = None):
         def wrap(f: Callable) -> ProbeDef:
             sig = inspect.signature(f)
             args = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
@@ -80,7 +102,8 @@ def _make(kind: str):
                       if p.default is not inspect.Parameter.empty}
             return ProbeDef(fn=f, name=name or f.__name__, kind=kind, args=args, params=params,
                             metrics=dict(metrics or {}), show=tuple(show), needs=tuple(needs),
-                            per_dataset=per_dataset, uses=tuple(uses), figures=tuple(figures), source=getattr(f, "__module__", ""))
+                            per_dataset=per_dataset, uses=tuple(uses), figures=tuple(figures), rows=rows,
+                            source=getattr(f, "__module__", ""))
         return wrap(fn) if fn is not None else wrap
     return decorator
 
@@ -90,7 +113,13 @@ probe.__doc__ = """Mark a function as a per-checkpoint probe: called once per (c
 with the products it names (hits, logprobs, ranks, entropy, tokens, ...), returning a dict of metrics.
 With `per_dataset=False` it is called once per checkpoint with `data` (every data set's products,
 those in `needs`), and its result is stored under the data set name "all". `figures=(fig_x,)` names
-functions of the saved report that draw the probe's figures (see memaudit.report.plots)."""
+functions of the saved report that draw the probe's figures (see memaudit.report.plots).
+
+`rows=fn` makes the probe work per sample, at any scale: `fn` takes a shard of samples' products by
+name (hits, logprobs, ..., tokens, sample_ids, zlib_len; its other arguments are the probe's parameters
+of the same name) and returns columns, one value per sample of the shard; the probe then asks for
+`rows` (those columns over every sample, in order) instead of per-token arrays, which are dropped shard
+by shard. The columns also go to `--samples-out` as `<probe>.<column>`."""
 series_probe = _make("series")
 series_probe.__doc__ = """Mark a function as a series probe: called once per series with the ordered
 per-checkpoint results, returning {dataset name: {metric: value}}. `uses=("memorization",)` names the
@@ -153,6 +182,12 @@ def _probes_in(file: Path) -> list[ProbeDef]:
                     f"Probe '{p.name}' in {file} asks for '{arg}', which is not available to a "
                     f"{p.kind} probe.{did_you_mean(arg, allowed)} Available: {', '.join(allowed)}. "
                     "Give it a default value if it is meant as a parameter.")
+        for arg in p.row_args:
+            if p.kind != "checkpoint" or arg not in ROW_ARGS:
+                raise ConfigError(
+                    f"Probe '{p.name}' in {file}: its rows function asks for '{arg}', which is neither a per-sample "
+                    f"product nor a parameter of the probe.{did_you_mean(arg, [*ROW_ARGS, *p.params])} A rows "
+                    f"function may ask for {', '.join(ROW_ARGS)} and the probe's parameters.")
     return probes
 
 
@@ -316,10 +351,11 @@ def matches_keyword(expr: str, name: str) -> bool:
     return parse_keyword(expr)(name)
 
 
-def probe_arguments(samples, products: dict, text_products: dict, checkpoint, ledger) -> dict[str, Any]:
+def probe_arguments(samples, products: dict, text_products: dict, checkpoint, ledger,
+                    part: slice | None = None) -> dict[str, Any]:
     """Everything a per-checkpoint probe may ask for on one data set (the names of memaudit.engine.catalog);
-    arrays as read-only views, so a probe that writes into its inputs fails instead of changing what
-    the probes after it see."""
+    with `part`, of the samples in that slice only (`products` are then the shard's). Arrays as read-only
+    views, so a probe that writes into its inputs fails instead of changing what the probes after it see."""
     import numpy as np
 
     from memaudit.engine.sampling import PREFIX
@@ -329,30 +365,75 @@ def probe_arguments(samples, products: dict, text_products: dict, checkpoint, le
         view.flags.writeable = False
         return view
 
+    def cut(value):
+        return value[part] if part is not None and value is not None and not callable(value) else value
+
     per_scheme = {k.removeprefix(PREFIX): read_only(v) for k, v in products.items() if k.startswith(PREFIX)}
     values = {**{k: v for k, v in products.items() if not k.startswith(PREFIX)}, "sampling_logprobs": per_scheme,
-              "tokens": samples.tokens, "sample_ids": samples.ids, "sample_steps": samples.steps,
-              "target_mask": samples.target_mask, "dataset": samples.info(), "checkpoint": checkpoint,
-              "ledger": ledger, **text_products}
+              "tokens": cut(samples.tokens), "sample_ids": cut(samples.ids), "sample_steps": cut(samples.steps),
+              "target_mask": cut(samples.target_mask), "dataset": samples.info(), "checkpoint": checkpoint,
+              "ledger": ledger, **{k: cut(v) for k, v in text_products.items()}}
     return {name: read_only(v) if isinstance(v, np.ndarray) else v for name, v in values.items()}
 
 
+def reads(p: ProbeDef, arguments: dict) -> bool:
+    """Whether a per-checkpoint probe looks at this data set: data sets with a target mask (canary
+    candidates) go only to probes that read the mask, or see every data set (`per_dataset=False`)."""
+    return not p.per_dataset or arguments["target_mask"] is None or "target_mask" in p.wants
+
+
+def row_columns(p: ProbeDef, arguments: dict) -> dict[str, Any]:
+    """Call `p`'s rows function on one shard (`arguments`: the shard's probe_arguments) and check what it
+    returns: columns of numbers or booleans, one per sample of the shard."""
+    import numpy as np
+
+    n = len(arguments["sample_ids"])
+    where = f"Probe '{p.name}' ({p.source}): its rows function"
+    try:
+        out = p.rows(**{a: arguments[a] for a in p.row_args}, **{a: p.params[a] for a in p.row_params})
+    except MemauditError:
+        raise
+    except Exception as e:
+        raise MemauditError(f"{where} raised {type(e).__name__}: {e}. This is a bug in the probe; run with --debug "
+                            "for the traceback.", ExitCode.INTERNAL_ERROR) from e
+    if not isinstance(out, dict):
+        raise MemauditError(f"{where} returned {type(out).__name__}, not a dict of columns.", ExitCode.INTERNAL_ERROR)
+    columns = {}
+    for name, values in out.items():
+        array = np.asarray(values)
+        if array.shape != (n,) or array.dtype.kind not in "biuf" or not isinstance(name, str) or "." in name:
+            raise MemauditError(f"{where} returned column {name!r} of {array.dtype} values, shape {array.shape}: a "
+                                f"column is named without dots and holds one number or boolean per sample ({n} "
+                                "here).", ExitCode.INTERNAL_ERROR)
+        columns[name] = array
+    return columns
+
+
 def call_checkpoint_probes(probes: list[ProbeDef], arguments: dict[str, dict], checkpoint, ledger,
-                           skip=()) -> dict[str, dict[str, Any]]:
-    """Every per-checkpoint probe not in `skip` on every data set (`arguments`: data set -> its
-    `probe_arguments`), or once with all of them (`per_dataset=False`, under the name "all").
-    Data sets with a target mask (canary candidates) go only to probes that read the mask."""
+                           skip=(), rows: dict | None = None) -> dict[str, dict[str, Any]]:
+    """Every per-checkpoint probe not in `skip` on every data set it reads (`arguments`: data set -> its
+    `probe_arguments`), or once with all of them (`per_dataset=False`, under the name "all"). `rows`:
+    probe -> data set -> its rows function's columns over every sample (see memaudit.engine.shards)."""
     results: dict[str, dict[str, Any]] = {}
     for p in probes:
         if p.name in skip:
             continue
+        mine = (rows or {}).get(p.name, {})
+        with_rows = {name: {**args, "rows": mine.get(name)} for name, args in arguments.items()}
         if not p.per_dataset:
-            data = {name: SimpleNamespace(**args) for name, args in arguments.items()}
+            data = {name: SimpleNamespace(**args) for name, args in with_rows.items()}
             results[p.name] = {"all": call_probe(p, {"data": data, "checkpoint": checkpoint, "ledger": ledger})}
             continue
-        results[p.name] = {name: call_probe(p, args) for name, args in arguments.items()
-                           if args["target_mask"] is None or "target_mask" in p.wants}
+        results[p.name] = {name: call_probe(p, args) for name, args in with_rows.items() if reads(p, args)}
     return results
+
+
+def probe_on(p: ProbeDef, **arguments) -> dict:
+    """A per-checkpoint probe's metrics on arguments given by name (products, sample_ids, dataset, ...): its
+    rows function, if it has one, runs on all of them as one shard. For tests and notebooks."""
+    if p.rows is not None:
+        arguments = {**arguments, "rows": row_columns(p, arguments)}
+    return call_probe(p, arguments)
 
 
 def call_series_probes(probes: list[ProbeDef], context: dict) -> dict[str, dict]:

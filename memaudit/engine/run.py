@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
 import platform
@@ -124,6 +123,7 @@ class _Run:
     resolved: list  # (SeriesConfig, [Checkpoint]) per series
     cache: Any  # ProductsCache
     journal: Any  # Journal
+    shards: Any  # ShardJournal: finished shards of checkpoints in progress
     started: str = field(default_factory=lambda: _now())
     t0: float = field(default_factory=time.perf_counter)
     series: list[SeriesResult] = field(default_factory=list)
@@ -172,17 +172,19 @@ def start_in_memory(plan: Plan, command: str) -> _Run:
 
     from memaudit.engine.journal import Journal
     from memaudit.engine.products import ProductsCache
+    from memaudit.engine.shards import ShardJournal
 
     return _Run(plan, plan.config, RunOptions(use_cache=False, command=command), lambda *a, **k: None, None,
-                SimpleNamespace(num_processes=1, is_main_process=True), [], ProductsCache(None, enabled=False),
-                Journal(None, enabled=False))
+                SimpleNamespace(num_processes=1, is_main_process=True, process_index=0), [],
+                ProductsCache(None, enabled=False), Journal(None, enabled=False), ShardJournal(None, enabled=False))
 
 
 def audit_in_memory(ctx: _SeriesContext, ckpt, model) -> CheckpointResult:
     """Score every data set of the series with `model` (loaded already, on its own device) and run the probes:
     the same path as a checkpoint loaded from disk."""
     ctx.run.device = model.get_input_embeddings().weight.device
-    return _audit_checkpoint(ctx, ckpt, _Found(missing=list(ctx.samples)), model, 0.0)
+    found = _Found(missing=list(ctx.samples))
+    return _probe_checkpoint(ctx, ckpt, found, _score(ctx, ckpt, found, model), 0.0)[0]
 
 
 def finish(run: _Run, config_hash: str) -> AuditReport:
@@ -198,14 +200,17 @@ def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
     from memaudit.engine.forward import pick_device
     from memaudit.engine.journal import Journal
     from memaudit.engine.products import ProductsCache
+    from memaudit.engine.shards import ShardJournal
     from memaudit.inputs.sources import check_series_name_clash, resolve_series
 
-    if opts.samples_out is not None:  # the probes that can list their samples do so
+    if opts.samples_out is not None:
         from memaudit.engine.samples_out import require_pyarrow
 
         require_pyarrow()
-        plan = Plan(plan.config, [dataclasses.replace(p, params={**p.params, "per_sample": True})
-                                  if "per_sample" in p.params else p for p in plan.probes])
+        if not any(p.rows for p in plan.checkpoint_probes):
+            raise ConfigError("--samples-out writes the per-sample values of probes that list them (memorization, "
+                              "membership, unlearning_membership, or a probe made with @probe(rows=...)), but none "
+                              "is selected. Select one (-k), or drop --samples-out.")
     config = apply_overrides(plan.config, tolerance=opts.tolerance, batch_size=opts.batch_size, dtype=opts.dtype,
                              device=opts.device, device_map=opts.device_map, show_text=opts.show_text or None)
     device = pick_device(config.run.device)
@@ -217,7 +222,8 @@ def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
     validate_check_targets(config, {s.display_name: [c.name for c in cs] for s, cs in resolved})
     return _Run(plan, config, opts, emit, device, processes, resolved,
                 ProductsCache(config.run.cache_dir, enabled=opts.use_cache),
-                Journal(config.run.cache_dir, enabled=opts.use_cache))
+                Journal(config.run.cache_dir, enabled=opts.use_cache),
+                ShardJournal(config.run.cache_dir, enabled=opts.use_cache))
 
 
 def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
@@ -265,16 +271,47 @@ class _SeriesContext:
     mask_token_id: int | None
     inputs: dict  # the series-wide inputs a journal record depends on (see memaudit.engine.identity)
     first_with: dict = field(default_factory=dict)  # weights -> the first checkpoint that had them
+    sampled: bool = False  # several processes split each checkpoint's shards (fewer checkpoints than processes)
 
     @property
     def needed(self) -> set[str]:
         return self.run.plan.products | {"hits", "logprobs"}
 
     @functools.cached_property
+    def whole(self) -> set[str]:
+        """Forward products some probe needs as whole per-token arrays (probes without a rows function)."""
+        return {name for p in self.run.plan.checkpoint_probes for name in p.whole_products}
+
+    def parts(self, name: str) -> list[slice]:
+        from memaudit.engine.shards import shard_parts
+
+        return shard_parts(len(self.samples[name].tokens), self.run.run_cfg.shard_size)
+
+    def mine(self, n_parts: int) -> range:
+        """The shards this process scores: all of them, or with `sampled`, shard i on process i mod P."""
+        processes = self.run.processes
+        return range(processes.process_index, n_parts, processes.num_processes) if self.sampled else range(n_parts)
+
+    def row_probes(self, name: str) -> set[str]:
+        """The probes whose rows functions read data set `name`."""
+        from memaudit.engine.registry import reads
+
+        mask = {"target_mask": self.samples[name].target_mask}
+        return {p.name for p in self.run.plan.checkpoint_probes if p.rows is not None and reads(p, mask)}
+
+    def shard_key(self, ckpt, name: str, part: slice) -> str:
+        """What a finished shard's columns depend on: the products' key, the data set's content (ids and
+        steps too), the shard's bounds, the series-wide inputs and the code and parameters of its probes."""
+        from memaudit.engine.identity import digest
+
+        return digest("shard", self.products_key(ckpt, name), self.samples[name].fingerprint, part.start, part.stop,
+                      self.inputs, {p: self.probe_keys[p] for p in sorted(self.row_probes(name))})
+
+    @functools.cached_property
     def probe_keys(self) -> dict[str, str]:
         from memaudit.engine.identity import probe_fingerprint
 
-        return {p.name: probe_fingerprint(p.fn, p.params) for p in self.run.plan.checkpoint_probes}
+        return {p.name: probe_fingerprint(p.fn, p.params, p.rows) for p in self.run.plan.checkpoint_probes}
 
     def settings(self, ckpt) -> dict:
         from memaudit.engine.identity import scoring_settings
@@ -300,8 +337,10 @@ class _Found:
 
     record: CheckpointResult | None = None
     reused: dict = field(default_factory=dict)
-    products: dict = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
+    products: dict = field(default_factory=dict)  # data set of one shard -> its per-token products
+    shards: dict = field(default_factory=dict)  # data set -> shard index -> probe -> per-sample columns
+    shard_products: dict = field(default_factory=dict)  # data set -> shard index -> products needed whole
+    missing: list[str] = field(default_factory=list)  # data sets with shards left to score (by this process)
 
     def done(self, ctx: _SeriesContext) -> bool:
         return self.record is not None and set(self.reused) >= set(ctx.probe_keys)
@@ -356,14 +395,17 @@ def _series_result(series_cfg, ledger: Ledger | None, tokenizer_fingerprint: str
 
 
 def _audit_series(run: _Run, series_cfg, checkpoints) -> bool:
-    """Audit this process's share of one series' checkpoints; True when -x stopped the run."""
+    """Audit this process's share of one series' checkpoints; True when -x stopped the run. With several
+    processes and fewer checkpoints than processes, every process takes part in every checkpoint instead,
+    scoring its share of the shards (`sampled`)."""
     from memaudit.engine.distributed import gather, my_share
 
     ctx = _series_context(run, series_cfg, checkpoints)
     run.emit("series", name=ctx.series.name, n_checkpoints=len(checkpoints),
              tokens_per_checkpoint=sum(s.tokens.size for s in ctx.samples.values()))
-    mine = my_share(run.processes, len(checkpoints))  # all of them in a one-process run
     multi = run.processes.num_processes > 1
+    ctx.sampled = multi and len(checkpoints) < run.processes.num_processes
+    mine = list(range(len(checkpoints))) if ctx.sampled else my_share(run.processes, len(checkpoints))
     finished, stopped = [], False
     try:
         with contextlib.closing(_each_checkpoint(ctx, [checkpoints[i] for i in mine])) as results:
@@ -377,7 +419,7 @@ def _audit_series(run: _Run, series_cfg, checkpoints) -> bool:
     except KeyboardInterrupt:
         _collect(ctx, checkpoints, finished)  # what is done goes into the partial report
         raise
-    _collect(ctx, checkpoints, gather(run.processes, finished) if multi else finished)
+    _collect(ctx, checkpoints, gather(run.processes, finished) if multi and not ctx.sampled else finished)
     return any(gather(run.processes, [stopped])) if multi else stopped
 
 
@@ -406,15 +448,11 @@ def _each_checkpoint(ctx: _SeriesContext, checkpoints: list):
                 if upcoming and upcoming.missing:
                     models.prefetch(nxt)
 
-            if found.done(ctx):
+            if _agreed(ctx, found.done(ctx)):
                 prefetch_next()
                 yield _from_journal(ctx, ckpt, found)
                 continue
             result = _audit_one(ctx, ckpt, found, models, prefetch_next)
-            if run.opts.samples_out is not None and result.error is None:
-                from memaudit.engine.samples_out import export
-
-                result = export(run.opts.samples_out, ctx.series.name, result, ctx.samples)
             if run.processes.num_processes == 1:  # with several, the main process records after gathering
                 run.journal.record(ctx.journal_key(ckpt), result, ctx.probe_keys)
             if run.opts.evict and ckpt.repo and result.error is None:
@@ -422,75 +460,176 @@ def _each_checkpoint(ctx: _SeriesContext, checkpoints: list):
             yield result
 
 
+def _agreed(ctx: _SeriesContext, done: bool) -> bool:
+    """Whether a checkpoint is done on every process (with `sampled`, all of them audit it together)."""
+    from memaudit.engine.distributed import gather
+
+    return all(gather(ctx.run.processes, [done])) if ctx.sampled else done
+
+
 def _lookup(ctx: _SeriesContext, ckpt) -> _Found:
-    """What the journal and the products cache hold for `ckpt` (a duplicate of an earlier checkpoint, same
-    weights, reads that one's products)."""
+    """What the journal, the products cache and the shard journal hold for `ckpt` (a duplicate of an earlier
+    checkpoint, same weights, reads that one's products), and which data sets this process must score."""
     record, reused = ctx.run.journal.get(ctx.journal_key(ckpt), ctx.probe_keys)
     if record is not None and ctx.run.opts.samples_out is not None:
-        from memaudit.engine.samples_out import files_present
+        from memaudit.engine.samples_out import file_present
 
-        if not files_present(ctx.run.opts.samples_out, record):  # its Parquet file is gone: compute it again
+        if not file_present(ctx.run.opts.samples_out, record):  # no Parquet file (any more): compute it again
             record, reused = None, {}
     found = _Found(record, reused)
-    if not found.done(ctx):
-        source = ctx.first_with.get(ckpt.weights_key, ckpt)
-        for name, s in ctx.samples.items():
+    if found.done(ctx):
+        return found
+    source = ctx.first_with.get(ckpt.weights_key, ckpt)
+    for name, s in ctx.samples.items():
+        parts = ctx.parts(name)
+        if len(parts) == 1:  # a small data set: its per-token products are cached whole
             hit = ctx.run.cache.get(ctx.products_key(source, name), ctx.needed,
-                                    (s.tokens.shape[0], s.tokens.shape[1] - 1))
+                                    (s.tokens.shape[0], s.tokens.shape[1] - 1)) if 0 in ctx.mine(1) else None
             if hit is not None:
                 found.products[name] = hit
-        found.missing = [name for name in ctx.samples if name not in found.products]
+            elif 0 in ctx.mine(1):
+                found.missing.append(name)
+            continue
+        probes, done = ctx.row_probes(name), found.shards.setdefault(name, {})
+        for i in ctx.mine(len(parts)) if not ctx.whole else ():  # whole products are not kept at this scale
+            columns = ctx.run.shards.get(ctx.shard_key(source, name, parts[i]), probes, parts[i].stop - parts[i].start)
+            if columns is not None:
+                done[i] = columns
+        if any(i not in done for i in ctx.mine(len(parts))):
+            found.missing.append(name)
     return found
 
 
 def _audit_one(ctx: _SeriesContext, ckpt, found: _Found, models, prefetch_next) -> CheckpointResult:
     """Load (or take the prefetched model), score what is missing, run the probes; a checkpoint that
-    cannot be loaded or scored becomes a result with its error."""
-    model = None
+    cannot be loaded or scored becomes a result with its error. With `sampled`, every process scores its
+    shards and they are gathered before the probes run."""
+    model, load_s, scored, error = None, 0.0, (0, 0.0, None), None
     try:
         try:
             model, load_s = models.get(ckpt) if found.missing else (None, 0.0)
         finally:
             prefetch_next()
-        return _audit_checkpoint(ctx, ckpt, found, model, load_s)
+        scored = _score(ctx, ckpt, found, model)
     except _checkpoint_errors() as e:
-        return CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location,
-                                error=f"{type(e).__name__}: {e}")
+        error = f"{type(e).__name__}: {e}"
     finally:
         del model
         _release_memory(ctx.run.device)
+    if ctx.sampled:
+        scored, error = _gather_shards(ctx, found, scored, error)
+    if error is not None:
+        return CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location, error=error)
+    result, rows = _probe_checkpoint(ctx, ckpt, found, scored, load_s)
+    if ctx.run.opts.samples_out is not None and ctx.run.processes.is_main_process:
+        from memaudit.engine.samples_out import export
+
+        result = export(ctx.run.opts.samples_out, ctx.series.name, result, ctx.samples, rows,
+                        {name: ctx.parts(name) for name in ctx.samples})
+    return result
 
 
-def _audit_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, model, load_s: float) -> CheckpointResult:
-    """Score the data sets whose products were not cached, then run the probes the journal lacks."""
-    from memaudit.engine.forward import score_datasets
+def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float, int | None]:
+    """Score this process's missing shards of every data set: a data set of one shard whole (its per-token
+    products cached), a larger one shard by shard, each reduced to its probes' per-sample columns, journaled
+    and dropped. Returns (forward batches, forward seconds, parameters)."""
+    from memaudit.engine.registry import probe_arguments
+    from memaudit.engine.shards import shard_rows
     from memaudit.inputs.sources import count_parameters, n_parameters
 
+    run = ctx.run
+    if not found.missing:
+        return 0, 0.0, count_parameters(ckpt)
+    t, batches = time.perf_counter(), 0
+    for name in found.missing:
+        s, parts = ctx.samples[name], ctx.parts(name)
+        if len(parts) == 1:
+            found.products[name], b = _score_tokens(ctx, model, s.tokens)
+            run.cache.put(ctx.products_key(ckpt, name), found.products[name])
+            batches += b
+            continue
+        done, todo = found.shards.setdefault(name, {}), [i for i in ctx.mine(len(parts))]
+        started, n_done = time.perf_counter(), 0
+        for k, i in enumerate(todo):
+            part = parts[i]
+            if i not in done or ctx.whole:
+                products, b = _score_tokens(ctx, model, s.tokens[part])  # (shard samples, seq_len - 1) each
+                batches += b
+                arguments = probe_arguments(s, products, ctx.text_products[name], ckpt, ctx.ledger, part)
+                done[i] = shard_rows(run.plan.checkpoint_probes, arguments)
+                run.shards.put(ctx.shard_key(ckpt, name, part), done[i])
+                if ctx.whole:
+                    found.shard_products.setdefault(name, {})[i] = {p: products[p] for p in ctx.whole}
+                n_done += part.stop - part.start
+            elapsed = time.perf_counter() - started
+            run.emit("shard", dataset=name, done=k + 1, total=len(todo), samples=n_done,
+                     remaining=sum(parts[j].stop - parts[j].start for j in todo[k + 1:]), seconds=elapsed)
+    return batches, time.perf_counter() - t, n_parameters(model)
+
+
+def _score_tokens(ctx: _SeriesContext, model, tokens) -> tuple[dict, int]:
+    """The forward products of `tokens` (samples, seq_len) and the batches run; the batch size the first call
+    chooses (when the yaml fixes none) is kept for the rest of the run."""
+    from memaudit.engine.forward import score_datasets
+
     run, cfg = ctx.run, ctx.run.run_cfg
-    forward_s, n_params, batches = 0.0, count_parameters(ckpt), 0
-    if found.missing:
-        n_params, t = n_parameters(model), time.perf_counter()
-        scored, batches, run.batch_size = score_datasets(
-            model, {name: ctx.samples[name].tokens for name in found.missing}, ctx.needed, run.device,
-            batch_size=cfg.batch_size or run.batch_size, adaptive=cfg.batch_size is None,
-            device_map=cfg.device_map, on_tokens=lambda n: run.emit("tokens", n=n), mask_token_id=ctx.mask_token_id,
-            mask_fraction=cfg.mask_fraction, mask_seed=cfg.mask_seed)
-        run.said.setdefault("head", getattr(model, "_memaudit_head", (None, None, None))[2])
-        run.said.setdefault("attention", getattr(model.config, "_attn_implementation", None))
-        for name, products in scored.items():
-            found.products[name] = products
-            run.cache.put(ctx.products_key(ckpt, name), products)
-        forward_s = time.perf_counter() - t
-    arguments = {name: probe_arguments(s, found.products[name], ctx.text_products[name], ckpt, ctx.ledger)
-                 for name, s in ctx.samples.items()}
-    computed = call_checkpoint_probes(run.plan.checkpoint_probes, arguments, ckpt, ctx.ledger, skip=found.reused)
-    return CheckpointResult(
+    scored, batches, run.batch_size = score_datasets(
+        model, {"": tokens}, ctx.needed, run.device, batch_size=cfg.batch_size or run.batch_size,
+        adaptive=cfg.batch_size is None, device_map=cfg.device_map, on_tokens=lambda n: run.emit("tokens", n=n),
+        mask_token_id=ctx.mask_token_id, mask_fraction=cfg.mask_fraction, mask_seed=cfg.mask_seed)
+    run.said.setdefault("head", getattr(model, "_memaudit_head", (None, None, None))[2])
+    run.said.setdefault("attention", getattr(model.config, "_attn_implementation", None))
+    return scored[""], batches
+
+
+def _gather_shards(ctx: _SeriesContext, found: _Found, scored: tuple, error: str | None):
+    """Every process's shards (and products of one-shard data sets), errors and batch counts, on every process."""
+    from memaudit.engine.distributed import gather
+
+    mine = {"shards": found.shards, "shard_products": found.shard_products, "products": found.products,
+            "scored": scored, "error": error}
+    everyone = gather(ctx.run.processes, [mine])
+    for theirs in everyone:
+        for key in ("shards", "shard_products"):
+            for name, by_index in theirs[key].items():
+                getattr(found, key).setdefault(name, {}).update(by_index)
+        found.products.update(theirs["products"])
+    errors = [e["error"] for e in everyone if e["error"] is not None]
+    batches = sum(e["scored"][0] for e in everyone)
+    return (batches, max(e["scored"][1] for e in everyone), scored[2]), (errors[0] if errors else None)
+
+
+def _probe_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, scored: tuple, load_s: float):
+    """Run the probes the journal lacks on the scored (or cached) data sets; returns the result and every
+    rows function's per-sample columns (probe -> data set -> columns), for `--samples-out`."""
+    from memaudit.engine.registry import probe_arguments
+    from memaudit.engine.shards import joined, joined_products, shard_rows
+
+    run = ctx.run
+    batches, forward_s, n_params = scored
+    arguments, rows = {}, {}
+    for name, s in ctx.samples.items():
+        parts = ctx.parts(name)
+        if len(parts) == 1:
+            products = found.products[name]
+            columns = shard_rows(run.plan.checkpoint_probes,
+                                 probe_arguments(s, products, ctx.text_products[name], ckpt, ctx.ledger))
+        else:
+            columns = joined([found.shards[name].pop(i) for i in range(len(parts))])  # the shards' copies go
+            products = joined_products([found.shard_products[name][i] for i in range(len(parts))]) if ctx.whole else {}
+        arguments[name] = probe_arguments(s, products, ctx.text_products[name], ckpt, ctx.ledger)
+        for probe, values in columns.items():
+            rows.setdefault(probe, {})[name] = values
+    computed = call_checkpoint_probes(run.plan.checkpoint_probes, arguments, ckpt, ctx.ledger, skip=found.reused,
+                                      rows=rows)
+    result = CheckpointResult(
         name=ckpt.name, step=ckpt.step, tokens_seen=ckpt.tokens, objective=ckpt.objective, sha=ckpt.sha,
         location=ckpt.location, n_params=n_params, load_s=round(load_s, 4), forward_s=round(forward_s, 4),
         n_tokens=int(sum(s.tokens.shape[0] * (s.tokens.shape[1] - 1) for s in ctx.samples.values())),
-        n_forward_batches=batches, from_cache=not found.missing,
+        n_forward_batches=batches, from_cache=not batches,
         results={name: found.reused.get(name, computed.get(name)) for name in ctx.probe_keys},
         probes_from_journal=list(found.reused))
+    return result, rows
 
 
 def _from_journal(ctx: _SeriesContext, ckpt, found: _Found) -> CheckpointResult:

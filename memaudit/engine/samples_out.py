@@ -1,12 +1,13 @@
-"""`--samples-out DIR`: every checkpoint's per-sample tables as one Parquet file, outside the report.
+"""`--samples-out DIR`: every checkpoint's per-sample values as one Parquet file, outside the report.
 
-Probes list their samples in a `samples` metric (columns of equal length, e.g. memorization's and membership's
-with `per_sample`). With an output folder, those tables are joined into one row per sample (data set, index,
-id, training step seen when known, then `<probe>.<column>`), written atomically to
-`DIR/<series>/<checkpoint>.parquet` (file names are a readable slug plus a hash of the exact name, so no
-name from the yaml can reach outside DIR), and replaced in the report and the journal by a pointer
-`{"file": ..., "rows": n}`. A journal record whose file has gone is recomputed. Readable with pandas, polars
-or `datasets` without memaudit.
+A row per sample of every data set that a probe with a rows function read (memorization: M, loss, greedy
+verdict, match length; membership: its scores): `dataset`, `index` (position in the data set), `id`,
+`seen_at_step` (when the data says), then `<probe>.<column>` (null where a probe did not read that data
+set). One row group per shard, so the file is written without holding more than a shard's rows as Arrow
+data. The file goes to `DIR/<series>/<checkpoint>.parquet` (a readable slug plus a hash of the exact name,
+so no name from the yaml can reach outside DIR), written to a temporary name and renamed when complete;
+the checkpoint's result records it (`samples_file`). A journal record whose file has gone is recomputed
+(its shards come back from the shard journal). Readable with pandas, polars or `datasets`, without memaudit.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import os
 import re
 from pathlib import Path
 
-from memaudit.errors import ConfigError
-from memaudit.report.schema import is_table
+import numpy as np
 
-SAMPLES = "samples"
+from memaudit.errors import ConfigError
+from memaudit.report.schema import SamplesFile
 
 
 def require_pyarrow() -> None:
@@ -42,57 +43,59 @@ def file_for(root: Path, series: str, checkpoint: str) -> Path:
     return Path(root) / safe_name(series) / f"{safe_name(checkpoint)}.parquet"
 
 
-def sample_rows(results: dict, samples: dict) -> list[dict]:
-    """One row per sample of every data set a probe listed (`results`: probe -> data set -> metrics;
-    `samples`: data set name -> memaudit.inputs.data.Samples, for the index and the training step)."""
-    rows: dict[tuple[str, str], dict] = {}
-    for probe, per_dataset in results.items():
-        for dataset, metrics in (per_dataset or {}).items():
-            table = (metrics or {}).get(SAMPLES)
-            if not is_table(table) or "id" not in table:
-                continue
-            n = len(table["id"])
-            names = table.get("dataset") or [dataset] * n
-            for i in range(n):
-                row = rows.setdefault((names[i], str(table["id"][i])), {})
-                row.update({f"{probe}.{col}": values[i] for col, values in table.items() if col not in ("id", "dataset")})
-    out = []
-    for name, s in samples.items():
-        position = {sid: i for i, sid in enumerate(s.ids)}
-        for (dataset, sid), values in rows.items():
-            if dataset == name and sid in position:
-                i = position[sid]
-                out.append({"dataset": dataset, "index": i, "id": sid,
-                            "seen_at_step": int(s.steps[i]) if s.steps is not None else None, **values})
-    return out
-
-
-def export(root: Path, series: str, result, samples: dict):
-    """Write `result`'s sample tables to their Parquet file and return the result with pointers instead."""
-    rows = sample_rows(result.results, samples)
-    if not rows:
-        return result
+def _schema(rows: dict):
+    """One schema for every data set's rows: the sample columns, then `<probe>.<column>` in probe order."""
     import pyarrow as pa
+
+    fields = [("dataset", pa.string()), ("index", pa.int64()), ("id", pa.string()), ("seen_at_step", pa.int64())]
+    for probe, per_dataset in rows.items():
+        for columns in per_dataset.values():
+            for col, values in columns.items():
+                field = (f"{probe}.{col}", pa.from_numpy_dtype(values.dtype))
+                if field[0] not in {f[0] for f in fields}:
+                    fields.append(field)
+    return pa.schema(fields)
+
+
+def _batches(name: str, s, rows: dict, parts: list[slice], schema):
+    """Data set `name`'s rows as one Arrow record batch per shard."""
+    import pyarrow as pa
+
+    for part in parts:
+        n = part.stop - part.start
+        values = {"dataset": pa.array([name] * n, pa.string()),
+                  "index": pa.array(np.arange(part.start, part.stop, dtype=np.int64)),
+                  "id": pa.array([str(sid) for sid in s.ids[part]], pa.string()),
+                  "seen_at_step": pa.array(s.steps[part], pa.int64()) if s.steps is not None else pa.nulls(n, pa.int64())}
+        for probe, per_dataset in rows.items():
+            for col, column in (per_dataset.get(name) or {}).items():
+                values[f"{probe}.{col}"] = pa.array(column[part])
+        yield pa.record_batch([values.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
+
+
+def export(root: Path, series: str, result, samples: dict, rows: dict, parts: dict):
+    """Write the per-sample columns of one checkpoint (`rows`: probe -> data set -> columns; `parts`: data set
+    -> its shards) to its Parquet file; return the result with `samples_file` set (unchanged when no probe
+    has per-sample columns)."""
+    names = [name for name in samples if any(name in per_dataset for per_dataset in rows.values())]
+    if not names:
+        return result
     import pyarrow.parquet as pq
 
     path = file_for(root, series, result.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    table = pa.table({c: [row.get(c) for row in rows] for c in columns})
+    schema = _schema(rows)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for name in names:
+            for batch in _batches(name, samples[name], rows, parts[name], schema):
+                writer.write_batch(batch)
     os.replace(tmp, path)
-    pointer = {"file": str(path.relative_to(root)), "rows": len(rows)}
-    results = {probe: {d: ({**m, SAMPLES: pointer} if is_table((m or {}).get(SAMPLES)) else m)
-                       for d, m in per_dataset.items()} for probe, per_dataset in result.results.items()}
-    return result.model_copy(update={"results": results})
+    n = sum(len(samples[name].tokens) for name in names)
+    return result.model_copy(update={"samples_file": SamplesFile(file=str(path.relative_to(root)), rows=n)})
 
 
-def files_present(root: Path, record) -> bool:
-    """Whether every Parquet file a journal record points to is still there."""
-    for per_dataset in record.results.values():
-        for metrics in (per_dataset or {}).values():
-            pointer = (metrics or {}).get(SAMPLES)
-            if isinstance(pointer, dict) and "file" in pointer and not (Path(root) / pointer["file"]).is_file():
-                return False
-    return True
+def file_present(root: Path, record) -> bool:
+    """Whether a journal record has its Parquet file under `root` (a record written without --samples-out,
+    or whose file has gone, must be computed again)."""
+    return record.samples_file is not None and (Path(root) / record.samples_file.file).is_file()

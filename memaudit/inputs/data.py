@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import collections.abc
 import functools
 import hashlib
 import json
@@ -18,13 +19,48 @@ from memaudit.report.schema import DatasetInfo
 HASH_ROWS = 1 << 16  # samples hashed at a time
 
 
+class NumberedIds(collections.abc.Sequence):
+    """The ids `<prefix><first + i>` of n samples, made when asked for: a million samples need no million
+    strings. Behaves as the list of those strings (indexing, slicing, iteration, `in`, equality)."""
+
+    def __init__(self, prefix: str, first: int, n: int):
+        self.prefix, self.first, self.n = prefix, first, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(self.n)
+            if step == 1:
+                return NumberedIds(self.prefix, self.first + start, max(0, stop - start))
+            return [self[j] for j in range(start, stop, step)]
+        i = int(i)
+        if not -self.n <= i < self.n:
+            raise IndexError(f"sample {i} of {self.n}")
+        return f"{self.prefix}{self.first + (i % self.n)}"
+
+    def __contains__(self, sid) -> bool:
+        rest = sid[len(self.prefix):] if isinstance(sid, str) and sid.startswith(self.prefix) else ""
+        return rest.isdigit() and str(int(rest)) == rest and 0 <= int(rest) - self.first < self.n
+
+    def __eq__(self, other) -> bool:
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other)) \
+            if isinstance(other, collections.abc.Sequence) else NotImplemented
+
+    def __str__(self) -> str:  # what the data set fingerprint hashes (memaudit.engine.identity.digest)
+        return f"NumberedIds({self.prefix!r}, {self.first}, {self.n})"
+
+    __repr__ = __str__
+
+
 @dataclass
 class Samples:
     """A data set cut into samples for one tokenizer."""
 
     config: DatasetConfig
     tokens: np.ndarray  # (n_samples, seq_len) integer token ids; a read-only memory map for .npy and .bin data
-    ids: list[str]
+    ids: list[str] | NumberedIds
     steps: np.ndarray | None = None  # (n_samples,) training step at which each sample was seen, when known
     target_mask: np.ndarray | None = None  # (n_samples, seq_len - 1) targets to score (canary candidates)
     canaries: dict | None = None  # canary id -> {"space", "exact", "n_candidates"}
@@ -141,7 +177,7 @@ def _from_texts(config: DatasetConfig, text_parts: list[str], tokenizer) -> Samp
     if config.max_samples:
         n = min(n, config.max_samples)
     tokens = np.asarray(stream[: n * seq_len], dtype=np.int64).reshape(n, seq_len)
-    return Samples(config, tokens, [f"{config.name}:{i}" for i in range(n)])
+    return Samples(config, tokens, NumberedIds(f"{config.name}:", 0, n))
 
 
 def _read_jsonl(config: DatasetConfig, text: str) -> list[tuple[int, dict]]:
@@ -254,8 +290,8 @@ def _from_rows(config: DatasetConfig, rows: np.ndarray, steps: np.ndarray | None
         raise ConfigError(f"{where} holds token id {high}, but the series' tokenizer has {vocab_size} tokens: the "
                           "data was tokenized with another tokenizer. Re-create it with this series' tokenizer, or "
                           "audit the series it belongs to.")
-    ids = [f"{config.name}:{first + i}" for i in range(len(rows))]
-    return Samples(config, rows, ids, np.asarray(steps, dtype=np.int64) if steps is not None else None)
+    return Samples(config, rows, NumberedIds(f"{config.name}:", first, len(rows)),
+                   np.asarray(steps, dtype=np.int64) if steps is not None else None)
 
 
 def _extremes(rows: np.ndarray) -> tuple[int, int]:

@@ -15,9 +15,11 @@ from rich.progress import (
 
 
 class AuditProgress:
-    """Receives the run's events (`series`, `checkpoint`, `tokens`, `checkpoint_done`) and draws a bar.
+    """Receives the run's events (`series`, `checkpoint`, `tokens`, `shard`, `checkpoint_done`) and draws a bar
+    per series and, while a data set is scored in several shards, one for its shards (samples/s and ETA).
 
-    Draws nothing when stderr is not a terminal, so logs and pipes stay clean.
+    Draws nothing when stderr is not a terminal, so pipes stay clean; a sharded data set then logs one line
+    per finished shard (a long audit in a batch job still says how far it is).
     """
 
     def __init__(self, console: Console | None = None):
@@ -27,6 +29,8 @@ class AuditProgress:
                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                                  console=self.console, transient=True, disable=not self.enabled)
         self.task = None
+        self.shard_task = None
+        self.checkpoint = ""
         self.series = ""
         self.tokens = 0
         self.forward_s = 0.0
@@ -46,10 +50,30 @@ class AuditProgress:
             self.series = kw["name"]
             self.task = self.progress.add_task(self.series, total=kw["n_checkpoints"], rate="")
         elif event == "checkpoint":
+            self.checkpoint = kw["name"]
             self.progress.update(self.task, description=f"{self.series} {kw['name']}")
+        elif event == "shard":
+            self._shard(**kw)
         elif event == "tokens":
             self.tokens += kw["n"]
         elif event == "checkpoint_done":
+            if self.shard_task is not None:
+                self.progress.remove_task(self.shard_task)
+                self.shard_task = None
             self.forward_s += kw["result"].forward_s
             rate = f"{self.tokens / self.forward_s:,.0f} tok/s" if self.forward_s else "cached"
             self.progress.update(self.task, advance=1, rate=rate)
+
+    def _shard(self, dataset: str, done: int, total: int, samples: int, remaining: int, seconds: float) -> None:
+        """A finished shard: samples/s of this checkpoint's scoring so far and the time left at that rate."""
+        rate = samples / seconds if seconds > 0 and samples else None
+        eta = time.strftime("%H:%M:%S", time.gmtime(remaining / rate)) if rate else "?"
+        said = f"{rate:,.0f} samples/s, ETA {eta}" if rate else "from the shard journal"
+        if not self.enabled:
+            self.console.print(f"memaudit: {self.series} {self.checkpoint} {dataset}: shard {done}/{total}, {said}",
+                               highlight=False, soft_wrap=True)
+            return
+        if self.shard_task is None:
+            self.shard_task = self.progress.add_task("", total=total, rate="")
+        self.progress.update(self.shard_task, description=f"  shards of {dataset}", total=total, completed=done,
+                             rate=said)

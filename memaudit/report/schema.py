@@ -147,6 +147,15 @@ class ProbeInfo(_Model):
     """Metrics the terminal report shows in its table."""
 
 
+class SamplesFile(_Model):
+    """Where `--samples-out` wrote a checkpoint's per-sample rows."""
+
+    file: str
+    """The Parquet file, relative to the `--samples-out` folder."""
+    rows: int
+    """Rows in it: one per sample of every data set a probe with a rows function read."""
+
+
 class CheckpointResult(_Model):
     """One checkpoint and every per-checkpoint probe's results on it."""
 
@@ -186,6 +195,8 @@ class CheckpointResult(_Model):
     """probe name -> data set name -> metrics."""
     error: str | None = None
     """Why this checkpoint could not be audited, if it could not."""
+    samples_file: SamplesFile | None = None
+    """With `--samples-out`: the Parquet file of its per-sample rows (see memaudit.engine.samples_out)."""
 
     def metric(self, probe: str, dataset: str, name: str) -> Any:
         """One metric of a probe on a data set here, or None when the probe, data set or metric is absent
