@@ -165,7 +165,7 @@ def extractable_samples(hits: np.ndarray, k: int, m: int) -> tuple[np.ndarray, n
     at the first miss there: one pass gives both verdict and matched length."""
     window = hits[:, k - 1:k + m - 1]  # (samples, m)
     verdict = window.all(axis=1)  # (samples,)
-    return verdict, np.where(verdict, m, window.argmin(axis=1))  # leading hits before the first miss
+    return verdict, np.where(verdict, m, window.argmin(axis=1)).astype(np.int32)  # leading hits before the first miss
 
 
 SERIES_METRICS = {

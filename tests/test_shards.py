@@ -132,7 +132,7 @@ def test_two_processes_split_the_shards_of_one_checkpoint(shard_config, tmp_path
 
 @pytest.mark.parametrize("rows_source, expected", [
     ("def bad_rows(hits):\n    return {'x': hits}\n", "one number or boolean per sample"),
-    ("def bad_rows(hits):\n    return [1]\n", "not a dict of columns"),
+    ("def bad_rows(hits):\n    return [1]\n", "it must return a dict of columns"),
     ("def bad_rows(hits):\n    return {'a.b': hits[:, 0]}\n", "named without dots"),
     ("def bad_rows(hits):\n    raise ValueError('boom')\n", "raised ValueError: boom"),
 ])
@@ -168,3 +168,24 @@ def yaml_with(path, **run_values):
     content["run"].update(run_values)
     path.write_text(yaml.safe_dump(content))
     return path
+
+
+def test_progress_shows_each_shard_with_samples_per_second_and_an_eta():
+    import io
+
+    from rich.console import Console
+
+    from memaudit.report.progress import AuditProgress
+
+    log = io.StringIO()
+    with AuditProgress(Console(file=log, width=200)) as progress:  # not a terminal: a line per shard
+        progress("series", name="tiny", n_checkpoints=1, tokens_per_checkpoint=100)
+        progress("checkpoint", name="step-1")
+        progress("shard", dataset="train", done=2, total=5, samples=2000, remaining=3000, seconds=4.0)
+    assert "tiny step-1 train: shard 2/5, 500 samples/s, ETA 00:00:06" in log.getvalue()
+    terminal = io.StringIO()
+    with AuditProgress(Console(file=terminal, force_terminal=True, width=200)) as progress:  # a bar per shard
+        progress("series", name="tiny", n_checkpoints=1, tokens_per_checkpoint=100)
+        progress("shard", dataset="train", done=1, total=5, samples=1000, remaining=4000, seconds=1.0)
+        progress.progress.refresh()
+    assert "shards of train" in terminal.getvalue() and "1,000 samples/s" in terminal.getvalue()

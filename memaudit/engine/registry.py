@@ -389,15 +389,8 @@ def row_columns(p: ProbeDef, arguments: dict) -> dict[str, Any]:
 
     n = len(arguments["sample_ids"])
     where = f"Probe '{p.name}' ({p.source}): its rows function"
-    try:
-        out = p.rows(**{a: arguments[a] for a in p.row_args}, **{a: p.params[a] for a in p.row_params})
-    except MemauditError:
-        raise
-    except Exception as e:
-        raise MemauditError(f"{where} raised {type(e).__name__}: {e}. This is a bug in the probe; run with --debug "
-                            "for the traceback.", ExitCode.INTERNAL_ERROR) from e
-    if not isinstance(out, dict):
-        raise MemauditError(f"{where} returned {type(out).__name__}, not a dict of columns.", ExitCode.INTERNAL_ERROR)
+    out = _call_user_code(p.rows, {**{a: arguments[a] for a in p.row_args}, **{a: p.params[a] for a in p.row_params}},
+                          where, "a dict of columns")
     columns = {}
     for name, values in out.items():
         array = np.asarray(values)
@@ -444,17 +437,24 @@ def call_series_probes(probes: list[ProbeDef], context: dict) -> dict[str, dict]
 def call_probe(p: ProbeDef, context: dict) -> dict:
     """Call a probe with the arguments it names and its parameters; its metrics made JSON-ready. A probe
     that raises or returns no dict is a bug in the probe (exit 3), named with its file."""
+    out = _call_user_code(p.fn, {**{a: context[a] for a in p.args}, **p.params}, f"Probe '{p.name}' ({p.source})",
+                          "a dict of metrics")
+    return jsonable(out)
+
+
+def _call_user_code(fn: Callable, arguments: dict, where: str, returns: str) -> dict:
+    """Call a probe's function; an exception from it, or anything but a dict, is a bug in the probe (exit 3)."""
     try:
-        out = p.fn(**{a: context[a] for a in p.args}, **p.params)
+        out = fn(**arguments)
     except MemauditError:
         raise
     except Exception as e:
-        raise MemauditError(f"Probe '{p.name}' ({p.source}) raised {type(e).__name__}: {e}. This is a bug in "
-                            "the probe; run with --debug for the traceback.", ExitCode.INTERNAL_ERROR) from e
+        raise MemauditError(f"{where} raised {type(e).__name__}: {e}. This is a bug in the probe; run with --debug "
+                            "for the traceback.", ExitCode.INTERNAL_ERROR) from e
     if not isinstance(out, dict):
-        raise MemauditError(f"Probe '{p.name}' ({p.source}) returned {type(out).__name__}; a probe must "
-                            "return a dict of metrics.", ExitCode.INTERNAL_ERROR)
-    return jsonable(out)
+        raise MemauditError(f"{where} returned {type(out).__name__}; it must return {returns}.",
+                            ExitCode.INTERNAL_ERROR)
+    return out
 
 
 def jsonable(value):

@@ -535,6 +535,7 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
     and dropped. Returns (forward batches, forward seconds, parameters)."""
     from memaudit.engine.registry import probe_arguments
     from memaudit.engine.shards import shard_rows
+    from memaudit.inputs.data import release_pages
     from memaudit.inputs.sources import count_parameters, n_parameters
 
     run = ctx.run
@@ -561,6 +562,7 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
                 if ctx.whole:
                     found.shard_products.setdefault(name, {})[i] = {p: products[p] for p in ctx.whole}
                 n_done += part.stop - part.start
+                release_pages(s.tokens)  # a memory-mapped file's pages read for this shard leave our memory
             elapsed = time.perf_counter() - started
             run.emit("shard", dataset=name, done=k + 1, total=len(todo), samples=n_done,
                      remaining=sum(parts[j].stop - parts[j].start for j in todo[k + 1:]), seconds=elapsed)

@@ -38,10 +38,11 @@ def shard_rows(probes: list[ProbeDef], arguments: dict) -> dict[str, dict[str, n
 
 
 def joined(shards: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
-    """The columns of consecutive shards as one: probe -> column -> (samples,)."""
+    """The columns of consecutive shards as one: probe -> column -> (samples,). Consumes the shards' columns
+    one at a time, so that at most one column is held twice."""
     if len(shards) == 1:
         return shards[0]
-    return {probe: {col: np.concatenate([s[probe][col] for s in shards]) for col in shards[0][probe]}
+    return {probe: {col: np.concatenate([s[probe].pop(col) for s in shards]) for col in list(shards[0][probe])}
             for probe in shards[0]}
 
 
