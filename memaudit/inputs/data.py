@@ -121,7 +121,7 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
     if records is not None:
         return _from_memory(config, records, tokenizer)
     path = Path(config.path)
-    arrays = (".npy", ".bin", ".idx")
+    arrays = (".npy", ".bin", ".idx", ".parquet", ".arrow")
     for field, applies in (("first_sample", arrays), ("sequences_per_step", (".bin", ".idx"))):
         if getattr(config, field) and path.suffix not in applies:
             raise ConfigError(f"Data set '{config.name}': '{field}' applies to {' and '.join(applies)} data, not to "
@@ -133,6 +133,12 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
         return _from_npy(config, path, len(tokenizer))
     if path.suffix in (".bin", ".idx") and config.role != "canary":
         return _from_megatron(config, path, len(tokenizer))
+    if path.suffix in (".parquet", ".arrow") and config.role != "canary":
+        from memaudit.inputs.arrow import read_token_column
+
+        where = f"Data set '{config.name}': '{path}'"
+        rows = read_token_column(path, where, config.seq_len, config.first_sample, config.max_samples)
+        return _from_rows(config, rows, None, where, len(tokenizer), config.first_sample)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:

@@ -1,0 +1,87 @@
+"""Token ids from Parquet or Arrow files, as `datasets` writes them (`to_parquet`, `save_to_disk`'s .arrow):
+a column of token-id lists, `input_ids` or `tokens`. The rows are copied once, a record batch at a time,
+into a memory-mapped array in an unlinked temporary file, so a file of any size is read lazily after that
+(and its pages can be released, see memaudit.inputs.data.release_pages). Needs pyarrow."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from memaudit.errors import ConfigError
+
+COLUMNS = ("input_ids", "tokens")  # the first one present is read
+BATCH_ROWS = 1 << 16
+
+
+def _batches(path: Path, where: str):
+    """(schema, number of rows, iterator of record batches) of a Parquet, Arrow IPC file or Arrow stream."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(f"{where}: reading Parquet or Arrow data needs pyarrow: `pip install pyarrow` (or "
+                          "memaudit-lm[parquet]).") from None
+    try:
+        if path.suffix == ".parquet":
+            f = pq.ParquetFile(path)
+            return f.schema_arrow, f.metadata.num_rows, lambda column: f.iter_batches(BATCH_ROWS, columns=[column])
+        source = pa.memory_map(str(path))
+        try:
+            reader = pa.ipc.open_file(source)
+            batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        except pa.ArrowInvalid:
+            source.seek(0)
+            batches = list(pa.ipc.open_stream(source))  # datasets' save_to_disk writes the stream format
+        schema = batches[0].schema if batches else reader.schema
+        return schema, sum(b.num_rows for b in batches), lambda column: (b.select([column]) for b in batches)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ConfigError(f"{where} is not a readable {path.suffix[1:]} file ({e}).") from None
+
+
+def read_token_column(path: Path, where: str, seq_len: int, first: int = 0, max_samples: int | None = None) -> np.ndarray:
+    """Rows `first` on (at most `max_samples`) of the token column, cut to seq_len: (samples, seq_len) int64,
+    memory-mapped. Every list must be non-null and hold at least seq_len integer ids."""
+    schema, n_rows, batches = _batches(Path(path), where)
+    import pyarrow as pa
+
+    column = next((c for c in COLUMNS if c in schema.names), None)
+    if column is None:
+        raise ConfigError(f"{where} has no token column: it needs one of {', '.join(COLUMNS)} (lists of token ids); "
+                          f"its columns are {', '.join(schema.names) or 'none'}.")
+    kind = schema.field(column).type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_integer(kind.value_type):
+        raise ConfigError(f"{where}: column '{column}' holds {kind}, not lists of integer token ids.")
+    if first >= n_rows:
+        raise ConfigError(f"{where} has {n_rows} rows; 'first_sample: {first}' skips them all.")
+    n = min(n_rows - first, max_samples or n_rows)
+    rows = np.memmap(tempfile.TemporaryFile(prefix="memaudit-tokens-"), dtype=np.int64, mode="w+", shape=(n, seq_len))
+    seen, filled = 0, 0
+    for batch in batches(column):
+        lists = batch.column(0)
+        take = slice(max(0, first - seen), max(0, min(len(lists), first + n - seen)))
+        seen += len(lists)
+        lists = lists[take.start:take.stop]
+        if not len(lists):
+            continue
+        if lists.null_count:
+            raise ConfigError(f"{where}: row {first + filled + int(np.flatnonzero(lists.is_null())[0])} of column "
+                              f"'{column}' is null.")
+        offsets = np.asarray(lists.offsets)  # (rows + 1,), relative to the list values
+        lengths = np.diff(offsets)
+        if (lengths < seq_len).any():
+            i = int(np.flatnonzero(lengths < seq_len)[0])
+            raise ConfigError(f"{where}: row {first + filled + i} has {int(lengths[i])} tokens, fewer than "
+                              f"seq_len={seq_len}. Lower 'seq_len' to at most the shortest row.")
+        flat = lists.flatten()  # these rows' tokens, one after another
+        if flat.null_count:
+            raise ConfigError(f"{where}: column '{column}' holds a null token id near row {first + filled}.")
+        values = np.asarray(flat)
+        rows[filled:filled + len(lists)] = values[offsets[:-1, None] - offsets[0] + np.arange(seq_len)]
+        filled += len(lists)
+        if filled == n:
+            break
+    rows.flush()
+    return rows

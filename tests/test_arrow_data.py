@@ -1,0 +1,68 @@
+"""Parquet and Arrow token columns (memaudit/inputs/arrow.py), as `datasets` writes them: the same audit as the
+same tokens from JSONL; bad files refused with the row or column named."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def _write(path, table):
+    if path.suffix == ".parquet":
+        pq.write_table(table, path, row_group_size=5)
+    else:  # the Arrow stream format of datasets' save_to_disk
+        with pa.OSFile(str(path), "wb") as f:
+            writer = pa.ipc.new_stream(f, table.schema)
+            writer.write_table(table, max_chunksize=4)
+            writer.close()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_an_audit_of_a_token_column_equals_the_audit_of_the_same_tokens_as_jsonl(tmp_path, make_series, tokenizer,
+                                                                                 write_config, run_cli, suffix):
+    rng = np.random.default_rng(4)
+    sequences = [rng.integers(0, len(tokenizer), int(rng.integers(33, 40))).tolist() for _ in range(14)]
+    _write(tmp_path / f"data{suffix}", pa.table({"text": ["-"] * 14, "input_ids": sequences}))
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps({"tokens": s[:32]}) + "\n" for s in sequences[2:12]))
+    series = make_series(steps=(1,))
+    reports = []
+    for name, extra in ((f"data{suffix}", {"first_sample": 2, "max_samples": 10}), ("data.jsonl", {})):
+        path = write_config({"series": [{"name": "s", "local": str(series)}],
+                             "datasets": [{"name": "d", "path": str(tmp_path / name), "seq_len": 32, **extra}],
+                             "run": {"shard_size": 4, "batch_size": 2}}, name=f"{name}.yaml")
+        code, _, err = run_cli("run", path, "-k", "memorization", "--no-cache", "--json", tmp_path / f"{name}.json")
+        assert code == 0, err
+        reports.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    assert reports[0]["series"][0]["checkpoints"][0]["results"] == reports[1]["series"][0]["checkpoints"][0]["results"]
+    assert reports[0]["datasets"][0]["sha256"] == reports[1]["datasets"][0]["sha256"]
+
+
+@pytest.mark.parametrize("table, expected", [
+    ({"text": ["a", "b"]}, "has no token column"),
+    ({"input_ids": [[1, 2, 3], [4, 5]]}, "row 1 has 2 tokens"),
+    ({"input_ids": [[1, 2, 3], None]}, "row 1 of column 'input_ids' is null"),
+    ({"input_ids": [[1, 2, 3], [4, None, 6]]}, "null token id"),
+    ({"tokens": ["abc", "def"]}, "not lists of integer token ids"),
+    ({"input_ids": [[1, 2, 3], [4, 5, 10**9]]}, "another tokenizer"),
+])
+def test_bad_token_columns_are_refused(tmp_path, make_series, write_config, run_cli, table, expected):
+    _write(tmp_path / "d.parquet", pa.table(table))
+    path = write_config({"series": [{"name": "s", "local": str(make_series(steps=(1,)))}],
+                         "datasets": [{"name": "d", "path": str(tmp_path / "d.parquet"), "seq_len": 3}]})
+    code, _, err = run_cli("run", path, "--no-cache")
+    assert code == 2 and expected in err, err
+
+
+def test_not_a_parquet_file_and_no_pyarrow(tmp_path, make_series, write_config, run_cli, monkeypatch):
+    (tmp_path / "d.parquet").write_text("not parquet")
+    path = write_config({"series": [{"name": "s", "local": str(make_series(steps=(1,)))}],
+                         "datasets": [{"name": "d", "path": str(tmp_path / "d.parquet"), "seq_len": 3}]})
+    code, _, err = run_cli("run", path, "--no-cache")
+    assert code == 2 and "is not a readable parquet file" in err, err
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    code, _, err = run_cli("run", path, "--no-cache")
+    assert code == 2 and "needs pyarrow" in err, err
