@@ -109,6 +109,23 @@ def parquet_of(folder: Path):
     return pq.read_table(path)
 
 
+def largest_difference(a, b) -> float:
+    """The largest absolute difference between two results (nested dicts and lists of numbers) or two Arrow
+    tables' numeric columns; inf where their shapes or other values differ."""
+    if hasattr(a, "column_names"):
+        if a.column_names != b.column_names or a.num_rows != b.num_rows:
+            return float("inf")
+        return largest_difference({c: a.column(c).to_pylist() for c in a.column_names},
+                                  {c: b.column(c).to_pylist() for c in b.column_names})
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return max((largest_difference(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return max((largest_difference(x, y) for x, y in zip(a, b)), default=0.0)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(float(a) - float(b))
+    return 0.0 if a == b else float("inf")
+
+
 def resume_check(root: Path, data: Path, seq_len: int, n: int, shard_size: int) -> None:
     """kill -9 in the middle of a run, run again: shards resumed, Parquet equal to an uninterrupted run's."""
     shards = -(-n // shard_size)
@@ -119,18 +136,22 @@ def resume_check(root: Path, data: Path, seq_len: int, n: int, shard_size: int) 
     journaled = len(list((root / "cache-killed" / "shards").rglob("*.npz")))
     resumed = audit(root, data, seq_len, "resumed", shard_size, ("--samples-out", str(root / "out-killed")),
                     cache=root / "cache-killed")
-    same = parquet_of(root / "out-whole").equals(parquet_of(root / "out-killed"))
+    a, b = parquet_of(root / "out-whole"), parquet_of(root / "out-killed")
     print(f"kill -9 at {journaled} of {shards} shards ({n:,} samples): the rerun ran {resumed['batches']} of "
-          f"{whole['batches']} batches; results equal: {resumed['results'] == whole['results']}; Parquet equal: {same}")
+          f"{whole['batches']} batches; results equal: {resumed['results'] == whole['results']}; Parquet equal: "
+          f"{a.equals(b)} (largest difference: results {largest_difference(resumed['results'], whole['results']):.2g}, "
+          f"Parquet {largest_difference(a, b):.2g})")
 
 
 def processes_check(root: Path, data: Path, seq_len: int, n: int, shard_size: int) -> None:
     """One checkpoint, two processes splitting its shards: the same results and Parquet rows as one process."""
     one = audit(root, data, seq_len, "one", shard_size, ("--samples-out", str(root / "out-one")))
     two = audit(root, data, seq_len, "two", shard_size, ("--samples-out", str(root / "out-two"), "--processes", "2"))
-    same = parquet_of(root / "out-one").equals(parquet_of(root / "out-two"))
+    a, b = parquet_of(root / "out-one"), parquet_of(root / "out-two")
     print(f"2 processes vs 1 ({n:,} samples, {-(-n // shard_size)} shards): results equal: "
-          f"{one['results'] == two['results']}; Parquet equal: {same}; wall {two['wall_s']:.1f} s vs {one['wall_s']:.1f} s")
+          f"{one['results'] == two['results']}; Parquet equal: {a.equals(b)} (largest difference: results "
+          f"{largest_difference(one['results'], two['results']):.2g}, Parquet {largest_difference(a, b):.2g}); "
+          f"wall {two['wall_s']:.1f} s vs {one['wall_s']:.1f} s")
 
 
 def main() -> None:

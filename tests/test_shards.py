@@ -189,3 +189,14 @@ def test_progress_shows_each_shard_with_samples_per_second_and_an_eta():
         progress("shard", dataset="train", done=1, total=5, samples=1000, remaining=4000, seconds=1.0)
         progress.progress.refresh()
     assert "shards of train" in terminal.getvalue() and "1,000 samples/s" in terminal.getvalue()
+
+
+def test_numbered_ids_behave_as_the_list_of_their_strings():
+    from memaudit.inputs.data import NumberedIds
+
+    ids, listed = NumberedIds("d:", 5, 10), [f"d:{i}" for i in range(5, 15)]
+    assert ids == listed and listed == ids and list(ids) == listed and len(ids) == 10
+    assert ids[0] == "d:5" and ids[-1] == "d:14" and list(ids[2:4]) == listed[2:4] and ids[::3] == listed[::3]
+    assert "d:7" in ids and "d:4" not in ids and "d:07" not in ids and "d:15" not in ids and 7 not in ids
+    with pytest.raises(IndexError):
+        ids[10]
