@@ -8,7 +8,7 @@ the CPU; prints the child's peak RSS, the forward seconds and samples/s, and the
 smallest size's. At the smallest size the same tokens are also audited from JSONL (the in-memory path).
 On 2 CPU cores the audit scores about 700 samples/s here, so the 1M size takes about 25 minutes.
 
-Data sets are scored in shards of `run.shard_size` samples (65,536 here), each reduced to per-sample
+Data sets are scored in shards of `run.shard_size` samples (16,384 here, the default), each reduced to per-sample
 columns and dropped, so peak RSS stays nearly flat as N grows. At the smallest size the same samples are
 also audited as one shard (the in-memory path) and in shards of 1,024, alternately `--repeats` times
 (the fastest of each is shown: runs on a shared 2-core machine vary by 10-20%; results compared), and
@@ -64,7 +64,7 @@ def make_checkpoint(folder: Path) -> None:
 DEVICE = "cpu"  # --device
 
 
-def audit(root: Path, data: Path, seq_len: int, name: str, shard_size: int = 65536, extra: tuple = (),
+def audit(root: Path, data: Path, seq_len: int, name: str, shard_size: int = 16384, extra: tuple = (),
           cache: Path | None = None, kill_after_shards: int | None = None) -> dict:
     """Run the audit in a child process; its peak RSS, wall time and the report's forward seconds. With `cache`
     the shard journal is on (else --no-cache); `kill_after_shards`: kill -9 the child once that many shards

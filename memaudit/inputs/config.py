@@ -208,7 +208,7 @@ class RunConfig(_Strict):
     """With show_text: replace e-mail addresses, phone numbers, numbers and names by placeholders."""
     spacy_processes: int = Field(1, ge=1)
     """Processes spaCy tags with (`nlp.pipe(n_process=...)`); more helps only for large data sets."""
-    shard_size: int = Field(65536, ge=1)
+    shard_size: int = Field(16384, ge=1)
     """Samples scored at a time: per-token products of a shard are reduced to per-sample columns and
     dropped, finished shards are journaled (a killed run resumes at a shard boundary) and several
     processes split a checkpoint's shards. Results do not depend on it when it is a multiple of the
