@@ -491,7 +491,8 @@ def _lookup(ctx: _SeriesContext, ckpt) -> _Found:
                 found.missing.append(name)
             continue
         probes, done = ctx.row_probes(name), found.shards.setdefault(name, {})
-        for i in ctx.mine(len(parts)) if not ctx.whole else ():  # whole products are not kept at this scale
+        journaled = () if ctx.whole else ctx.mine(len(parts))  # whole per-token products are not kept at this scale
+        for i in journaled:
             columns = ctx.run.shards.get(ctx.shard_key(source, name, parts[i]), probes, parts[i].stop - parts[i].start)
             if columns is not None:
                 done[i] = columns
@@ -549,7 +550,7 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
             run.cache.put(ctx.products_key(ckpt, name), found.products[name])
             batches += b
             continue
-        done, todo = found.shards.setdefault(name, {}), [i for i in ctx.mine(len(parts))]
+        done, todo = found.shards.setdefault(name, {}), list(ctx.mine(len(parts)))
         started, n_done = time.perf_counter(), 0
         for k, i in enumerate(todo):
             part = parts[i]
