@@ -1,15 +1,17 @@
 """Samples per checkpoint at scale: peak memory and samples/s of one audit as the data grows.
 
     python benchmarks/streaming.py [--sizes 10000 100000 1000000] [--seq-len 64] [--resume N] [--processes-check N]
+                                   [--shard-size 16384] [--repeats 3] [--device cpu]
 
 One run per size: a Megatron-format data set (.bin/.idx, uint16 tokens) of N random sequences, one random
-GPT-NeoX checkpoint of about 1M parameters, `memaudit run -k memorization --no-cache` in a child process on
+GPT-NeoX checkpoint of about 1M parameters, `memaudit run -k memorization --no-cache --samples-out DIR` in a child process on
 the CPU; prints the child's peak RSS, the forward seconds and samples/s, and the ratio of peak RSS to the
 smallest size's. At the smallest size the same tokens are also audited from JSONL (the in-memory path).
 On 2 CPU cores the audit scores about 700 samples/s here, so the 1M size takes about 25 minutes.
 
 Data sets are scored in shards of `run.shard_size` samples (16,384 here, the default), each reduced to per-sample
-columns and dropped, so peak RSS stays nearly flat as N grows. At the smallest size the same samples are
+columns and dropped, so peak RSS stays nearly flat as N grows. Each size's run writes `--samples-out` (the
+full job) and is the reference the checks below compare with at that size. At the smallest size the same samples are
 also audited as one shard (the in-memory path) and in shards of 1,024, alternately `--repeats` times
 (the fastest of each is shown: runs on a shared 2-core machine vary by 10-20%; results compared), and
 from JSONL. `--resume N` kills a run of N samples with kill -9 halfway and runs it again (shards resumed,
@@ -126,32 +128,39 @@ def largest_difference(a, b) -> float:
     return 0.0 if a == b else float("inf")
 
 
+def uninterrupted(root: Path, data: Path, seq_len: int, n: int, shard_size: int) -> dict:
+    """The one-process, uninterrupted run of `data` with --samples-out that the checks compare with: the
+    measured run of that size when there was one, else a new one."""
+    if (root / f"out-{n}").exists():
+        return json.loads((root / f"whole-{n}.json").read_text())
+    return audit(root, data, seq_len, f"whole-{n}", shard_size, ("--samples-out", str(root / f"out-{n}")))
+
+
 def resume_check(root: Path, data: Path, seq_len: int, n: int, shard_size: int) -> None:
     """kill -9 in the middle of a run, run again: shards resumed, Parquet equal to an uninterrupted run's."""
     shards = -(-n // shard_size)
-    whole = audit(root, data, seq_len, "whole", shard_size, ("--samples-out", str(root / "out-whole")),
-                  cache=root / "cache-whole")
+    whole = uninterrupted(root, data, seq_len, n, shard_size)
     audit(root, data, seq_len, "killed", shard_size, ("--samples-out", str(root / "out-killed")),
           cache=root / "cache-killed", kill_after_shards=shards // 2)
     journaled = len(list((root / "cache-killed" / "shards").rglob("*.npz")))
     resumed = audit(root, data, seq_len, "resumed", shard_size, ("--samples-out", str(root / "out-killed")),
                     cache=root / "cache-killed")
-    a, b = parquet_of(root / "out-whole"), parquet_of(root / "out-killed")
+    a, b = parquet_of(root / f"out-{n}"), parquet_of(root / "out-killed")
     print(f"kill -9 at {journaled} of {shards} shards ({n:,} samples): the rerun ran {resumed['batches']} of "
           f"{whole['batches']} batches; results equal: {resumed['results'] == whole['results']}; Parquet equal: "
           f"{a.equals(b)} (largest difference: results {largest_difference(resumed['results'], whole['results']):.2g}, "
-          f"Parquet {largest_difference(a, b):.2g})")
+          f"Parquet {largest_difference(a, b):.2g})", flush=True)
 
 
 def processes_check(root: Path, data: Path, seq_len: int, n: int, shard_size: int) -> None:
     """One checkpoint, two processes splitting its shards: the same results and Parquet rows as one process."""
-    one = audit(root, data, seq_len, "one", shard_size, ("--samples-out", str(root / "out-one")))
+    one = uninterrupted(root, data, seq_len, n, shard_size)
     two = audit(root, data, seq_len, "two", shard_size, ("--samples-out", str(root / "out-two"), "--processes", "2"))
-    a, b = parquet_of(root / "out-one"), parquet_of(root / "out-two")
+    a, b = parquet_of(root / f"out-{n}"), parquet_of(root / "out-two")
     print(f"2 processes vs 1 ({n:,} samples, {-(-n // shard_size)} shards): results equal: "
           f"{one['results'] == two['results']}; Parquet equal: {a.equals(b)} (largest difference: results "
           f"{largest_difference(one['results'], two['results']):.2g}, Parquet {largest_difference(a, b):.2g}); "
-          f"wall {two['wall_s']:.1f} s vs {one['wall_s']:.1f} s")
+          f"wall {two['wall_s']:.1f} s vs {one['wall_s']:.1f} s", flush=True)
 
 
 def main() -> None:
@@ -160,7 +169,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--resume", type=int, metavar="N", help="also: kill -9 / resume check at N samples")
     parser.add_argument("--processes-check", type=int, metavar="N", help="also: 2 processes vs 1 at N samples")
-    parser.add_argument("--check-shard-size", type=int, default=16384)
+    parser.add_argument("--shard-size", type=int, default=16384, help="of the measured runs and the checks")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each kind in the shard-size comparison")
     parser.add_argument("--device", default="cpu", help="cpu (the targets' setting) or cuda")
     args = parser.parse_args()
@@ -183,7 +192,10 @@ def main() -> None:
         for n in sizes:
             tokens = rng.integers(0, VOCAB, (n, args.seq_len), dtype=np.int64)
             write_megatron(root / f"d{n}", tokens)
-            measured(f"megatron {n:>9,}", n, audit(root, root / f"d{n}.bin", args.seq_len, f"megatron-{n}"))
+            result = audit(root, root / f"d{n}.bin", args.seq_len, f"megatron-{n}", args.shard_size,
+                           ("--samples-out", str(root / f"out-{n}")))
+            (root / f"whole-{n}.json").write_text(json.dumps(result))  # the checks' reference at this size
+            measured(f"megatron {n:>9,}", n, result)
             if n == sizes[0]:  # the same samples in one shard (the in-memory path) and in shards of 1024,
                 runs = {"one": [], "small": []}  # alternated, the fastest of each kept (this machine's noise)
                 for _ in range(args.repeats):
@@ -198,7 +210,7 @@ def main() -> None:
             if n:
                 if not (root / f"d{n}.bin").exists():
                     write_megatron(root / f"d{n}", rng.integers(0, VOCAB, (n, args.seq_len), dtype=np.int64))
-                check(root, root / f"d{n}.bin", args.seq_len, n, args.check_shard_size)
+                check(root, root / f"d{n}.bin", args.seq_len, n, args.shard_size)
     largest = [r for label, n, r in rows if n == sizes[-1] and label.startswith("megatron")][0]
     middle = [r for label, n, r in rows if label.startswith("megatron") and n * 10 == sizes[-1]]
     if middle:

@@ -1,5 +1,6 @@
 """benchmarks/: the GPU benchmark runs on the CPU with tiny shapes (in CI), and prints its table."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,12 @@ def test_the_trainer_callback_benchmark_runs():
 
 def test_the_streaming_benchmark_runs_with_small_sizes():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "streaming.py"), "--sizes", "200", "400",
-                             "--seq-len", "16", "--resume", "400", "--check-shard-size", "64"],
+                             "--seq-len", "16", "--resume", "400", "--processes-check", "400",
+                             "--shard-size", "64"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "megatron       400" in result.stdout and "jsonl          200" in result.stdout
-    assert "results equal: True; Parquet equal: True" in result.stdout  # the kill -9 / resume check
+    killed = re.search(r"kill -9 at (\d+) of 7 shards .*the rerun ran (\d+) of (\d+) batches", result.stdout)
+    assert killed and 0 < int(killed[1]) < 7 and 0 < int(killed[2]) < int(killed[3])  # resumed, not redone
+    assert result.stdout.count("results equal: True; Parquet equal: True") == 2  # kill -9 / resume, 2 processes
     assert "shards of 1024 / one shard at 200" in result.stdout

@@ -26,6 +26,7 @@ from memaudit.engine.registry import (
 from memaudit.errors import ConfigError, ExitCode
 from memaudit.inputs.config import AuditConfig, RunConfig, apply_overrides
 from memaudit.inputs.ledger import Ledger, read_ledger
+from memaudit.memory import release_device, release_pages, trim_heap
 from memaudit.report.checks import (
     compare_to_baseline,
     evaluate_checks,
@@ -516,7 +517,8 @@ def _audit_one(ctx: _SeriesContext, ckpt, found: _Found, models, prefetch_next) 
         error = f"{type(e).__name__}: {e}"
     finally:
         del model
-        _release_memory(ctx.run.device)
+        release_device(ctx.run.device)
+        trim_heap()
     if ctx.sampled:
         scored, error = _gather_shards(ctx, found, scored, error)
     if error is not None:
@@ -536,7 +538,6 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
     and dropped. Returns (forward batches, forward seconds, parameters)."""
     from memaudit.engine.registry import probe_arguments
     from memaudit.engine.shards import shard_rows
-    from memaudit.inputs.data import release_pages
     from memaudit.inputs.sources import count_parameters, n_parameters
 
     run = ctx.run
@@ -563,7 +564,8 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
                 if ctx.whole:
                     found.shard_products.setdefault(name, {})[i] = {p: products[p] for p in ctx.whole}
                 n_done += part.stop - part.start
-                release_pages(s.tokens)  # a memory-mapped file's pages read for this shard leave our memory
+                release_pages(s.tokens)  # a memory-mapped file's pages read for this shard leave our memory,
+                trim_heap()  # and so do the heap's free holes (see memaudit.memory.trim_heap)
             elapsed = time.perf_counter() - started
             run.emit("shard", dataset=name, done=k + 1, total=len(todo), samples=n_done,
                      remaining=sum(parts[j].stop - parts[j].start for j in todo[k + 1:]), seconds=elapsed)
@@ -657,14 +659,6 @@ def _collect(ctx: _SeriesContext, checkpoints: list, pairs) -> None:
             series.n_params = result.n_params
         if run.processes.num_processes > 1 and run.processes.is_main_process and not result.from_journal:
             run.journal.record(ctx.journal_key(ckpt), result, ctx.probe_keys)
-
-
-def _release_memory(device) -> None:
-    """Hand freed accelerator memory back between checkpoints, so a long series does not grow."""
-    if getattr(device, "type", str(device)) == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 def _series_tokenizer(series_name: str, checkpoints):

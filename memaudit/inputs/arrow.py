@@ -1,7 +1,7 @@
 """Token ids from Parquet or Arrow files, as `datasets` writes them (`to_parquet`, `save_to_disk`'s .arrow):
 a column of token-id lists, `input_ids` or `tokens`. The rows are copied once, a record batch at a time,
 into a memory-mapped array in an unlinked temporary file, so a file of any size is read lazily after that
-(and its pages can be released, see memaudit.inputs.data.release_pages). Needs pyarrow."""
+(and its pages can be released, see memaudit.memory.release_pages). Needs pyarrow."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ import collections.abc
 import functools
 import hashlib
 import json
-import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,23 +14,10 @@ import numpy as np
 
 from memaudit.errors import ConfigError
 from memaudit.inputs.config import DatasetConfig
+from memaudit.memory import release_pages
 from memaudit.report.schema import DatasetInfo
 
 HASH_ROWS = 1 << 16  # samples hashed at a time
-
-
-def release_pages(array) -> None:
-    """Drop the pages of a memory-mapped array (a .npy or Megatron .bin file) from this process's resident
-    memory; they stay in the OS page cache and are read back when touched again. Reading a large file
-    chunk by chunk, and releasing after each pass or shard, keeps memory flat whatever the file's size."""
-    base = array
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None)
-    if base is not None and hasattr(mmap, "MADV_DONTNEED"):
-        try:
-            base.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):  # a platform or mapping that does not allow it: the pages just stay
-            pass
 
 
 class NumberedIds(collections.abc.Sequence):
@@ -86,8 +72,8 @@ class Samples:
         map is never loaded whole): what the products cache is keyed by."""
         h = hashlib.sha256(str(self.tokens.shape).encode())
         for start in range(0, len(self.tokens), HASH_ROWS):
-            h.update(np.ascontiguousarray(self.tokens[start:start + HASH_ROWS], dtype=np.int64).tobytes())
-        release_pages(self.tokens)
+            h.update(np.ascontiguousarray(self.tokens[start:start + HASH_ROWS], dtype=np.int64).data)
+            release_pages(self.tokens)  # each chunk's pages leave our memory: a pass over the file stays flat
         return h.hexdigest()
 
     @functools.cached_property
@@ -323,7 +309,7 @@ def _extremes(rows: np.ndarray) -> tuple[int, int]:
         chunk = np.asarray(rows[start:start + HASH_ROWS])
         low = int(chunk.min()) if low is None else min(low, int(chunk.min()))
         high = int(chunk.max()) if high is None else max(high, int(chunk.max()))
-    release_pages(rows)
+        release_pages(rows)
     return low, high
 
 
