@@ -68,7 +68,7 @@ def test_results_do_not_depend_on_the_shard_size(shard_config, tmp_path, run_cli
     assert one["results"]["memorized_strings"]["train"]["n_extractable"] is not None  # a whole-array probe ran too
 
 
-def test_memory_is_handed_back_after_every_shard(shard_config, tmp_path, run_cli, monkeypatch):
+def test_memory_is_handed_back_around_every_shard(shard_config, tmp_path, run_cli, monkeypatch):
     import memaudit.engine.run as run_module
 
     calls = {"trim": 0, "pages": 0}
@@ -76,7 +76,7 @@ def test_memory_is_handed_back_after_every_shard(shard_config, tmp_path, run_cli
     monkeypatch.setattr(run_module, "release_pages", lambda a: calls.__setitem__("pages", calls["pages"] + 1))
     code, _, err = run_cli("run", shard_config(4, select="memorization"), "--no-cache", "--json", tmp_path / "r.json")
     assert code == 0, err
-    assert calls == {"trim": 7 + 1, "pages": 7}  # 5 + 2 shards, then the checkpoint
+    assert calls == {"trim": 7 + 1, "pages": 7}  # before each of 5 + 2 shards, after the checkpoint
 
 
 KILLER = textwrap.dedent('''

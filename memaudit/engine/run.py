@@ -556,6 +556,7 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
         for k, i in enumerate(todo):
             part = parts[i]
             if i not in done or ctx.whole:
+                trim_heap()  # the heap's free holes (left by loading, or the last shard) leave our memory first
                 products, b = _score_tokens(ctx, model, s.tokens[part])  # (shard samples, seq_len - 1) each
                 batches += b
                 arguments = probe_arguments(s, products, ctx.text_products[name], ckpt, ctx.ledger, part)
@@ -564,8 +565,7 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
                 if ctx.whole:
                     found.shard_products.setdefault(name, {})[i] = {p: products[p] for p in ctx.whole}
                 n_done += part.stop - part.start
-                release_pages(s.tokens)  # a memory-mapped file's pages read for this shard leave our memory,
-                trim_heap()  # and so do the heap's free holes (see memaudit.memory.trim_heap)
+                release_pages(s.tokens)  # a memory-mapped file's pages read for this shard leave our memory
             elapsed = time.perf_counter() - started
             run.emit("shard", dataset=name, done=k + 1, total=len(todo), samples=n_done,
                      remaining=sum(parts[j].stop - parts[j].start for j in todo[k + 1:]), seconds=elapsed)
