@@ -4,9 +4,9 @@
                                    [--shard-size 16384] [--repeats 3] [--device cpu]
 
 One run per size: a Megatron-format data set (.bin/.idx, uint16 tokens) of N random sequences, one random
-GPT-NeoX checkpoint of about 1M parameters, `memaudit run -k memorization --no-cache --samples-out DIR` in a child process on
-the CPU; prints the child's peak RSS, the forward seconds and samples/s, and the ratio of peak RSS to the
-smallest size's. At the smallest size the same tokens are also audited from JSONL (the in-memory path).
+GPT-NeoX checkpoint of about 1M parameters, `memaudit run -k memorization --no-cache --samples-out DIR` in a
+child process on the CPU; prints the child's peak RSS (its VmHWM), the forward seconds and samples/s, and the
+ratio of peak RSS to the smallest size's. At the smallest size the same tokens are also audited from JSONL.
 On 2 CPU cores the audit scores about 700 samples/s here, so the 1M size takes about 25 minutes.
 
 Data sets are scored in shards of `run.shard_size` samples (16,384 here, the default), each reduced to per-sample
@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 from memaudit.inputs.megatron import HEADER  # noqa: E402
 
 VOCAB = 1024
@@ -66,6 +67,19 @@ def make_checkpoint(folder: Path) -> None:
 DEVICE = "cpu"  # --device
 
 
+def peak_kib() -> int:
+    """This process's peak resident memory in KiB: VmHWM, the high-water mark of its own address space, where
+    Linux has it. Not ru_maxrss: a child started by subprocess (vfork, then exec) inherits the parent's
+    high-water mark in ru_maxrss, so a parent holding a large array would set every child's figure."""
+    import resource
+
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def audit(root: Path, data: Path, seq_len: int, name: str, shard_size: int = 16384, extra: tuple = (),
           cache: Path | None = None, kill_after_shards: int | None = None) -> dict:
     """Run the audit in a child process; its peak RSS, wall time and the report's forward seconds. With `cache`
@@ -77,8 +91,8 @@ def audit(root: Path, data: Path, seq_len: int, name: str, shard_size: int = 163
                                   "probes": {"memorization": {"k": 16, "m": 16}}, "select": "memorization",
                                   "run": {"device": DEVICE, "batch_size": 256, "shard_size": shard_size,
                                           "cache_dir": str(cache or root / "unused-cache")}}))
-    child = ("import atexit, resource, runpy, sys; atexit.register(lambda: print('PEAK_KIB', "
-             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); "
+    child = (f"import atexit, runpy, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.streaming import peak_kib; "
+             "atexit.register(lambda: print('PEAK_KIB', peak_kib(), file=sys.stderr)); "
              "sys.argv = ['memaudit'] + sys.argv[1:]; runpy.run_module('memaudit', run_name='__main__')")
     command = [sys.executable, "-c", child, "run", str(config), "-q", "--json", str(root / f"{name}.json"), *extra]
     if cache is None:
@@ -190,7 +204,7 @@ def main() -> None:
 
         print(f"{'data':20s} {'peak RSS':>10s} {'x smallest':>10s} {'forward s':>10s} {'samples/s':>10s} {'wall s':>8s}")
         for n in sizes:
-            tokens = rng.integers(0, VOCAB, (n, args.seq_len), dtype=np.int64)
+            tokens = rng.integers(0, VOCAB, (n, args.seq_len), dtype=np.uint16)
             write_megatron(root / f"d{n}", tokens)
             result = audit(root, root / f"d{n}.bin", args.seq_len, f"megatron-{n}", args.shard_size,
                            ("--samples-out", str(root / f"out-{n}")))
@@ -209,7 +223,7 @@ def main() -> None:
         for n, check in ((args.resume, resume_check), (args.processes_check, processes_check)):
             if n:
                 if not (root / f"d{n}.bin").exists():
-                    write_megatron(root / f"d{n}", rng.integers(0, VOCAB, (n, args.seq_len), dtype=np.int64))
+                    write_megatron(root / f"d{n}", rng.integers(0, VOCAB, (n, args.seq_len), dtype=np.uint16))
                 check(root, root / f"d{n}.bin", args.seq_len, n, args.shard_size)
     largest = [r for label, n, r in rows if n == sizes[-1] and label.startswith("megatron")][0]
     middle = [r for label, n, r in rows if label.startswith("megatron") and n * 10 == sizes[-1]]

@@ -27,8 +27,8 @@ def test_the_trainer_callback_benchmark_runs():
 def test_the_streaming_benchmark_runs_with_small_sizes():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "streaming.py"), "--sizes", "200", "400",
                              "--seq-len", "16", "--resume", "400", "--processes-check", "400",
-                             "--shard-size", "64"],
-                            capture_output=True, text=True, timeout=300)
+                             "--shard-size", "64", "--repeats", "1"],
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "megatron       400" in result.stdout and "jsonl          200" in result.stdout
     killed = re.search(r"kill -9 at (\d+) of 7 shards .*the rerun ran (\d+) of (\d+) batches", result.stdout)
