@@ -4,7 +4,6 @@ and checkpoints a run scores: pages of memory-mapped data, the C heap's free spa
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import mmap
 
@@ -25,10 +24,10 @@ def release_pages(array) -> None:
 
 @functools.cache
 def _malloc_trim():
-    """glibc's malloc_trim, or None (another C library, or no C library found)."""
+    """glibc's malloc_trim from the symbols already loaded into this process, or None (another C library)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no dlopen(NULL)
         return None
 
 
