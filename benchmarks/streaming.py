@@ -142,12 +142,16 @@ def largest_difference(a, b) -> float:
     return 0.0 if a == b else float("inf")
 
 
+REFERENCES: dict[int, dict] = {}  # size -> its one-process, uninterrupted run (Parquet in out-<size>)
+
+
 def uninterrupted(root: Path, data: Path, seq_len: int, n: int, shard_size: int) -> dict:
     """The one-process, uninterrupted run of `data` with --samples-out that the checks compare with: the
-    measured run of that size when there was one, else a new one."""
-    if (root / f"out-{n}").exists():
-        return json.loads((root / f"whole-{n}.json").read_text())
-    return audit(root, data, seq_len, f"whole-{n}", shard_size, ("--samples-out", str(root / f"out-{n}")))
+    measured run of that size when there was one, else a new one (run once for both checks)."""
+    if n not in REFERENCES:
+        REFERENCES[n] = audit(root, data, seq_len, f"megatron-{n}", shard_size,
+                              ("--samples-out", str(root / f"out-{n}")))
+    return REFERENCES[n]
 
 
 def resume_check(root: Path, data: Path, seq_len: int, n: int, shard_size: int) -> None:
@@ -206,10 +210,8 @@ def main() -> None:
         for n in sizes:
             tokens = rng.integers(0, VOCAB, (n, args.seq_len), dtype=np.uint16)
             write_megatron(root / f"d{n}", tokens)
-            result = audit(root, root / f"d{n}.bin", args.seq_len, f"megatron-{n}", args.shard_size,
-                           ("--samples-out", str(root / f"out-{n}")))
-            (root / f"whole-{n}.json").write_text(json.dumps(result))  # the checks' reference at this size
-            measured(f"megatron {n:>9,}", n, result)
+            reference = uninterrupted(root, root / f"d{n}.bin", args.seq_len, n, args.shard_size)
+            measured(f"megatron {n:>9,}", n, reference)
             if n == sizes[0]:  # the same samples in one shard (the in-memory path) and in shards of 1024,
                 runs = {"one": [], "small": []}  # alternated, the fastest of each kept (this machine's noise)
                 for _ in range(args.repeats):

@@ -39,8 +39,8 @@ def trim_heap() -> bool:
     memory crept up with the number of batches scored (a 100k-sample CPU audit: 609 MiB after the first
     batches, 677 MiB at the end), and the holes that loading a large data set left (a 1M-sample Megatron index)
     added ~50 MiB to the first batch's peak. Trimming before each shard bounds the growth by what one shard
-    does, whatever the data's size, at the cost of one call per shard (a fixed mmap threshold would do it too, but made the
-    forward pass about 50% slower)."""
+    does, whatever the data's size, at the cost of one call per shard (a fixed mmap threshold would do it
+    too, but made the forward pass about 50% slower)."""
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
 
