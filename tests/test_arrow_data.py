@@ -41,6 +41,30 @@ def test_an_audit_of_a_token_column_equals_the_audit_of_the_same_tokens_as_jsonl
     assert reports[0]["datasets"][0]["sha256"] == reports[1]["datasets"][0]["sha256"]
 
 
+def test_fixed_size_lists_read_as_lists(tmp_path):
+    """datasets' `Sequence(Value("int32"), length=n)` writes a fixed-size list column."""
+    from memaudit.inputs.arrow import read_token_column
+
+    sequences = np.arange(60, dtype=np.int32).reshape(10, 6)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(sequences.ravel()), 6)
+    for suffix in (".parquet", ".arrow"):
+        _write(tmp_path / f"d{suffix}", pa.table({"input_ids": column}))
+        rows = read_token_column(tmp_path / f"d{suffix}", "d", seq_len=4, first=3, max_samples=5)
+        assert rows.tolist() == sequences[3:8, :4].tolist()
+    with pytest.raises(Exception, match="holds lists of 6 tokens, fewer than seq_len=7"):
+        read_token_column(tmp_path / "d.parquet", "d", seq_len=7)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_a_file_without_rows_is_refused(tmp_path, suffix):
+    from memaudit.errors import ConfigError
+    from memaudit.inputs.arrow import read_token_column
+
+    _write(tmp_path / f"d{suffix}", pa.table({"input_ids": pa.array([], pa.list_(pa.int64()))}))
+    with pytest.raises(ConfigError, match="has 0 rows"):
+        read_token_column(tmp_path / f"d{suffix}", "Data set 'd'", seq_len=4)
+
+
 @pytest.mark.parametrize("table, expected", [
     ({"text": ["a", "b"]}, "has no token column"),
     ({"input_ids": [[1, 2, 3], [4, 5]]}, "row 1 has 2 tokens"),

@@ -146,6 +146,11 @@ def test_lab_cli_and_unknown_key(tmp_path, run_cli, write_config):
     assert code == 2 and "unknown key 'epoch'" in err and "Did you mean 'epochs'?" in err
 
 
+def test_a_yaml_boolean_is_no_number_in_the_lab(tmp_path, run_cli, write_config):
+    code, _, err = run_cli("lab", write_config({"lab": {**LAB, "epochs": True}}, name="lab.yaml"))
+    assert code == 2 and "epochs: Value error, expected a number, not a boolean" in err
+
+
 def test_a_failed_lab_leaves_nothing_that_blocks_the_corrected_run(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         run_lab(lab_config(tmp_path, corpus=str(tmp_path / "no-such-corpus.txt")))

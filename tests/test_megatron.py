@@ -10,8 +10,9 @@ from memaudit.inputs.config import DatasetConfig
 from memaudit.inputs.data import load_samples
 
 
-def write_megatron(prefix, sequences, dtype=np.uint16):
-    """Write with megatron-core's own IndexedDatasetBuilder (the reference writer), one document per sequence."""
+def write_megatron(prefix, sequences, dtype=np.uint16, read_back=True):
+    """Write with megatron-core's own IndexedDatasetBuilder (the reference writer), one document per sequence;
+    return megatron-core's reader of it (which cannot open a data set of 0 sequences)."""
     import torch
 
     indexed = pytest.importorskip("megatron.core.datasets.indexed_dataset")
@@ -20,7 +21,7 @@ def write_megatron(prefix, sequences, dtype=np.uint16):
         builder.add_item(torch.tensor(seq, dtype=torch.int64))
         builder.end_document()
     builder.finalize(f"{prefix}.idx")
-    return indexed.IndexedDataset(str(prefix))
+    return indexed.IndexedDataset(str(prefix)) if read_back else None
 
 
 class Vocab:
@@ -70,7 +71,16 @@ def test_npy_data_stays_a_memory_map(tmp_path):
     assert samples.tokens.tolist() == array[5:25, :8].tolist() and samples.ids[0] == "pile:5"
 
 
+def _overflowing_pointers(folder):
+    """Point the 5 sequences near 2**63 bytes, where offset + length wraps around in int64."""
+    raw = bytearray((folder / "d.idx").read_bytes())
+    start = 34 + 4 * 5  # header, then 5 int32 sizes
+    raw[start:start + 8 * 5] = (np.arange(5, dtype=np.int64) * 2 + (2**63 - 20)).tobytes()
+    (folder / "d.idx").write_bytes(bytes(raw))
+
+
 @pytest.mark.parametrize("damage, words", [
+    (_overflowing_pointers, "does not fit"),
     (lambda p: (p / "d.idx").unlink(), "no file"),
     (lambda p: (p / "d.idx").write_bytes(b"NOTANIDX" + bytes(40)), "not a Megatron index"),
     (lambda p: (p / "d.idx").write_bytes((p / "d.idx").read_bytes()[:40]), "cut short"),
@@ -94,6 +104,13 @@ def test_bad_values_are_refused(tmp_path):
     (tmp_path / "t.txt").write_text("some text " * 50)
     with pytest.raises(ConfigError, match="'sequences_per_step' applies to .bin"):
         load_samples(config(tmp_path / "t.txt", sequences_per_step=4), Vocab(100))
+    write_megatron(tmp_path / "e", [], read_back=False)
+    with pytest.raises(ConfigError, match="holds 0 sequences"):
+        load_samples(config(tmp_path / "e.bin"), Vocab(100))
+    with pytest.raises(ConfigError, match="'first_seen_step' applies to .npy and .bin"):
+        load_samples(config(tmp_path / "t.txt", first_seen_step=4), Vocab(100))
+    with pytest.raises(ConfigError, match="needs 'sequences_per_step'"):
+        load_samples(config(tmp_path / "d.bin", seq_len=4, first_seen_step=4), Vocab(100))
 
 
 def test_an_audit_of_megatron_data_equals_the_audit_of_the_same_tokens_as_jsonl(tmp_path, make_series, tokenizer,

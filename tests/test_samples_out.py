@@ -42,7 +42,7 @@ def test_one_parquet_file_per_checkpoint_with_a_row_per_sample(config, tmp_path,
         assert {"memorization.loss", "memorization.match_len", "membership.min_k_pp", "seen_at_step"} <= set(frame)
 
 
-def test_a_rerun_reuses_the_journal_and_recomputes_a_missing_file(config, tmp_path, run_cli):
+def test_a_rerun_reuses_the_journal_and_recomputes_a_missing_or_changed_file(config, tmp_path, run_cli):
     out = tmp_path / "samples"
     args = ("run", config, "-k", "memorization or membership", "--samples-out", out, "--json", tmp_path / "r.json")
     assert run_cli(*args)[0] == 0
@@ -56,6 +56,10 @@ def test_a_rerun_reuses_the_journal_and_recomputes_a_missing_file(config, tmp_pa
     third = json.loads((tmp_path / "r.json").read_text())["series"][0]["checkpoints"]
     assert sorted(c["from_journal"] for c in third) == [False, True] and first[0].is_file()
     assert pd.read_parquet(first[0]).equals(pd.read_parquet(first[1])) is False  # two checkpoints, two tables
+    first[1].write_bytes(first[0].read_bytes())  # another run (here: the other checkpoint) wrote over it
+    assert run_cli(*args)[0] == 0
+    fourth = json.loads((tmp_path / "r.json").read_text())["series"][0]["checkpoints"]
+    assert [c["from_journal"] for c in fourth] == [True, False] and {f: f.read_bytes() for f in first} == before
 
 
 def test_samples_out_refuses_inputs_and_needs_pyarrow(config, tmp_path, run_cli, monkeypatch, text_file):

@@ -473,9 +473,9 @@ def _lookup(ctx: _SeriesContext, ckpt) -> _Found:
     checkpoint, same weights, reads that one's products), and which data sets this process must score."""
     record, reused = ctx.run.journal.get(ctx.journal_key(ckpt), ctx.probe_keys)
     if record is not None and ctx.run.opts.samples_out is not None:
-        from memaudit.engine.samples_out import file_present
+        from memaudit.engine.samples_out import file_intact
 
-        if not file_present(ctx.run.opts.samples_out, record):  # no Parquet file (any more): compute it again
+        if not file_intact(ctx.run.opts.samples_out, record):  # no Parquet file, or not ours: compute it again
             record, reused = None, {}
     found = _Found(record, reused)
     if found.done(ctx):

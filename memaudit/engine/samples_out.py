@@ -6,8 +6,8 @@ verdict, match length; membership: its scores): `dataset`, `index` (position in 
 set). One row group per shard, so the file is written without holding more than a shard's rows as Arrow
 data. The file goes to `DIR/<series>/<checkpoint>.parquet` (a readable slug plus a hash of the exact name,
 so no name from the yaml can reach outside DIR), written to a temporary name and renamed when complete;
-the checkpoint's result records it (`samples_file`). A journal record whose file has gone is recomputed
-(its shards come back from the shard journal). Readable with pandas, polars or `datasets`, without memaudit.
+the checkpoint's result records it (`samples_file`, with the file's SHA-256). A journal record whose file
+has gone or changed (another run wrote over it) is recomputed (its shards come back from the shard journal). Readable with pandas, polars or `datasets`, without memaudit.
 """
 
 from __future__ import annotations
@@ -90,12 +90,26 @@ def export(root: Path, series: str, result, samples: dict, rows: dict, parts: di
         for name in names:
             for batch in _batches(name, samples[name], rows, parts[name], schema):
                 writer.write_batch(batch)
+    digest = file_sha256(tmp)
     os.replace(tmp, path)
     n = sum(len(samples[name].tokens) for name in names)
-    return result.model_copy(update={"samples_file": SamplesFile(file=str(path.relative_to(root)), rows=n)})
+    return result.model_copy(update={"samples_file": SamplesFile(file=str(path.relative_to(root)), rows=n,
+                                                                 sha256=digest)})
 
 
-def file_present(root: Path, record) -> bool:
-    """Whether a journal record has its Parquet file under `root` (a record written without --samples-out,
-    or whose file has gone, must be computed again)."""
-    return record.samples_file is not None and (Path(root) / record.samples_file.file).is_file()
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks of 1 MiB."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_intact(root: Path, record) -> bool:
+    """Whether a journal record's Parquet file is under `root` as it was written (a record written without
+    --samples-out, whose file has gone, or whose file another run has since written over, is computed again)."""
+    if record.samples_file is None or record.samples_file.sha256 is None:
+        return False
+    path = Path(root) / record.samples_file.file
+    return path.is_file() and file_sha256(path) == record.samples_file.sha256

@@ -34,8 +34,9 @@ def _batches(path: Path, where: str):
             batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
         except pa.ArrowInvalid:
             source.seek(0)
-            batches = list(pa.ipc.open_stream(source))  # datasets' save_to_disk writes the stream format
-        schema = batches[0].schema if batches else reader.schema
+            reader = pa.ipc.open_stream(source)  # datasets' save_to_disk writes the stream format
+            batches = list(reader)
+        schema = reader.schema
         return schema, sum(b.num_rows for b in batches), lambda column: (b.select([column]) for b in batches)
     except (pa.ArrowInvalid, OSError) as e:
         raise ConfigError(f"{where} is not a readable {path.suffix[1:]} file ({e}).") from None
@@ -52,8 +53,14 @@ def read_token_column(path: Path, where: str, seq_len: int, first: int = 0, max_
         raise ConfigError(f"{where} has no token column: it needs one of {', '.join(COLUMNS)} (lists of token ids); "
                           f"its columns are {', '.join(schema.names) or 'none'}.")
     kind = schema.field(column).type
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_integer(kind.value_type):
+    fixed = pa.types.is_fixed_size_list(kind)  # datasets' Sequence(..., length=n)
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or fixed) or not pa.types.is_integer(kind.value_type):
         raise ConfigError(f"{where}: column '{column}' holds {kind}, not lists of integer token ids.")
+    if fixed and kind.list_size < seq_len:
+        raise ConfigError(f"{where}: column '{column}' holds lists of {kind.list_size} tokens, fewer than "
+                          f"seq_len={seq_len}. Lower 'seq_len' to at most {kind.list_size}.")
+    if not n_rows:
+        raise ConfigError(f"{where} has 0 rows. Point 'path' at a file with token ids.")
     if first >= n_rows:
         raise ConfigError(f"{where} has {n_rows} rows; 'first_sample: {first}' skips them all.")
     n = min(n_rows - first, max_samples or n_rows)
@@ -69,17 +76,21 @@ def read_token_column(path: Path, where: str, seq_len: int, first: int = 0, max_
         if lists.null_count:
             raise ConfigError(f"{where}: row {first + filled + int(np.flatnonzero(lists.is_null())[0])} of column "
                               f"'{column}' is null.")
-        offsets = np.asarray(lists.offsets)  # (rows + 1,), relative to the list values
-        lengths = np.diff(offsets)
-        if (lengths < seq_len).any():
-            i = int(np.flatnonzero(lengths < seq_len)[0])
-            raise ConfigError(f"{where}: row {first + filled + i} has {int(lengths[i])} tokens, fewer than "
-                              f"seq_len={seq_len}. Lower 'seq_len' to at most the shortest row.")
+        if fixed:
+            starts = np.arange(len(lists)) * kind.list_size  # (rows,) of each row in the flattened values
+        else:
+            offsets = np.asarray(lists.offsets)  # (rows + 1,), relative to the list values
+            lengths = np.diff(offsets)
+            if (lengths < seq_len).any():
+                i = int(np.flatnonzero(lengths < seq_len)[0])
+                raise ConfigError(f"{where}: row {first + filled + i} has {int(lengths[i])} tokens, fewer than "
+                                  f"seq_len={seq_len}. Lower 'seq_len' to at most the shortest row.")
+            starts = offsets[:-1] - offsets[0]
         flat = lists.flatten()  # these rows' tokens, one after another
         if flat.null_count:
             raise ConfigError(f"{where}: column '{column}' holds a null token id near row {first + filled}.")
         values = np.asarray(flat)
-        rows[filled:filled + len(lists)] = values[offsets[:-1, None] - offsets[0] + np.arange(seq_len)]
+        rows[filled:filled + len(lists)] = values[starts[:, None] + np.arange(seq_len)]
         filled += len(lists)
         if filled == n:
             break

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from memaudit.errors import ConfigError, did_you_mean
 
@@ -19,11 +19,35 @@ CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>
 AGGREGATES = ("each", "last", "first", "max", "min", "mean")
 
 
-class _Strict(BaseModel):
+class YamlModel(BaseModel):
+    """A mapping of a user's yaml: unknown keys are errors, and number fields refuse booleans."""
+
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value, info):
+        """YAML reads `yes`, `no`, `on`, `off`, `true` and `false` as booleans, which pydantic would take as 1
+        and 0 for a number (`max_samples: yes` would audit one sample): a number field refuses them."""
+        if _holds_boolean(value) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number, not a boolean (YAML reads yes/no/on/off/true/false as booleans)")
+        return value
 
-class RevisionSelection(_Strict):
+
+def _holds_boolean(value) -> bool:
+    return isinstance(value, bool) or isinstance(value, list) and any(isinstance(v, bool) for v in value)
+
+
+def _numeric(annotation) -> bool:
+    """Whether a field's type takes numbers and not booleans (`int`, `float | None`, `list[int]`...)."""
+    def kinds(t):
+        args = typing.get_args(t)
+        return {k for a in args for k in kinds(a)} if args and typing.get_origin(t) is not Literal else {t}
+    found = kinds(annotation)
+    return bool(found & {int, float}) and bool not in found
+
+
+class RevisionSelection(YamlModel):
     """Pick revisions from a Hub repo's branches instead of listing them."""
 
     pattern: str = "step*"
@@ -38,7 +62,7 @@ class RevisionSelection(_Strict):
     """Keep this many revisions, spread evenly on a log scale of steps (instead of `every`)."""
 
 
-class SeriesConfig(_Strict):
+class SeriesConfig(YamlModel):
     """One checkpoint series: a Hub repo's revisions or a local folder of checkpoints."""
 
     name: str | None = None
@@ -85,7 +109,7 @@ class SeriesConfig(_Strict):
         return self.hub if self.hub else Path(self.local).name
 
 
-class DatasetConfig(_Strict):
+class DatasetConfig(YamlModel):
     """A text data set, cut into fixed-length token samples."""
 
     name: str
@@ -104,7 +128,7 @@ class DatasetConfig(_Strict):
     """Tokens per sample."""
     max_samples: int | None = Field(None, ge=1)
     """Keep at most this many samples (the first ones)."""
-    first_seen_step: int | None = None
+    first_seen_step: int | None = Field(None, ge=0)
     """For a (steps, batch, length) `.npy` of a series' training order: the step that saw row 0; with
     `sequences_per_step`, the step that saw sequence 0 (default 0)."""
     first_sample: int = Field(0, ge=0)
@@ -113,7 +137,7 @@ class DatasetConfig(_Strict):
     sequences_per_step: int | None = Field(None, ge=1)
     """For a Megatron `.bin` holding a training order: sequences per optimizer step (Pythia: 1024), so that
     sequence i was seen at step first_seen_step + i // sequences_per_step."""
-    seen_at_step: list[int] | None = None
+    seen_at_step: list[typing.Annotated[int, Field(ge=0)]] | None = None
     """For a `special` data set without a ledger: the training steps at which the series saw it
     (e.g. a batch of Pythia's known training order), for the forgetting curve."""
 
@@ -123,7 +147,7 @@ class DatasetConfig(_Strict):
         return self.model_copy(update={"path": Path(str(self.path).replace("{series}", series))})
 
 
-class CheckConfig(_Strict):
+class CheckConfig(YamlModel):
     """A threshold on a reported metric."""
 
     metric: str
@@ -158,7 +182,7 @@ class CheckConfig(_Strict):
         return f"{self.metric}{where}@{self.at} {bounds}"
 
 
-class RegressionRule(_Strict):
+class RegressionRule(YamlModel):
     """How far a metric may move against a saved baseline report (`memaudit run --compare B.json`)."""
 
     metric: str
@@ -179,7 +203,7 @@ class RegressionRule(_Strict):
         return self
 
 
-class RunConfig(_Strict):
+class RunConfig(YamlModel):
     """How to run the forward passes."""
 
     batch_size: int | None = Field(None, ge=1)
@@ -215,7 +239,7 @@ class RunConfig(_Strict):
     batch size (the defaults are powers of two)."""
 
 
-class ApiArguments(_Strict):
+class ApiArguments(YamlModel):
     """The Python API's keyword arguments (memaudit.api), checked strictly: `cache="false"` or
     `probes="memorization"` are errors, not a truthy string or a list of letters."""
 
@@ -250,7 +274,7 @@ def check_api_arguments(where: str, **values: Any) -> None:
                                                    for err in e.errors()) + ".") from None
 
 
-class CallbackSettings(_Strict):
+class CallbackSettings(YamlModel):
     """How memaudit.integrations.MemauditCallback audits during `transformers.Trainer` training."""
 
     every_steps: int | None = Field(None, ge=1)
@@ -269,7 +293,7 @@ class CallbackSettings(_Strict):
     """Metrics go to the Trainer's log as `<prefix>/<data set>/<probe>.<metric>`."""
 
 
-class AuditConfig(_Strict):
+class AuditConfig(YamlModel):
     """The whole `checkpoints.yaml`."""
 
     series: list[SeriesConfig] = Field(min_length=1)
@@ -387,7 +411,7 @@ CLI_FLAGS = {"batch_size": "--batch-size", "dtype": "--dtype", "device": "--devi
              "show_text": "--show-text", "tolerance": "--tolerance", "processes": "--processes"}
 
 
-class CommandLine(_Strict):
+class CommandLine(YamlModel):
     """Command-line values that are not `run:` settings."""
 
     tolerance: float = Field(0.02, ge=0, allow_inf_nan=False)

@@ -108,10 +108,15 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
         return _from_memory(config, records, tokenizer)
     path = Path(config.path)
     arrays = (".npy", ".bin", ".idx", ".parquet", ".arrow")
-    for field, applies in (("first_sample", arrays), ("sequences_per_step", (".bin", ".idx"))):
-        if getattr(config, field) and path.suffix not in applies:
+    for field, applies in (("first_sample", arrays), ("sequences_per_step", (".bin", ".idx")),
+                           ("first_seen_step", (".npy", ".bin", ".idx"))):
+        if getattr(config, field) != DatasetConfig.model_fields[field].default and path.suffix not in applies:
             raise ConfigError(f"Data set '{config.name}': '{field}' applies to {' and '.join(applies)} data, not to "
                               f"'{path.name}'. Remove it.")
+    if path.suffix in (".bin", ".idx") and config.first_seen_step is not None and not config.sequences_per_step:
+        raise ConfigError(f"Data set '{config.name}': 'first_seen_step' numbers the steps of a training order, which "
+                          "for Megatron data needs 'sequences_per_step' (Pythia: 1024). Add it, or remove "
+                          "'first_seen_step'.")
     if not path.is_file():
         raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
                           "(relative paths are relative to the yaml's folder).")
@@ -322,6 +327,8 @@ def _from_megatron(config: DatasetConfig, path: Path, vocab_size: int) -> Sample
     data = open_indexed(path, config.name)
     where = f"Data set '{config.name}': '{prefix_of(path)}.bin'"
     first = config.first_sample
+    if not len(data):
+        raise ConfigError(f"{where} holds 0 sequences. Point 'path' at a data set with token ids.")
     if first >= len(data):
         raise ConfigError(f"{where} holds {len(data)} sequences; 'first_sample: {first}' skips them all.")
     n = min(len(data) - first, config.max_samples or len(data))

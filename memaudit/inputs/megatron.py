@@ -78,8 +78,8 @@ def open_indexed(path: Path, name: str) -> IndexedTokens:
     sizes = np.frombuffer(raw, np.int32, n_seq, fixed)
     pointers = np.frombuffer(raw, np.int64, n_seq, fixed + n_seq * 4)
     n_bytes = bin_.stat().st_size
-    if n_seq and (sizes.min() < 0 or pointers.min() < 0 or
-                  int((pointers + sizes.astype(np.int64) * dtype.itemsize).max()) > n_bytes or
+    if n_seq and (sizes.min() < 0 or pointers.min() < 0 or  # ends compared without a sum that could overflow
+                  np.any(pointers > n_bytes - sizes.astype(np.int64) * dtype.itemsize) or
                   np.any(pointers % dtype.itemsize)):
         raise ConfigError(f"{where}: the index does not fit '{bin_}' ({n_bytes} bytes): were the two written "
                           "together?")

@@ -8,19 +8,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from memaudit.errors import ConfigError
-from memaudit.inputs.config import describe_error, read_text_file
+from memaudit.inputs.config import YamlModel, describe_error, read_text_file
 
 BUILTIN_CORPUS = "builtin"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SpecialBatch(_Strict):
+class SpecialBatch(YamlModel):
     """A held-out batch trained on at chosen epochs (the forgetting experiment)."""
 
     epoch: int = Field(ge=1)
@@ -40,7 +36,7 @@ class SpecialBatch(_Strict):
         return [self.epoch + i * self.spacing for i in range(self.repeats) for _ in range(self.updates)]
 
 
-class CanaryPlan(_Strict):
+class CanaryPlan(YamlModel):
     """Canaries planted in the training set (Carlini et al. 2019), to measure their exposure."""
 
     file: str = "builtin"
@@ -49,7 +45,7 @@ class CanaryPlan(_Strict):
     """Training samples per canary: the canary text, then corpus text up to seq_len."""
 
 
-class Relearn(_Strict):
+class Relearn(YamlModel):
     """The relearning check: fine-tune a copy of the unlearned model on part of the forget set, measure M on
     the rest (unlearning that only hides what was learned comes back in a few steps)."""
 
@@ -61,7 +57,7 @@ class Relearn(_Strict):
     """Learning rate (default: the lab's)."""
 
 
-class Unlearn(_Strict):
+class Unlearn(YamlModel):
     """Unlearn the forget set (the lab's first `n_forget` training samples) after training."""
 
     method: Literal["gradient_ascent", "npo"] = "gradient_ascent"
@@ -79,7 +75,7 @@ class Unlearn(_Strict):
     """Run the relearning check after unlearning (off by default)."""
 
 
-class RunSpec(_Strict):
+class RunSpec(YamlModel):
     """One series: a model size and, optionally, its interventions."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -110,7 +106,7 @@ class RunSpec(_Strict):
         return self
 
 
-class LabConfig(_Strict):
+class LabConfig(YamlModel):
     """The `lab:` section: corpus, tokenizer, samples, optimizer, checkpoints, runs."""
 
     out: Path = Path("lab-runs")

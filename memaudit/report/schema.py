@@ -154,6 +154,8 @@ class SamplesFile(_Model):
     """The Parquet file, relative to the `--samples-out` folder."""
     rows: int
     """Rows in it: one per sample of every data set a probe with a rows function read."""
+    sha256: str | None = None
+    """SHA-256 of the file as written: a rerun reuses the journaled result only while the file still has it."""
 
 
 class CheckpointResult(_Model):
