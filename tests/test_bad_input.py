@@ -424,7 +424,8 @@ def test_extraction_risk_parameters_are_validated(params, message, basic_config,
 @pytest.mark.parametrize("overrides, message", [
     ({"checks": [{"metric": "memorization.M", "max": True}]}, "checks[0].max: Value error, expected a number, not a boolean"),
     ({"run": {"batch_size": 4, "shard_size": False}}, "run.shard_size: Value error, expected a number"),
-    ({"datasets": [{"name": "d", "path": "d.txt", "seen_at_step": [3, True]}]}, "seen_at_step: Value error, expected a number"),
+    ({"datasets": [{"name": "d", "path": "d.txt", "role": "special", "seen_at_step": [3, True]}]},
+     "seen_at_step: Value error, expected a number"),
 ])
 def test_yaml_booleans_are_not_numbers(overrides, message, basic_config, run_cli, tmp_path):
     code, err = _run(run_cli, basic_config(**overrides), tmp_path)
@@ -442,6 +443,7 @@ def test_yaml_yes_is_not_one_sample(basic_config, run_cli, tmp_path):
     ({"first_seen_step": -1}, "first_seen_step: Input should be greater than or equal to 0"),
     ({"first_seen_step": 0}, "'first_seen_step' applies to .npy and .bin and .idx data, not to"),
     ({"role": "special", "seen_at_step": [-3]}, "seen_at_step[0]: Input should be greater than or equal to 0"),
+    ({"seen_at_step": [3]}, "'seen_at_step' gives the steps at which a special batch was trained on"),
 ])
 def test_training_steps_of_data_are_checked(dataset, message, basic_config, run_cli, text_file, tmp_path):
     code, err = _run(run_cli, basic_config(datasets=[{"name": "d", "path": str(text_file), **dataset}]), tmp_path)

@@ -142,6 +142,15 @@ class DatasetConfig(YamlModel):
     (e.g. a batch of Pythia's known training order), for the forgetting curve."""
 
 
+    @model_validator(mode="after")
+    def _steps_of_a_special_batch(self):
+        if self.seen_at_step is not None and self.role != "special":
+            raise ValueError(f"'seen_at_step' gives the steps at which a special batch was trained on (the forgetting "
+                             f"curve), but this data set's role is '{self.role}'. Set 'role: special', or give each "
+                             "sample's step in the data (JSONL 'seen_at_step', a (steps, batch, length) .npy, or "
+                             "Megatron data with 'sequences_per_step')")
+        return self
+
     def for_series(self, series: str) -> "DatasetConfig":
         """This data set with `{series}` in its path filled in."""
         return self.model_copy(update={"path": Path(str(self.path).replace("{series}", series))})
