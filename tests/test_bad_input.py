@@ -422,7 +422,8 @@ def test_extraction_risk_parameters_are_validated(params, message, basic_config,
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"checks": [{"metric": "memorization.M", "max": True}]}, "checks[0].max: Value error, expected a number, not a boolean"),
+    ({"checks": [{"metric": "memorization.M", "max": True}]},
+     "checks[0].max: Value error, expected a number, not a boolean"),
     ({"run": {"batch_size": 4, "shard_size": False}}, "run.shard_size: Value error, expected a number"),
     ({"datasets": [{"name": "d", "path": "d.txt", "role": "special", "seen_at_step": [3, True]}]},
      "seen_at_step: Value error, expected a number"),

@@ -7,7 +7,8 @@ set). One row group per shard, so the file is written without holding more than 
 data. The file goes to `DIR/<series>/<checkpoint>.parquet` (a readable slug plus a hash of the exact name,
 so no name from the yaml can reach outside DIR), written to a temporary name and renamed when complete;
 the checkpoint's result records it (`samples_file`, with the file's SHA-256). A journal record whose file
-has gone or changed (another run wrote over it) is recomputed (its shards come back from the shard journal). Readable with pandas, polars or `datasets`, without memaudit.
+has gone or changed (another run wrote over it) is recomputed (its shards come back from the shard journal).
+Readable with pandas, polars or `datasets`, without memaudit.
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ def read_token_column(path: Path, where: str, seq_len: int, first: int = 0, max_
                           f"its columns are {', '.join(schema.names) or 'none'}.")
     kind = schema.field(column).type
     fixed = pa.types.is_fixed_size_list(kind)  # datasets' Sequence(..., length=n)
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or fixed) or not pa.types.is_integer(kind.value_type):
+    listed = pa.types.is_list(kind) or pa.types.is_large_list(kind) or fixed
+    if not listed or not pa.types.is_integer(kind.value_type):
         raise ConfigError(f"{where}: column '{column}' holds {kind}, not lists of integer token ids.")
     if fixed and kind.list_size < seq_len:
         raise ConfigError(f"{where}: column '{column}' holds lists of {kind.list_size} tokens, fewer than "
