@@ -174,6 +174,10 @@ def test_live_arguments_are_checked(tokenizer, corpus_text):
     (["a.txt"], "give a dict of name"), ({"t": [b"abc"]}, "either a 'text' or a 'tokens'"),
     ({"t": [[[1, 2]]]}, "token ids must be integers"), ({"t": [[True] * 70]}, "a boolean"),
     ({"t": [[2**70] * 70]}, "which is no token id"), ({"t": np.zeros((2, 70))}, "float64 array"),
+    ({"t": {"data": ["some text " * 40], "first_sample": 3}}, "'first_sample' applies to .npy"),
+    ({"t": {"data": [[1] * 70], "first_seen_step": 3}}, "'first_seen_step' applies to .npy and .bin and .idx data, "
+                                                       "not to records given in memory"),
+    ({"t": {"data": np.ones((2, 70), dtype=np.int64), "sequences_per_step": 2}}, "'sequences_per_step' applies"),
 ])
 def test_adversarial_data_in_memory_is_refused_with_a_message(tokenizer, datasets, words):
     model = tiny_model("gpt_neox", len(tokenizer), seed=0)

@@ -104,19 +104,11 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
     API) stands for the file: a list of texts, of token-id lists or of JSONL-style dicts, or a 2-D
     integer array; validated exactly as a file's records are.
     """
-    if records is not None:
+    if records is not None:  # an array is read as a .npy, a list as JSONL records
+        _check_fields_apply(config, ".npy" if isinstance(records, np.ndarray) else ".jsonl", "records given in memory")
         return _from_memory(config, records, tokenizer)
     path = Path(config.path)
-    arrays = (".npy", ".bin", ".idx", ".parquet", ".arrow")
-    for field, applies in (("first_sample", arrays), ("sequences_per_step", (".bin", ".idx")),
-                           ("first_seen_step", (".npy", ".bin", ".idx"))):
-        if getattr(config, field) != DatasetConfig.model_fields[field].default and path.suffix not in applies:
-            raise ConfigError(f"Data set '{config.name}': '{field}' applies to {' and '.join(applies)} data, not to "
-                              f"'{path.name}'. Remove it.")
-    if path.suffix in (".bin", ".idx") and config.first_seen_step is not None and not config.sequences_per_step:
-        raise ConfigError(f"Data set '{config.name}': 'first_seen_step' numbers the steps of a training order, which "
-                          "for Megatron data needs 'sequences_per_step' (Pythia: 1024). Add it, or remove "
-                          "'first_seen_step'.")
+    _check_fields_apply(config, path.suffix, f"'{path.name}'")
     if not path.is_file():
         raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
                           "(relative paths are relative to the yaml's folder).")
@@ -145,6 +137,21 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
     if path.suffix in (".jsonl", ".json"):
         return _from_records(config, _read_jsonl(config, text), tokenizer)
     return _from_texts(config, [text], tokenizer)
+
+
+def _check_fields_apply(config: DatasetConfig, suffix: str, what: str) -> None:
+    """Refuse the settings of array and training-order data on data they do not apply to (they would be
+    ignored): `first_sample`, `sequences_per_step`, `first_seen_step`."""
+    arrays = (".npy", ".bin", ".idx", ".parquet", ".arrow")
+    for field, applies in (("first_sample", arrays), ("sequences_per_step", (".bin", ".idx")),
+                           ("first_seen_step", (".npy", ".bin", ".idx"))):
+        if getattr(config, field) != DatasetConfig.model_fields[field].default and suffix not in applies:
+            raise ConfigError(f"Data set '{config.name}': '{field}' applies to {' and '.join(applies)} data, not to "
+                              f"{what}. Remove it.")
+    if suffix in (".bin", ".idx") and config.first_seen_step is not None and not config.sequences_per_step:
+        raise ConfigError(f"Data set '{config.name}': 'first_seen_step' numbers the steps of a training order, which "
+                          "for Megatron data needs 'sequences_per_step' (Pythia: 1024). Add it, or remove "
+                          "'first_seen_step'.")
 
 
 def _from_memory(config: DatasetConfig, items, tokenizer) -> Samples:
