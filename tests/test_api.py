@@ -178,6 +178,7 @@ def test_live_arguments_are_checked(tokenizer, corpus_text):
     ({"t": {"data": [[1] * 70], "first_seen_step": 3}}, "'first_seen_step' applies to .npy and .bin and .idx data, "
                                                        "not to records given in memory"),
     ({"t": {"data": np.ones((2, 70), dtype=np.int64), "sequences_per_step": 2}}, "'sequences_per_step' applies"),
+    ({"t": {"data": ["my pin is 1234"] * 3, "role": "canary"}}, "a canary data set is read from a canary file"),
 ])
 def test_adversarial_data_in_memory_is_refused_with_a_message(tokenizer, datasets, words):
     model = tiny_model("gpt_neox", len(tokenizer), seed=0)

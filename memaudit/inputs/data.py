@@ -157,6 +157,9 @@ def _check_fields_apply(config: DatasetConfig, suffix: str, what: str) -> None:
 def _from_memory(config: DatasetConfig, items, tokenizer) -> Samples:
     """Samples from records given in Python: texts, token-id lists, JSONL-style dicts or a 2-D array."""
     where = f"Data set '{config.name}' (given in memory)"
+    if config.role == "canary":
+        raise ConfigError(f"{where}: a canary data set is read from a canary file (its secrets and their formats, "
+                          "see memaudit/inputs/canaries.py); give it as {'path': 'canaries.jsonl', 'role': 'canary'}.")
     if isinstance(items, np.ndarray):
         return _from_array(config, items, f"{where}: the array", len(tokenizer))
     if isinstance(items, (str, bytes, dict)) or not isinstance(items, (list, tuple)):
