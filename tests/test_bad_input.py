@@ -307,6 +307,16 @@ def test_show_and_compare_on_something_that_is_not_a_report(what, basic_config, 
     assert code == 2 and str(path) in err
 
 
+def test_a_report_of_another_schema_version_is_refused(basic_config, run_cli, tmp_path):
+    assert run_cli("run", basic_config(), "-k", "memorization", "--json", tmp_path / "r.json")[0] == 0
+    assert run_cli("show", tmp_path / "r.json")[0] == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    report["schema_version"] = 2
+    (tmp_path / "newer.json").write_text(json.dumps(report))
+    code, out, err = run_cli("show", tmp_path / "newer.json")
+    assert code == 2 and "is a report of schema version 2; this memaudit reads version 1" in err
+
+
 @pytest.mark.parametrize("expr", ["memorization(series)", "memo and", "(memo", "or memo", "not"])
 def test_malformed_keyword_expressions_are_usage_errors(expr, basic_config, run_cli, tmp_path):
     code, err = _run_args(run_cli, basic_config(), tmp_path, "-k", expr)

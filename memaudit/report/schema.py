@@ -362,10 +362,15 @@ def open_report(path: str | Path) -> AuditReport:
     if not Path(path).exists():
         raise ConfigError(f"No report at '{path}'. Write one with `memaudit run --json PATH`.")
     try:
-        return read_report(path)
+        report = read_report(path)
     except ValidationError as e:
         raise ConfigError(f"'{path}' is not a memaudit report ({e.error_count()} validation errors, "
                           f"first: {e.errors()[0]['msg']}).") from None
+    if report.schema_version != SCHEMA_VERSION:
+        raise ConfigError(f"'{path}' is a report of schema version {report.schema_version}; this memaudit reads "
+                          f"version {SCHEMA_VERSION}. Open it with the memaudit that wrote it (provenance: "
+                          f"memaudit {report.provenance.memaudit_version}), or re-run the audit.")
+    return report
 
 
 def json_schema() -> dict:
