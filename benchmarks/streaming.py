@@ -7,7 +7,7 @@ One run per size: a Megatron-format data set (.bin/.idx, uint16 tokens) of N ran
 GPT-NeoX checkpoint of about 1M parameters, `memaudit run -k memorization --no-cache --samples-out DIR` in a
 child process on the CPU; prints the child's peak RSS (its VmHWM), the forward seconds and samples/s, and the
 ratio of peak RSS to the smallest size's. At the smallest size the same tokens are also audited from JSONL.
-On 2 CPU cores the audit scores about 700 samples/s here, so the 1M size takes about 25 minutes.
+On 2 CPU cores the audit scores 600-700 samples/s here, so the 1M size takes about 27 minutes.
 
 Data sets are scored in shards of `run.shard_size` samples (16,384 here, the default), each reduced to per-sample
 columns and dropped, so peak RSS stays nearly flat as N grows. Each size's run writes `--samples-out` (the

@@ -315,6 +315,15 @@ def test_a_report_of_another_schema_version_is_refused(basic_config, run_cli, tm
     (tmp_path / "newer.json").write_text(json.dumps(report))
     code, out, err = run_cli("show", tmp_path / "newer.json")
     assert code == 2 and "is a report of schema version 2; this memaudit reads version 1" in err
+    report["a_field_of_version_2"] = 1  # the version is what is named, not the fields it does not know
+    (tmp_path / "newer.json").write_text(json.dumps(report))
+    code, out, err = run_cli("show", tmp_path / "newer.json")
+    assert code == 2 and "is a report of schema version 2; this memaudit reads version 1" in err
+    import memaudit
+    from memaudit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is a report of schema version 2"):  # the Python API reads it so too
+        memaudit.read_report(tmp_path / "newer.json")
 
 
 @pytest.mark.parametrize("expr", ["memorization(series)", "memo and", "(memo", "or memo", "not"])

@@ -20,7 +20,8 @@ AGGREGATES = ("each", "last", "first", "max", "min", "mean")
 
 
 class YamlModel(BaseModel):
-    """A mapping of a user's yaml: unknown keys are errors, and number fields refuse booleans."""
+    """Values a user gives (the yaml, the command line, the Python API): unknown keys are errors, and number
+    fields refuse booleans."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -140,7 +141,6 @@ class DatasetConfig(YamlModel):
     seen_at_step: list[typing.Annotated[int, Field(ge=0)]] | None = None
     """For a `special` data set without a ledger: the training steps at which the series saw it
     (e.g. a batch of Pythia's known training order), for the forgetting curve."""
-
 
     @model_validator(mode="after")
     def _steps_of_a_special_batch(self):

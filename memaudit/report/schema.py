@@ -346,11 +346,27 @@ def write_report(report: AuditReport, path: str | Path) -> None:
 
 
 def read_report(path: str | Path) -> AuditReport:
-    """Read and validate a saved report (a folder, an unreadable or a binary file is a ConfigError; a file
-    that is not a report raises pydantic's ValidationError)."""
+    """Read and validate a saved report. A folder, an unreadable or a binary file, or a report of another
+    schema version (checked before its fields, which that version may name differently) is a ConfigError; a
+    file that is not a report raises pydantic's ValidationError."""
+    import json
+
+    from memaudit.errors import ConfigError
     from memaudit.inputs.config import read_text_file
 
-    return AuditReport.model_validate_json(read_text_file(Path(path), "report"))
+    text = read_text_file(Path(path), "report")
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raw = None  # pydantic names what is wrong with it
+    version = raw.get("schema_version", SCHEMA_VERSION) if isinstance(raw, dict) else SCHEMA_VERSION
+    if type(version) is not int or version != SCHEMA_VERSION:
+        provenance = raw.get("provenance")
+        writer = provenance.get("memaudit_version") if isinstance(provenance, dict) else None
+        raise ConfigError(f"'{path}' is a report of schema version {version!r}; this memaudit reads version "
+                          f"{SCHEMA_VERSION}. Open it with the memaudit that wrote it (provenance: memaudit "
+                          f"{writer or 'unknown'}), or re-run the audit.")
+    return AuditReport.model_validate_json(text)
 
 
 def open_report(path: str | Path) -> AuditReport:
@@ -362,15 +378,10 @@ def open_report(path: str | Path) -> AuditReport:
     if not Path(path).exists():
         raise ConfigError(f"No report at '{path}'. Write one with `memaudit run --json PATH`.")
     try:
-        report = read_report(path)
+        return read_report(path)
     except ValidationError as e:
         raise ConfigError(f"'{path}' is not a memaudit report ({e.error_count()} validation errors, "
                           f"first: {e.errors()[0]['msg']}).") from None
-    if report.schema_version != SCHEMA_VERSION:
-        raise ConfigError(f"'{path}' is a report of schema version {report.schema_version}; this memaudit reads "
-                          f"version {SCHEMA_VERSION}. Open it with the memaudit that wrote it (provenance: "
-                          f"memaudit {report.provenance.memaudit_version}), or re-run the audit.")
-    return report
 
 
 def json_schema() -> dict:
