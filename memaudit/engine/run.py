@@ -536,7 +536,6 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
     """Score this process's missing shards of every data set: a data set of one shard whole (its per-token
     products cached), a larger one shard by shard, each reduced to its probes' per-sample columns, journaled
     and dropped. Returns (forward batches, forward seconds, parameters)."""
-    from memaudit.engine.registry import probe_arguments
     from memaudit.engine.shards import shard_rows
     from memaudit.inputs.sources import count_parameters, n_parameters
 
@@ -607,7 +606,6 @@ def _gather_shards(ctx: _SeriesContext, found: _Found, scored: tuple, error: str
 def _probe_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, scored: tuple, load_s: float):
     """Run the probes the journal lacks on the scored (or cached) data sets; returns the result and every
     rows function's per-sample columns (probe -> data set -> columns), for `--samples-out`."""
-    from memaudit.engine.registry import probe_arguments
     from memaudit.engine.shards import joined, joined_products, shard_rows
 
     run = ctx.run
