@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from memaudit.engine.registry import collect, standard_probe_dir
-from memaudit.inputs.config import RegressionRule
-from memaudit.report.checks import compare_to_baseline
+from memaudit.inputs.config import CheckConfig, DatasetConfig, RegressionRule
+from memaudit.report.checks import compare_to_baseline, evaluate_checks
 from memaudit.report.schema import (
     AuditReport,
     CheckpointResult,
@@ -50,28 +50,76 @@ def test_plugin_reports_a_bad_config_as_a_collection_error(write_config, pyteste
     result.stdout.fnmatch_lines(["*memaudit:*unknown key 'rol'*"])
 
 
-def _report(values: dict) -> AuditReport:
-    ckpts = [CheckpointResult(name=name, step=i, location="-", results={"memorization": {"private": {"M": m}}})
+def _report(values: dict, series: str = "s") -> AuditReport:
+    ckpts = [CheckpointResult(name=name, step=int(name.split("-")[-1]) if "-" in name else i, location="-",
+                              results={"memorization": {"private": {"M": m}}})
              for i, (name, m) in enumerate(values.items())]
     provenance = Provenance(memaudit_version="0", python_version="3", platform="x", dtype="float32", batch_size=1,
                             seed=0, config_hash="h", command="c", started_at="t")
     return AuditReport(status="passed", exit_code=0, provenance=provenance,
-                       series=[SeriesResult(name="s", source="-", tokenizer="t", checkpoints=ckpts)])
+                       series=[SeriesResult(name=series, source="-", tokenizer="t", checkpoints=ckpts)])
 
 
-def test_baseline_comparison_on_hand_built_reports():
-    probes = collect([standard_probe_dir()])
+@pytest.fixture(scope="module")
+def probes():
+    return [p for p in collect([standard_probe_dir()]) if p.name == "memorization"]
+
+
+def test_baseline_comparison_on_hand_built_reports(probes):
     old = _report({"a": 0.10, "b": 0.20})
     new = _report({"a": 0.11, "b": 0.23})
     rule = RegressionRule(metric="memorization.M", dataset="private", at="last", max_increase=0.02)
-    [r] = compare_to_baseline(new.series, old, [rule], 0.02, probes)
-    assert not r.passed and r.value == pytest.approx(0.03) and "+0.03" in r.message
-    [ok] = compare_to_baseline(_report({"a": 0.1, "b": 0.21}).series, old, [rule], 0.02, probes)
+    [r], comparison = compare_to_baseline(new.series, old, [rule], 0.02, probes)
+    assert not r.passed and r.value == pytest.approx(0.03) and "+0.03" in r.message and comparison.compared == 1
+    [ok], _ = compare_to_baseline(_report({"a": 0.1, "b": 0.21}).series, old, [rule], 0.02, probes)
     assert ok.passed
-    each = compare_to_baseline(new.series, old, [rule.model_copy(update={"at": "each"})], 0.02, probes)
+    each, _ = compare_to_baseline(new.series, old, [rule.model_copy(update={"at": "each"})], 0.02, probes)
     assert [c.passed for c in each] == [True, False]
-    drift = compare_to_baseline(_report({"a": 0.1, "b": 0.15}).series, old, [], 0.02, probes)
+    drift, _ = compare_to_baseline(_report({"a": 0.1, "b": 0.15}).series, old, [], 0.02, probes)
     assert [(c.metric, c.passed) for c in drift] == [("memorization.M", False)]  # default: ±0.02 on shown metrics
+
+
+def test_a_series_that_grew_compares_its_new_last_checkpoint(probes):
+    """The baseline ended at step-112; the series now reaches step-240 with M 0.99: the gate compares the
+    last checkpoints (and says which), and lists the new checkpoint for `at: each`."""
+    old = _report({"step-0": 0.50, "step-112": 0.50})
+    new = _report({"step-0": 0.50, "step-112": 0.50, "step-240": 0.99})
+    [r], comparison = compare_to_baseline(new.series, old, [], 0.02, probes)
+    assert not r.passed and (r.checkpoint, r.baseline_checkpoint) == ("step-240", "step-112")
+    assert "+0.49" in r.message and "baseline: step-112" in r.message and comparison.compared == 1
+    rule = RegressionRule(metric="memorization.M", dataset="private", at="each", max_increase=0.02)
+    each, comparison = compare_to_baseline(new.series, old, [rule], 0.02, probes)
+    assert [c.passed for c in each] == [True, True] and comparison.compared == 2
+    assert comparison.new == ["memorization.M [private] of series 's' at step-240: not in the baseline"]
+    fewer, comparison = compare_to_baseline(old.series, new, [rule], 0.02, probes)  # a checkpoint went missing
+    [missing] = [c for c in fewer if not c.passed]
+    assert missing.baseline_checkpoint == "step-240" and "step-240" in comparison.not_compared[0]
+    assert comparison.compared == 2
+
+
+def test_a_renamed_series_is_not_compared_and_fails(probes):
+    old = _report({"step-0": 0.5, "step-112": 0.5}, series="pythia-70m")
+    new = _report({"step-0": 0.5, "step-112": 0.9}, series="pythia-70m-deduped")
+    checks, comparison = compare_to_baseline(new.series, old, [], 0.02, probes)
+    assert comparison.compared == 0 and not any(c.passed for c in checks)
+    assert "series 'pythia-70m' of the baseline is not in this run" in checks[0].message
+    assert "nothing was compared" in checks[-1].message
+    assert comparison.new == ["series 'pythia-70m-deduped': not in the baseline"]
+
+
+@pytest.mark.parametrize("before, after", [(float("nan"), 0.5), (0.5, float("nan")), (float("inf"), 0.5)])
+def test_nan_on_either_side_fails_the_comparison(probes, before, after):
+    [r, nothing], comparison = compare_to_baseline(_report({"a": after}).series, _report({"a": before}), [], 0.02,
+                                                   probes)
+    assert not r.passed and "cannot be compared" in r.message and comparison.compared == 0
+    assert not nothing.passed and "nothing was compared" in nothing.message
+
+
+def test_a_nan_value_fails_a_threshold_check(probes):
+    report = _report({"a": float("nan")})
+    check = CheckConfig(metric="memorization.M", max=0.5)
+    [r] = evaluate_checks([check], report.series, probes, [DatasetConfig(name="private", path="x.txt")])
+    assert not r.passed and "nan" in r.message
 
 
 def test_save_baseline_then_compare_end_to_end(basic_config, run_cli, tmp_path):
@@ -85,3 +133,6 @@ def test_save_baseline_then_compare_end_to_end(basic_config, run_cli, tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(report))
     code, out, _ = run_cli("run", config, "--compare", tmp_path / "b.json", "-q")
     assert code == 1 and "moved +0.5" in out
+    code, out, _ = run_cli("run", config, "--compare", tmp_path / "b.json", "--json", tmp_path / "r.json")
+    comparison = json.loads((tmp_path / "r.json").read_text())["comparison"]
+    assert comparison["compared"] >= 1 and f"compared {comparison['compared']} values with the baseline" in out

@@ -233,8 +233,11 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
 
     config, run_cfg, opts = run.config, run.run_cfg, run.opts
     checks = evaluate_checks(config.checks, run.series, run.plan.probes, config.datasets)
+    comparison = None
     if opts.baseline is not None:
-        checks += compare_to_baseline(run.series, opts.baseline, config.regressions, opts.tolerance, run.plan.probes)
+        drift, comparison = compare_to_baseline(run.series, opts.baseline, config.regressions, opts.tolerance,
+                                                run.plan.probes)
+        checks += drift
     if interrupted:
         status = "interrupted"
     elif any(c.error for s in run.series for c in s.checkpoints):
@@ -257,6 +260,7 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
                         metrics=p.metrics, show=list(p.show)) for p in run.plan.probes]
     return AuditReport(status=status, exit_code=int(exit_code), provenance=provenance,
                        datasets=list(run.datasets.values()), probes=probes, series=run.series, checks=checks,
+                       comparison=comparison,
                        replicates=replicate_groups(run.series), text_included=run.said.get("text_included", False))
 
 

@@ -6,7 +6,15 @@ import re
 
 from memaudit.errors import ConfigError, did_you_mean
 from memaudit.inputs.config import AGGREGATES, CheckConfig, DatasetConfig
-from memaudit.report.schema import CheckResult, SeriesResult, is_number, metric_template
+from memaudit.report.schema import (
+    AuditReport,
+    CheckResult,
+    Comparison,
+    SeriesResult,
+    is_finite,
+    is_number,
+    metric_template,
+)
 
 
 def split_metric(metric: str) -> tuple[str, str]:
@@ -113,10 +121,14 @@ def _pick(at: str, values: list[tuple[str, object]]) -> list[tuple[str | None, o
 
 def _result(check: CheckConfig, series: str, dataset, checkpoint, value) -> CheckResult:
     where = f"{series}" + (f"/{checkpoint}" if checkpoint else f" ({check.at})") + (f" [{dataset}]" if dataset else "")
+    result = dict(name=check.display_name, metric=check.metric, dataset=dataset, series=series,
+                  checkpoint=checkpoint, min=check.min, max=check.max)
     if not is_number(value):
-        return CheckResult(name=check.display_name, metric=check.metric, dataset=dataset, series=series,
-                           checkpoint=checkpoint, value=None, min=check.min, max=check.max, passed=False,
+        return CheckResult(**result, value=None, passed=False,
                            message=f"{check.metric} is not available for {where}")
+    if not is_finite(value):  # NaN compares false with every bound: it must fail, not pass
+        return CheckResult(**result, value=None, passed=False,
+                           message=f"{check.metric} is {value} at {where}, which no bound can hold")
     low = check.min is not None and value < check.min
     high = check.max is not None and value > check.max
     if low or high:
@@ -124,50 +136,138 @@ def _result(check: CheckConfig, series: str, dataset, checkpoint, value) -> Chec
         message = f"{check.metric} = {value:.4g} {bound} at {where}"
     else:
         message = f"{check.metric} = {value:.4g} within bounds at {where}"
-    return CheckResult(name=check.display_name, metric=check.metric, dataset=dataset, series=series,
-                       checkpoint=checkpoint, value=float(value), min=check.min, max=check.max,
-                       passed=not (low or high), message=message)
+    return CheckResult(**result, value=float(value), passed=not (low or high), message=message)
 
 
-def compare_to_baseline(series: list[SeriesResult], baseline, rules, default_tolerance: float,
-                        probes) -> list[CheckResult]:
-    """Checks of drift against a saved report (`--compare`).
+def compare_to_baseline(series: list[SeriesResult], baseline: AuditReport, rules, default_tolerance: float,
+                        probes) -> tuple[list[CheckResult], Comparison]:
+    """Checks of drift against a saved report (`--compare`), and what was and was not compared.
 
     With `rules` (the yaml's `regressions:`), each names a metric, data set, checkpoint (`at`) and the
-    largest allowed rise and/or fall; without, every metric a probe shows is compared at the last
-    checkpoint and may move by at most `default_tolerance` either way.
+    largest allowed rise and/or fall; without, every number a checkpoint probe shows is compared at the last
+    checkpoint (this run's last against the baseline's last, whatever their names) and may move by at most
+    `default_tolerance` either way. `at: each` and a checkpoint name compare the same checkpoint. A baseline
+    series, data set, metric or checkpoint with no counterpart here, a NaN on either side, or nothing
+    compared at all is a failed check: a gate must not pass by comparing nothing.
     """
-    old = {s.name: s for s in baseline.series}
-    if not rules:
-        rules = [{"metric": f"{p.name}.{m}", "dataset": d, "at": "last", "max_increase": default_tolerance,
-                  "max_decrease": default_tolerance}
-                 for p in probes if p.kind == "checkpoint" for m in p.show
-                 for d in sorted({d for s in series for c in s.checkpoints for d in c.results.get(p.name, {})})]
-    out = []
-    for rule in rules:
-        rule = rule if isinstance(rule, dict) else rule.model_dump()
+    selected = {p.name for p in probes}
+    rules = ([r if isinstance(r, dict) else r.model_dump() for r in rules]
+             or _default_rules(series, baseline, probes, default_tolerance))
+    gate = _Gate(baseline)
+    now = {s.name: s for s in series}
+    for old in baseline.series:
+        if old.name not in now:
+            gate.fail(old.name, f"series '{old.name}' of the baseline is not in this run (renamed or dropped?): "
+                                f"nothing of it was compared. Name it as before, or save a new baseline "
+                                f"(--save-baseline)")
+            continue
+        for rule in rules:
+            gate.rule(rule, now[old.name], old)
+    gate.new += [f"series '{name}': not in the baseline" for name in now if name not in {s.name for s in baseline.series}]
+    gate.not_compared += sorted({f"probe '{p.name}' of the baseline was not run (deselected)"
+                                 for p in baseline.probes if p.kind == "checkpoint" and p.name not in selected})
+    if gate.compared == 0:
+        gate.fail(None, "nothing was compared with the baseline" + (f" ({'; '.join(gate.not_compared[:3])})"
+                                                                    if gate.not_compared else "")
+                  + ". Compare a report of the same series, data sets and probes, or save a new baseline")
+    return gate.checks, Comparison(baseline=f"config hash {baseline.provenance.config_hash}, made "
+                                            f"{baseline.provenance.started_at}", compared=gate.compared,
+                                   not_compared=gate.not_compared, new=gate.new)
+
+
+def _default_rules(series: list[SeriesResult], baseline: AuditReport, probes, tolerance: float) -> list[dict]:
+    """Every metric a selected checkpoint probe shows, at the last checkpoint, on every data set it ran on here
+    or in the baseline, ±tolerance."""
+    def datasets(probe: str) -> set[str]:
+        return {d for s in [*series, *baseline.series] for c in s.checkpoints for d in c.results.get(probe, {})}
+
+    return [{"metric": f"{p.name}.{m}", "dataset": d, "at": "last", "max_increase": tolerance,
+             "max_decrease": tolerance}
+            for p in probes if p.kind == "checkpoint" for m in p.show for d in sorted(datasets(p.name))]
+
+
+class _Gate:
+    """Collects the comparison's checks, its count and what it could not compare."""
+
+    def __init__(self, baseline: AuditReport):
+        self.baseline = baseline
+        self.checks: list[CheckResult] = []
+        self.compared = 0
+        self.not_compared: list[str] = []
+        self.new: list[str] = []
+
+    def fail(self, series: str | None, message: str, rule: dict | None = None, checkpoint: str | None = None,
+             baseline_checkpoint: str | None = None) -> None:
+        """A failed check for something the gate should have compared and could not."""
+        self.not_compared.append(message)
+        name = f"baseline {rule['metric']}[{rule['dataset']}]@{rule['at']}" if rule else "baseline"
+        self.checks.append(CheckResult(name=name, metric=rule["metric"] if rule else "baseline",
+                                       dataset=rule["dataset"] if rule else None, series=series or "–",
+                                       checkpoint=checkpoint, value=None, min=None, max=None, passed=False,
+                                       message=message, baseline_checkpoint=baseline_checkpoint))
+
+    def rule(self, rule: dict, now: SeriesResult, old: SeriesResult) -> None:
+        """Compare one rule's values of one series with the baseline's."""
         probe_name, metric = split_metric(rule["metric"])
-        for s in series:
-            if s.name not in old:
-                continue
-            now = dict(_pick(rule["at"], _values(s, probe_name, rule["dataset"], metric)))
-            then = dict(_pick(rule["at"], _values(old[s.name], probe_name, rule["dataset"], metric)))
-            for checkpoint, value in now.items():
-                before = then.get(checkpoint)
-                name = f"baseline {rule['metric']}[{rule['dataset']}]@{rule['at']}"
-                if not is_number(value) or not is_number(before):
-                    continue  # a metric that is not a number (e.g. a mapping) is not compared
-                delta = value - before
-                up, down = rule.get("max_increase"), rule.get("max_decrease")
-                bad = (up is not None and delta > up) or (down is not None and -delta > down)
-                message = (f"{rule['metric']} moved {delta:+.4g} ({before:.4g} -> {value:.4g}) at {s.name}"
-                           f"{'/' + checkpoint if checkpoint else ''} [{rule['dataset']}]; allowed "
-                           f"+{up if up is not None else 'any'} / -{down if down is not None else 'any'}")
-                out.append(CheckResult(name=name, metric=rule["metric"], dataset=rule["dataset"], series=s.name,
+        pairs, missing, added = _pairs(rule["at"], _values(now, probe_name, rule["dataset"], metric),
+                                       _values(old, probe_name, rule["dataset"], metric))
+        what = f"{rule['metric']} [{rule['dataset']}] of series '{now.name}'"
+        for name in missing:
+            self.fail(now.name, f"{what} at {name}: the baseline's checkpoint is not in this run", rule,
+                      baseline_checkpoint=name)
+        self.new += [f"{what} at {name}: not in the baseline" for name in added]
+        for checkpoint, value, base_checkpoint, before in pairs:
+            self.value(rule, now.name, checkpoint, value, base_checkpoint, before)
+
+    def value(self, rule: dict, series: str, checkpoint, value, base_checkpoint, before) -> None:
+        where = (f"{series}/{checkpoint or rule['at']} [{rule['dataset']}]"
+                 + (f" (baseline: {base_checkpoint})" if base_checkpoint != checkpoint else ""))
+        if not is_number(before) and not is_number(value):
+            return  # not available in either run, or not a number (a curve, a mapping): nothing to compare
+        if not is_number(before):
+            self.new.append(f"{rule['metric']} at {where}: no value in the baseline")
+            return
+        if not is_number(value):
+            self.fail(series, f"{rule['metric']} at {where} has a value in the baseline ({before:.4g}) but none "
+                              f"in this run", rule, checkpoint, base_checkpoint)
+            return
+        if not (is_finite(value) and is_finite(before)):
+            self.fail(series, f"{rule['metric']} at {where} cannot be compared: {before} in the baseline, {value} "
+                              f"now (NaN or infinite)", rule, checkpoint, base_checkpoint)
+            return
+        self.compared += 1
+        delta = value - before
+        up, down = rule.get("max_increase"), rule.get("max_decrease")
+        bad = (up is not None and delta > up) or (down is not None and -delta > down)
+        message = (f"{rule['metric']} moved {delta:+.4g} ({before:.4g} -> {value:.4g}) at {where}; allowed "
+                   f"+{up if up is not None else 'any'} / -{down if down is not None else 'any'}")
+        self.checks.append(CheckResult(name=f"baseline {rule['metric']}[{rule['dataset']}]@{rule['at']}",
+                                       metric=rule["metric"], dataset=rule["dataset"], series=series,
                                        checkpoint=checkpoint, value=float(delta),
                                        min=-down if down is not None else None, max=up, passed=not bad,
-                                       message=message))
-    return out
+                                       message=message, baseline_checkpoint=base_checkpoint))
+
+
+def _pairs(at: str, now: list, then: list):
+    """(this run's checkpoint, value, the baseline's checkpoint, value) to compare for `at`; the baseline's
+    checkpoints with no counterpart here; this run's with none in the baseline. first/last pair the
+    series' ends whatever their names (a series that grew compares its new last checkpoint); each and a
+    checkpoint name pair equal names; aggregates pair the aggregates."""
+    if at in ("first", "last", "max", "min", "mean"):
+        (name, value), = _pick(at, now)
+        (base, before), = _pick(at, then)
+        if not then and now:
+            return [], [], [f"{at} (the baseline audited no checkpoint)"]
+        return [(name, value, base, before)], [], []
+    if at == "each":
+        old = dict(then)
+        here = dict(now)
+        return ([(n, v, n, old[n]) for n, v in now if n in old], [n for n, _ in then if n not in here],
+                [n for n, _ in now if n not in old])
+    old = dict(then)
+    if at not in old:
+        return [], [at], []
+    return [(at, dict(now).get(at), at, old[at])], [], []
 
 
 def _values(series: SeriesResult, probe_name: str, dataset: str, metric: str):

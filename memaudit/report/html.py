@@ -14,6 +14,7 @@ import base64
 import html
 from pathlib import Path
 
+from memaudit.report.render import comparison_lines, fmt, spread_cell
 from memaudit.report.schema import AuditReport, SeriesResult, is_number, metric_template
 
 STYLE = """
@@ -73,8 +74,6 @@ def _shaded(metric: str) -> bool:
 
 
 def _cell(value, metric: str) -> str:
-    from memaudit.report.render import fmt
-
     if not is_number(value):
         return f"<td data-v=''>{_e(fmt(value))}</td>" if value is None else f"<td>{_e(fmt(value))}</td>"
     style = ""
@@ -113,6 +112,9 @@ def checks(report: AuditReport) -> str:
                    f"<td>{_e(c.dataset or '–')}</td>{_cell(c.value, '')}{_cell(c.min, '')}{_cell(c.max, '')}"
                    f"<td>{_e(c.message)}</td></tr>")
     out.append("</tbody></table>")
+    for headline, items in comparison_lines(report):
+        out.append(f"<p>{_e(headline)}</p>" + ("<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>"
+                                               if items else ""))
     return "\n".join(out)
 
 
@@ -167,8 +169,6 @@ def _checkpoint_table(series: SeriesResult, probe, dataset: str) -> str:
 
 def series_tables(report: AuditReport) -> str:
     """One table per series probe: a row per (series, data set), its shown metrics as columns."""
-    from memaudit.report.render import fmt
-
     out = ["<h2 id='series'>Series results</h2>"]
     for probe in (p for p in report.probes if p.kind == "series"):
         rows = [(s, d, r) for s in report.series for d, r in s.results.get(probe.name, {}).items() if r]
@@ -189,8 +189,6 @@ def series_tables(report: AuditReport) -> str:
 
 def replicate_tables(report: AuditReport) -> str:
     """Seed replicates: per series probe, a row per (group, data set) with each shown metric as mean ± sd (n)."""
-    from memaudit.report.render import spread_cell
-
     if not report.replicates:
         return ""
     out = ["<h2 id='replicates'>Over seeds</h2>"]

@@ -239,6 +239,40 @@ def checks_table(report: AuditReport) -> Table:
     return table
 
 
+LISTED = 8
+
+
+def comparison_lines(report: AuditReport) -> list[tuple[str, list[str]]]:
+    """What `--compare` compared, as (headline, items) blocks: the count, what was not compared, what is new
+    (at most LISTED items each, then how many more)."""
+    c = report.comparison
+    if c is None:
+        return []
+
+    def listed(items: list[str]) -> list[str]:
+        return items[:LISTED] + ([f"... and {len(items) - LISTED} more (see the JSON report)"]
+                                 if len(items) > LISTED else [])
+
+    blocks = [(f"compared {c.compared} value{'s' if c.compared != 1 else ''} with the baseline ({c.baseline})", [])]
+    if c.not_compared:
+        blocks.append((f"not compared ({len(c.not_compared)}):", listed(c.not_compared)))
+    if c.new:
+        blocks.append((f"new in this run, not in the baseline ({len(c.new)}):", listed(c.new)))
+    return blocks
+
+
+def comparison_block(report: AuditReport) -> RenderableType | None:
+    """The comparison with the baseline, in the terminal."""
+    blocks = comparison_lines(report)
+    if not blocks:
+        return None
+    lines = []
+    for headline, items in blocks:
+        lines.append(Text(headline, style="bold"))
+        lines += [Text(f"  {item}") for item in items]
+    return Group(*lines)
+
+
 def summary_line(report: AuditReport) -> Rule:
     """`3 passed, 1 failed in 12.4s` (pytest's closing line)."""
     counts = report.counts
@@ -293,6 +327,9 @@ def render_report(report: AuditReport, console: Console, quiet: bool = False) ->
                 console.print(spread)
     if report.checks:
         console.print(checks_table(report))
+    compared = comparison_block(report)
+    if compared is not None:
+        console.print(compared)
     cached = sum(c.from_cache for s in report.series for c in s.checkpoints)
     if cached:
         console.print(Text(f"⟲ {cached} checkpoint(s) answered from the products cache (no forward pass)",

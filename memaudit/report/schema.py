@@ -5,6 +5,7 @@ Importable without torch: `memaudit show` and `memaudit schema` only need this a
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,14 @@ Metrics = dict[str, Any]
 def is_number(value) -> bool:
     """A metric value that is a number (not a bool, None, string or mapping)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite(value) -> bool:
+    """A number that is neither NaN nor infinite, and an integer that a float can hold (a report written by
+    another tool may hold 10**400)."""
+    if isinstance(value, int):
+        return is_number(value) and abs(value) <= 2**1023
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def is_table(value) -> bool:
@@ -290,6 +299,25 @@ class CheckResult(_Model):
     """Whether the value lies within the bounds."""
     message: str
     """One line a person can read."""
+    baseline_checkpoint: str | None = None
+    """With `--compare`: the baseline's checkpoint the value was compared with (e.g. the baseline's last
+    checkpoint, `step-112`, against this run's last, `step-240`); None for other checks and aggregates."""
+
+
+class Comparison(_Model):
+    """What `--compare` compared: every baseline series, data set and metric is either compared (a check named
+    `baseline ...` in `checks`) or listed here as not compared, with why."""
+
+    baseline: str
+    """The baseline report: its configuration hash and when it was made."""
+    compared: int
+    """Values compared with the baseline. Zero is a failure: a gate that compared nothing guards nothing."""
+    not_compared: list[str] = []
+    """What the baseline has that this run could not be compared with (a series renamed or dropped, a data set,
+    metric or checkpoint missing), each with why. Those of selected probes are failed checks too; probes
+    deselected with -k are listed only."""
+    new: list[str] = []
+    """What this run has that the baseline lacks (new series, checkpoints, values): nothing to compare with."""
 
 
 class AuditReport(_Model):
@@ -312,6 +340,8 @@ class AuditReport(_Model):
     """Per series: checkpoints with their probe results, and series-probe results."""
     checks: list[CheckResult] = []
     """Threshold checks."""
+    comparison: Comparison | None = None
+    """With `--compare`: what was compared with the baseline report and what could not be."""
     replicates: list[ReplicateGroup] = []
     """Groups of lab series that differ only in their seed, with the spread of each series-probe metric."""
     text_included: bool = False
