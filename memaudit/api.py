@@ -60,11 +60,10 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
                       samples_out=Path(samples_out) if samples_out is not None else None)
     if not progress:
         return run_audit(plan, digest, opts, on_event)
-    from rich.console import Console
-
     from memaudit.report.progress import AuditProgress
+    from memaudit.report.render import make_console
 
-    with AuditProgress(Console(stderr=True)) as bars:
+    with AuditProgress(make_console(stderr=True)) as bars:
         return run_audit(plan, digest, opts, bars)
 
 

@@ -14,7 +14,8 @@ class OutputError(ConfigError):
     """A result could not be written (disk full, no permission): exit 2, nothing half-written."""
 
 
-def _explain(path: Path, e: OSError) -> OutputError:
+def explain_write_error(path: Path, e: OSError) -> OutputError:
+    """The OutputError that says why `path` could not be written and what to do."""
     if e.errno == errno.ENOSPC:
         hint = "The disk is full: free some space, or point --json / run.cache_dir at another disk."
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -31,7 +32,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise _explain(path, e) from e
+        raise explain_write_error(path, e) from e
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -44,7 +45,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise _explain(path, e) from e
+            raise explain_write_error(path, e) from e
         raise
 
 
@@ -57,7 +58,7 @@ def check_writable(path: str | Path) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise _explain(path, e) from e
+        raise explain_write_error(path, e) from e
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

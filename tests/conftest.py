@@ -140,6 +140,22 @@ def put_in_hf_cache(cache_dir: Path, repo: str, revisions: dict[str, Path]) -> d
     return shas
 
 
+def hand_report(values: dict | None = None, series: str = "s", dataset: str = "private", metric: str = "M"):
+    """An AuditReport built by hand: one series whose checkpoints (`name -> value`; a `step-N` name gives step N)
+    carry memorization's `metric` on `dataset`."""
+    from memaudit.report.schema import AuditReport, CheckpointResult, ProbeInfo, Provenance, SeriesResult
+
+    values = {"step-0": 0.1, "step-2": 0.2} if values is None else values
+    ckpts = [CheckpointResult(name=name, step=int(name.split("-")[-1]) if name.startswith("step-") else i,
+                              location="-", results={"memorization": {dataset: {metric: value}}})
+             for i, (name, value) in enumerate(values.items())]
+    provenance = Provenance(memaudit_version="0", python_version="3", platform="x", dtype="float32", batch_size=1,
+                            seed=0, config_hash="h", command="c", started_at="t")
+    probe = ProbeInfo(name="memorization", kind="checkpoint", source="-", products=[], params={}, show=[metric])
+    return AuditReport(status="passed", exit_code=0, provenance=provenance, probes=[probe],
+                       series=[SeriesResult(name=series, source="-", tokenizer="t", checkpoints=ckpts)])
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run `memaudit ARGS` in-process; return (exit code, stdout, stderr)."""

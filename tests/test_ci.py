@@ -8,12 +8,7 @@ import pytest
 from memaudit.engine.registry import collect, standard_probe_dir
 from memaudit.inputs.config import CheckConfig, DatasetConfig, RegressionRule
 from memaudit.report.checks import compare_to_baseline, evaluate_checks
-from memaudit.report.schema import (
-    AuditReport,
-    CheckpointResult,
-    Provenance,
-    SeriesResult,
-)
+from conftest import hand_report
 
 CHECKS = [{"name": "low loss", "metric": "memorization.loss", "max": 1.0, "at": "each"},
           {"name": "some M", "metric": "memorization.M", "min": 0.0, "at": "last"}]
@@ -50,40 +45,30 @@ def test_plugin_reports_a_bad_config_as_a_collection_error(write_config, pyteste
     result.stdout.fnmatch_lines(["*memaudit:*unknown key 'rol'*"])
 
 
-def _report(values: dict, series: str = "s") -> AuditReport:
-    ckpts = [CheckpointResult(name=name, step=int(name.split("-")[-1]) if "-" in name else i, location="-",
-                              results={"memorization": {"private": {"M": m}}})
-             for i, (name, m) in enumerate(values.items())]
-    provenance = Provenance(memaudit_version="0", python_version="3", platform="x", dtype="float32", batch_size=1,
-                            seed=0, config_hash="h", command="c", started_at="t")
-    return AuditReport(status="passed", exit_code=0, provenance=provenance,
-                       series=[SeriesResult(name=series, source="-", tokenizer="t", checkpoints=ckpts)])
-
-
 @pytest.fixture(scope="module")
 def probes():
     return [p for p in collect([standard_probe_dir()]) if p.name == "memorization"]
 
 
 def test_baseline_comparison_on_hand_built_reports(probes):
-    old = _report({"a": 0.10, "b": 0.20})
-    new = _report({"a": 0.11, "b": 0.23})
+    old = hand_report({"a": 0.10, "b": 0.20})
+    new = hand_report({"a": 0.11, "b": 0.23})
     rule = RegressionRule(metric="memorization.M", dataset="private", at="last", max_increase=0.02)
     [r], comparison = compare_to_baseline(new.series, old, [rule], 0.02, probes)
     assert not r.passed and r.value == pytest.approx(0.03) and "+0.03" in r.message and comparison.compared == 1
-    [ok], _ = compare_to_baseline(_report({"a": 0.1, "b": 0.21}).series, old, [rule], 0.02, probes)
+    [ok], _ = compare_to_baseline(hand_report({"a": 0.1, "b": 0.21}).series, old, [rule], 0.02, probes)
     assert ok.passed
     each, _ = compare_to_baseline(new.series, old, [rule.model_copy(update={"at": "each"})], 0.02, probes)
     assert [c.passed for c in each] == [True, False]
-    drift, _ = compare_to_baseline(_report({"a": 0.1, "b": 0.15}).series, old, [], 0.02, probes)
+    drift, _ = compare_to_baseline(hand_report({"a": 0.1, "b": 0.15}).series, old, [], 0.02, probes)
     assert [(c.metric, c.passed) for c in drift] == [("memorization.M", False)]  # default: ±0.02 on shown metrics
 
 
 def test_a_series_that_grew_compares_its_new_last_checkpoint(probes):
     """The baseline ended at step-112; the series now reaches step-240 with M 0.99: the gate compares the
     last checkpoints (and says which), and lists the new checkpoint for `at: each`."""
-    old = _report({"step-0": 0.50, "step-112": 0.50})
-    new = _report({"step-0": 0.50, "step-112": 0.50, "step-240": 0.99})
+    old = hand_report({"step-0": 0.50, "step-112": 0.50})
+    new = hand_report({"step-0": 0.50, "step-112": 0.50, "step-240": 0.99})
     [r], comparison = compare_to_baseline(new.series, old, [], 0.02, probes)
     assert not r.passed and (r.checkpoint, r.baseline_checkpoint) == ("step-240", "step-112")
     assert "+0.49" in r.message and "baseline: step-112" in r.message and comparison.compared == 1
@@ -98,8 +83,8 @@ def test_a_series_that_grew_compares_its_new_last_checkpoint(probes):
 
 
 def test_a_renamed_series_is_not_compared_and_fails(probes):
-    old = _report({"step-0": 0.5, "step-112": 0.5}, series="pythia-70m")
-    new = _report({"step-0": 0.5, "step-112": 0.9}, series="pythia-70m-deduped")
+    old = hand_report({"step-0": 0.5, "step-112": 0.5}, series="pythia-70m")
+    new = hand_report({"step-0": 0.5, "step-112": 0.9}, series="pythia-70m-deduped")
     checks, comparison = compare_to_baseline(new.series, old, [], 0.02, probes)
     assert comparison.compared == 0 and not any(c.passed for c in checks)
     assert "series 'pythia-70m' of the baseline is not in this run" in checks[0].message
@@ -109,14 +94,14 @@ def test_a_renamed_series_is_not_compared_and_fails(probes):
 
 @pytest.mark.parametrize("before, after", [(float("nan"), 0.5), (0.5, float("nan")), (float("inf"), 0.5)])
 def test_nan_on_either_side_fails_the_comparison(probes, before, after):
-    [r, nothing], comparison = compare_to_baseline(_report({"a": after}).series, _report({"a": before}), [], 0.02,
+    [r, nothing], comparison = compare_to_baseline(hand_report({"a": after}).series, hand_report({"a": before}), [], 0.02,
                                                    probes)
     assert not r.passed and "cannot be compared" in r.message and comparison.compared == 0
     assert not nothing.passed and "nothing was compared" in nothing.message
 
 
 def test_a_nan_value_fails_a_threshold_check(probes):
-    report = _report({"a": float("nan")})
+    report = hand_report({"a": float("nan")})
     check = CheckConfig(metric="memorization.M", max=0.5)
     [r] = evaluate_checks([check], report.series, probes, [DatasetConfig(name="private", path="x.txt")])
     assert not r.passed and "nan" in r.message

@@ -131,6 +131,7 @@ class _Run:
     datasets: dict[str, DatasetInfo] = field(default_factory=dict)
     ledgers: dict[str, Ledger | None] = field(default_factory=dict)
     said: dict = field(default_factory=dict)  # tagger, identifiers, text_included: for the provenance
+    unwritten: list[str] = field(default_factory=list)  # outputs that could not be written, with why
     batch_size: int | None = None  # the batch size chosen when the user fixed none
 
     @property
@@ -246,6 +247,8 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
         status = "failed" if any(not c.passed for c in checks) else "passed"
     exit_code = {"passed": ExitCode.OK, "failed": ExitCode.CHECKS_FAILED, "error": ExitCode.CHECKS_FAILED,
                  "interrupted": ExitCode.USAGE_ERROR}[status]
+    if run.unwritten:
+        exit_code = ExitCode.USAGE_ERROR  # the results are in the report, but an output the user asked for is not
     provenance = Provenance(
         memaudit_version=__version__, torch_version=version("torch"), transformers_version=version("transformers"),
         python_version=platform.python_version(), platform=platform.platform(terse=True), device=str(run.device),
@@ -260,7 +263,7 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
                         metrics=p.metrics, show=list(p.show)) for p in run.plan.probes]
     return AuditReport(status=status, exit_code=int(exit_code), provenance=provenance,
                        datasets=list(run.datasets.values()), probes=probes, series=run.series, checks=checks,
-                       comparison=comparison,
+                       comparison=comparison, unwritten=run.unwritten,
                        replicates=replicate_groups(run.series), text_included=run.said.get("text_included", False))
 
 
@@ -529,10 +532,14 @@ def _audit_one(ctx: _SeriesContext, ckpt, found: _Found, models, prefetch_next) 
         return CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location, error=error)
     result, rows = _probe_checkpoint(ctx, ckpt, found, scored, load_s)
     if ctx.run.opts.samples_out is not None and ctx.run.processes.is_main_process:
+        from memaudit.atomic import OutputError
         from memaudit.engine.samples_out import export
 
-        result = export(ctx.run.opts.samples_out, ctx.series.name, result, ctx.samples, rows,
-                        {name: ctx.parts(name) for name in ctx.samples})
+        try:
+            result = export(ctx.run.opts.samples_out, ctx.series.name, result, ctx.samples, rows,
+                            {name: ctx.parts(name) for name in ctx.samples})
+        except OutputError as e:  # the results stand; the report says which file is missing
+            ctx.run.unwritten.append(f"--samples-out of {ctx.series.name}/{ckpt.name}: {e}")
     return result
 
 

@@ -5,7 +5,9 @@ verdict, match length; membership: its scores): `dataset`, `index` (position in 
 `seen_at_step` (when the data says), then `<probe>.<column>` (null where a probe did not read that data
 set). One row group per shard, so the file is written without holding more than a shard's rows as Arrow
 data. The file goes to `DIR/<series>/<checkpoint>.parquet` (a readable slug plus a hash of the exact name,
-so no name from the yaml can reach outside DIR), written to a temporary name and renamed when complete;
+so no name from the yaml can reach outside DIR), written to a new temporary file of a unique name (never
+through a link) and renamed when complete; a file that cannot be written (disk full) is named in the report's
+`unwritten` and the run goes on;
 the checkpoint's result records it (`samples_file`, with the file's SHA-256). A journal record whose file
 has gone or changed (another run wrote over it) is recomputed (its shards come back from the shard journal).
 Readable with pandas, polars or `datasets`, without memaudit.
@@ -16,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from memaudit.atomic import explain_write_error
 from memaudit.errors import ConfigError
 from memaudit.report.schema import SamplesFile
 
@@ -84,15 +88,22 @@ def export(root: Path, series: str, result, samples: dict, rows: dict, parts: di
     import pyarrow.parquet as pq
 
     path = file_for(root, series, result.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     schema = _schema(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for name in names:
-            for batch in _batches(name, samples[name], rows, parts[name], schema):
-                writer.write_batch(batch)
-    digest = file_sha256(tmp)
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # a new file of a unique name (O_EXCL: a planted link is never followed, two runs never share it)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f, pq.ParquetWriter(f, schema) as writer:
+            for name in names:
+                for batch in _batches(name, samples[name], rows, parts[name], schema):
+                    writer.write_batch(batch)
+        digest = file_sha256(Path(tmp))
+        os.replace(tmp, path)  # replaces a link at `path` itself, never its target
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise explain_write_error(path, e) from e
     n = sum(len(samples[name].tokens) for name in names)
     return result.model_copy(update={"samples_file": SamplesFile(file=str(path.relative_to(root)), rows=n,
                                                                  sha256=digest)})

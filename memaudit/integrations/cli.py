@@ -20,11 +20,11 @@ DEFAULT_CONFIG = "checkpoints.yaml"
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from memaudit.report.render import make_console
 
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or os.environ.get("COLUMNS") else 120  # logs and pipes: wide tables
-    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None, width=width)
+    return make_console(stderr=stderr, width=width)
 
 
 def cmd_run(args) -> int:
@@ -100,6 +100,7 @@ def cmd_list(args) -> int:
     from memaudit.engine.run import make_plan
     from memaudit.inputs.config import load_config
     from memaudit.inputs.sources import resolve_series
+    from memaudit.report.escape import visible
 
     config, _ = load_config(args.config)
     plan = make_plan(config, args.keyword)
@@ -112,18 +113,17 @@ def cmd_list(args) -> int:
                        ", ".join(f"{k}={v!r}" for k, v in p.params.items()) or "–", Path(p.source).name)
     console.print(probes)
     for s in config.series:
-        table = Table(title=f"series {s.display_name}", title_justify="left")
+        table = Table(title=f"series {visible(s.display_name)}", title_justify="left")
         for col in ("checkpoint", "step", "sha", "location"):
             table.add_column(col)
         for c in resolve_series(s):
-            table.add_row(c.name, "–" if c.step is None else str(c.step), c.sha[:12], c.location)
+            table.add_row(visible(c.name), "–" if c.step is None else str(c.step), c.sha[:12], visible(c.location))
         console.print(table)
     return ExitCode.OK
 
 
 def _list_products() -> int:
     """Every argument a probe may ask for, from the one table in memaudit.engine.catalog (like pytest --fixtures)."""
-    from rich.markup import escape
     from rich.table import Table
 
     from memaudit.engine.catalog import PRODUCTS, SERIES_ARGS
@@ -134,7 +134,7 @@ def _list_products() -> int:
         for col in ("argument", "type", "shape", "made by", "meaning"):
             out.add_column(col)
         for p in table.values():
-            out.add_row(*(escape(x) for x in (p.name, p.type, p.shape or "–", p.made_by, p.meaning)))
+            out.add_row(p.name, p.type, p.shape or "–", p.made_by, p.meaning)
         console.print(out)
     return ExitCode.OK
 
@@ -312,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         from rich.text import Text
 
-        _console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
+        from memaudit.report.escape import visible
+
+        _console(stderr=True).print(Text.assemble(("error: ", "bold red"), visible(str(e))), soft_wrap=True)
         return int(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -57,6 +57,9 @@ class AuditFile(pytest.File):
         json_path = self.config.getoption("memaudit_json")
         if json_path:
             write_report(report, json_path)
+        from memaudit.report.render import terminal_safe
+
+        report = terminal_safe(report)  # names reach pytest's terminal as data
         for series in report.series:
             for ckpt in series.checkpoints:
                 if ckpt.error:
@@ -70,7 +73,9 @@ class AuditFile(pytest.File):
         from memaudit.errors import MemauditError
 
         if isinstance(excinfo.value, MemauditError):
-            return f"memaudit: {excinfo.value}"
+            from memaudit.report.escape import visible
+
+            return f"memaudit: {visible(str(excinfo.value))}"
         return super().repr_failure(excinfo)
 
 

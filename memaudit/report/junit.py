@@ -6,11 +6,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from memaudit.atomic import atomic_write_bytes
+from memaudit.report.escape import escaped_report, xml_text
 from memaudit.report.schema import AuditReport
 
 
 def junit_xml(report: AuditReport) -> bytes:
-    """The report as one JUnit `<testsuite>` (the format Jenkins, GitLab and GitHub test viewers read)."""
+    """The report as one JUnit `<testsuite>` (the format Jenkins, GitLab and GitHub test viewers read). Names
+    and messages that hold characters XML cannot (control characters) have them written as escapes."""
+    report = escaped_report(report, xml_text)
     errors = [(s, c) for s in report.series for c in s.checkpoints if c.error]
     failures = sum(not c.passed for c in report.checks)
     suite = ET.Element("testsuite", name="memaudit", tests=str(len(report.checks) + len(errors)),

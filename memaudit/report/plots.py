@@ -26,7 +26,7 @@ def pyplot():
 
     plt.rcParams.update({"axes.prop_cycle": matplotlib.cycler(color=PALETTE), "figure.dpi": 110,
                          "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-                         "grid.alpha": 0.3})
+                         "grid.alpha": 0.3, "text.parse_math": False, "text.usetex": False})  # names are data
     return plt
 
 
@@ -89,7 +89,9 @@ def figure_list(report: AuditReport, probe_paths: list[Path] = ()) -> list[tuple
     import inspect
 
     from memaudit.engine.registry import collect, standard_probe_dir
+    from memaudit.report.render import terminal_safe
 
+    report = terminal_safe(report)  # control characters in names drawn as escapes; `$` is not math text
     ran = {p.name for p in report.probes} | {name for s in report.series for name in s.results} | \
         {name for s in report.series for c in s.checkpoints for name in c.results}
     out = []

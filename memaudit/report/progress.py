@@ -13,6 +13,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from memaudit.report.escape import visible
+from memaudit.report.render import make_console
+
 
 class AuditProgress:
     """Receives the run's events (`series`, `checkpoint`, `tokens`, `shard`, `checkpoint_done`) and draws a bar
@@ -23,10 +26,10 @@ class AuditProgress:
     """
 
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.enabled = self.console.is_terminal
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+        self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}", markup=False), TimeElapsedColumn(),
                                  console=self.console, transient=True, disable=not self.enabled)
         self.task = None
         self.shard_task = None
@@ -47,11 +50,11 @@ class AuditProgress:
         if event == "series":
             if self.task is not None:
                 self.progress.update(self.task, visible=False)
-            self.series = kw["name"]
+            self.series = visible(kw["name"])
             self.task = self.progress.add_task(self.series, total=kw["n_checkpoints"], rate="")
         elif event == "checkpoint":
-            self.checkpoint = kw["name"]
-            self.progress.update(self.task, description=f"{self.series} {kw['name']}")
+            self.checkpoint = visible(kw["name"])
+            self.progress.update(self.task, description=f"{self.series} {self.checkpoint}")
         elif event == "shard":
             self._shard(**kw)
         elif event == "tokens":
@@ -69,6 +72,7 @@ class AuditProgress:
         rate = samples / seconds if seconds > 0 and samples else None
         eta = time.strftime("%H:%M:%S", time.gmtime(remaining / rate)) if rate else "?"
         said = f"{rate:,.0f} samples/s, ETA {eta}" if rate else "from the shard journal"
+        dataset = visible(dataset)
         if not self.enabled:
             self.console.print(f"memaudit: {self.series} {self.checkpoint} {dataset}: shard {done}/{total}, {said}",
                                highlight=False, soft_wrap=True)

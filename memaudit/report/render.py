@@ -20,6 +20,23 @@ from memaudit.report.schema import (
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
+def make_console(stderr: bool = False, width: int | None = None) -> Console:
+    """A rich console that prints names as data: no markup (`[red]`, `[/i]`), no emoji codes (`:x:`); with
+    `NO_COLOR` set, no colour."""
+    import os
+
+    return Console(stderr=stderr, markup=False, emoji=False, width=width,
+                   no_color=bool(os.environ.get("NO_COLOR")) or None)
+
+
+def terminal_safe(report: AuditReport) -> AuditReport:
+    """The report with control characters in every string (names, messages, dict keys) made visible
+    (memaudit.report.escape.visible); the report itself when none holds one."""
+    from memaudit.report.escape import escaped_report, visible
+
+    return escaped_report(report, visible)
+
+
 def sparkline(values: Iterable, width: int | None = None) -> str:
     """One character per value (at most `width`, evenly thinned), scaled between the smallest and
     largest number; gaps for None."""
@@ -282,17 +299,22 @@ def summary_line(report: AuditReport) -> Rule:
         parts.append(f"{counts['errors']} error" + ("s" if counts["errors"] > 1 else ""))
     if report.status == "interrupted":
         parts.append("interrupted")
+    if report.unwritten:
+        parts.append(f"{len(report.unwritten)} output(s) not written")
     seconds = report.provenance.duration_s or 0.0
     style = {"passed": "green", "failed": "red", "interrupted": "yellow", "error": "red"}[report.status]
     return Rule(f"{', '.join(parts)} in {seconds:.1f}s", style=f"bold {style}")
 
 
 def render_report(report: AuditReport, console: Console, quiet: bool = False) -> None:
-    """Print the whole report (with `quiet`, only failed checks and the summary line)."""
+    """Print the whole report (with `quiet`, only failed checks, unwritten outputs and the summary line). Names
+    are printed as data: give a console from `make_console` (no markup); control characters show as escapes."""
+    report = terminal_safe(report)
     if quiet:
         for c in report.checks:
             if not c.passed:
                 console.print(Text(f"FAIL {c.message}", style="red"))
+        _unwritten(report, console)
         console.print(summary_line(report))
         return
     console.print(header(report))
@@ -334,4 +356,10 @@ def render_report(report: AuditReport, console: Console, quiet: bool = False) ->
     if cached:
         console.print(Text(f"⟲ {cached} checkpoint(s) answered from the products cache (no forward pass)",
                            style="dim"))
+    _unwritten(report, console)
     console.print(summary_line(report))
+
+
+def _unwritten(report: AuditReport, console: Console) -> None:
+    for line in report.unwritten:
+        console.print(Text(f"NOT WRITTEN {line}", style="bold red"))

@@ -344,6 +344,9 @@ class AuditReport(_Model):
     """With `--compare`: what was compared with the baseline report and what could not be."""
     replicates: list[ReplicateGroup] = []
     """Groups of lab series that differ only in their seed, with the spread of each series-probe metric."""
+    unwritten: list[str] = []
+    """Outputs asked for that could not be written (e.g. a `--samples-out` file on a full disk), each with why;
+    the results are in this report all the same, and the exit code is 2."""
     text_included: bool = False
     """True when the report holds training text (`--show-text`); redacted unless `run.redact: false`."""
 

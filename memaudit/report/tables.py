@@ -11,6 +11,7 @@ import io
 from pathlib import Path
 
 from memaudit.atomic import atomic_write_text
+from memaudit.report.escape import csv_cell
 from memaudit.report.schema import AuditReport, flat_metrics, is_number, is_table
 
 METRIC_COLUMNS = ("series", "checkpoint", "step", "tokens_seen", "n_params", "probe", "kind", "dataset", "metric",
@@ -66,12 +67,13 @@ def sample_rows(report: AuditReport) -> list[dict]:
 
 
 def to_csv(rows: list[dict], columns: tuple[str, ...] = ()) -> str:
-    """Rows as CSV text: `columns` first, then any other keys in the order they appear."""
+    """Rows as CSV text: `columns` first, then any other keys in the order they appear; a text cell that a
+    spreadsheet would read as a formula is written as text (memaudit.report.escape.csv_cell)."""
     names = list(dict.fromkeys([*columns, *(k for row in rows for k in row)]))
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=names, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([csv_cell(name) for name in names])
+    writer.writerows([csv_cell(row.get(name, "")) for name in names] for row in rows)
     return out.getvalue()
 
 
