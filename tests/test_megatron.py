@@ -79,12 +79,21 @@ def _overflowing_pointers(folder):
     (folder / "d.idx").write_bytes(bytes(raw))
 
 
+def _token_type_code(folder, code):
+    """Change the index's token type code (byte 17, after the header and the version)."""
+    raw = bytearray((folder / "d.idx").read_bytes())
+    raw[17] = code
+    (folder / "d.idx").write_bytes(bytes(raw))
+
+
 @pytest.mark.parametrize("damage, words", [
     (_overflowing_pointers, "does not fit"),
     (lambda p: (p / "d.idx").unlink(), "no file"),
     (lambda p: (p / "d.idx").write_bytes(b"NOTANIDX" + bytes(40)), "not a Megatron index"),
     (lambda p: (p / "d.idx").write_bytes((p / "d.idx").read_bytes()[:40]), "cut short"),
     (lambda p: (p / "d.bin").write_bytes((p / "d.bin").read_bytes()[:30]), "does not fit"),
+    (lambda p: _token_type_code(p, 1), "uint8 tokens .*end at byte 90, but .*d.bin' holds 100 bytes"),
+    (lambda p: (p / "d.bin").write_bytes((p / "d.bin").read_bytes() * 2), "holds 200 bytes"),  # another .bin
 ])
 def test_damaged_files_are_refused(tmp_path, damage, words):
     write_megatron(tmp_path / "d", [list(range(10))] * 5)

@@ -83,5 +83,10 @@ def open_indexed(path: Path, name: str) -> IndexedTokens:
                   np.any(pointers % dtype.itemsize)):
         raise ConfigError(f"{where}: the index does not fit '{bin_}' ({n_bytes} bytes): were the two written "
                           "together?")
+    end = int((pointers + sizes.astype(np.int64) * dtype.itemsize).max()) if n_seq else 0  # no overflow: checked
+    if end != n_bytes:
+        raise ConfigError(f"{where}: '{idx}' says its sequences of {dtype} tokens (type code {code}) end at byte "
+                          f"{end}, but '{bin_}' holds {n_bytes} bytes. The index belongs to another .bin, or its "
+                          "token type is wrong: write the two together (megatron-core's IndexedDatasetBuilder).")
     tokens = np.memmap(bin_, dtype=dtype, mode="r") if n_bytes else np.empty(0, dtype)
     return IndexedTokens(sizes=sizes, offsets=pointers // dtype.itemsize, tokens=tokens)
