@@ -162,6 +162,27 @@ def test_duplicate_hub_revisions_are_recognised_by_their_blobs(make_series, text
     assert ckpts[1]["duplicate_of"] == "step0" and ckpts[1]["n_forward_batches"] == 0
 
 
+def test_same_weights_under_another_config_are_not_duplicates(make_series, text_file, write_config, run_cli,
+                                                              tmp_path):
+    """A config-only fix (same safetensors, another config.json) is another model: scored, not reused."""
+    import shutil
+
+    root = make_series(steps=(1,))
+    shutil.copytree(root / "step-1", root / "fixed")
+    config_json = json.loads((root / "fixed" / "config.json").read_text())
+    config_json["layer_norm_eps"] = 0.5
+    (root / "fixed" / "config.json").write_text(json.dumps(config_json))
+    cache = tmp_path / "hf"
+    put_in_hf_cache(cache, "org/fix", {"step0": root / "step-1", "step1": root / "fixed"})
+    config = write_config({"series": [{"hub": "org/fix", "revisions": ["step0", "step1"], "hf_cache_dir": str(cache)}],
+                           "datasets": [{"name": "d", "path": str(text_file), "seq_len": 16, "max_samples": 4}]})
+    code, _, err = run_cli("run", config, "--json", tmp_path / "r.json", "-k", "memorization")
+    first, second = json.loads((tmp_path / "r.json").read_text())["series"][0]["checkpoints"]
+    assert code == 0, err
+    assert second["duplicate_of"] is None and second["n_forward_batches"] > 0
+    assert first["results"]["memorization"]["d"]["loss"] != second["results"]["memorization"]["d"]["loss"]
+
+
 def test_pickle_weights_need_allow_pickle(text_file, write_config, run_cli, tokenizer, tmp_path):
     folder = tmp_path / "s" / "step-1"
     model = tiny_model("gpt2", len(tokenizer), seed=0)

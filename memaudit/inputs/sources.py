@@ -171,7 +171,7 @@ def _resolve_hub(series: SeriesConfig) -> list[Checkpoint]:
         snapshot = config.parent if config else None
         out.append(Checkpoint(series=series.display_name, name=name, step=step, location=f"{repo}@{rev}",
                               sha=sha, repo=repo, hf_cache_dir=series.hf_cache_dir, tokens=tokens,
-                              weights_digest=digest or _cached_weights_digest(snapshot),
+                              weights_digest=_function_digest(digest or _cached_weights_digest(snapshot), config),
                               objective=objective_of(config), snapshot=snapshot))
     if series.repos:
         out.sort(key=lambda c: (c.step is None, c.step or 0))
@@ -191,6 +191,19 @@ def _hub_config(repo: str, sha: str, cache_dir: Path | None) -> Path | None:
 
 def _weights_digest(sha256s: list[str]) -> str | None:
     return hashlib.sha256("|".join(sha256s).encode()).hexdigest()[:16] if sha256s else None
+
+
+def _function_digest(weights: str | None, config: Path | None) -> str | None:
+    """What decides a Hub checkpoint's function: its weights' digest, its config.json (tied or untied head,
+    rotary settings, ...) and any modelling code beside it; None (no duplicate recognised) without both.
+    Two revisions with the same weights and another config are different models."""
+    if weights is None or config is None:
+        return None
+    h = hashlib.sha256(weights.encode())
+    h.update(config.read_bytes())
+    for code in sorted(config.parent.glob("*.py")):
+        h.update(code.name.encode() + code.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _cached_weights_digest(snapshot: Path | None) -> str | None:
