@@ -73,6 +73,24 @@ def test_audit_model_equals_the_audit_of_the_same_weights_on_disk(tmp_path, toke
     assert in_memory.location == "memory:GPTNeoXForCausalLM" and in_memory.n_params == on_disk.n_params
 
 
+def test_a_head_swapped_between_two_audits_is_used(tokenizer, text_file):
+    """Nothing is kept on the user's model: after its output head is replaced (or the model audited again
+    with new head weights), the audit uses the new head, as a fresh model with that head does."""
+    import torch
+
+    model = tiny_model("gpt_neox", len(tokenizer), seed=3)
+    datasets = {"train": {"path": str(text_file), "seq_len": 32, "max_samples": 6}}
+    before = memaudit.audit_model(model, tokenizer, datasets, probes=["memorization"])
+    torch.manual_seed(9)
+    new_head = torch.nn.Linear(model.config.hidden_size, len(tokenizer), bias=False)
+    model.set_output_embeddings(new_head)
+    after = memaudit.audit_model(model, tokenizer, datasets, probes=["memorization"])
+    fresh = tiny_model("gpt_neox", len(tokenizer), seed=3)
+    fresh.set_output_embeddings(new_head)
+    expected = memaudit.audit_model(fresh, tokenizer, datasets, probes=["memorization"])
+    assert after.results == expected.results and after.results != before.results
+
+
 def test_the_products_in_memory_are_those_on_disk(tmp_path, tokenizer, text_file):
     """The forward products themselves (not only the metrics): per-sample M and losses, bit for bit."""
     model = tiny_model("gpt2", len(tokenizer), seed=4)

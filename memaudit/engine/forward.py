@@ -131,13 +131,11 @@ def _compiled_reducer(wanted: frozenset):
 
 @torch.inference_mode()
 def fused_head(model, ids: torch.Tensor) -> tuple[Any, Any, str]:
-    """(body, head, how) when the model's logits are `head(body(ids).last_hidden_state)`, checked once per
-    model on one sample of `ids` against the model's own logits; else (None, None, why not). The answer
-    is kept on the model. Masked LMs (a transform before the decoder) and heads that scale or cap their
-    logits fail the check and keep the unfused path."""
-    known = getattr(model, "_memaudit_head", None)
-    if known is not None:
-        return known
+    """(body, head, how) when the model's logits are `head(body(ids).last_hidden_state)`, checked on one
+    sample of `ids` against the model's own logits; else (None, None, why not). Checked at every call of
+    `score` (one short forward pass) and kept nowhere: a user's model whose head is swapped or resized
+    between two audits is checked again. Masked LMs (a transform before the decoder) and heads that scale or
+    cap their logits fail the check and keep the unfused path."""
     body, head = getattr(model, "base_model", None), model.get_output_embeddings()
     if body is None or body is model or not isinstance(head, torch.nn.Linear):
         found = (None, None, f"unfused: no separate output embedding found on {type(model).__name__}")
@@ -148,7 +146,6 @@ def fused_head(model, ids: torch.Tensor) -> tuple[Any, Any, str]:
         same = full.shape == fused.shape and torch.allclose(full, fused, rtol=1e-3, atol=1e-3)
         found = (body, head, "fused") if same else \
             (None, None, f"unfused: {type(model).__name__}'s logits are not its output embedding of the last hidden state")
-    model._memaudit_head = found
     return found
 
 
@@ -190,11 +187,12 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
     out = {name: np.empty((n, seq_len - 1), dtype=product_type(name)) for name in products}
     filled = np.zeros((n, seq_len - 1), dtype=np.int8)  # (samples, seq_len - 1): times each product was written
     batches = 0
+    fused_parts = fused_head(model, to_device(tokens[:1], device))[:2] if fused and not masked else (None, None)
     for start in range(0, n, batch_size):
-        ids = _to_device(tokens[start:start + batch_size], device)  # (batch, seq_len)
+        ids = to_device(tokens[start:start + batch_size], device)  # (batch, seq_len)
         rows = slice(start, start + len(ids))
         passes = _masked_passes(model, ids, groups, mask_token_id, products) if masked else \
-            _causal_pass(model, ids, products, fused)
+            _causal_pass(model, ids, products, *fused_parts)
         for columns, reduced, keep in passes:  # reduced: (batch, positions) each
             if not bool(torch.isfinite(reduced["logprobs"][:, keep]).all()):
                 raise NonFiniteLogits(f"the model's logits are NaN or infinite (samples {start}..{rows.stop - 1}): "
@@ -209,7 +207,7 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
     return out, batches
 
 
-def _to_device(rows: np.ndarray, device) -> torch.Tensor:
+def to_device(rows: np.ndarray, device) -> torch.Tensor:
     """A batch of token ids on the device; to a GPU through pinned memory, without blocking."""
     batch = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))  # (batch, seq_len); memory maps read here
     if torch.device(device).type == "cuda":
@@ -217,12 +215,12 @@ def _to_device(rows: np.ndarray, device) -> torch.Tensor:
     return batch.to(device)
 
 
-def _causal_pass(model, ids, products, fused: bool):
+def _causal_pass(model, ids, products, body=None, head=None):
     """One pass. Every position is reduced, the last one (which predicts nothing) against a dummy
-    target so that the rows stay contiguous; `keep` then drops it. With `fused`, the logits are made
-    chunk by chunk from the last hidden state (see reduce_hidden) when the model allows it."""
+    target so that the rows stay contiguous; `keep` then drops it. With the `body` and `head` of a
+    fused head (see fused_head), the logits are made chunk by chunk from the last hidden state (see
+    reduce_hidden)."""
     targets = torch.nn.functional.pad(ids[:, 1:], (0, 1))  # (batch, seq_len)
-    body, head, _ = fused_head(model, ids) if fused else (None, None, "")
     if head is not None:
         hidden = body(input_ids=ids, use_cache=False).last_hidden_state  # (batch, seq_len, width)
         yield slice(None), reduce_hidden(hidden, head, targets, products), slice(0, -1)
@@ -285,7 +283,7 @@ def auto_batch_size(model, tokens: np.ndarray, device) -> int:
         budget = free // 2
     seq, width = tokens.shape[1], model.get_input_embeddings().embedding_dim
     per_sample = seq * width * 4 * 16
-    first = _to_device(tokens[:1], device)  # (1, seq_len)
+    first = to_device(tokens[:1], device)  # (1, seq_len)
     if is_masked_lm(model) or fused_head(model, first)[1] is None:
         per_sample += seq * model.get_output_embeddings().weight.shape[0] * model.dtype.itemsize * 2
     fits = int(max(1, min(256, budget // per_sample)))

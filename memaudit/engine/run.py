@@ -592,7 +592,10 @@ def _score_tokens(ctx: _SeriesContext, model, tokens) -> tuple[dict, int]:
         model, {"": tokens}, ctx.needed, run.device, batch_size=cfg.batch_size or run.batch_size,
         adaptive=cfg.batch_size is None, device_map=cfg.device_map, on_tokens=lambda n: run.emit("tokens", n=n),
         mask_token_id=ctx.mask_token_id, mask_fraction=cfg.mask_fraction, mask_seed=cfg.mask_seed)
-    run.said.setdefault("head", getattr(model, "_memaudit_head", (None, None, None))[2])
+    if "head" not in run.said:
+        from memaudit.engine.forward import fused_head, to_device
+
+        run.said["head"] = fused_head(model, to_device(tokens[:1], model.get_input_embeddings().weight.device))[2]
     run.said.setdefault("attention", getattr(model.config, "_attn_implementation", None))
     return scored[""], batches
 
