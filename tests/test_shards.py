@@ -211,3 +211,42 @@ def test_numbered_ids_behave_as_the_list_of_their_strings():
     assert "d:7" in ids and "d:4" not in ids and "d:07" not in ids and "d:15" not in ids and 7 not in ids
     with pytest.raises(IndexError):
         ids[10]
+
+
+@pytest.mark.parametrize("change", ["rewrite", "truncate"])
+def test_an_npy_changed_during_a_sharded_run_stores_nothing(make_series, write_config, tokenizer, tmp_path,
+                                                           run_cli, monkeypatch, change):
+    """The .npy is rewritten (other tokens) or cut short after the first shard: the run stops with exit 2,
+    nothing computed after the change is journaled, and once the file is restored the rerun gives the
+    results of an undisturbed run (the journal holds no mix of the two data sets)."""
+    import numpy as np
+
+    from memaudit.engine.shards import ShardJournal
+
+    tokens = np.random.default_rng(0).integers(0, len(tokenizer), (16, 24))
+    path = tmp_path / "train.npy"
+    np.save(path, tokens)
+    config = write_config({"series": [{"name": "tiny", "local": str(make_series(steps=(1,)))}],
+                           "datasets": [{"name": "train", "path": str(path), "seq_len": 24}],
+                           "select": "memorization", "run": {"batch_size": 4, "shard_size": 4}})
+    put = ShardJournal.put
+
+    def put_then_change(self, key, rows):
+        put(self, key, rows)
+        if change == "rewrite":
+            np.save(path, (tokens + 1) % len(tokenizer))
+        else:
+            with open(path, "r+b") as f:
+                f.truncate(200)
+
+    monkeypatch.setattr(ShardJournal, "put", put_then_change)
+    code, _, err = run_cli("run", config, "--json", tmp_path / "r.json")
+    assert code == 2 and "changed while the audit was reading it" in err and "Traceback" not in err
+    monkeypatch.setattr(ShardJournal, "put", put)
+    np.save(path, tokens)
+    code, _, err = run_cli("run", config, "--json", tmp_path / "r.json")
+    assert code == 0, err
+    code, _, err = run_cli("run", config, "--no-cache", "--json", tmp_path / "fresh.json")
+    resumed, fresh = (json.loads((tmp_path / n).read_text())["series"][0]["checkpoints"][0]["results"]
+                      for n in ("r.json", "fresh.json"))
+    assert resumed == fresh

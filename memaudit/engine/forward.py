@@ -209,7 +209,7 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
 
 def to_device(rows: np.ndarray, device) -> torch.Tensor:
     """A batch of token ids on the device; to a GPU through pinned memory, without blocking."""
-    batch = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))  # (batch, seq_len); memory maps read here
+    batch = torch.from_numpy(np.array(rows, dtype=np.int64))  # (batch, seq_len): a copy (memory maps are read here)
     if torch.device(device).type == "cuda":
         return batch.pin_memory().to(device, non_blocking=True)
     return batch.to(device)

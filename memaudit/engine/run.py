@@ -462,10 +462,18 @@ def _each_checkpoint(ctx: _SeriesContext, checkpoints: list):
                 continue
             result = _audit_one(ctx, ckpt, found, models, prefetch_next)
             if run.processes.num_processes == 1:  # with several, the main process records after gathering
+                _check_inputs(ctx)
                 run.journal.record(ctx.journal_key(ckpt), result, ctx.probe_keys)
             if run.opts.evict and ckpt.repo and result.error is None:
                 evict_revision(ckpt)
             yield result
+
+
+def _check_inputs(ctx: _SeriesContext) -> None:
+    """Before a checkpoint's results are journaled: every memory-mapped data file is as it was opened, and
+    its tokens still hash to what the results are keyed by (InputChanged otherwise: nothing is stored)."""
+    for s in ctx.samples.values():
+        s.check_unchanged(rehash=True)
 
 
 def _agreed(ctx: _SeriesContext, done: bool) -> bool:
@@ -557,7 +565,9 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
     for name in found.missing:
         s, parts = ctx.samples[name], ctx.parts(name)
         if len(parts) == 1:
+            s.check_unchanged()
             found.products[name], b = _score_tokens(ctx, model, s.tokens)
+            s.check_unchanged(rehash=True)  # what was scored is what the products are keyed by
             run.cache.put(ctx.products_key(ckpt, name), found.products[name])
             batches += b
             continue
@@ -567,10 +577,12 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
             part = parts[i]
             if i not in done or ctx.whole:
                 trim_heap()  # the heap's free holes (left by loading, or the last shard) leave our memory first
+                s.check_unchanged()
                 products, b = _score_tokens(ctx, model, s.tokens[part])  # (shard samples, seq_len - 1) each
                 batches += b
                 arguments = probe_arguments(s, products, ctx.text_products[name], ckpt, ctx.ledger, part)
                 done[i] = shard_rows(run.plan.checkpoint_probes, arguments)
+                s.check_unchanged()
                 run.shards.put(ctx.shard_key(ckpt, name, part), done[i])
                 if ctx.whole:
                     found.shard_products.setdefault(name, {})[i] = {p: products[p] for p in ctx.whole}
@@ -670,6 +682,7 @@ def _collect(ctx: _SeriesContext, checkpoints: list, pairs) -> None:
         if series.n_params is None:
             series.n_params = result.n_params
         if run.processes.num_processes > 1 and run.processes.is_main_process and not result.from_journal:
+            _check_inputs(ctx)
             run.journal.record(ctx.journal_key(ckpt), result, ctx.probe_keys)
 
 

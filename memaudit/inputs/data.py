@@ -7,6 +7,7 @@ import collections.abc
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,16 +66,32 @@ class Samples:
     steps: np.ndarray | None = None  # (n_samples,) training step at which each sample was seen, when known
     target_mask: np.ndarray | None = None  # (n_samples, seq_len - 1) targets to score (canary candidates)
     canaries: dict | None = None  # canary id -> {"space", "exact", "n_candidates"}
+    mapped: tuple = ()  # (path, stat stamp) of each file `tokens` is memory-mapped from, as it was when opened
 
     @functools.cached_property
     def sha256(self) -> str:
         """Hash of the tokens (and their shape) as int64, whatever their stored type, read in chunks (a memory
         map is never loaded whole): what the products cache is keyed by."""
+        return self._token_digest()
+
+    def _token_digest(self) -> str:
         h = hashlib.sha256(str(self.tokens.shape).encode())
         for start in range(0, len(self.tokens), HASH_ROWS):
             h.update(np.ascontiguousarray(self.tokens[start:start + HASH_ROWS], dtype=np.int64).data)
             release_pages(self.tokens)  # each chunk's pages leave our memory: a pass over the file stays flat
         return h.hexdigest()
+
+    def check_unchanged(self, rehash: bool = False) -> None:
+        """Raise InputChanged when a file the tokens are memory-mapped from (.npy, Megatron .bin/.idx) was
+        written, truncated or replaced since it was opened: its size, modification time and inode, and with
+        `rehash` the hash of the tokens read now against the one the run is keyed by. Called before any
+        result computed from the tokens is stored (shard journal, products cache, run journal), and before
+        each shard is read (a file cut short under a memory map would crash the process)."""
+        for path, stamp in self.mapped:
+            if file_stamp(path) != stamp:
+                raise InputChanged(self.config.name, path)
+        if rehash and self.mapped and self._token_digest() != self.sha256:
+            raise InputChanged(self.config.name, self.mapped[0][0])
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -93,6 +110,24 @@ class Samples:
                            seq_len=int(self.tokens.shape[1]), n_samples=len(self.ids),
                            n_tokens=int(self.tokens.size), sha256=self.sha256[:16],
                            seen_at_step=self.config.seen_at_step, canaries=self.canaries)
+
+
+class InputChanged(ConfigError):
+    """A memory-mapped data file changed while the audit read it: nothing computed from it is stored."""
+
+    def __init__(self, name: str, path: Path):
+        super().__init__(f"Data set '{name}': '{path}' changed while the audit was reading it (written, cut short or "
+                         "replaced). Nothing computed from it was stored. Leave the file as it is while memaudit "
+                         "runs (write a new file and point the yaml at it), then run the audit again.")
+
+
+def file_stamp(path: Path) -> tuple | None:
+    """(size, modification time in ns, inode, device) of a file, or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
 
 
 def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
@@ -267,11 +302,15 @@ def _check_token_list(tokens, where: str) -> None:
 def _from_npy(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
     """Token ids from a `.npy` array: (samples, length), or (steps, batch, length) as Pythia's batch
     viewer writes it, whose row j was seen at step `first_seen_step + j`."""
+    stamp = file_stamp(path)
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
     except (ValueError, OSError) as e:
         raise ConfigError(f"Data set '{config.name}': '{path}' is not a readable .npy array of token ids ({e}).") from None
-    return _from_array(config, array, f"Data set '{config.name}': '{path}'", vocab_size)
+    samples = _from_array(config, array, f"Data set '{config.name}': '{path}'", vocab_size)
+    samples.mapped = ((path, stamp),)
+    samples.check_unchanged()  # changed while it was checked and hashed
+    return samples
 
 
 def _from_array(config: DatasetConfig, array: np.ndarray, where: str, vocab_size: int) -> Samples:
@@ -334,6 +373,8 @@ def _from_megatron(config: DatasetConfig, path: Path, vocab_size: int) -> Sample
     1024 sequences per step, from step 0)."""
     from memaudit.inputs.megatron import open_indexed, prefix_of
 
+    stamps = tuple((part, file_stamp(part)) for part in (prefix_of(path).with_suffix(".idx"),
+                                                         prefix_of(path).with_suffix(".bin")))
     data = open_indexed(path, config.name)
     where = f"Data set '{config.name}': '{prefix_of(path)}.bin'"
     first = config.first_sample
@@ -349,7 +390,10 @@ def _from_megatron(config: DatasetConfig, path: Path, vocab_size: int) -> Sample
     steps = None
     if config.sequences_per_step:
         steps = (first + np.arange(n)) // config.sequences_per_step + (config.first_seen_step or 0)
-    return _from_rows(config, data.rows(first, n, config.seq_len), steps, where, vocab_size, first)
+    samples = _from_rows(config, data.rows(first, n, config.seq_len), steps, where, vocab_size, first)
+    samples.mapped = stamps
+    samples.check_unchanged()
+    return samples
 
 
 def _pretokenized(config: DatasetConfig, records: list[tuple[int, dict]], vocab_size: int) -> Samples:
