@@ -7,16 +7,17 @@ The package in layers, in the direction data flows:
     integrations/  the command line and the pytest plugin
     lab/           trains tiny model series to audit
 
-Probe authors need only `probe`, `series_probe` and, for figures, `plots`; notebooks and training loops
+Probe authors need only `probe`, `series_probe` (with `DatasetName` / `SeriesName` for parameters that
+name a data set or series) and, for figures, `plots`; notebooks and training loops
 `audit`, `audit_model` and `LiveSeries` (memaudit.api). Nothing here imports torch.
 """
 
 from memaudit.api import LiveSeries, audit, audit_model
-from memaudit.engine.registry import probe, series_probe
+from memaudit.engine.registry import DatasetName, SeriesName, probe, series_probe
 
 __version__ = "0.1.0"
-__all__ = ["audit", "audit_model", "LiveSeries", "probe", "series_probe", "plots", "AuditReport", "read_report",
-           "__version__"]
+__all__ = ["audit", "audit_model", "LiveSeries", "probe", "series_probe", "DatasetName", "SeriesName", "plots",
+           "AuditReport", "read_report", "__version__"]
 
 
 def __getattr__(name: str):

@@ -15,7 +15,7 @@ from memaudit.probes.extraction import DEFAULT_SCHEMES, log_pz
 from memaudit.probes.memorization import extractable_samples
 from pydantic import Field
 
-from memaudit import plots, probe
+from memaudit import DatasetName, plots, probe
 from memaudit.engine.sampling import SamplingScheme
 from memaudit.inputs.canaries import exposure
 
@@ -72,18 +72,12 @@ def canaries(logprobs, target_mask, sample_ids, dataset):
 
 
 def roc_auc(members: np.ndarray, non_members: np.ndarray) -> float:
-    """P(score of a member > score of a non-member), ties counting half (Mann-Whitney U)."""
+    """P(score of a member > score of a non-member), ties counting half (Mann-Whitney U), from average ranks
+    (vectorised: np.unique groups the ties)."""
     scores = np.concatenate([members, non_members])
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)  # 1-based rank of the last of each group of equal scores
+    ranks = ((ends - counts + 1 + ends) / 2)[inverse]  # average rank of each score
     n1, n0 = len(members), len(non_members)
     return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
@@ -117,7 +111,7 @@ def membership_rows(logprobs, entropy, logp2, zlib_len, k_percent: float) -> dic
                 "n_members": "member samples", "n_non_members": "non-member samples",
                 "samples": "with per_sample: per sample its data set, id, member or not, and each score"},
        show=("auc_loss", "auc_zlib", "auc_min_k", "auc_min_k_pp"))
-def membership(data, members: str = "train", non_members: str = "valid",
+def membership(data, members: DatasetName = "train", non_members: DatasetName = "valid",
                k_percent: Annotated[float, Field(gt=0, le=100)] = 20.0, per_sample: bool = False):
     """Membership-inference scores (loss, zlib, Min-K% prob, Min-K%++) with ROC AUC and TPR at 1% FPR, from
     per-sample scores (so at any scale); `per_sample` also lists every sample's scores."""

@@ -2,11 +2,14 @@
 
 Data sets by role: `forget` (what was to be forgotten), `retain` (training data to keep), `holdout` (text of
 the same kind never trained on). Per checkpoint, `unlearning_membership` tells the forget set from the
-holdout set by membership scores (AUC 0.5: indistinguishable, as for a model that never saw it). Over the
-series, `unlearning` gives the forget / retain / holdout curves, the forget set's excess over holdout M
-(back to the level of unseen text?), the retain set's change (utility kept) and PrivLeak against a
-reference series retrained without the forget set: (AUC_unlearned - AUC_retrained) / AUC_retrained, MUSE's
-definition (near 0: leaks like a model that never saw it; > 0: under-unlearned; < 0: over-unlearned).
+holdout set by membership scores, oriented as MUSE (swj0419/muse_bench, metrics/privleak.py) orients them:
+the holdout set is the positive class and the score is the negated loss (or Min-K%), so the AUC is 0.5 when
+the model cannot tell the two sets apart and falls towards 0 while the forget set still scores like training
+data. Over the series, `unlearning` gives the forget / retain / holdout curves, the forget set's excess over
+holdout M (back to the level of unseen text?), the retain set's change (utility kept) and MUSE's PrivLeak
+against a reference series retrained without the forget set: (AUC_unlearned - AUC_retrained) / AUC_retrained
+(near 0: leaks like a model that never saw it; < 0: under-unlearned; > 0: over-unlearned). MUSE prints it
+multiplied by 100 and takes Min-K% at 40% as its headline score (`privleak_min_k` here).
 """
 
 from __future__ import annotations
@@ -16,32 +19,35 @@ from typing import Annotated
 from memaudit.probes.privacy import membership_rows, roc_auc
 from pydantic import Field
 
-from memaudit import plots, probe, series_probe
+from memaudit import SeriesName, plots, probe, series_probe
 
 ROLES = ("forget", "retain", "holdout")
-SCORES = ("loss", "min_k_pp")
+SCORES = ("loss", "min_k", "min_k_pp")
 
 
 @probe(per_dataset=False, rows=membership_rows,
-       metrics={"auc_<score>": "ROC AUC of telling forget-set samples from holdout samples by <score> (loss, "
-                               "min_k_pp): 0.5 when the model cannot tell them apart",
+       metrics={"auc_<score>": "MUSE's forget-vs-holdout ROC AUC by <score> (loss; min_k: Min-K% at k_percent, "
+                               "MUSE's default 40%; min_k_pp: Min-K%++), the holdout set the positive class: 0.5 "
+                               "when the model cannot tell the sets apart, near 0 while the forget set still scores "
+                               "like training data",
                 "n_forget": "forget-set samples", "n_holdout": "holdout samples"},
-       show=("auc_loss", "auc_min_k_pp"))
-def unlearning_membership(data, k_percent: Annotated[float, Field(gt=0, le=100)] = 20.0):
-    """Forget set vs holdout set: membership-inference AUCs (loss, Min-K%++), per checkpoint."""
+       show=("auc_loss", "auc_min_k", "auc_min_k_pp"))
+def unlearning_membership(data, k_percent: Annotated[float, Field(gt=0, le=100)] = 40.0):
+    """Forget set vs holdout set: membership-inference AUCs (loss, Min-K% at 40%, Min-K%++) as MUSE computes
+    them, per checkpoint."""
     forget = [d for d in data.values() if d.dataset.role == "forget"]
     holdout = [d for d in data.values() if d.dataset.role == "holdout"]
     if not forget or not holdout:
         return {}
-    a, b = forget[0].rows, holdout[0].rows  # score -> (samples,)
+    a, b = forget[0].rows, holdout[0].rows  # score -> (samples,); one data set per role (the yaml's rule)
     out = {"n_forget": int(len(a["loss"])), "n_holdout": int(len(b["loss"]))}
     for score in SCORES:
-        out[f"auc_{score}"] = roc_auc(a[score], b[score])
+        out[f"auc_{score}"] = roc_auc(b[score], a[score])  # MUSE: holdout label 1, forget label 0
     return out
 
 
 def privleak(auc_unlearned: float | None, auc_retrained: float | None) -> float | None:
-    """MUSE's PrivLeak: (AUC_unlearned - AUC_retrained) / AUC_retrained."""
+    """MUSE's PrivLeak: (AUC_unlearned - AUC_retrained) / AUC_retrained, as a fraction (MUSE prints x100)."""
     if auc_unlearned is None or not auc_retrained:
         return None
     return (auc_unlearned - auc_retrained) / auc_retrained
@@ -52,7 +58,7 @@ METRICS = {
     "M_<role>": "M on the forget / retain / holdout set at those checkpoints",
     "loss_<role>": "loss on each set at those checkpoints",
     "extractable_<role>": "share of each set's samples k-extractable (greedy) at those checkpoints",
-    "auc_<score>": "forget-vs-holdout membership AUC at those checkpoints (loss, min_k_pp)",
+    "auc_<score>": "MUSE's forget-vs-holdout membership AUC at those checkpoints (loss, min_k, min_k_pp)",
     "before": "checkpoint at the start of unlearning (ledger; else the first)",
     "after": "last checkpoint",
     "M_forget_before": "forget-set M before unlearning", "M_forget_after": "forget-set M after",
@@ -62,7 +68,9 @@ METRICS = {
     "retain_loss_change": "retain-set loss after minus before",
     "reference": "series retrained without the forget set (parameter `reference`), compared at its last checkpoint",
     "reference_M_forget": "the reference's forget-set M (what never having seen it gives)",
-    "privleak_<score>": "(AUC_unlearned - AUC_retrained) / AUC_retrained after unlearning (MUSE)",
+    "privleak_<score>": "MUSE's PrivLeak after unlearning: (AUC_unlearned - AUC_retrained) / AUC_retrained, as a "
+                        "fraction (MUSE prints x100; its headline is privleak_min_k): near 0 leaks like a model "
+                        "that never saw the forget set, < 0 under-unlearned, > 0 over-unlearned",
     "relearn_M_before": "relearning check (lab): M on the held-back part of the forget set before fine-tuning on the rest",
     "relearn_M_after": "the same after the relearning steps (a quick return means the knowledge was hidden, not removed)",
     "relearn_steps": "relearning optimizer steps",
@@ -106,10 +114,11 @@ def _metric_on_role(checkpoint, datasets, role: str, metric: str):
 
 @series_probe(metrics=METRICS, show=("before", "after", "M_forget_before", "M_forget_after", "M_holdout_after",
                                      "forget_excess", "retain_M_change", "retain_loss_change", "reference",
-                                     "reference_M_forget", "privleak_loss", "privleak_min_k_pp", "relearn_M_before",
+                                     "reference_M_forget", "privleak_loss", "privleak_min_k", "privleak_min_k_pp",
+                                     "relearn_M_before",
                                      "relearn_M_after", "M_forget", "M_retain", "M_holdout", "auc_loss"),
               uses=("memorization", "unlearning_membership"), figures=(fig_unlearning,))
-def unlearning(checkpoints, datasets, series, all_series, ledger, reference: str | None = None):
+def unlearning(checkpoints, datasets, series, all_series, ledger, reference: SeriesName | None = None):
     """Forget / retain / holdout over the unlearning steps, the forget set's excess over holdout M, utility
     kept, PrivLeak against a series retrained without the forget set, and the lab's relearning check."""
     roles = {d.role: d.name for d in datasets if d.role in ROLES}

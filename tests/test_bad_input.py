@@ -468,3 +468,31 @@ def test_yaml_yes_is_not_one_sample(basic_config, run_cli, tmp_path):
 def test_training_steps_of_data_are_checked(dataset, message, basic_config, run_cli, text_file, tmp_path):
     code, err = _run(run_cli, basic_config(datasets=[{"name": "d", "path": str(text_file), **dataset}]), tmp_path)
     assert code == 2 and message in err
+
+
+@pytest.mark.parametrize("series, probes, words", [
+    (["tiny"], {"membership": {"members": "trian"}}, "members: 'trian' is no dataset of the yaml. Did you mean 'train'"),
+    (["tiny"], {"membership": {"non_members": "train"}}, "name one data set twice"),
+    (["tiny", "retrained"], {"unlearning": {"reference": "retrainedd"}},
+     "reference: 'retrainedd' is no series of the yaml. Did you mean 'retrained'"),
+    (["tiny"], {"unlearning": {"reference": "tiny"}}, "is the only series of the yaml"),
+])
+def test_parameters_naming_data_sets_or_series_are_checked_before_anything_loads(series, probes, words, write_config,
+                                                                                  text_file, run_cli, tmp_path):
+    """The series' folders do not exist: the reference is refused before any series is resolved."""
+    config = write_config({"series": [{"name": n, "local": str(tmp_path / n)} for n in series],
+                           "datasets": [{"name": "train", "path": str(text_file)}], "probes": probes})
+    code, err = _run_args(run_cli, config, tmp_path)
+    assert code == 2 and words in err
+
+
+def test_one_data_set_per_unlearning_role_and_a_holdout_that_is_not_the_forget_set(basic_config, text_file, run_cli,
+                                                                                   tmp_path):
+    two = basic_config(datasets=[{"name": "a", "path": str(text_file), "role": "forget"},
+                                 {"name": "b", "path": str(text_file), "role": "forget"}])
+    code, err = _run_args(run_cli, two, tmp_path)
+    assert code == 2 and "2 data sets have role 'forget' (a, b)" in err
+    same = basic_config(datasets=[{"name": "f", "path": str(text_file), "role": "forget", "seq_len": 16},
+                                  {"name": "h", "path": str(text_file), "role": "holdout", "seq_len": 16}])
+    code, err = _run_args(run_cli, same, tmp_path)
+    assert code == 2 and "hold the same tokens" in err

@@ -68,7 +68,62 @@ def test_privleak_and_aucs_equal_a_direct_computation():
     forget, holdout = rng.normal(1.0, 1.0, 40), rng.normal(0.0, 1.0, 50)
     direct = np.mean([(f > h) + 0.5 * (f == h) for f in forget for h in holdout])
     assert roc_auc(forget, holdout) == pytest.approx(direct)
+    ties = rng.integers(0, 3, 30).astype(float), rng.integers(0, 3, 20).astype(float)
+    assert roc_auc(*ties) == pytest.approx(np.mean([(a > b) + 0.5 * (a == b) for a in ties[0] for b in ties[1]]))
     assert privleak(0.8, 0.5) == pytest.approx(0.6) and privleak(0.5, 0.5) == 0.0 and privleak(None, 0.5) is None
+
+
+def _muse_scores(folder, rows: list[list[int]]) -> dict[str, np.ndarray]:
+    """MUSE's privleak.inference per sample (swj0419/muse_bench, metrics/privleak.py), on token ids: PPL is the
+    mean next-token loss, Min-40% minus the mean of the lowest int(40% of the positions) log-probabilities."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    out = {"PPL": [], "Min-40%": []}
+    with torch.no_grad():
+        for ids in rows:
+            ids = torch.tensor(ids).unsqueeze(0)
+            logits = model(ids).logits
+            all_prob = torch.log_softmax(logits, dim=-1)[0, :-1].gather(1, ids[0, 1:, None])[:, 0].numpy()
+            out["PPL"].append(-all_prob.mean())
+            out["Min-40%"].append(-np.mean(np.sort(all_prob)[:int(len(all_prob) * 0.4)]))
+    return {k: np.array(v, dtype=np.float64) for k, v in out.items()}
+
+
+def _muse_auc(forget: np.ndarray, holdout: np.ndarray) -> float:
+    """MUSE's sweep(): roc_curve over the forget set (label 0) and the holdout set (label 1) on -ppl."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    y = np.array([0] * len(forget) + [1] * len(holdout))
+    fpr, tpr, _ = metrics.roc_curve(y, -np.concatenate([forget, holdout]))
+    return metrics.auc(fpr, tpr)
+
+
+def test_unlearning_aucs_and_privleak_equal_a_port_of_muse(unlearned):
+    """Orientation and formula as MUSE's: forget label 0, holdout label 1, score -PPL or -Min-40%; PrivLeak
+    (AUC_unlearned - AUC_retrained) / AUC_retrained, negative when the forget set is not unlearned."""
+    import json
+
+    pytest.importorskip("sklearn")
+    out, report = unlearned
+    series = {s.name: s for s in report.series}
+
+    def rows(series_name, file):
+        return [json.loads(line)["tokens"] for line in (out / series_name / "data" / file).read_text().splitlines()]
+
+    aucs = {}
+    for name in ("ga", "npo", "retrain"):
+        last = series[name].checkpoints[-1]
+        forget, holdout = (_muse_scores(out / name / last.name, rows(name, f)) for f in ("forget.jsonl", "valid.jsonl"))
+        for score, key in (("loss", "PPL"), ("min_k", "Min-40%")):
+            aucs[name, score] = _muse_auc(forget[key], holdout[key])
+            assert last.metric("unlearning_membership", "all", f"auc_{score}") == pytest.approx(aucs[name, score],
+                                                                                             abs=1e-9)
+    for name in ("ga", "npo"):
+        row = series[name].results["unlearning"]["forget"]
+        for score in ("loss", "min_k"):
+            muse = (aucs[name, score] - aucs["retrain", score]) / aucs["retrain", score]
+            assert row[f"privleak_{score}"] == pytest.approx(muse, abs=1e-9)
 
 
 def test_the_relearning_check_brings_memorization_back(tokenizer, corpus_text):

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from memaudit.engine.catalog import FORWARD, PRODUCTS, ROW_ARGS, SERIES_ARGS
 from memaudit.errors import (
@@ -273,6 +273,58 @@ def _param_types(p: ProbeDef) -> dict[str, Any]:
         hints = {}
     defaults = {bool: bool, int: int, float: float, str: str}
     return {name: hints.get(name, defaults.get(type(default), Any)) for name, default in p.params.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class NameOf:
+    """Marks a probe parameter whose value names a data set or a series of the yaml (`DatasetName`,
+    `SeriesName`): a value given in the yaml is checked against the names before anything loads."""
+
+    kind: str  # "dataset" or "series"
+
+
+DatasetName = Annotated[str, NameOf("dataset")]
+"""A probe parameter that names a data set of the yaml (e.g. membership's `members`)."""
+SeriesName = Annotated[str, NameOf("series")]
+"""A probe parameter that names another series of the yaml (e.g. unlearning's `reference`)."""
+
+
+def validate_references(probes: list[ProbeDef], given: dict[str, dict], datasets: list[str],
+                        series: list[str]) -> None:
+    """Refuse a parameter value from the yaml (`given`: probe -> its parameters) that names a data set or
+    series the yaml does not have, or a reference series that is the only series (nothing to compare with
+    it), listing the valid names: such a value would give empty results after the whole run."""
+    import typing
+
+    names = {"dataset": datasets, "series": series}
+    for p in probes:
+        hints = typing.get_type_hints(p.fn, include_extras=True) if given.get(p.name) else {}
+        for key, value in (given.get(p.name) or {}).items():
+            mark = _name_mark(hints.get(key))
+            if mark is None or value is None:
+                continue
+            valid, where = names[mark.kind], f"Probe '{p.name}': {key}: '{value}'"
+            if value not in valid:
+                raise ConfigError(f"{where} is no {mark.kind} of the yaml.{did_you_mean(str(value), valid)} "
+                                  f"The {mark.kind} names: {', '.join(valid)}.")
+            if mark.kind == "series" and valid == [value]:
+                raise ConfigError(f"{where} is the only series of the yaml, so no series is compared with it. "
+                                  "Add the series to compare with it (both are audited in one run).")
+        named = {key: value for key, value in p.params.items() if _name_mark(hints.get(key)) == NameOf("dataset")}
+        if given.get(p.name) and len(set(named.values())) < len(named):
+            raise ConfigError(f"Probe '{p.name}': {', '.join(f'{k}: {v}' for k, v in named.items())} name one data "
+                              "set twice, so the probe would compare it with itself. Name different data sets.")
+
+
+def _name_mark(annotation) -> NameOf | None:
+    """The NameOf mark of `DatasetName`, `SeriesName` or `SeriesName | None`, else None."""
+    import typing
+
+    for candidate in (annotation, *typing.get_args(annotation)):
+        for mark in getattr(candidate, "__metadata__", ()):
+            if isinstance(mark, NameOf):
+                return mark
+    return None
 
 
 def _finite(value) -> bool:

@@ -22,6 +22,7 @@ from memaudit.engine.registry import (
     probe_arguments,
     select,
     standard_probe_dir,
+    validate_references,
 )
 from memaudit.errors import ConfigError, ExitCode
 from memaudit.inputs.config import AuditConfig, RunConfig, apply_overrides
@@ -102,6 +103,8 @@ def make_plan(config: AuditConfig, keyword: str | None = None, names: list[str] 
     `keyword_source` in errors; `names`: only these probes, for the Python API), and validate the checks."""
     keywords = [("the yaml's select:", config.select), (keyword_source, keyword)]
     probes = select(collect([standard_probe_dir(), *config.probe_paths]), config.probes, keywords, names)
+    validate_references(probes, config.probes, [d.name for d in config.datasets],
+                        [s.display_name for s in config.series])
     validate_checks(config, probes, selected_by_keyword=bool(keyword or config.select or names is not None))
     return Plan(config, probes)
 
@@ -372,6 +375,7 @@ def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | 
     fingerprint = series.tokenizer
     samples = {d.name: load_samples(d.for_series(series.name), tokenizer, (data or {}).get(d.name))
                for d in run.config.datasets}
+    _refuse_identical_roles(samples)
     for s in samples.values():
         info = s.info()
         known = run.datasets.setdefault(info.name, info)
@@ -386,6 +390,16 @@ def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | 
     inputs = {"ledger": digest(ledger.model_dump(mode="json")) if ledger else None, "tokenizer": fingerprint,
               "text": {**said, "show_text": run.run_cfg.show_text, "redact": run.run_cfg.redact}}
     return _SeriesContext(run, series, samples, text_products, ledger, tokenizer.mask_token_id, inputs)
+
+
+def _refuse_identical_roles(samples: dict) -> None:
+    """A forget set whose tokens are the holdout set's would read as perfectly unlearned: refuse it."""
+    by_role = {s.config.role: s for s in samples.values()}
+    forget, holdout = by_role.get("forget"), by_role.get("holdout")
+    if forget is not None and holdout is not None and forget.sha256 == holdout.sha256:
+        raise ConfigError(f"Data sets '{forget.config.name}' (role forget) and '{holdout.config.name}' (role holdout) "
+                          "hold the same tokens, so the unlearning audit could only say 'indistinguishable' "
+                          "(perfect unlearning). The holdout set must be text the model never trained on.")
 
 
 def _series_result(series_cfg, ledger: Ledger | None, tokenizer_fingerprint: str) -> SeriesResult:

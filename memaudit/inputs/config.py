@@ -17,6 +17,8 @@ from memaudit.errors import ConfigError, did_you_mean
 DatasetRole = Literal["train", "valid", "special", "canary", "forget", "retain", "holdout", "other"]
 CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>
 AGGREGATES = ("each", "last", "first", "max", "min", "mean")
+SINGLE_ROLES = ("forget", "retain", "holdout")
+"""Roles an audit has at most one data set of (the unlearning probes read them by role)."""
 
 
 class YamlModel(BaseModel):
@@ -347,6 +349,12 @@ class AuditConfig(YamlModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
+        for role in SINGLE_ROLES:
+            named = [d.name for d in self.datasets if d.role == role]
+            if len(named) > 1:
+                raise ValueError(f"{len(named)} data sets have role '{role}' ({', '.join(named)}), but the unlearning "
+                                 f"probes compare one forget set with one holdout set (and one retain set): join them "
+                                 f"into one file, or audit each in its own yaml")
         return self
 
 
