@@ -184,6 +184,8 @@ def test_probe_parameters_are_validated_against_their_annotations(params, messag
     ({"tokens": [1] * 20, "id": None}, "'id' must be a string or an integer"),
     ({"tokens": [1] * 20, "seen_at_step": 1.5}, "'seen_at_step' must be a non-negative integer"),
     ({"text": "a", "tokens": [1] * 20}, "either a 'text' or a 'tokens' field"),
+    ({"text": "some text " * 30, "id": "a"}, "'id' and 'seen_at_step' belong to records with 'tokens'"),
+    ({"text": "some text " * 30, "seen_at_step": 3}, "text records are joined and cut into samples"),
 ])
 def test_data_records_are_never_coerced(record, message, basic_config, run_cli, tmp_path):
     good = json.dumps({"tokens": [1] * 20}) if "tokens" in record else json.dumps({"text": "fine words " * 20})
@@ -496,3 +498,37 @@ def test_one_data_set_per_unlearning_role_and_a_holdout_that_is_not_the_forget_s
                                   {"name": "h", "path": str(text_file), "role": "holdout", "seq_len": 16}])
     code, err = _run_args(run_cli, same, tmp_path)
     assert code == 2 and "hold the same tokens" in err
+
+
+def test_text_files_read_as_people_write_them(basic_config, run_cli, tmp_path, corpus_text):
+    """A UTF-8 byte-order mark, and JSON strings holding U+2028 (a line break for str.splitlines, not for JSONL)."""
+    import json
+
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + corpus_text[:3000].encode())
+    records = tmp_path / "records.jsonl"
+    records.write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps({"text": corpus_text[i:i + 400] + "\u2028x"},
+                                                               ensure_ascii=False) for i in range(0, 3000, 400)).encode())
+    for path in (bom, records):
+        config = basic_config(datasets=[{"name": "d", "path": str(path), "seq_len": 16, "max_samples": 4}])
+        code, _, err = run_cli("run", config, "-k", "memorization")
+        assert code == 0, err
+
+
+def test_parquet_and_feather_suffixes_and_a_saved_datasets_folder(basic_config, run_cli, tmp_path, tokenizer):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    table = pa.table({"input_ids": [[i % len(tokenizer) for i in range(j, j + 20)] for j in range(6)]})
+    pq.write_table(table, tmp_path / "d.pq")
+    feather.write_feather(table, tmp_path / "d.feather")
+    for name in ("d.pq", "d.feather"):
+        config = basic_config(datasets=[{"name": "d", "path": str(tmp_path / name), "seq_len": 16}])
+        code, _, err = run_cli("run", config, "-k", "memorization")
+        assert code == 0, err
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "data-00000-of-00001.arrow").write_bytes(b"")
+    code, err = _run(run_cli, basic_config(datasets=[{"name": "d", "path": str(saved)}]), tmp_path)
+    assert code == 2 and "is a folder" in err and "data-00000-of-00001.arrow" in err

@@ -13,6 +13,8 @@ import numpy as np
 from memaudit.errors import ConfigError
 
 COLUMNS = ("input_ids", "tokens")  # the first one present is read
+PARQUET_SUFFIXES = (".parquet", ".pq")
+ARROW_SUFFIXES = (".arrow", ".feather", ".ipc")  # Feather version 2 is the Arrow IPC file format
 BATCH_ROWS = 1 << 16
 
 
@@ -25,7 +27,7 @@ def _batches(path: Path, where: str):
         raise ConfigError(f"{where}: reading Parquet or Arrow data needs pyarrow: `pip install pyarrow` (or "
                           "memaudit-lm[parquet]).") from None
     try:
-        if path.suffix == ".parquet":
+        if path.suffix in PARQUET_SUFFIXES:
             f = pq.ParquetFile(path)
             return f.schema_arrow, f.metadata.num_rows, lambda column: f.iter_batches(BATCH_ROWS, columns=[column])
         source = pa.memory_map(str(path))

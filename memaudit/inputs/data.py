@@ -144,6 +144,11 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
         return _from_memory(config, records, tokenizer)
     path = Path(config.path)
     _check_fields_apply(config, path.suffix, f"'{path.name}'")
+    if path.is_dir():
+        arrow = sorted(path.glob("*.arrow"))
+        hint = (f" It looks like a folder `datasets`' save_to_disk wrote: point 'path' at its Arrow file "
+                f"('{arrow[0]}'{', one data set per file' if len(arrow) > 1 else ''}).") if arrow else ""
+        raise ConfigError(f"Data set '{config.name}': '{path}' is a folder, not a data file.{hint or ' Point path at a file.'}")
     if not path.is_file():
         raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
                           "(relative paths are relative to the yaml's folder).")
@@ -151,14 +156,16 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
         return _from_npy(config, path, len(tokenizer))
     if path.suffix in (".bin", ".idx") and config.role != "canary":
         return _from_megatron(config, path, len(tokenizer))
-    if path.suffix in (".parquet", ".arrow") and config.role != "canary":
+    from memaudit.inputs.arrow import ARROW_SUFFIXES, PARQUET_SUFFIXES
+
+    if path.suffix in PARQUET_SUFFIXES + ARROW_SUFFIXES and config.role != "canary":
         from memaudit.inputs.arrow import read_token_column
 
         where = f"Data set '{config.name}': '{path}'"
         rows = read_token_column(path, where, config.seq_len, config.first_sample, config.max_samples)
         return _from_rows(config, rows, None, where, len(tokenizer), config.first_sample)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors write one) is not text
     except UnicodeDecodeError as e:
         raise ConfigError(f"Data set '{config.name}': '{path}' is not UTF-8 text ({e.reason} at byte "
                           f"{e.start}). Convert it, e.g. `iconv -f latin1 -t utf-8`.") from None
@@ -177,7 +184,9 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
 def _check_fields_apply(config: DatasetConfig, suffix: str, what: str) -> None:
     """Refuse the settings of array and training-order data on data they do not apply to (they would be
     ignored): `first_sample`, `sequences_per_step`, `first_seen_step`."""
-    arrays = (".npy", ".bin", ".idx", ".parquet", ".arrow")
+    from memaudit.inputs.arrow import ARROW_SUFFIXES, PARQUET_SUFFIXES
+
+    arrays = (".npy", ".bin", ".idx", *PARQUET_SUFFIXES, *ARROW_SUFFIXES)
     for field, applies in (("first_sample", arrays), ("sequences_per_step", (".bin", ".idx")),
                            ("first_seen_step", (".npy", ".bin", ".idx"))):
         if getattr(config, field) != DatasetConfig.model_fields[field].default and suffix not in applies:
@@ -242,7 +251,8 @@ def _read_jsonl(config: DatasetConfig, text: str) -> list[tuple[int, dict]]:
     """(line number, record) of every non-blank line. Every record holds the same kind of sample as the
     first: a `text` string, or `tokens`, a list of integer token ids; nothing is coerced."""
     parsed: list[tuple[int, dict]] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):  # JSON strings may hold U+2028 and other line breaks
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -275,6 +285,11 @@ def _checked_records(config: DatasetConfig, parsed: list[tuple[int, object]], de
             _check_token_list(record["tokens"], where)
         if "id" in record and (not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool)):
             raise ConfigError(f"{where}: 'id' must be a string or an integer, not {_json_type(record['id'])}.")
+        if kind == "text" and {"id", "seen_at_step"} & record.keys():
+            raise ConfigError(f"{where}: 'id' and 'seen_at_step' belong to records with 'tokens' (one sample each); "
+                              "text records are joined and cut into samples of seq_len tokens, so a record's id or "
+                              "step names no sample. Pre-tokenize the records (one 'tokens' list each), or remove "
+                              "the fields.")
         step = record.get("seen_at_step")
         if step is not None and (type(step) is not int or step < 0):
             raise ConfigError(f"{where}: 'seen_at_step' must be a non-negative integer, not {step!r}.")
