@@ -182,7 +182,7 @@ def test_probe_parameters_are_validated_against_their_annotations(params, messag
     ({"tokens": [2**70] * 20}, "which is no token id"),
     ({"tokens": [-7] + [1] * 19}, "token 0 is -7, which is no token id"),
     ({"tokens": [1] * 20, "id": None}, "'id' must be a string or an integer"),
-    ({"tokens": [1] * 20, "seen_at_step": 1.5}, "'seen_at_step' must be a non-negative integer"),
+    ({"tokens": [1] * 20, "seen_at_step": 1.5}, "'seen_at_step' must be an integer from 0 to 2**53"),
     ({"text": "a", "tokens": [1] * 20}, "either a 'text' or a 'tokens' field"),
     ({"text": "some text " * 30, "id": "a"}, "'id' and 'seen_at_step' belong to records with 'tokens'"),
     ({"text": "some text " * 30, "seen_at_step": 3}, "text records are joined and cut into samples"),
@@ -466,6 +466,8 @@ def test_yaml_yes_is_not_one_sample(basic_config, run_cli, tmp_path):
     ({"first_seen_step": 0}, "'first_seen_step' applies to .npy and .bin and .idx data, not to"),
     ({"role": "special", "seen_at_step": [-3]}, "seen_at_step[0]: Input should be greater than or equal to 0"),
     ({"seen_at_step": [3]}, "'seen_at_step' gives the steps at which a special batch was trained on"),
+    ({"first_seen_step": 2**63 - 10}, "first_seen_step: Input should be less than or equal to 9007199254740992"),
+    ({"role": "special", "seen_at_step": [2**63]}, "seen_at_step[0]: Input should be less than or equal to"),
 ])
 def test_training_steps_of_data_are_checked(dataset, message, basic_config, run_cli, text_file, tmp_path):
     code, err = _run(run_cli, basic_config(datasets=[{"name": "d", "path": str(text_file), **dataset}]), tmp_path)

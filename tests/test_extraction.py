@@ -114,3 +114,21 @@ def test_top_k_ties_at_the_boundary_are_kept_as_transformers_does():
         assert torch.equal(torch.isinf(got), torch.isinf(expected))
         finite = torch.isfinite(expected)
         torch.testing.assert_close(got[finite], expected[finite], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheme", [{"temperature": 1e-40}, {"temperature": 1e-40, "top_k": 5},
+                                    {"temperature": 1e-40, "top_p": 0.9}])
+def test_a_tiny_temperature_is_greedy_sampling_not_an_overflow(scheme):
+    """logits / T overflows float32 for T = 1e-40: the schemes' log-probabilities are those of the limit
+    (0 for the argmax token, -inf or astronomically low for the others), never NaN."""
+    import torch
+
+    from memaudit.engine.sampling import product_name, scheme_logprobs
+
+    logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(0)) * 10  # (rows, vocab)
+    targets = torch.cat([logits[:32].argmax(-1), torch.randint(0, 50, (32,), generator=torch.Generator())])
+    name = product_name(scheme)
+    got = scheme_logprobs(logits, targets, [name])[name]  # (rows,)
+    greedy = targets == logits.argmax(-1)
+    assert not got.isnan().any()
+    assert torch.all(got[greedy] == 0) and torch.all(got[~greedy] < -1e6)

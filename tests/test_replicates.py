@@ -85,9 +85,12 @@ def test_special_batch_exposures_of_several_updates(tmp_path):
 
 
 def test_seeds_must_be_distinct_and_given(tmp_path):
-    for seeds, words in (([1, 1], "seeds must be distinct"), ([], "at least 1 item")):
+    for seeds, words in (([1, 1], "seeds must be distinct"), ([], "at least 1 item"),
+                         ([2**63], r"seeds\[0\]: Input should be less than")):
         with pytest.raises(ConfigError, match=words):
             parse_lab_config({**LAB, "seeds": seeds}, tmp_path)
+    with pytest.raises(ConfigError, match="seed: Input should be less than 9223372036854775808"):
+        parse_lab_config({**LAB, "seed": 2**63}, tmp_path)
 
 
 def test_spread_and_comparisons_equal_a_direct_computation():

@@ -82,17 +82,20 @@ def scheme_logprobs(logits, targets, names, logprobs=None) -> dict:
     import torch
 
     out = {}
-    for name in names:
+    shifted = None  # the logits less each row's largest: the warpers' result is the same, and no temperature,
+    for name in names:  # however small, makes them overflow (logits / T = inf would give NaN, read as "never")
         scheme = scheme_of(name)
+        if scheme.temperature != 1.0 or (scheme.top_p is not None and scheme.top_p < 1):
+            shifted = logits - logits.amax(dim=-1, keepdim=True) if shifted is None else shifted  # (rows, vocab)
         if scheme.top_p is not None and scheme.top_p < 1:
-            warped = warpers(scheme)(None, logits)  # (rows, vocab), excluded tokens at -inf
+            warped = warpers(scheme)(None, shifted)  # (rows, vocab), excluded tokens at -inf
             out[name] = warped.log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
             continue
         top_k = scheme.top_k if scheme.top_k is not None and scheme.top_k < logits.shape[-1] else None
         if top_k is None and scheme.temperature == 1.0 and logprobs is not None:
             out[name] = logprobs
             continue
-        z = logits / scheme.temperature if scheme.temperature != 1.0 else logits  # TemperatureLogitsWarper
+        z = shifted / scheme.temperature if scheme.temperature != 1.0 else logits  # TemperatureLogitsWarper
         target = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (rows,)
         if top_k is None:
             out[name] = target - torch.logsumexp(z, dim=-1)

@@ -18,6 +18,9 @@ DatasetRole = Literal["train", "valid", "special", "canary", "forget", "retain",
 CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>
 AGGREGATES = ("each", "last", "first", "max", "min", "mean")
 SINGLE_ROLES = ("forget", "retain", "holdout")
+MAX_STEP = 2**53
+"""The largest training step or seed accepted: every step stays exact as a float (JSON readers, pandas) and a
+step plus any sample count stays within int64 (Parquet)."""
 """Roles an audit has at most one data set of (the unlearning probes read them by role)."""
 
 
@@ -131,7 +134,7 @@ class DatasetConfig(YamlModel):
     """Tokens per sample."""
     max_samples: int | None = Field(None, ge=1)
     """Keep at most this many samples (the first ones)."""
-    first_seen_step: int | None = Field(None, ge=0)
+    first_seen_step: int | None = Field(None, ge=0, le=MAX_STEP)
     """For a (steps, batch, length) `.npy` of a series' training order: the step that saw row 0; with
     `sequences_per_step`, the step that saw sequence 0 (default 0)."""
     first_sample: int = Field(0, ge=0)
@@ -140,7 +143,7 @@ class DatasetConfig(YamlModel):
     sequences_per_step: int | None = Field(None, ge=1)
     """For a Megatron `.bin` holding a training order: sequences per optimizer step (Pythia: 1024), so that
     sequence i was seen at step first_seen_step + i // sequences_per_step."""
-    seen_at_step: list[typing.Annotated[int, Field(ge=0)]] | None = None
+    seen_at_step: list[typing.Annotated[int, Field(ge=0, le=MAX_STEP)]] | None = None
     """For a `special` data set without a ledger: the training steps at which the series saw it
     (e.g. a batch of Pythia's known training order), for the forgetting curve."""
 

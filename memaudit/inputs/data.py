@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from memaudit.errors import ConfigError
-from memaudit.inputs.config import DatasetConfig
+from memaudit.inputs.config import MAX_STEP, DatasetConfig
 from memaudit.memory import release_pages
 from memaudit.report.schema import DatasetInfo
 
@@ -291,8 +291,8 @@ def _checked_records(config: DatasetConfig, parsed: list[tuple[int, object]], de
                               "step names no sample. Pre-tokenize the records (one 'tokens' list each), or remove "
                               "the fields.")
         step = record.get("seen_at_step")
-        if step is not None and (type(step) is not int or step < 0):
-            raise ConfigError(f"{where}: 'seen_at_step' must be a non-negative integer, not {step!r}.")
+        if step is not None and (type(step) is not int or not 0 <= step <= MAX_STEP):
+            raise ConfigError(f"{where}: 'seen_at_step' must be an integer from 0 to 2**53, not {step!r}.")
         records.append((lineno, record))
     return records
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -134,9 +134,9 @@ class LabConfig(YamlModel):
     """AdamW learning rate (weight decay 0, as in the paper)."""
     warmup_steps: int = Field(0, ge=0)
     """Linear warm-up updates; constant learning rate afterwards."""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     """Seed of initialization and batch order."""
-    seeds: list[int] | None = Field(None, min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, lt=2**63)]] | None = Field(None, min_length=1)
     """Train every run once per seed (replicates: `<run>-s<seed>/`, grouped in the report with each metric's
     mean and spread); None: once, with `seed`, in `<run>/`. The samples are the same for every seed."""
     save_every: int = Field(1, ge=1)
