@@ -144,6 +144,10 @@ class LiveSeries:
         if not isinstance(model, torch.nn.Module):
             raise ConfigError(f"audit a model in memory: expected a torch.nn.Module (a transformers model), "
                               f"got {type(model).__name__}.")
+        if any(p.is_meta for p in model.parameters()):
+            raise ConfigError(f"audit a model in memory: {type(model).__name__} has weights on the meta device "
+                              "(shapes without values, e.g. made under accelerate's init_empty_weights). Load its "
+                              "weights first (from_pretrained, or load_checkpoint_and_dispatch).")
         run, ctx = self._run, self._ctx
         ckpt = Checkpoint(series=ctx.series.name, name=name or (f"step-{step}" if step is not None else "model"),
                           step=step, location=f"memory:{type(model).__name__}", sha="", tokens=tokens_seen,

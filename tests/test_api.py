@@ -131,6 +131,21 @@ def test_datasets_in_memory_are_validated_as_files_are(tokenizer, corpus_text):
         memaudit.audit_model("gpt2", tokenizer, {"train": texts})
 
 
+def test_a_model_smaller_than_its_tokenizer_or_on_the_meta_device_is_refused(tokenizer, corpus_text):
+    """Token ids the model has no embedding for (a tokenizer that grew) are refused before the automatic batch
+    size runs a probing forward pass; weights on the meta device have no values to audit."""
+    import torch
+
+    texts = [corpus_text[i:i + 400] for i in range(0, 4000, 400)]
+    small = tiny_model("gpt_neox", len(tokenizer) - 100, seed=0)  # the data holds ids up to len(tokenizer) - 1
+    with pytest.raises(ConfigError, match="the model's vocabulary has"):
+        memaudit.audit_model(small, tokenizer, {"train": texts}, probes=["memorization"])
+    with torch.device("meta"):
+        meta = tiny_model("gpt_neox", len(tokenizer), seed=0)
+    with pytest.raises(ConfigError, match="meta device"):
+        memaudit.audit_model(meta, tokenizer, {"train": texts}, probes=["memorization"])
+
+
 def test_a_live_series_runs_series_probes_and_checks(tokenizer, corpus_text):
     texts = [corpus_text[i:i + 300] for i in range(0, 3000, 300)]
     checks = [{"metric": "memorization.M", "at": "max", "max": 0.0}]

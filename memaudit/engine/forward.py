@@ -255,6 +255,7 @@ def score_datasets(model, tokens: dict[str, np.ndarray], products: set[str], dev
     out, batches = {}, 0
     for names in by_len.values():
         union = tokens[names[0]] if len(names) == 1 else np.concatenate([tokens[n] for n in names])  # (samples, seq_len)
+        check_fits(model, union)  # before the batch size is chosen with a forward pass of the first sample
         if adaptive:
             start = batch_size or auto_batch_size(model, union, device)
             scored, b, batch_size = score_adaptive(model, union, products, start, device, **masking)
