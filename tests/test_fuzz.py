@@ -204,3 +204,66 @@ def test_audit_model_never_crashes_on_generated_arguments(live_world, datasets, 
         memaudit.audit_model(model, tokenizer, datasets, **kwargs)
     except MemauditError as e:
         assert e.exit_code != 3, str(e)
+
+
+names = st.one_of(st.text(max_size=12), st.sampled_from(["[red]x[/red]", "valid[/i]", "=1+1", "$\\frac{", "a\x1b[2Jb",
+                                                         "\x00\x07", "\u202e", ":x:", "[k=32,m=32]", "@cmd", "-1"]))
+
+
+@pytest.fixture(scope="module")
+def saved_report(world, tmp_path_factory):
+    """A real report of the fuzz world, and its configuration."""
+    out = tmp_path_factory.mktemp("report")
+    config = out / "c.yaml"
+    config.write_text(yaml.safe_dump(_valid(world)), encoding="utf-8")
+    assert main(["run", str(config), "--json", str(out / "r.json"), "-q"]) in (0, 1)
+    return json.loads((out / "r.json").read_text()), config
+
+
+def _main(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@settings(SETTINGS, max_examples=30)
+@given(data=st.data(), n=st.integers(1, 3))
+def test_mutated_reports_never_crash_show_plot_or_compare(saved_report, tmp_path, data, n):
+    """Reports others wrote: values of other types, NaN, infinities, huge integers, hostile names, keys gone."""
+    raw, config = saved_report
+    doc = copy.deepcopy(raw)
+    for _ in range(n):
+        path = data.draw(st.sampled_from(_paths(doc)))
+        doc = _mutate(doc, path, data.draw(st.sampled_from(["replace", "delete", "add"])),
+                      data.draw(st.one_of(values, names)))
+    report = tmp_path / "m.json"
+    report.write_text(json.dumps(doc), encoding="utf-8")
+    for args in (("show", report), ("show", report, "-q", "--html", tmp_path / "m.html", "--csv", tmp_path / "m.csv"),
+                 ("plot", report, "--out", tmp_path / "figs"), ("run", config, "--compare", report, "-q")):
+        code, out, err = _main(*args)
+        _assert_handled(code, err)
+        assert "\x1b" not in out + err
+
+
+@settings(SETTINGS, max_examples=6)
+@given(series=names, dataset=names)
+def test_generated_names_never_break_an_output(world, tmp_path, series, dataset):
+    """Any series and data set name reaches the terminal, HTML, JUnit XML and CSV as data."""
+    import xml.etree.ElementTree as ET
+
+    config = _valid(world)
+    config["series"][0]["name"] = series
+    config["datasets"][0]["name"] = dataset
+    config["checks"][0]["dataset"] = dataset
+    path = tmp_path / "names.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    code, out, err = _main("run", path, "--json", tmp_path / "n.json", "--html", tmp_path / "n.html",
+                           "--junit-xml", tmp_path / "n.xml")
+    _assert_handled(code, err)
+    assert "\x1b" not in out + err
+    if code in (0, 1):
+        ET.parse(tmp_path / "n.xml")
+        code, out, err = _main("show", tmp_path / "n.json", "--csv", tmp_path / "n.csv")
+        _assert_handled(code, err)
+        assert not any(line.startswith(("=", "+", "@")) for line in (tmp_path / "n.csv").read_text().splitlines())

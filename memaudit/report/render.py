@@ -13,6 +13,7 @@ from memaudit.report.schema import (
     AuditReport,
     ProbeInfo,
     SeriesResult,
+    is_finite,
     is_number,
     metric_template,
 )
@@ -39,17 +40,17 @@ def terminal_safe(report: AuditReport) -> AuditReport:
 
 def sparkline(values: Iterable, width: int | None = None) -> str:
     """One character per value (at most `width`, evenly thinned), scaled between the smallest and
-    largest number; gaps for None."""
+    largest finite number; gaps for None, `!` for NaN or infinity."""
     values = list(values)
     if width and len(values) > width:
         values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
-    numbers = [v for v in values if is_number(v)]
+    numbers = [v for v in values if is_finite(v)]
     if not numbers:
         return ""
     low, high = min(numbers), max(numbers)
     span = (high - low) or 1.0
-    return "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] if is_number(v) else " "
-                   for v in values)
+    return "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] if is_finite(v) else
+                   ("!" if is_number(v) else " ") for v in values)  # !: NaN or infinite
 
 
 def fmt(value, spark_width: int | None = None) -> str:
@@ -143,21 +144,23 @@ def matrix_table(series: SeriesResult, probe: ProbeInfo, dataset: str, metric: s
     """A mapping metric (e.g. R per POS tag) over checkpoints: keys as rows, checkpoints as columns,
     each cell coloured from red (0) to green (1). Long series are thinned to MATRIX_COLUMNS columns."""
     ckpts = _thin([c for c in series.checkpoints if probe.name in c.results], MATRIX_COLUMNS)
-    rows = list(dict.fromkeys(k for c in ckpts for k in (c.results[probe.name].get(dataset, {}).get(metric) or {})))
+    cells = [_mapping(c.results[probe.name].get(dataset, {}).get(metric)) for c in ckpts]  # one mapping per column
+    rows = list(dict.fromkeys(k for mapping in cells for k in mapping))
     thinned = " (every few checkpoints)" if len(ckpts) < len(series.checkpoints) else ""
     table = Table(title=f"{probe.name} {metric} · {series.name} · {dataset}{thinned}", title_justify="left")
     table.add_column("", no_wrap=True)
     for c in ckpts:
         table.add_column(str(c.step) if c.step is not None else c.name, justify="right")
-    values = [(c.results[probe.name].get(dataset, {}).get(metric) or {}).get(k) for c in ckpts for k in rows]
-    scale = max([1.0] + [float(v) for v in values if is_number(v)])  # colours span 0..1, or 0..max
+    scale = max([1.0] + [float(m.get(k)) for m in cells for k in rows if is_finite(m.get(k))])  # colours: 0..1 or max
     for key in rows:
-        cells = []
-        for c in ckpts:
-            v = (c.results[probe.name].get(dataset, {}).get(metric) or {}).get(key)
-            cells.append(Text(fmt(v), style=_heat(v / scale)) if is_number(v) else Text("–"))
-        table.add_row(key, *cells)
+        table.add_row(str(key), *[Text(fmt(m.get(key)), style=_heat(m[key] / scale)) if is_finite(m.get(key))
+                                  else Text(fmt(m.get(key))) for m in cells])
     return table
+
+
+def _mapping(value) -> dict:
+    """A metric that should be a mapping, or {} when a report holds something else there."""
+    return value if isinstance(value, dict) else {}
 
 
 def _heat(v: float) -> str:
@@ -201,7 +204,7 @@ def series_table(report: AuditReport, probe: ProbeInfo) -> Table | None:
         subkeys = list(dict.fromkeys(sk for _, _, r in columns if isinstance(r.get(k), dict) for sk in r[k]))
         if subkeys:
             for sk in subkeys:
-                table.add_row(f"{k} {sk}", *[fmt((r.get(k) or {}).get(sk)) for _, _, r in columns])
+                table.add_row(f"{k} {sk}", *[fmt(_mapping(r.get(k)).get(sk)) for _, _, r in columns])
         else:
             table.add_row(k, *[fmt(r.get(k), spark_width=10) for _, _, r in columns])
     return table

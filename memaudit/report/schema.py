@@ -392,6 +392,13 @@ def read_report(path: str | Path) -> AuditReport:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
         raw = None  # pydantic names what is wrong with it
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise ConfigError(f"'{path}' is not a memaudit report: {e}.") from None
+    huge = _huge_integer(raw)
+    if huge is not None:
+        raise ConfigError(f"'{path}' holds the integer {str(huge[1])[:12]}... ({len(str(abs(huge[1])))} digits) at "
+                          f"{huge[0]}, which no float holds: memaudit never writes one, so the report was edited or "
+                          "written by another tool. Re-run the audit, or fix the value.")
     version = raw.get("schema_version", SCHEMA_VERSION) if isinstance(raw, dict) else SCHEMA_VERSION
     if type(version) is not int or version != SCHEMA_VERSION:
         provenance = raw.get("provenance")
@@ -400,6 +407,20 @@ def read_report(path: str | Path) -> AuditReport:
                           f"{SCHEMA_VERSION}. Open it with the memaudit that wrote it (provenance: memaudit "
                           f"{writer or 'unknown'}), or re-run the audit.")
     return AuditReport.model_validate_json(text)
+
+
+def _huge_integer(value, where: str = "the top") -> tuple[str, int] | None:
+    """(where, value) of the first integer in parsed JSON that a float cannot hold, or None."""
+    todo = [(where, value)]
+    while todo:
+        where, value = todo.pop()
+        if isinstance(value, int) and not isinstance(value, bool) and not is_finite(value):
+            return where, value
+        if isinstance(value, dict):
+            todo += [(f"{where}.{k}" if where != "the top" else str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            todo += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    return None
 
 
 def open_report(path: str | Path) -> AuditReport:
