@@ -96,11 +96,28 @@ def fig_extraction(report):
     return fig
 
 
-@probe(metrics=METRICS, show=("schemes",), figures=(fig_extraction,))
+def _names(params: dict, params_of: dict | None = None) -> list[str]:
+    """Every metric extraction_risk reports with these parameters, in the order it reports them."""
+    labels = [SamplingScheme.model_validate(s).label for s in params["schemes"]]
+    out = ["schemes"]
+    for k, m in params["pairs"]:
+        pair = f"k={k},m={m}"
+        out.append(f"greedy_rate[{pair}]")
+        for label in labels:
+            out += [f"log10_pz_{q}[{label}][{pair}]" for q in ("p50", "p90", "max")]
+            for prob in params["p"]:
+                out.append(f"log10_queries_p50[{label}][{pair}][p={prob:g}]")
+                for count in params["n"]:
+                    out += [f"{what}[{label}][{pair}][n={count},p={prob:g}]" for what in ("rate", "n_extractable")]
+    return out
+
+
+@probe(metrics=METRICS, show=("schemes",), figures=(fig_extraction,), names=_names)
 def extraction_risk(sampling_logprobs, hits, checkpoint, schemes: list[SamplingScheme] = DEFAULT_SCHEMES,
                     pairs: list[Pair] = ([32, 32],), n: list[Annotated[int, Field(ge=1)]] = (1, 10, 100, 1000),
                     p: list[Probability] = (0.5,)):
-    """(n, p)-discoverable extraction rates under each sampling scheme, p_z percentiles and greedy verdicts."""
+    """(n, p)-discoverable extraction rates under each sampling scheme, p_z percentiles and greedy verdicts
+    (the metrics `_names` lists, for the pairs short enough for the samples)."""
     if getattr(checkpoint, "objective", "causal") != "causal":
         return {}
     labels = [SamplingScheme.model_validate(s).label for s in schemes]
@@ -128,7 +145,9 @@ def extraction_risk(sampling_logprobs, hits, checkpoint, schemes: list[SamplingS
 
 
 @series_probe(metrics={"first_step[<rate>]": "first step at which the rate is above 0 (some sample is extractable)"},
-              uses=("extraction_risk",))
+              uses=("extraction_risk",),
+              names=lambda params, params_of: [f"first_step[{name}]" for name in _names(params_of["extraction_risk"])
+                                               if name.startswith("rate[")])
 def extraction_risk_series(checkpoints, datasets):
     """Per rate of extraction_risk, the first step at which some sample is (n, p)-extractable."""
     out = {}

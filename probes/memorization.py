@@ -182,9 +182,14 @@ SERIES_METRICS = {
 }
 
 
+def _series_names(taus) -> list[str]:
+    """memorization_series' metrics with its thresholds filled in (`T_step@0.9`)."""
+    return [name.replace("@tau", f"@{tau}") for name in SERIES_METRICS for tau in (taus if "@tau" in name else [""])]
+
+
 @series_probe(metrics=SERIES_METRICS, show=("M", "T_step@tau", "T_step_interp@tau", "T_epoch@tau", "T_update@tau",
                                             "M_before_overfit", "best_valid_step"), uses=("memorization",),
-              figures=(fig_T_vs_params,))
+              figures=(fig_T_vs_params,), names=lambda params, params_of: _series_names(params["taus"]))
 def memorization_series(checkpoints, datasets, series, ledger, taus: list[Tau] = (0.5, 0.9), smooth: Positive = 1):
     """T(N, tau), T_update and memorization before overfitting over the series."""
     done = [c for c in checkpoints if "memorization" in c.results]

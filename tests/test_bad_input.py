@@ -534,3 +534,33 @@ def test_parquet_and_feather_suffixes_and_a_saved_datasets_folder(basic_config, 
     (saved / "data-00000-of-00001.arrow").write_bytes(b"")
     code, err = _run(run_cli, basic_config(datasets=[{"name": "d", "path": str(saved)}]), tmp_path)
     assert code == 2 and "is a folder" in err and "data-00000-of-00001.arrow" in err
+
+
+@pytest.mark.parametrize("check, words", [
+    ({"metric": "memorization_series.T_step@0.7", "max": 10}, "does not compute 'T_step@0.7' with its parameters"),
+    ({"metric": "extraction_risk.rate[T=0.5][k=32,m=32][n=1,p=0.5]", "max": 0.1},
+     "It computes: schemes, greedy_rate[k=32,m=32]"),
+    ({"metric": "extraction_risk_series.first_step[rate[T=1.0][k=8,m=8][n=1,p=0.5]]", "min": 0},
+     "Did you mean 'first_step[rate[T=1.0][k=32,m=32][n=1,p=0.5]]'"),
+    ({"metric": "membership.auc_loss", "dataset": "train", "max": 0.9}, "its metrics are under 'dataset: all'"),
+])
+def test_checks_on_names_the_run_cannot_compute_are_refused_before_anything_loads(check, words, write_config,
+                                                                                  text_file, run_cli, tmp_path):
+    config = write_config({"series": [{"name": "s", "local": str(tmp_path / "none")}],
+                           "datasets": [{"name": "train", "path": str(text_file)}], "checks": [check]})
+    code, err = _run_args(run_cli, config, tmp_path)
+    assert code == 2 and words in err
+
+
+def test_membership_metrics_can_be_gated(basic_config, text_file, run_cli, tmp_path):
+    valid = tmp_path / "valid.txt"
+    valid.write_text(text_file.read_text()[3000:], encoding="utf-8")
+    config = basic_config(datasets=[{"name": "train", "path": str(text_file), "seq_len": 16, "max_samples": 8},
+                                    {"name": "valid", "path": str(valid), "role": "valid", "seq_len": 16,
+                                     "max_samples": 8}],
+                          checks=[{"metric": "membership.auc_loss", "max": 1.0},
+                                  {"metric": "membership.auc_zlib", "dataset": "all", "min": 0.0}])
+    code, out, err = run_cli("run", config, "-k", "membership", "--json", tmp_path / "r.json")
+    checks = json.loads((tmp_path / "r.json").read_text())["checks"]
+    assert code == 0, err
+    assert [c["dataset"] for c in checks] == ["all", "all"] and all(c["value"] is not None for c in checks)

@@ -45,6 +45,7 @@ class ProbeDef:
     uses: tuple[str, ...] = ()  # probes whose results this one reads (pulled in by selection)
     figures: tuple[Callable, ...] = ()  # fig_<name>(report) -> Figure | None, drawn by `memaudit plot`
     rows: Callable | None = None  # per-sample function: a shard's products -> columns (see `probe`)
+    names: Callable | None = None  # (its params, every probe's params by name) -> the metric names it can report
 
     @property
     def row_args(self) -> list[str]:
@@ -94,7 +95,8 @@ class ProbeDef:
 def _make(kind: str):
     def decorator(fn=None, *, name: str | None = None, metrics: dict[str, str] | None = None,
                   show: tuple[str, ...] = (), needs: tuple[str, ...] = (), per_dataset: bool = True,
-                  uses: tuple[str, ...] = (), figures: tuple[Callable, ...] = (), rows: Callable | None = None):
+                  uses: tuple[str, ...] = (), figures: tuple[Callable, ...] = (), rows: Callable | None = None,
+                  names: Callable | None = None):
         def wrap(f: Callable) -> ProbeDef:
             sig = inspect.signature(f)
             args = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
@@ -103,7 +105,7 @@ def _make(kind: str):
             return ProbeDef(fn=f, name=name or f.__name__, kind=kind, args=args, params=params,
                             metrics=dict(metrics or {}), show=tuple(show), needs=tuple(needs),
                             per_dataset=per_dataset, uses=tuple(uses), figures=tuple(figures), rows=rows,
-                            source=getattr(f, "__module__", ""))
+                            names=names, source=getattr(f, "__module__", ""))
         return wrap(fn) if fn is not None else wrap
     return decorator
 
@@ -119,7 +121,12 @@ functions of the saved report that draw the probe's figures (see memaudit.report
 name (hits, logprobs, ..., tokens, sample_ids, zlib_len; its other arguments are the probe's parameters
 of the same name) and returns columns, one value per sample of the shard; the probe then asks for
 `rows` (those columns over every sample, in order) instead of per-token arrays, which are dropped shard
-by shard. The columns also go to `--samples-out` as `<probe>.<column>`."""
+by shard. The columns also go to `--samples-out` as `<probe>.<column>`.
+
+`names=fn` lists the metric names the probe reports for its parameters, when they depend on them
+(`rate[T=1.0][k=32,m=32][n=10,p=0.5]`): `fn(params, params_of)` (its own validated parameters, and every
+selected probe's by name) returns them, and a check on a name outside the list is refused before anything
+loads, with the valid names."""
 series_probe = _make("series")
 series_probe.__doc__ = """Mark a function as a series probe: called once per series with the ordered
 per-checkpoint results, returning {dataset name: {metric: value}}. `uses=("memorization",)` names the

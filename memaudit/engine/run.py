@@ -166,7 +166,8 @@ def run_series_probes(run: _Run) -> None:
     for series in run.series:
         series.results = call_series_probes(run.plan.series_probes, {
             "checkpoints": [c for c in series.checkpoints if c.error is None],
-            "datasets": [d for d in run.datasets.values() if "@" not in d.name], "series": series,
+            "datasets": [d for key, d in run.datasets.items() if key == d.name],  # not the `name@series` copies
+            "series": series,
             "ledger": run.ledgers[series.name], "all_series": run.series})
 
 

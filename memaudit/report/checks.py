@@ -17,6 +17,10 @@ from memaudit.report.schema import (
 )
 
 
+ALL = "all"
+"""The data set name under which a probe that compares data sets (`per_dataset=False`) stores its metrics."""
+
+
 def split_metric(metric: str) -> tuple[str, str]:
     """`probe.metric` -> (probe, metric); the metric part may itself hold dots (`T_step@0.9`)."""
     probe, _, name = metric.partition(".")
@@ -39,12 +43,17 @@ def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
         if series is not None and series not in series_names:
             raise ConfigError(f"{where}: no series '{series}' in the yaml.{did_you_mean(series, series_names)} "
                               f"Series: {', '.join(series_names)}.")
-        if rule.dataset is None and len(dataset_names) > 1:
+        whole = probe_name in by_name and not by_name[probe_name].per_dataset
+        if whole and rule.dataset not in (None, ALL):
+            raise ConfigError(f"{where}: probe '{probe_name}' compares data sets with each other (its parameters say "
+                              f"which), so its metrics are under 'dataset: {ALL}', not '{rule.dataset}'.")
+        if not whole and rule.dataset is None and len(dataset_names) > 1:
             raise ConfigError(f"{where}: say which data set it is about ('dataset: ...', one of "
                               f"{', '.join(dataset_names)}).")
-        if rule.dataset is not None and rule.dataset not in dataset_names:
+        if not whole and rule.dataset is not None and rule.dataset not in dataset_names:
+            hint = f" ('{ALL}' is for probes that compare data sets, such as membership)" if rule.dataset == ALL else ""
             raise ConfigError(f"{where}: no data set '{rule.dataset}'.{did_you_mean(rule.dataset, dataset_names)} "
-                              f"Data sets: {', '.join(dataset_names)}.")
+                              f"Data sets: {', '.join(dataset_names)}{hint}.")
         if probe_name not in by_name:
             if selected_by_keyword:
                 continue  # deselected by -k: evaluated as not available, like pytest's deselection
@@ -54,6 +63,13 @@ def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
         if declared and not _declared(metric, declared):
             raise ConfigError(f"{where}: probe '{probe_name}' reports no metric '{metric}'."
                               f"{did_you_mean(metric, declared)} Its metrics: {', '.join(declared)}.")
+        named = by_name[probe_name].names
+        valid = list(named(by_name[probe_name].params, {p.name: p.params for p in probes})) if named else None
+        if valid is not None and metric not in valid:
+            shown = ", ".join(valid[:12]) + (f", ... ({len(valid)} in all)" if len(valid) > 12 else "")
+            raise ConfigError(f"{where}: probe '{probe_name}' does not compute '{metric}' with its parameters."
+                              f"{did_you_mean(metric, valid)} It computes: {shown}. Change the check, or the "
+                              f"probe's parameters under 'probes: {probe_name}:'.")
 
 
 def _declared(metric: str, declared) -> bool:
@@ -84,13 +100,14 @@ def evaluate_checks(checks: list[CheckConfig], series: list[SeriesResult], probe
                     datasets: list[DatasetConfig]) -> list[CheckResult]:
     """One result per check and series (per checkpoint too, for `at: each`)."""
     kinds = {p.name: p.kind for p in probes}
+    whole = {p.name for p in probes if not p.per_dataset}
     only_dataset = datasets[0].name if len(datasets) == 1 else None
     out = []
     for check in checks:
         probe_name, metric = split_metric(check.metric)
         if probe_name not in kinds:
             continue  # its probe was deselected (-k): not run, not failed
-        dataset = check.dataset or only_dataset
+        dataset = ALL if probe_name in whole else check.dataset or only_dataset
         for s in series:
             if check.series is not None and check.series != s.name:
                 continue
