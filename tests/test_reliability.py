@@ -243,10 +243,10 @@ def test_sequence_longer_than_the_context(make_series, text_file, write_config, 
 
 
 def test_names_from_the_yaml_never_become_paths(make_series, text_file, write_config, run_cli, tmp_path):
-    config = write_config({"series": [{"name": "../../escape", "local": str(make_series(steps=(1,)))}],
+    config = write_config({"series": [{"name": "../../yaml-name-escaped", "local": str(make_series(steps=(1,)))}],
                            "datasets": [{"name": "../d", "path": str(text_file), "seq_len": 16, "max_samples": 2}]})
     code, _, err = run_cli("run", config, "-k", "memorization")
     assert code == 0, err
     cache = tmp_path / "memaudit-cache"
-    written = [p for p in tmp_path.parent.rglob("escape*")]  # not the folders of tests named after escaping
+    written = list(tmp_path.parent.rglob("yaml-name-escaped*"))
     assert not written and list(cache.rglob("*.json"))

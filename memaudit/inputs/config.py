@@ -18,10 +18,10 @@ DatasetRole = Literal["train", "valid", "special", "canary", "forget", "retain",
 CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>
 AGGREGATES = ("each", "last", "first", "max", "min", "mean")
 SINGLE_ROLES = ("forget", "retain", "holdout")
-MAX_STEP = 2**53
-"""The largest training step or seed accepted: every step stays exact as a float (JSON readers, pandas) and a
-step plus any sample count stays within int64 (Parquet)."""
 """Roles an audit has at most one data set of (the unlearning probes read them by role)."""
+MAX_STEP = 2**53
+"""The largest training step accepted: every step stays exact as a float (JSON readers, pandas) and a step
+plus any sample count stays within int64 (Parquet)."""
 
 
 class YamlModel(BaseModel):
