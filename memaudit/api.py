@@ -83,6 +83,14 @@ def audit_model(model, tokenizer, datasets=None, *, config=None, probes: list[st
     return live.add(model, step=step, tokens_seen=tokens_seen)
 
 
+def _plain_int(value):
+    """A numpy (or other) integer as a Python int; anything else (a bool, a float, None) as it is, to be
+    judged by the argument check."""
+    import numbers
+
+    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+
+
 class LiveSeries:
     """A series whose checkpoints are models in memory, audited as they come (`add`), reported together
     (`report`): the samples are read and tagged once, each model scored by the engine's forward pass.
@@ -123,6 +131,14 @@ class LiveSeries:
         """The CheckpointResults so far, in the order they were added."""
         return self._ctx.series.checkpoints
 
+    def check_model(self, model) -> None:
+        """Refuse, before any training or audit, data the model cannot score: token ids beyond its embeddings,
+        samples longer than its context (a ConfigError)."""
+        from memaudit.engine.forward import check_fits
+
+        for samples in self._ctx.samples.values():
+            check_fits(model, samples.tokens)
+
     def add(self, model, step: int | None = None, tokens_seen: int | None = None, name: str | None = None):
         """Audit `model` as the checkpoint at training `step` (steps must increase) and return its result.
 
@@ -136,6 +152,7 @@ class LiveSeries:
         from memaudit.inputs.sources import Checkpoint
         from memaudit.report.schema import CheckpointResult
 
+        step, tokens_seen = _plain_int(step), _plain_int(tokens_seen)  # numpy integers are integers
         check_api_arguments("LiveSeries.add()", step=step, tokens_seen=tokens_seen, name=name)
         steps = [c.step for c in self.checkpoints]
         if steps and (step is None or any(s is None or s >= step for s in steps)):

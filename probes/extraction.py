@@ -26,9 +26,11 @@ DEFAULT_SCHEMES = ({"temperature": 1.0}, {"top_k": 40})
 METRICS = {
     "rate[<scheme>][k=<k>,m=<m>][n=<n>,p=<p>]": "share of samples (n, p)-extractable under the scheme",
     "n_extractable[<scheme>][k=<k>,m=<m>][n=<n>,p=<p>]": "number of samples (n, p)-extractable",
-    "log10_pz_p50[<scheme>][k=<k>,m=<m>]": "median over samples of log10 p_z (p_z: one sample reproduces the suffix)",
-    "log10_pz_p90[<scheme>][k=<k>,m=<m>]": "90th percentile of log10 p_z",
-    "log10_pz_max[<scheme>][k=<k>,m=<m>]": "largest log10 p_z",
+    "log10_pz_p50[<scheme>][k=<k>,m=<m>]": "median over samples of log10 p_z (p_z: one sample reproduces the suffix; "
+                                           "null when that p_z is exactly 0, e.g. a token top-k excludes: log10 is "
+                                           "-infinity, which JSON writes as null)",
+    "log10_pz_p90[<scheme>][k=<k>,m=<m>]": "90th percentile of log10 p_z (null when that p_z is exactly 0)",
+    "log10_pz_max[<scheme>][k=<k>,m=<m>]": "largest log10 p_z (null when every p_z is exactly 0)",
     "log10_queries_p50[<scheme>][k=<k>,m=<m>][p=<p>]": "median log10 of the queries a sample needs to be found "
                                                        "with probability p (null: never)",
     "greedy_rate[k=<k>,m=<m>]": "share of samples greedy decoding reproduces (the k-extractable verdict)",

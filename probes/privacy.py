@@ -132,7 +132,8 @@ def membership(data, members: DatasetName = "train", non_members: DatasetName = 
 
 @probe(metrics={"n_extractable": "samples whose next m tokens after a k-token prefix are all greedy hits",
                 "strings": "the extractable samples: id, matched length, log10 p_z per sampling scheme (the chance "
-                           "that one sampled continuation reproduces the suffix) and, with --show-text, redacted text"},
+                           "that one sampled continuation reproduces the suffix; null when it is exactly 0) and, with "
+                           "--show-text, redacted text"},
        show=("n_extractable",))
 def memorized_strings(hits, sampling_logprobs, sample_ids, text_of, checkpoint, k: Annotated[int, Field(ge=1)] = 32,
                       m: Annotated[int, Field(ge=1)] = 32, max_strings: Annotated[int, Field(ge=0)] = 20,

@@ -196,6 +196,7 @@ def test_live_arguments_are_checked(tokenizer, corpus_text):
     for kwargs, words in [({"step": True}, "step=True"), ({"step": -1}, "step=-1"), ({"step": "5"}, "step='5'")]:
         with pytest.raises(ConfigError, match=words):
             live.add(model, **kwargs)
+    assert live.add(model, step=np.int64(5)).step == 5  # numpy integers are steps
     with pytest.raises(ConfigError, match="not both"):
         memaudit.audit_model(model, tokenizer, {"train": {"data": texts, "path": "train.txt"}})
     with pytest.raises(ConfigError, match="params"):

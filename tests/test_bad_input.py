@@ -564,3 +564,19 @@ def test_membership_metrics_can_be_gated(basic_config, text_file, run_cli, tmp_p
     checks = json.loads((tmp_path / "r.json").read_text())["checks"]
     assert code == 0, err
     assert [c["dataset"] for c in checks] == ["all", "all"] and all(c["value"] is not None for c in checks)
+
+
+def test_quoted_numbers_are_refused_in_the_yaml_as_in_probe_parameters(basic_config, text_file, run_cli, tmp_path):
+    """One rule for every value a user gives: `seq_len: "32"` is text, as `k: "32"` is for a probe."""
+    config = basic_config(datasets=[{"name": "d", "path": str(text_file), "seq_len": "32"}])
+    code, err = _run(run_cli, config, tmp_path)
+    assert code == 2 and "seq_len: Value error, expected a number, not text (write it without quotes)" in err
+
+
+def test_an_unwritable_cache_is_found_before_any_checkpoint_is_scored(basic_config, run_cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = basic_config(run={"batch_size": 4, "cache_dir": str(blocker / "cache")})
+    code, err = _run_args(run_cli, config, tmp_path, "-k", "memorization")
+    assert code == 2 and "run with --no-cache" in err and "Not a directory" in err
+    assert run_cli("run", config, "-k", "memorization", "--no-cache")[0] == 0

@@ -5,6 +5,7 @@ from rich.console import Console
 from memaudit.report.render import (
     checkpoint_table,
     fmt,
+    make_console,
     render_report,
     sparkline,
     summary_line,
@@ -61,3 +62,19 @@ def test_probes_without_results_print_no_table():
     render_report(_report(error=True), console)
     text = console.export_text()
     assert "memorization · s" in text and "canaries · s" not in text and "ERROR s/bad: OSError: broken" in text
+
+
+def test_the_extraction_series_table_shows_each_rate_by_its_whole_name():
+    """Bracketed metric names (`first_step[rate[T=1.0][k=32,m=32][n=1,p=0.5]]`) are data, not markup: each row
+    of the extraction_risk_series table is told apart by its full name."""
+    import io
+
+    rates = [f"first_step[rate[T={t}][k=32,m=32][n={n},p=0.5]]" for t in ("1.0", "0.8") for n in (1, 1000)]
+    probe = ProbeInfo(name="extraction_risk_series", kind="series", source="-", products=[], params={}, show=[])
+    report = _report(n=2).model_copy(update={"probes": [probe]})
+    report.series[0].results = {"extraction_risk_series": {"train": {rate: i for i, rate in enumerate(rates)}}}
+    console = make_console(width=200)
+    console.file = io.StringIO()
+    render_report(report, console)
+    out = console.file.getvalue()
+    assert all(rate in out for rate in rates)

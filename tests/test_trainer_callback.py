@@ -107,6 +107,30 @@ def test_a_report_path_over_a_data_set_is_refused_before_the_first_step(trainer_
     assert text_file.read_text() == before and trainer.state.global_step == 0
 
 
+def test_samples_longer_than_the_context_are_refused_before_the_first_step(trainer_for, text_file):
+    make, _ = trainer_for
+    trainer = make()  # a model of 64 positions
+    MemauditCallback(datasets={"train": {"path": str(text_file), "seq_len": 100}}, every_steps=4).attach(trainer)
+    with pytest.raises(ConfigError, match="longer than the model's context of 64"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_a_second_train_call_is_a_new_series(trainer_for, tmp_path):
+    make, data = trainer_for
+    trainer = make(max_steps=8)
+    callback = MemauditCallback(datasets=data, probes=["memorization"], params={"memorization": {"k": 8, "m": 8}},
+                                every_steps=4).attach(trainer)
+    trainer.train()
+    with pytest.warns(UserWarning, match="train\\(\\) began again at step 0.*'training-run2'"):
+        trainer.train()
+    first = json.loads((tmp_path / "out" / "memaudit-report.json").read_text())["series"][0]
+    second = json.loads((tmp_path / "out" / "memaudit-report-run2.json").read_text())["series"][0]
+    assert (first["name"], second["name"]) == ("training", "training-run2")
+    assert [c["step"] for c in first["checkpoints"]] == [c["step"] for c in second["checkpoints"]] == [4, 8]
+    assert callback.report.series[0].name == "training-run2" and callback.runs == 2
+
+
 DDP_SCRIPT = '''
 import sys, torch
 sys.path.insert(0, {tests!r})

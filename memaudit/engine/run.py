@@ -219,6 +219,8 @@ def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
                               "is selected. Select one (-k), or drop --samples-out.")
     config = apply_overrides(plan.config, tolerance=opts.tolerance, batch_size=opts.batch_size, dtype=opts.dtype,
                              device=opts.device, device_map=opts.device_map, show_text=opts.show_text or None)
+    if opts.use_cache:
+        _check_cache_writable(config.run.cache_dir)
     device = pick_device(config.run.device)
     processes = process_state(config.run.device)
     emit = (on_event or (lambda *a, **k: None)) if processes.is_main_process else (lambda *a, **k: None)
@@ -230,6 +232,19 @@ def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
                 ProductsCache(config.run.cache_dir, enabled=opts.use_cache),
                 Journal(config.run.cache_dir, enabled=opts.use_cache),
                 ShardJournal(config.run.cache_dir, enabled=opts.use_cache))
+
+
+def _check_cache_writable(cache_dir) -> None:
+    """The products cache and run journal must be writable before the first checkpoint is scored."""
+    from memaudit.atomic import OutputError, check_writable
+    from memaudit.engine.store import default_cache_dir
+
+    root = Path(cache_dir or default_cache_dir())
+    try:
+        check_writable(root / "journal" / "probe")
+    except OutputError as e:
+        raise OutputError(f"{e} The products cache and the run journal live in '{root}' (run.cache_dir, or "
+                          "$MEMAUDIT_CACHE): point it at a writable folder, or run with --no-cache.") from None
 
 
 def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:

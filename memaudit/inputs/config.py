@@ -26,31 +26,33 @@ plus any sample count stays within int64 (Parquet)."""
 
 class YamlModel(BaseModel):
     """Values a user gives (the yaml, the command line, the Python API): unknown keys are errors, and number
-    fields refuse booleans."""
+    fields take numbers only (no booleans, no quoted numbers)."""
 
     model_config = ConfigDict(extra="forbid")
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_boolean_numbers(cls, value, info):
-        """YAML reads `yes`, `no`, `on`, `off`, `true` and `false` as booleans, which pydantic would take as 1
-        and 0 for a number (`max_samples: yes` would audit one sample): a number field refuses them."""
-        if _holds_boolean(value) and _numeric(cls.model_fields[info.field_name].annotation):
+    def _numbers_are_numbers(cls, value, info):
+        """One rule for every value a user gives, as for probe parameters: a number field takes numbers. YAML
+        reads `yes`, `no`, `on`, `off`, `true` and `false` as booleans, which pydantic would take as 1 and 0
+        (`max_samples: yes` would audit one sample), and a quoted `"32"` is text: both are refused."""
+        kinds = _kinds(cls.model_fields[info.field_name].annotation)
+        if not kinds & {int, float} or bool in kinds:
+            return value
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in items):
             raise ValueError("expected a number, not a boolean (YAML reads yes/no/on/off/true/false as booleans)")
+        if str not in kinds and any(isinstance(v, str) for v in items):
+            raise ValueError("expected a number, not text (write it without quotes)")
         return value
 
 
-def _holds_boolean(value) -> bool:
-    return isinstance(value, bool) or isinstance(value, list) and any(isinstance(v, bool) for v in value)
-
-
-def _numeric(annotation) -> bool:
-    """Whether a field's type takes numbers and not booleans (`int`, `float | None`, `list[int]`...)."""
-    def kinds(t):
-        args = typing.get_args(t)
-        return {k for a in args for k in kinds(a)} if args and typing.get_origin(t) is not Literal else {t}
-    found = kinds(annotation)
-    return bool(found & {int, float}) and bool not in found
+def _kinds(annotation) -> set:
+    """The types a field's annotation takes (`float | None` -> {float, NoneType}; `list[int]` -> {int})."""
+    args = typing.get_args(annotation)
+    if args and typing.get_origin(annotation) is not Literal:
+        return {k for a in args for k in _kinds(a)}
+    return {annotation}
 
 
 class RevisionSelection(YamlModel):

@@ -59,6 +59,7 @@ class MemauditCallback(TrainerCallback):
         self._audited_step: int | None = None
         self._failing: set[str] = set()
         self._warned_unattached = False
+        self.runs = 1  # train() calls that began a new series
 
     def attach(self, trainer):
         """Add this callback to `trainer` and log through `trainer.log` (so `report_to` integrations get the
@@ -69,16 +70,39 @@ class MemauditCallback(TrainerCallback):
         return self
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
-        """Read and tag the data sets once (process zero), before the first step."""
-        if self.series is None and state.is_world_process_zero:
+        """Read and tag the data sets (process zero) and check them against the model, before the first step.
+        A later `train()` that starts at or before the last audited step (a new run, not a resumed one)
+        is a new series with its own report file (`memaudit-report-run2.json`, ...)."""
+        if not state.is_world_process_zero:
+            return
+        if self.series is not None and self.series.checkpoints:
+            last = self.series.checkpoints[-1].step
+            if last is None or state.global_step > last:
+                return  # resumed: the same series goes on
+            self.runs += 1
+            self._audited_step = None
+            self.series = None
+            warnings.warn(f"memaudit: train() began again at step {state.global_step}, at or before the last audited "
+                          f"step {last}: its audits form a new series, '{self._run_name()}', reported in "
+                          f"{self._report_path(args).name}.", stacklevel=2)
+        if self.series is None:
             from memaudit.api import LiveSeries
 
             t0 = time.perf_counter()
             tokenizer = self._tokenizer if self._tokenizer is not None else processing_class
-            self.series = LiveSeries(tokenizer, **self._series_args)
+            self.series = LiveSeries(tokenizer, **{**self._series_args, "name": self._run_name()})
             self.setup_seconds = time.perf_counter() - t0
-            self.report_path = self.settings.report_path or Path(args.output_dir) / "memaudit-report.json"
+            self.report_path = self._report_path(args)
             _check_report_path(self.report_path, self.series.config)
+        if model is not None:
+            self.series.check_model(model)  # token ids and seq_len against the model, before training
+
+    def _run_name(self) -> str:
+        return self.settings.name if self.runs == 1 else f"{self.settings.name}-run{self.runs}"
+
+    def _report_path(self, args) -> Path:
+        path = self.settings.report_path or Path(args.output_dir) / "memaudit-report.json"
+        return path if self.runs == 1 else path.with_name(f"{path.stem}-run{self.runs}{path.suffix}")
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         every = self.settings.every_steps
