@@ -72,6 +72,8 @@ def test_a_file_without_rows_is_refused(tmp_path, suffix):
     ({"input_ids": [[1, 2, 3], [4, None, 6]]}, "null token id"),
     ({"tokens": ["abc", "def"]}, "not lists of integer token ids"),
     ({"input_ids": [[1, 2, 3], [4, 5, 10**9]]}, "another tokenizer"),
+    ({"input_ids": pa.array([[1, 2, 3], [4, 5, 2**63 + 5]], pa.list_(pa.uint64()))},
+     "holds token id 9223372036854775813, which is no token id"),  # not a negative id
 ])
 def test_bad_token_columns_are_refused(tmp_path, make_series, write_config, run_cli, table, expected):
     _write(tmp_path / "d.parquet", pa.table(table))

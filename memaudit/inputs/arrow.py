@@ -93,6 +93,9 @@ def read_token_column(path: Path, where: str, seq_len: int, first: int = 0, max_
         if flat.null_count:
             raise ConfigError(f"{where}: column '{column}' holds a null token id near row {first + filled}.")
         values = np.asarray(flat)
+        if values.dtype == np.uint64 and values.size and int(values.max()) >= 2**63:  # would wrap to a negative id
+            raise ConfigError(f"{where} holds token id {int(values.max())}, which is no token id (ids run from 0 to "
+                              "the vocabulary size - 1).")
         rows[filled:filled + len(lists)] = values[starts[:, None] + np.arange(seq_len)]
         filled += len(lists)
         if filled == n:
