@@ -580,3 +580,11 @@ def test_an_unwritable_cache_is_found_before_any_checkpoint_is_scored(basic_conf
     code, err = _run_args(run_cli, config, tmp_path, "-k", "memorization")
     assert code == 2 and "run with --no-cache" in err and "Not a directory" in err
     assert run_cli("run", config, "-k", "memorization", "--no-cache")[0] == 0
+
+
+def test_a_data_set_name_with_an_at_sign_reaches_the_series_probes(basic_config, text_file, run_cli, tmp_path):
+    config = basic_config(datasets=[{"name": "train@v2", "path": str(text_file), "seq_len": 16, "max_samples": 4}])
+    code, _, err = run_cli("run", config, "-k", "memorization", "--json", tmp_path / "r.json")
+    series = json.loads((tmp_path / "r.json").read_text())["series"][0]
+    assert code == 0, err
+    assert list(series["results"]["memorization_series"]) == ["train@v2"]
