@@ -114,24 +114,56 @@ def _names(params: dict, params_of: dict | None = None) -> list[str]:
     return out
 
 
-@probe(metrics=METRICS, show=("schemes",), figures=(fig_extraction,), names=_names)
-def extraction_risk(sampling_logprobs, hits, checkpoint, schemes: list[SamplingScheme] = DEFAULT_SCHEMES,
+def column_slug(label: str) -> str:
+    """A scheme or pair label as part of a column name that needs no quoting: `T=1.0,top_k=40` -> `T1_0__top_k40`."""
+    return label.replace("=", "").replace(".", "_").replace(",", "__")
+
+
+def pz_column(label: str, k: int, m: int) -> str:
+    """The rows column of per-sample log10 p_z under a scheme and a (k, m) pair."""
+    return f"log10_pz__{column_slug(label)}__k{k}_m{m}"
+
+
+def greedy_column(k: int, m: int) -> str:
+    """The rows column of the per-sample greedy verdict for a (k, m) pair."""
+    return f"greedy__k{k}_m{m}"
+
+
+def extraction_rows(sampling_logprobs, hits, checkpoint, schemes, pairs) -> dict[str, np.ndarray]:
+    """Per sample, for each (k, m) pair the samples are long enough for: the greedy verdict and, per scheme,
+    log10 p_z (float64; -inf when p_z is exactly 0). Nothing for a masked LM."""
+    if getattr(checkpoint, "objective", "causal") != "causal":
+        return {}
+    out = {}
+    for k, m in pairs:
+        if hits.shape[1] < k + m - 1:
+            continue
+        out[greedy_column(k, m)] = extractable_samples(hits, k, m)[0]  # (samples,)
+        for scheme in schemes:
+            label = SamplingScheme.model_validate(scheme).label
+            out[pz_column(label, k, m)] = log_pz(sampling_logprobs[label], k, m) / math.log(10)  # (samples,)
+    return out
+
+
+@probe(metrics=METRICS, show=("schemes",), figures=(fig_extraction,), names=_names, rows=extraction_rows)
+def extraction_risk(rows, checkpoint, schemes: list[SamplingScheme] = DEFAULT_SCHEMES,
                     pairs: list[Pair] = ([32, 32],), n: list[Annotated[int, Field(ge=1)]] = (1, 10, 100, 1000),
                     p: list[Probability] = (0.5,)):
     """(n, p)-discoverable extraction rates under each sampling scheme, p_z percentiles and greedy verdicts
-    (the metrics `_names` lists, for the pairs short enough for the samples)."""
+    (the metrics `_names` lists, for the pairs short enough for the samples), from per-sample log10 p_z (so at
+    any scale; `--samples-out` writes them)."""
     if getattr(checkpoint, "objective", "causal") != "causal":
         return {}
     labels = [SamplingScheme.model_validate(s).label for s in schemes]
     out: dict = {"schemes": labels}
     for k, m in pairs:
         pair = f"k={k},m={m}"
-        if hits.shape[1] < k + m - 1:
+        if greedy_column(k, m) not in rows:  # the samples are shorter than k + m
             continue
-        out[f"greedy_rate[{pair}]"] = float(extractable_samples(hits, k, m)[0].mean())
+        out[f"greedy_rate[{pair}]"] = float(rows[greedy_column(k, m)].mean())
         for label in labels:
-            logp = log_pz(sampling_logprobs[label], k, m)  # (samples,)
-            log10 = logp / math.log(10)
+            log10 = rows[pz_column(label, k, m)]  # (samples,)
+            logp = log10 * math.log(10)
             out[f"log10_pz_p50[{label}][{pair}]"] = float(np.percentile(log10, 50, method="nearest"))
             out[f"log10_pz_p90[{label}][{pair}]"] = float(np.percentile(log10, 90, method="nearest"))
             out[f"log10_pz_max[{label}][{pair}]"] = float(log10.max())

@@ -34,12 +34,19 @@ def test_one_parquet_file_per_checkpoint_with_a_row_per_sample(config, tmp_path,
         frame = pd.read_parquet(out / pointer["file"])
         assert pointer["rows"] == len(frame) == 16
         train = frame[frame.dataset == "train"]
-        assert train["index"].tolist() == list(range(10)) and train.id.tolist()[0] == "train:0"
-        assert train["memorization.M"].mean() == pytest.approx(c["results"]["memorization"]["train"]["M"])
-        assert train["memorization.extractable"].sum() == c["results"]["memorization"]["train"]["n_extractable"]
-        assert frame.dataset.tolist() == ["train"] * 10 + ["valid"] * 6 and frame["membership.loss"].notna().all()
-        assert frame["memorization.loss"].to_numpy() == pytest.approx(-frame["membership.loss"].to_numpy(), rel=1e-6)
-        assert {"memorization.loss", "memorization.match_len", "membership.min_k_pp", "seen_at_step"} <= set(frame)
+        assert train["sample_index"].tolist() == list(range(10)) and train.sample_id.tolist()[0] == "train:0"
+        assert set(frame.checkpoint) == {c["name"]} and set(frame.step) == {c["step"]}
+        assert set(frame.series) == {"tiny/../../escape"}
+        assert train["memorization_M"].mean() == pytest.approx(c["results"]["memorization"]["train"]["M"])
+        assert train["memorization_extractable"].sum() == c["results"]["memorization"]["train"]["n_extractable"]
+        assert frame.dataset.tolist() == ["train"] * 10 + ["valid"] * 6 and frame["membership_loss_score"].notna().all()
+        # one sign convention: a loss is positive, a membership score is higher for members (= -loss here)
+        assert frame["memorization_loss"].to_numpy() == pytest.approx(-frame["membership_loss_score"].to_numpy(),
+                                                                       rel=1e-6)
+        assert (frame["memorization_loss"] > 0).all()
+        assert {"memorization_loss", "memorization_match_len", "membership_min_k_pp_score", "seen_at_step"} <= set(frame)
+        floats = [name for name, kind in frame.dtypes.items() if kind.kind == "f"]
+        assert all(frame[name].dtype == "float64" for name in floats)
 
 
 def test_a_rerun_reuses_the_journal_and_recomputes_a_missing_or_changed_file(config, tmp_path, run_cli):
@@ -68,3 +75,63 @@ def test_samples_out_refuses_inputs_and_needs_pyarrow(config, tmp_path, run_cli,
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     code, _, err = run_cli("run", config, "--samples-out", tmp_path / "s")
     assert code == 2 and "needs pyarrow" in err
+
+
+def test_a_samples_out_folder_reads_as_one_table_in_four_readers(config, tmp_path, run_cli):
+    """pandas, pyarrow.dataset, polars and datasets read the folder as one table whose rows say their series,
+    checkpoint and step; every file describes its columns in its metadata."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    pl = pytest.importorskip("polars")
+    hf_datasets = pytest.importorskip("datasets")
+    out = tmp_path / "samples"
+    code, _, err = run_cli("run", config, "-k", "memorization or membership", "--samples-out", out)
+    assert code == 0, err
+    key = ["series", "checkpoint", "dataset", "sample_index"]
+    frames = {"pandas": pd.read_parquet(out),
+              "pyarrow": ds.dataset(out, format="parquet").to_table().to_pandas(),
+              "polars": pl.scan_parquet(out / "**" / "*.parquet").collect().to_pandas(),
+              "datasets": hf_datasets.load_dataset("parquet", data_files=str(out / "**" / "*.parquet"),
+                                                   split="train", cache_dir=str(tmp_path / "hf")).to_pandas()}
+    frames = {name: f.sort_values(key).reset_index(drop=True) for name, f in frames.items()}
+    reference = frames["pandas"]
+    assert len(reference) == 32 and set(reference.checkpoint) == {"step-1", "step-2"}
+    assert sorted(set(zip(reference.checkpoint, reference.step))) == [("step-1", 1), ("step-2", 2)]
+    for name, f in frames.items():
+        pd.testing.assert_frame_equal(f[list(reference.columns)], reference, check_dtype=False, obj=name)
+    schema = pq.read_schema(sorted(out.rglob("*.parquet"))[0])
+    about = json.loads(schema.metadata[b"memaudit"])
+    assert about["columns"]["memorization_loss"].startswith("mean next-token negative log-likelihood")
+    assert "config_hash" in about and about["memaudit_version"]
+    assert schema.field("membership_loss_score").metadata[b"description"].startswith(b"mean log-likelihood")
+
+
+def test_per_sample_p_z_gives_the_report_s_extraction_aggregates(make_series, text_file, write_config, tmp_path,
+                                                                  run_cli):
+    """extraction_risk's rates, percentiles and greedy rate recomputed from the Parquet's per-sample log10 p_z."""
+    import numpy as np
+
+    config = write_config({"series": [{"name": "s", "local": str(make_series(steps=(1,)))}],
+                           "datasets": [{"name": "train", "path": str(text_file), "seq_len": 24, "max_samples": 12}],
+                           "probes": {"extraction_risk": {"pairs": [[8, 8], [4, 12]], "n": [1, 1000], "p": [0.5],
+                                                          "schemes": [{"temperature": 1.0}, {"top_k": 40}]}},
+                           "run": {"batch_size": 4, "shard_size": 4}})
+    out = tmp_path / "samples"
+    code, _, err = run_cli("run", config, "-k", "extraction_risk", "--samples-out", out, "--json", tmp_path / "r.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    metrics = report["series"][0]["checkpoints"][0]["results"]["extraction_risk"]["train"]
+    frame = pd.read_parquet(out)
+    for k, m in ((8, 8), (4, 12)):
+        assert frame[f"extraction_risk_greedy__k{k}_m{m}"].mean() == metrics[f"greedy_rate[k={k},m={m}]"]
+        for label, slug in (("T=1.0", "T1_0"), ("T=1.0,top_k=40", "T1_0__top_k40")):
+            log10 = frame[f"extraction_risk_log10_pz__{slug}__k{k}_m{m}"].to_numpy()
+            where = f"[{label}][k={k},m={m}]"
+            p90, expected = np.percentile(log10, 90, method="nearest"), metrics[f"log10_pz_p90{where}"]
+            assert p90 == pytest.approx(expected) if expected is not None else p90 == -np.inf  # JSON: -inf is null
+            for n in (1, 1000):
+                pz = 10.0 ** log10
+                found = 1 - (1 - pz) ** n >= 0.5 - 1e-12
+                assert found.mean() == pytest.approx(metrics[f"rate{where}[n={n},p=0.5]"])
+    assert np.isneginf(frame.filter(like="top_k40").to_numpy()).any()  # p_z exactly 0 is -inf, not NaN

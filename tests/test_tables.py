@@ -47,15 +47,36 @@ def test_the_samples_frame_lists_every_sample(lab_report):
 
     report, _ = lab_report
     samples = report.samples_frame()
+    assert list(samples.columns[:8]) == ["series", "checkpoint", "step", "tokens_seen", "dataset", "sample_index",
+                                         "sample_id", "seen_at_step"]
+    assert str(samples.step.dtype) == "Int64"
     s, c = report.series[0], report.series[0].checkpoints[-1]
-    mine = samples[(samples.series == s.name) & (samples.checkpoint == c.name) & (samples.probe == "memorization")
-                   & (samples.dataset == "train")]
+    mine = samples[(samples.series == s.name) & (samples.checkpoint == c.name) & (samples.dataset == "train")]
     assert len(mine) == c.metric("memorization", "train", "n_samples")
-    assert np.isclose(mine.M.mean(), c.metric("memorization", "train", "M"))  # equal-length samples
-    assert mine.extractable.sum() == c.metric("memorization", "train", "n_extractable")
-    members = samples[(samples.checkpoint == c.name) & (samples.series == s.name) & (samples.probe == "membership")]
-    assert members.member.sum() == c.metric("membership", "all", "n_members")
-    assert set(members.dataset) == {"train", "valid"}
+    assert np.isclose(mine.memorization_M.mean(), c.metric("memorization", "train", "M"))  # equal-length samples
+    assert mine.memorization_extractable.sum() == c.metric("memorization", "train", "n_extractable")
+    assert np.allclose(mine.membership_loss_score, -mine.memorization_loss)  # one row holds both probes' values
+    scored = samples[(samples.checkpoint == c.name) & (samples.series == s.name)
+                     & samples.membership_loss_score.notna()]
+    assert set(scored.dataset) == {"train", "valid"} and len(scored) == (c.metric("membership", "all", "n_members")
+                                                                         + c.metric("membership", "all", "n_non_members"))
+
+
+def test_to_frame_types_and_one_row_per_checkpoint(lab_report):
+    report, _ = lab_report
+    frame = report.to_frame()
+    assert str(frame.step.dtype) == "Int64" and str(frame.tokens_seen.dtype) == "Int64"
+    wide = report.to_frame(wide=True)
+    c = report.series[0].checkpoints[-1]
+    row = wide[(wide.series == report.series[0].name) & (wide.checkpoint == c.name) & (wide.dataset == "train")]
+    assert len(row) == 1 and row["memorization.M"].item() == c.metric("memorization", "train", "M")
+
+
+def test_a_report_without_per_sample_values_says_how_to_get_them(lab_report):
+    report, _ = lab_report
+    bare = report.model_copy(update={"series": [s.model_copy(update={"checkpoints": []}) for s in report.series]})
+    with pytest.warns(UserWarning, match="--samples-out DIR"):
+        assert bare.samples_frame().empty
 
 
 def test_show_writes_the_same_tables_as_csv(lab_report, tmp_path, run_cli):

@@ -135,6 +135,7 @@ class _Run:
     ledgers: dict[str, Ledger | None] = field(default_factory=dict)
     said: dict = field(default_factory=dict)  # tagger, identifiers, text_included: for the provenance
     unwritten: list[str] = field(default_factory=list)  # outputs that could not be written, with why
+    config_hash: str = ""  # of the yaml: the report's provenance and the --samples-out files' metadata say it
     batch_size: int | None = None  # the batch size chosen when the user fixed none
 
     @property
@@ -149,6 +150,7 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
     report with status `interrupted`.
     """
     run = _start(plan, opts, on_event)
+    run.config_hash = config_hash
     interrupted = False
     try:
         for series_cfg, checkpoints in run.resolved:
@@ -277,6 +279,7 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
         identifiers=run.said.get("identifiers"), head=run.said.get("head"), attention=run.said.get("attention"),
         masking=f"fraction {run_cfg.mask_fraction}, seed {run_cfg.mask_seed}",
         config_path=opts.config_path, config_hash=config_hash, command=opts.command or " ".join(sys.argv),
+        samples_out=str(opts.samples_out.resolve()) if opts.samples_out else None,
         started_at=run.started, finished_at=_now(), duration_s=round(time.perf_counter() - run.t0, 3))
     probes = [ProbeInfo(name=p.name, kind=p.kind, source=p.source, products=p.products, params=jsonable(p.params),
                         metrics=p.metrics, show=list(p.show)) for p in run.plan.probes]
@@ -575,7 +578,8 @@ def _audit_one(ctx: _SeriesContext, ckpt, found: _Found, models, prefetch_next) 
 
         try:
             result = export(ctx.run.opts.samples_out, ctx.series.name, result, ctx.samples, rows,
-                            {name: ctx.parts(name) for name in ctx.samples})
+                            {name: ctx.parts(name) for name in ctx.samples},
+                            {"config_hash": ctx.run.config_hash, "result_key": ctx.journal_key(ckpt)})
         except OutputError as e:  # the results stand; the report says which file is missing
             ctx.run.unwritten.append(f"--samples-out of {ctx.series.name}/{ckpt.name}: {e}")
     return result

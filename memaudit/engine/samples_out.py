@@ -1,10 +1,12 @@
 """`--samples-out DIR`: every checkpoint's per-sample values as one Parquet file, outside the report.
 
 A row per sample of every data set that a probe with a rows function read (memorization: M, loss, greedy
-verdict, match length; membership: its scores): `dataset`, `index` (position in the data set), `id`,
-`seen_at_step` (when the data says), then `<probe>.<column>` (null where a probe did not read that data
-set). One row group per shard, so the file is written without holding more than a shard's rows as Arrow
-data. The file goes to `DIR/<series>/<checkpoint>.parquet` (a readable slug plus a hash of the exact name,
+verdict, match length; membership: its scores; extraction_risk: log10 p_z per scheme and pair), in the
+per-sample schema of memaudit.report.samples: the key columns (series, checkpoint, step, tokens_seen,
+dataset, sample_index, sample_id, seen_at_step), then each probe's columns (null where a probe did not read
+that data set), every column described in the file's metadata. One row group per shard, so the file is
+written without holding more than a shard's rows as Arrow data. A folder of these files reads as one table
+(pandas, pyarrow.dataset, polars, `datasets`): each row says which series and checkpoint it belongs to. The file goes to `DIR/<series>/<checkpoint>.parquet` (a readable slug plus a hash of the exact name,
 so no name from the yaml can reach outside DIR), written to a new temporary file of a unique name (never
 through a link) and renamed when complete; a file that cannot be written (disk full) is named in the report's
 `unwritten` and the run goes on;
@@ -48,47 +50,64 @@ def file_for(root: Path, series: str, checkpoint: str) -> Path:
     return Path(root) / safe_name(series) / f"{safe_name(checkpoint)}.parquet"
 
 
-def _schema(rows: dict):
-    """One schema for every data set's rows: the sample columns, then `<probe>.<column>` in probe order."""
+def _schema(rows: dict, provenance: dict):
+    """The per-sample schema (memaudit.report.samples) of these rows: the key columns, then each probe's columns,
+    every field and the file described in the metadata (so a file explains itself)."""
+    import json
+
     import pyarrow as pa
 
-    fields = [("dataset", pa.string()), ("index", pa.int64()), ("id", pa.string()), ("seen_at_step", pa.int64())]
+    from memaudit import __version__
+    from memaudit.report.samples import KEY_COLUMNS, column
+
+    types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
+    columns = list(KEY_COLUMNS)
     for probe, per_dataset in rows.items():
-        for columns in per_dataset.values():
-            for col, values in columns.items():
-                field = (f"{probe}.{col}", pa.from_numpy_dtype(values.dtype))
-                if field[0] not in {f[0] for f in fields}:
-                    fields.append(field)
-    return pa.schema(fields)
+        for columns_of_dataset in per_dataset.values():
+            for name in columns_of_dataset:
+                c = column(probe, name)
+                if c.name not in {k.name for k in columns}:
+                    columns.append(c)
+    fields = [pa.field(c.name, types[c.type], metadata={"description": c.meaning}) for c in columns]
+    about = {"memaudit_version": __version__, **provenance, "schema": "memaudit per-sample rows, see "
+             "memaudit.report.samples", "columns": {c.name: c.meaning for c in columns}}
+    return pa.schema(fields, metadata={"memaudit": json.dumps(about)})
 
 
-def _batches(name: str, s, rows: dict, parts: list[slice], schema):
-    """Data set `name`'s rows as one Arrow record batch per shard."""
+def _batches(name: str, s, rows: dict, parts: list[slice], schema, where: dict):
+    """Data set `name`'s rows as one Arrow record batch per shard (`where`: series, checkpoint, step, tokens_seen)."""
     import pyarrow as pa
+
+    from memaudit.report.samples import column
 
     for part in parts:
         n = part.stop - part.start
-        values = {"dataset": pa.array([name] * n, pa.string()),
-                  "index": pa.array(np.arange(part.start, part.stop, dtype=np.int64)),
-                  "id": pa.array([str(sid) for sid in s.ids[part]], pa.string()),
-                  "seen_at_step": pa.array(s.steps[part], pa.int64()) if s.steps is not None else pa.nulls(n, pa.int64())}
+        values = {key: pa.array([value] * n, schema.field(key).type) for key, value in where.items()}
+        values.update({"dataset": pa.array([name] * n, pa.string()),
+                       "sample_index": pa.array(np.arange(part.start, part.stop, dtype=np.int64)),
+                       "sample_id": pa.array([str(sid) for sid in s.ids[part]], pa.string()),
+                       "seen_at_step": pa.array(s.steps[part], pa.int64()) if s.steps is not None else
+                       pa.nulls(n, pa.int64())})
         for probe, per_dataset in rows.items():
-            for col, column in (per_dataset.get(name) or {}).items():
-                values[f"{probe}.{col}"] = pa.array(column[part])
+            for col, array in (per_dataset.get(name) or {}).items():
+                name_here = column(probe, col).name
+                values[name_here] = pa.array(array[part]).cast(schema.field(name_here).type)
         yield pa.record_batch([values.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
 
 
-def export(root: Path, series: str, result, samples: dict, rows: dict, parts: dict):
+def export(root: Path, series: str, result, samples: dict, rows: dict, parts: dict, provenance: dict | None = None):
     """Write the per-sample columns of one checkpoint (`rows`: probe -> data set -> columns; `parts`: data set
     -> its shards) to its Parquet file; return the result with `samples_file` set (unchanged when no probe
-    has per-sample columns)."""
+    has per-sample columns). `provenance` goes into the file's metadata (the report's `config_hash` and the
+    checkpoint's journal key: what the numbers depend on, so the same inputs write the same bytes)."""
     names = [name for name in samples if any(name in per_dataset for per_dataset in rows.values())]
     if not names:
         return result
     import pyarrow.parquet as pq
 
     path = file_for(root, series, result.name)
-    schema = _schema(rows)
+    schema = _schema(rows, provenance or {})
+    where = {"series": series, "checkpoint": result.name, "step": result.step, "tokens_seen": result.tokens_seen}
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +115,7 @@ def export(root: Path, series: str, result, samples: dict, rows: dict, parts: di
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f, pq.ParquetWriter(f, schema) as writer:
             for name in names:
-                for batch in _batches(name, samples[name], rows, parts[name], schema):
+                for batch in _batches(name, samples[name], rows, parts[name], schema, where):
                     writer.write_batch(batch)
         digest = file_sha256(Path(tmp))
         os.replace(tmp, path)  # replaces a link at `path` itself, never its target

@@ -166,7 +166,7 @@ def cmd_show(args) -> int:
         if args.csv:
             tables.write_csv(tables.metric_rows(report), args.csv, tables.METRIC_COLUMNS)
         if args.samples_csv:
-            tables.write_csv(tables.sample_rows(report), args.samples_csv, tables.SAMPLE_COLUMNS)
+            tables.write_csv(tables.report_sample_rows(report), args.samples_csv, tables.SAMPLE_COLUMNS)
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
 
@@ -184,7 +184,12 @@ def cmd_plot(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    """Print the report's JSON Schema."""
+    """Print the report's JSON Schema (with --samples: the per-sample schema, as a Markdown table)."""
+    if args.samples:
+        from memaudit.report.samples import table_markdown
+
+        print(table_markdown())
+        return ExitCode.OK
     from memaudit.report.schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
@@ -270,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="PATH", help="also write the report as self-contained HTML")
     p.add_argument("--csv", metavar="PATH", help="also write every metric as a CSV table, one row per series, "
                    "checkpoint, probe, data set and metric")
-    p.add_argument("--samples-csv", metavar="PATH", help="also write the per-sample tables (probes run with "
-                   "per_sample: true) as CSV, one row per sample")
+    p.add_argument("--samples-csv", metavar="PATH", help="also write every sample's values as CSV, one row per "
+                   "sample (from the report's per_sample tables, or the --samples-out files it names)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("plot", help=cmd_plot.__doc__)
@@ -282,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("schema", help=cmd_schema.__doc__)
+    p.add_argument("--samples", action="store_true", help="the columns of the per-sample rows (--samples-out, "
+                   "samples_frame(), --samples-csv) instead of the report's JSON Schema")
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("lab", help=cmd_lab.__doc__)
@@ -319,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return int(ExitCode.USAGE_ERROR)
+    except BrokenPipeError:  # `memaudit schema | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return int(ExitCode.OK)
     except Exception:
         traceback.print_exc()
         print("memaudit: internal error (above). Please report it with the command and the yaml.", file=sys.stderr)

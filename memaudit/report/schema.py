@@ -5,56 +5,18 @@ Importable without torch: `memaudit show` and `memaudit schema` only need this a
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from memaudit.atomic import atomic_write_text
+from memaudit.report.values import flat_metrics, is_finite, is_number, is_table, metric_template  # noqa: F401
 
 SCHEMA_VERSION = 1
 
 Metrics = dict[str, Any]
 """metric name -> JSON value (number, string, bool, null, list or mapping)."""
-
-
-def is_number(value) -> bool:
-    """A metric value that is a number (not a bool, None, string or mapping)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def is_finite(value) -> bool:
-    """A number that is neither NaN nor infinite, and an integer that a float can hold (a report written by
-    another tool may hold 10**400)."""
-    if isinstance(value, int):
-        return is_number(value) and abs(value) <= 2**1023
-    return isinstance(value, float) and math.isfinite(value)
-
-
-def is_table(value) -> bool:
-    """A probe's per-sample table: a non-empty mapping of equal-length lists (columns)."""
-    return (isinstance(value, dict) and bool(value) and all(isinstance(v, list) for v in value.values())
-            and len({len(v) for v in value.values()}) == 1)
-
-
-def flat_metrics(metrics: dict) -> dict[str, Any]:
-    """A probe's metrics one level flat: each value as it is, a mapping's entries as `metric[key]` (a metric
-    that is itself named like that wins)."""
-    flat = dict(metrics)
-    for name, value in metrics.items():
-        if isinstance(value, dict):
-            del flat[name]
-            for key, v in value.items():
-                flat.setdefault(f"{name}[{key}]", v)
-    return flat
-
-
-def metric_template(name: str) -> str:
-    """`T_step@0.9` -> `T_step@tau`: the name a probe declares for a metric with a threshold in it."""
-    import re
-
-    return re.sub(r"@[0-9.]+$", "@tau", name)
 
 
 class _Model(BaseModel):
@@ -105,6 +67,8 @@ class Provenance(_Model):
     """sha256 prefix of the parsed configuration: equal hashes, equal audits."""
     command: str
     """The command line."""
+    samples_out: str | None = None
+    """The `--samples-out` folder (absolute) the run wrote its per-sample Parquet files to, if any."""
     started_at: str
     """Start time, ISO 8601, UTC."""
     finished_at: str | None = None
@@ -350,21 +314,26 @@ class AuditReport(_Model):
     text_included: bool = False
     """True when the report holds training text (`--show-text`); redacted unless `run.redact: false`."""
 
-    def to_frame(self):
+    def to_frame(self, wide: bool = False):
         """A pandas DataFrame with one row per (series, checkpoint, probe, data set, metric) and the columns
-        series, checkpoint, step, tokens_seen, n_params, probe, kind, dataset, metric, value (numbers;
-        see memaudit.report.tables). Needs pandas (`memaudit-lm[frames]`)."""
-        from memaudit.report.tables import METRIC_COLUMNS, frame, metric_rows
+        series, checkpoint, step, tokens_seen, n_params (nullable integers), probe, kind, dataset, metric, value
+        (numbers; see memaudit.report.tables); with `wide=True`, one row per series, checkpoint and data set
+        and a column per `probe.metric` of the per-checkpoint probes. Needs pandas (`memaudit-lm[frames]`)."""
+        from memaudit.report import tables
 
-        return frame(metric_rows(self), METRIC_COLUMNS)
+        long = tables.frame(tables.metric_rows(self), tables.METRIC_COLUMNS)
+        return tables.wide(long) if wide else long
 
-    def samples_frame(self):
-        """A pandas DataFrame with one row per sample of every probe result that lists its samples
-        (memorization and membership with `per_sample: true`): series, checkpoint, step, tokens_seen,
-        probe, dataset, then the probe's columns (id, M, loss, extractable, match_len, ...)."""
-        from memaudit.report.tables import SAMPLE_COLUMNS, frame, sample_rows
+    def samples_frame(self, folder=None):
+        """A pandas DataFrame with one row per sample, in the per-sample schema (memaudit.report.samples: series,
+        checkpoint, step, tokens_seen, dataset, sample_index, sample_id, seen_at_step, then a column per probe
+        quantity: memorization_M, memorization_loss, membership_loss_score, ...): from the report's own tables
+        (probes run with `per_sample: true`), or else from the Parquet files `--samples-out` wrote (under
+        `folder`, default the folder the report names). Empty, with a warning saying how to get them, when the
+        run made neither."""
+        from memaudit.report import tables
 
-        return frame(sample_rows(self), SAMPLE_COLUMNS)
+        return tables.frame(tables.report_sample_rows(self, folder), tables.SAMPLE_COLUMNS)
 
     @property
     def counts(self) -> dict[str, int]:

@@ -1,25 +1,36 @@
-"""A report as flat tables: one row per metric value, and one row per sample where a probe listed its samples.
+"""A report as flat tables: one row per metric value, and one row per sample in the per-sample schema
+(memaudit.report.samples), from the report's own per-sample tables (`per_sample: true`) or from the Parquet
+files `--samples-out` wrote.
 
-Plain lists of dicts (no pandas needed): `memaudit show --csv` writes them; `AuditReport.to_frame()` and
-`AuditReport.samples_frame()` make pandas DataFrames of them when pandas is installed.
+Plain lists of dicts (no pandas needed): `memaudit show --csv` and `--samples-csv` write them;
+`AuditReport.to_frame()` and `AuditReport.samples_frame()` make pandas DataFrames of them.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from memaudit.atomic import atomic_write_text
+from memaudit.errors import ConfigError
 from memaudit.report.escape import csv_cell
-from memaudit.report.schema import AuditReport, flat_metrics, is_number, is_table
+from memaudit.report.samples import KEY_COLUMNS, column
+from memaudit.report.values import flat_metrics, is_number, is_table
+
+if TYPE_CHECKING:
+    from memaudit.report.schema import AuditReport
 
 METRIC_COLUMNS = ("series", "checkpoint", "step", "tokens_seen", "n_params", "probe", "kind", "dataset", "metric",
                   "value")
 """series; checkpoint (None for a series probe); step, tokens_seen, n_params of the checkpoint (series probe:
 n_params of the series); probe and its kind (checkpoint or series); data set; metric; value (a number)."""
-SAMPLE_COLUMNS = ("series", "checkpoint", "step", "tokens_seen", "probe", "dataset")
-"""Columns of every per-sample row, before the probe's own (id, M, loss, ...)."""
+SAMPLE_COLUMNS = tuple(c.name for c in KEY_COLUMNS)
+"""Columns of every per-sample row, before the probes' (see memaudit.report.samples)."""
+INTEGER_COLUMNS = ("step", "tokens_seen", "n_params", "sample_index", "seen_at_step")
+"""Columns of whole numbers that may be missing: nullable integers in a DataFrame, not floats."""
 
 
 def metric_rows(report: AuditReport) -> list[dict]:
@@ -49,21 +60,69 @@ def _rows(where: dict, results: dict, kind: str) -> list[dict]:
 
 
 def sample_rows(report: AuditReport) -> list[dict]:
-    """One row per sample of every probe result that lists its samples (a `samples` metric: a mapping of
-    equal-length columns, e.g. memorization's and membership's with `per_sample: true`)."""
-    rows = []
+    """One row per sample of every data set a probe listed with `per_sample: true` (memorization: id, M, loss,
+    extractable, match_len; membership: its scores), the probes' values of one sample on one row, in the
+    per-sample schema. `seen_at_step` is not in these tables (`--samples-out` has it)."""
+    rows: dict[tuple, dict] = {}
     for s in report.series:
         for c in s.checkpoints:
             for probe, per_dataset in c.results.items():
                 for dataset, metrics in per_dataset.items():
-                    columns = metrics.get("samples")
-                    if not is_table(columns):
-                        continue
-                    where = {"series": s.name, "checkpoint": c.name, "step": c.step, "tokens_seen": c.tokens_seen,
-                             "probe": probe, "dataset": dataset}
-                    n = len(next(iter(columns.values())))
-                    rows += [{**where, **{name: values[i] for name, values in columns.items()}} for i in range(n)]
-    return rows
+                    table = metrics.get("samples")
+                    if is_table(table):
+                        _merge(rows, table, probe, dataset if dataset != "all" else None,
+                               {"series": s.name, "checkpoint": c.name, "step": c.step, "tokens_seen": c.tokens_seen})
+    return list(rows.values())
+
+
+def _merge(rows: dict, table: dict, probe: str, dataset: str | None, where: dict) -> None:
+    """Add one probe's per-sample table to `rows` (keyed by series, checkpoint, data set and sample id)."""
+    n = len(next(iter(table.values())))
+    datasets = table.get("dataset") or [dataset] * n
+    index: dict[str, int] = {}
+    for i in range(n):
+        position = index[datasets[i]] = index.get(datasets[i], -1) + 1  # the sample's place in its data set
+        key = (where["series"], where["checkpoint"], datasets[i], table["id"][i])
+        row = rows.setdefault(key, {**where, "dataset": datasets[i], "sample_index": position,
+                                    "sample_id": str(table["id"][i]), "seen_at_step": None})
+        for name, values in table.items():
+            if name not in ("id", "dataset", "member"):  # the data set says who is a member
+                row[column(probe, name).name] = values[i]
+
+
+def samples_files(report: AuditReport, folder: str | Path | None = None) -> list[Path]:
+    """The Parquet files `--samples-out` wrote for the report's checkpoints, under `folder` (default: the
+    folder the report names, `provenance.samples_out`); those that are gone are left out."""
+    root = folder or report.provenance.samples_out
+    if root is None:
+        return []
+    files = [Path(root) / c.samples_file.file for s in report.series for c in s.checkpoints if c.samples_file]
+    return [f for f in files if f.is_file()]
+
+
+def parquet_rows(files: list[Path]) -> list[dict]:
+    """The rows of `--samples-out` files (needs pyarrow)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError("Reading --samples-out files needs pyarrow: `pip install pyarrow` (or memaudit-lm[parquet]).") \
+            from None
+    return [row for f in files for row in pq.read_table(f).to_pylist()]
+
+
+def report_sample_rows(report: AuditReport, folder: str | Path | None = None) -> list[dict]:
+    """Every per-sample row of a report: its own tables, or else its `--samples-out` files; none (with a
+    warning that says how to get them) when it has neither."""
+    rows = sample_rows(report)
+    if rows:
+        return rows
+    files = samples_files(report, folder)
+    if files:
+        return parquet_rows(files)
+    warnings.warn("This report holds no per-sample values: run the audit with `--samples-out DIR` (Parquet files, "
+                  "any number of samples; then `samples_frame()` reads them, or pass folder=DIR), or give the "
+                  "probes `per_sample: true` in the yaml (a table inside the report).", stacklevel=3)
+    return []
 
 
 def to_csv(rows: list[dict], columns: tuple[str, ...] = ()) -> str:
@@ -83,13 +142,29 @@ def write_csv(rows: list[dict], path: str | Path, columns: tuple[str, ...] = ())
 
 
 def frame(rows: list[dict], columns: tuple[str, ...]):
-    """A pandas DataFrame of the rows (pandas is an optional extra: `pip install memaudit-lm[frames]`)."""
+    """A pandas DataFrame of the rows, whole-number columns as nullable integers (pandas is an optional extra:
+    `pip install memaudit-lm[frames]`)."""
     try:
         import pandas as pd
     except ImportError:
-        from memaudit.errors import ConfigError
-
         raise ConfigError("Tables as DataFrames need pandas: `pip install pandas` (or memaudit-lm[frames]). "
                           "Without it, `memaudit show REPORT.json --csv PATH` writes the same table.") from None
     names = list(dict.fromkeys([*columns, *(k for row in rows for k in row)]))
-    return pd.DataFrame(rows, columns=names)
+    out = pd.DataFrame(rows, columns=names)
+    for name in INTEGER_COLUMNS:
+        if name in out:
+            out[name] = out[name].astype("Int64")
+    return out
+
+
+def wide(metrics_frame):
+    """The metric frame (`to_frame()`) as one row per series, checkpoint and data set, a column per
+    `probe.metric`: `report.to_frame(wide=True)`."""
+    index = ["series", "checkpoint", "step", "tokens_seen", "dataset"]
+    per_checkpoint = metrics_frame[metrics_frame.kind == "checkpoint"].copy()
+    per_checkpoint["metric"] = per_checkpoint.probe + "." + per_checkpoint.metric
+    out = per_checkpoint.set_index([*index, "metric"])["value"].unstack("metric").reset_index()
+    out.columns.name = None
+    for name in ("step", "tokens_seen"):
+        out[name] = out[name].astype("Int64")
+    return out
