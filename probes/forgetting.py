@@ -19,8 +19,8 @@ FIT_MIN_POINTS = 4  # three parameters and at least one degree of freedom
 def fit_exponential_decay(t, m) -> dict:
     """Least-squares fit of m = b + a * exp(-t / lam).
 
-    For each lam (a log grid, then golden-section refinement) b and a are a linear least-squares
-    solve; standard errors come from the Jacobian at the optimum. Returns b, a, lam with their
+    For each lam (a log grid, then scipy's bounded scalar minimisation around the best grid point) b and a
+    are a linear least-squares solve (variable projection); standard errors come from the Jacobian at the optimum. Returns b, a, lam with their
     standard errors and the rmse, or a `note` saying why there is no fit.
     """
     t, m = np.asarray(t, dtype=float), np.asarray(m, dtype=float)
@@ -34,17 +34,13 @@ def fit_exponential_decay(t, m) -> dict:
         coef, *_ = np.linalg.lstsq(X, m, rcond=None)
         return float(((X @ coef - m) ** 2).sum()), coef
 
+    from scipy.optimize import minimize_scalar
+
     grid = np.linspace(math.log(span / 1000), math.log(span * 10), 200)
     best = int(np.argmin([solve(g)[0] for g in grid]))
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    golden = (math.sqrt(5) - 1) / 2
-    for _ in range(60):
-        x1, x2 = hi - golden * (hi - lo), lo + golden * (hi - lo)
-        if solve(x1)[0] < solve(x2)[0]:
-            hi = x2
-        else:
-            lo = x1
-    log_lam = (lo + hi) / 2
+    log_lam = float(minimize_scalar(lambda g: solve(g)[0], bounds=(lo, hi), method="bounded",
+                                    options={"xatol": 1e-12}).x)
     sse, (b, a) = solve(log_lam)
     lam = math.exp(log_lam)
     e = np.exp(-t / lam)

@@ -26,6 +26,17 @@ def test_fit_recovers_known_parameters(b, a, lam):
     assert 0 < fit["b_stderr"] < 0.01
 
 
+def test_fit_equals_scipy_curve_fit():
+    """The variable-projection fit reaches the least-squares optimum scipy's curve_fit finds from the truth."""
+    optimize = pytest.importorskip("scipy.optimize")
+    t = np.arange(0, 300, 15.0)
+    m = 0.25 + 0.6 * np.exp(-t / 30.0) + np.random.default_rng(1).normal(0, 0.01, size=t.shape)
+    fit = fit_exponential_decay(t, m)
+    (b, a, lam), cov = optimize.curve_fit(lambda t, b, a, lam: b + a * np.exp(-t / lam), t, m, p0=(0.25, 0.6, 30.0))
+    assert (fit["b"], fit["a"], fit["lam"]) == pytest.approx((b, a, lam), rel=1e-5)
+    assert fit["b_stderr"] == pytest.approx(math.sqrt(cov[0, 0]), rel=1e-3)
+
+
 def test_fit_refuses_too_few_points():
     fit = fit_exponential_decay([0, 10], [0.9, 0.5])
     assert "not enough checkpoints to fit" in fit["note"] and "b" not in fit

@@ -3,7 +3,8 @@ count as supported only beyond that spread.
 
 A comparison of two quantities measured over seeds is a one-sided t-test at the 5% level: paired (the
 difference of the same seed's two runs, e.g. the ID run and its baseline) or Welch's (two groups of
-separately trained models, e.g. two sizes). `supported` when the difference exceeds its critical value in
+separately trained models, e.g. two sizes), with scipy's t quantiles at the exact (Welch: fractional)
+degrees of freedom; the statistic and degrees of freedom equal scipy.stats.ttest_rel / ttest_ind's. `supported` when the difference exceeds its critical value in
 the claimed direction, `reversed` when it does the other way, else `not decidable` (within the spread).
 """
 
@@ -20,15 +21,12 @@ from memaudit.report.schema import (
     is_number,
 )
 
-T95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782, 1.771, 1.761, 1.753,
-       1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1.714, 1.711, 1.708, 1.706, 1.703, 1.701, 1.699, 1.697)
-"""One-sided 95% quantiles of Student's t for 1..30 degrees of freedom (1.645 beyond)."""
-
-
 def t95(df: float) -> float:
-    """The one-sided 95% critical t for `df` degrees of freedom (rounded down: conservative)."""
-    whole = int(math.floor(df))
-    return T95[whole - 1] if 1 <= whole <= len(T95) else (1.645 if whole > len(T95) else math.inf)
+    """The one-sided 95% critical t for `df` (possibly fractional: Welch's) degrees of freedom, scipy's
+    Student t quantile; inf for fewer than one."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.95, df)) if df >= 1 else math.inf
 
 
 def spread(values: list) -> Spread:
