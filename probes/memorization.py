@@ -60,8 +60,8 @@ def fig_memorization(report):
     return fig
 
 def fig_T_vs_params(report):
-    """T(N, tau) against parameters, log-log, a line per tau (error bars: sd over seed replicates): a falling
-    line means larger models memorize sooner."""
+    """T(N, tau) against parameters, log-log, a line per tau, each point labelled with its model size (with seed
+    replicates, error bars of one sd): a falling line means larger models memorize sooner."""
     rows = []  # (tau, data set, params, T, sd over seeds or None)
     grouped = {name for g in report.replicates for name in g.series}
     for g in report.replicates:
@@ -87,11 +87,19 @@ def fig_T_vs_params(report):
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] or 0 for p in pts], capsize=3, **style)
         else:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], **style)
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
+    from memaudit.report.render import fmt_params
+
+    for n, t in sorted({(n, t) for _, _, n, t, _ in rows}):
+        ax.annotate(fmt_params(n), (n, t), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(sorted({n for _, _, n, _, _ in rows}))  # a tick at each model size, named 1M, not 10^6
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_params(int(x))))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.0f}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("parameters N")
     ax.set_ylabel("T(N, tau): first step with M >= tau")
     ax.set_title("Larger models memorize sooner?")

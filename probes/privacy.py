@@ -31,22 +31,22 @@ CANARY_METRICS = {
 
 
 def fig_privacy(report):
-    """Canary exposure and membership-inference AUC over checkpoints: exposure near log2|R| or an AUC well
-    above 0.5 means the model gives its training data away."""
+    """Canary exposure and membership-inference AUC over checkpoints (a panel for each the report has): exposure
+    near log2|R| or an AUC well above 0.5 means the model gives its training data away."""
     exposure = list(plots.series_curves(report, "canaries", "exposure_max"))
     auc = list(plots.series_curves(report, "membership", "auc_loss"))
     if not exposure and not auc:
         return None
+    panels = [(curves, label) for curves, label in ((exposure, "canary exposure (bits)"),
+                                                    (auc, "membership-inference ROC AUC (loss)")) if curves]
     plt = plots.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
-    for ax, curves, label in ((axes[0][0], exposure, "canary exposure (bits)"),
-                              (axes[0][1], auc, "membership-inference ROC AUC (loss)")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)  # no empty panel
+    for ax, (curves, label) in zip(axes[0], panels):
         for i, (s, d, steps, values) in enumerate(curves):
             ax.plot(steps, values, marker="o", markersize=3, color=plots.PALETTE[i % len(plots.PALETTE)], label=f"{s.name} · {d}")
-        plots.step_axis(ax, [x for _, _, steps, _ in curves for x in steps] or [1])
+        plots.step_axis(ax, [x for _, _, steps, _ in curves for x in steps])
         ax.set_ylabel(label)
-        if curves:
-            ax.legend(fontsize=8)
+        ax.legend(fontsize=8)
     fig.suptitle("Privacy over training")
     fig.tight_layout()
     return fig

@@ -10,6 +10,7 @@ from memaudit.report.schema import (
     CheckpointResult,
     CheckResult,
     DatasetInfo,
+    ProbeInfo,
     Provenance,
     SeriesResult,
 )
@@ -95,6 +96,21 @@ def test_html_is_self_contained_with_every_section():
     assert not re.findall(r"(?:src|href)=['\"]?(?:https?:)?//", page)
     assert "ok &lt;&amp;&gt;" in page  # escaped
     assert page.count("data:image/png;base64,") == 4
+
+
+def test_html_states_the_largest_risk_has_contents_and_no_python_reprs():
+    from memaudit.report.html import render_html
+
+    report = _report()
+    for s, share in zip(report.series, (0.25, 0.5)):
+        s.checkpoints[-1].results["memorization"]["train"]["extractable"] = share
+    s.results["pos_series"] = {"train": {"first_step": {"ADJ": 144, "NOUN": 12}}}
+    report.probes.append(ProbeInfo(name="pos_series", kind="series", source="-", products=[], params={}))
+    page = render_html(report, with_figures=False)
+    assert "Largest risk found: <b>50.0%</b>" in page and "large/step10000 [train]" in page
+    assert "<nav><b>Contents</b>" in page and "<a href='#checks'>" in page and "<a href='#figures'>" not in page
+    assert "{&#x27;ADJ&#x27;" not in page and "{'ADJ'" not in page
+    assert "first_step[ADJ]" in page
 
 
 def test_plot_and_html_commands(basic_config, run_cli, tmp_path):

@@ -15,6 +15,7 @@ from memaudit.report.schema import (
     is_number,
     metric_template,
 )
+from memaudit.report.values import shown
 
 
 ALL = "all"
@@ -195,12 +196,15 @@ def compare_to_baseline(series: list[SeriesResult], baseline: AuditReport, rules
 def _default_rules(series: list[SeriesResult], baseline: AuditReport, probes, tolerance: float) -> list[dict]:
     """Every metric a selected checkpoint probe shows, at the last checkpoint, on every data set it ran on here
     or in the baseline, ±tolerance."""
-    def datasets(probe: str) -> set[str]:
-        return {d for s in [*series, *baseline.series] for c in s.checkpoints for d in c.results.get(probe, {})}
+    def results(probe: str):
+        return [(d, r) for s in [*series, *baseline.series] for c in s.checkpoints
+                for d, r in c.results.get(probe, {}).items()]
 
     return [{"metric": f"{p.name}.{m}", "dataset": d, "at": "last", "max_increase": tolerance,
              "max_decrease": tolerance}
-            for p in probes if p.kind == "checkpoint" for m in p.show for d in sorted(datasets(p.name))]
+            for p in probes if p.kind == "checkpoint"
+            for m in shown(p.show, [k for _, r in results(p.name) for k in r])  # templates: every pair, scheme
+            for d in sorted({d for d, _ in results(p.name)})]
 
 
 class _Gate:

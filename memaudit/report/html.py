@@ -15,7 +15,8 @@ import html
 from pathlib import Path
 
 from memaudit.report.render import comparison_lines, fmt, spread_cell
-from memaudit.report.schema import AuditReport, SeriesResult, is_number, metric_template
+from memaudit.report.schema import AuditReport, SeriesResult, flat_metrics, is_finite, is_number, metric_template
+from memaudit.report.values import shown
 
 STYLE = """
 :root { color-scheme: light dark; --fg: #1d1d1f; --muted: #666; --bg: #fff; --line: #ddd; --head: #f4f4f6;
@@ -27,7 +28,8 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2e
        padding: 0 1em; color: var(--fg); background: var(--bg); }
 h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { font-size: 1.25em; margin-top: 1.8em;
      border-bottom: 1px solid var(--line); } h3 { font-size: 1.05em; margin: 1.4em 0 .4em; }
-.verdict { font-size: 1.1em; } .badge { padding: 2px 10px; border-radius: 10px; color: #fff; }
+.verdict { font-size: 1.1em; } .headline { font-size: 1.05em; }
+nav { border: 1px solid var(--line); padding: .4em 1em; display: inline-block; } nav ol { margin: .2em 0; } .badge { padding: 2px 10px; border-radius: 10px; color: #fff; }
 .badge.passed { background: var(--pass); } .badge.failed, .badge.error, .badge.interrupted { background: var(--fail); }
 .pass { color: var(--pass); font-weight: bold; } .fail { color: var(--fail); font-weight: bold; }
 .muted, figcaption, caption { color: var(--muted); }
@@ -82,13 +84,51 @@ def _cell(value, metric: str) -> str:
     return f"<td class='num' data-v='{float(value)!r}'{style}>{_e(fmt(value))}</td>"
 
 
+def largest_risks(report: AuditReport) -> list[tuple[str, str, float]]:
+    """(series, where, share) of training samples greedily extractable at each series' last audited
+    checkpoint (memorization's `extractable` on data sets of role train), largest first."""
+    train = [d.name for d in report.datasets if d.role == "train"]
+    out = []
+    for s in report.series:
+        last = next((c for c in reversed(s.checkpoints) if c.error is None and "memorization" in c.results), None)
+        for d in train if last is not None else ():
+            value = last.metric("memorization", d, "extractable")
+            if is_finite(value):
+                out.append((s.name, f"{last.name} [{d}]", float(value)))
+    return sorted(out, key=lambda r: -r[2])
+
+
+def headline(report: AuditReport) -> str:
+    """The largest risk the audit found, in one sentence, with every series' figure below it."""
+    risks = largest_risks(report)
+    if not risks:
+        return ""
+    series, where, share = risks[0]
+    items = "".join(f"<li>{_e(s)}/{_e(w)}: {share:.1%}</li>" for s, w, share in risks)
+    return (f"<p class='headline'>Largest risk found: <b>{share:.1%}</b> of the training samples are reproduced "
+            f"verbatim by greedy decoding at <b>{_e(series)}/{_e(where)}</b> (k-extractable, at each series' last "
+            f"checkpoint):</p><ul class='muted'>{items}</ul>")
+
+
+SECTIONS = (("errors", "Checkpoints that could not be audited"), ("checks", "Checks"), ("figures", "Figures"),
+            ("tables", "Per-checkpoint results"), ("series", "Series results"), ("replicates", "Over seeds"),
+            ("provenance", "Provenance"))
+
+
+def contents(page: str) -> str:
+    """A table of contents of the sections the page has."""
+    items = "".join(f"<li><a href='#{key}'>{title}</a></li>" for key, title in SECTIONS if f"id='{key}'" in page)
+    return f"<nav><b>Contents</b><ol>{items}</ol></nav>"
+
+
 def verdict(report: AuditReport) -> str:
-    """Status, counts and the checkpoints that could not be audited."""
+    """Status, counts, the largest risk found and the checkpoints that could not be audited."""
     counts = report.counts
     out = [f"<h1>memaudit report</h1><p class='verdict'><span class='badge {_e(report.status)}'>"
            f"{_e(report.status)}</span> exit {report.exit_code} · {counts['passed']} checks passed, "
            f"{counts['failed']} failed, {counts['errors']} checkpoint errors · "
            f"{len(report.series)} series, {sum(len(s.checkpoints) for s in report.series)} checkpoints</p>",
+           headline(report),
            f"<p class='muted'>Training text is {'included (redacted)' if report.text_included else 'not included'}."
            f" Made {_e(report.provenance.started_at)} by memaudit {_e(report.provenance.memaudit_version)}.</p>"]
     errors = [(s.name, c) for s in report.series for c in s.checkpoints if c.error]
@@ -112,8 +152,8 @@ def checks(report: AuditReport) -> str:
                    f"<td>{_e(c.dataset or '–')}</td>{_cell(c.value, '')}{_cell(c.min, '')}{_cell(c.max, '')}"
                    f"<td>{_e(c.message)}</td></tr>")
     out.append("</tbody></table>")
-    for headline, items in comparison_lines(report):
-        out.append(f"<p>{_e(headline)}</p>" + ("<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>"
+    for line, items in comparison_lines(report):
+        out.append(f"<p>{_e(line)}</p>" + ("<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>"
                                                if items else ""))
     return "\n".join(out)
 
@@ -151,9 +191,8 @@ def _datasets(series: SeriesResult, probe: str) -> list[str]:
 def _checkpoint_table(series: SeriesResult, probe, dataset: str) -> str:
     rows = [c for c in series.checkpoints if c.results.get(probe.name, {}).get(dataset)]
     values = [c.results[probe.name][dataset] for c in rows]
-    metrics = [m for m in (probe.show or list(values[0])) if any(is_number(v.get(m)) or v.get(m) is None
-                                                                   for v in values)]
-    metrics = [m for m in metrics if any(is_number(v.get(m)) for v in values)]
+    keys = list(dict.fromkeys(k for v in values for k in v))
+    metrics = [m for m in (shown(probe.show, keys) if probe.show else keys) if any(is_number(v.get(m)) for v in values)]
     if not metrics:
         return ""
     head = "".join(f"<th>{_e(m)}</th>" for m in metrics)
@@ -171,10 +210,11 @@ def series_tables(report: AuditReport) -> str:
     """One table per series probe: a row per (series, data set), its shown metrics as columns."""
     out = ["<h2 id='series'>Series results</h2>"]
     for probe in (p for p in report.probes if p.kind == "series"):
-        rows = [(s, d, r) for s in report.series for d, r in s.results.get(probe.name, {}).items() if r]
-        keys = list(dict.fromkeys(k for _, _, r in rows for k in r))
+        rows = [(s, d, flat_metrics(r)) for s in report.series for d, r in s.results.get(probe.name, {}).items() if r]
+        keys = list(dict.fromkeys(k for _, _, r in rows for k in r))  # a mapping's entries as `metric[key]`
         if probe.show:
-            keys = [k for k in keys if k in probe.show or metric_template(k) in probe.show]
+            keys = [k for k in keys if k in probe.show or metric_template(k) in probe.show
+                    or k.split("[")[0] in probe.show]
         if not rows or not keys:
             continue
         out.append(_table_head(f"<b>{_e(probe.name)}</b>", ["series", "data set", *keys],
@@ -233,6 +273,7 @@ def render_html(report: AuditReport, with_figures: bool = True, probe_paths=()) 
         parts.append(figures_section(report, probe_paths))
     parts += [probe_tables(report), series_tables(report), replicate_tables(report), provenance(report),
               f"<script>{SORT_SCRIPT}</script></body></html>"]
+    parts.insert(2, contents("\n".join(parts)))
     return "\n".join(parts)
 
 

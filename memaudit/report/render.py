@@ -17,6 +17,7 @@ from memaudit.report.schema import (
     is_number,
     metric_template,
 )
+from memaudit.report.values import shown
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -121,7 +122,8 @@ def _dict_metrics(series: SeriesResult, probe: ProbeInfo) -> list[str]:
 def checkpoint_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> Table | None:
     """Checkpoints as rows; the probe's shown scalar metrics per data set as columns."""
     ckpts = [c for c in series.checkpoints if probe.name in c.results]
-    metrics = probe.show or _scalar_keys(r for c in ckpts for r in c.results[probe.name].values())
+    keys = _scalar_keys(r for c in ckpts for r in c.results[probe.name].values())
+    metrics = shown(probe.show, keys) if probe.show else keys
     metrics = [m for m in metrics if m not in _dict_metrics(series, probe)]
     if not metrics or not datasets:
         return None
@@ -148,7 +150,7 @@ def matrix_table(series: SeriesResult, probe: ProbeInfo, dataset: str, metric: s
     rows = list(dict.fromkeys(k for mapping in cells for k in mapping))
     thinned = " (every few checkpoints)" if len(ckpts) < len(series.checkpoints) else ""
     table = Table(title=f"{probe.name} {metric} · {series.name} · {dataset}{thinned}", title_justify="left")
-    table.add_column("", no_wrap=True)
+    table.add_column("", overflow="fold")  # long names wrap, never cut to look alike
     for c in ckpts:
         table.add_column(str(c.step) if c.step is not None else c.name, justify="right")
     scale = max([1.0] + [float(m.get(k)) for m in cells for k in rows if is_finite(m.get(k))])  # colours: 0..1 or max
@@ -178,8 +180,9 @@ def trend_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> 
     table.add_column(style="dim", no_wrap=True)
     table.add_column(no_wrap=True)
     table.add_column(justify="right", no_wrap=True)
+    keys = _scalar_keys(r for c in ckpts for r in c.results[probe.name].values())
     for d in datasets:
-        for m in probe.show or []:
+        for m in shown(probe.show, keys):
             values = [c.results[probe.name].get(d, {}).get(m) for c in ckpts]
             if any(is_number(v) for v in values):
                 table.add_row(f"trend {d} {m}", sparkline(values), f"{fmt(values[0])} → {fmt(values[-1])}")
@@ -196,7 +199,7 @@ def series_table(report: AuditReport, probe: ProbeInfo) -> Table | None:
     if probe.show:
         keys = [k for k in keys if k in probe.show or metric_template(k) in probe.show]
     table = Table(title=probe.name, title_justify="left")
-    table.add_column("", no_wrap=True)
+    table.add_column("", overflow="fold")  # long names wrap, never cut to look alike
     for s, d, _ in columns:
         table.add_column(f"{s.name}\n{d}", justify="right")
     table.add_row("params", *[fmt_params(s.n_params) for s, _, _ in columns])
@@ -222,7 +225,7 @@ def replicates_table(report: AuditReport, probe: ProbeInfo) -> Table | None:
     if not keys:
         return None
     table = Table(title=f"{probe.name} · over seeds (mean ± sd, n)", title_justify="left")
-    table.add_column("", no_wrap=True)
+    table.add_column("", overflow="fold")  # long names wrap, never cut to look alike
     for g, d, _ in columns:
         table.add_column(f"{g.name} ×{len(g.seeds)}\n{d}", justify="right")
     table.add_row("params", *[fmt_params(g.n_params) for g, _, _ in columns])

@@ -44,3 +44,17 @@ def flat_metrics(metrics: dict) -> dict[str, Any]:
 def metric_template(name: str) -> str:
     """`T_step@0.9` -> `T_step@tau`: the name a probe declares for a metric with a threshold in it."""
     return re.sub(r"@[0-9.]+$", "@tau", name)
+
+
+def shown(show, keys) -> list[str]:
+    """The metric names among `keys` that a probe's `show` list names, in its order: a name, a threshold
+    template (`T_step@tau`), or a template with placeholders (`greedy_rate[k=<k>,m=<m>]` matches every pair)."""
+    keys = list(dict.fromkeys(keys))
+    out: list[str] = []
+    for entry in show:
+        if "<" in entry:
+            pattern = re.compile(re.sub(r"<[^>]+>", ".+?", re.escape(entry)))  # re.escape leaves < and > as they are
+            out += [k for k in keys if pattern.fullmatch(k)]
+        else:
+            out += [k for k in keys if k == entry or metric_template(k) == entry] or [entry]
+    return list(dict.fromkeys(out))
