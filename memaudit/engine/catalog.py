@@ -75,4 +75,7 @@ SERIES_ARGS: dict[str, Product] = {p.name: p for p in [
     Product("ledger", "the training ledger of the series, when there is one", "Ledger | None", made_by="run"),
     Product("all_series", "every series of the run (per-checkpoint results), to compare against",
             "list[SeriesResult]", made_by="run"),
+    Product("panel", "the per-sample values of the probes it `uses` across the series' checkpoints "
+            "(memaudit.engine.panel.Panel: values(probe, column, data set) -> (checkpoints, samples)); None when "
+            "this process holds none", "Panel | None", "(checkpoints, samples)", made_by="run"),
 ]}

@@ -46,6 +46,8 @@ class ProbeDef:
     figures: tuple[Callable, ...] = ()  # fig_<name>(report) -> Figure | None, drawn by `memaudit plot`
     rows: Callable | None = None  # per-sample function: a shard's products -> columns (see `probe`)
     names: Callable | None = None  # (its params, every probe's params by name) -> the metric names it can report
+    validate: Callable | None = None  # (its params, the AuditConfig) -> None, raising ConfigError on a bad design
+    opt_in: bool = False  # runs only when the yaml's `probes:` (or the API's list of probes) names it
 
     @property
     def row_args(self) -> list[str]:
@@ -96,7 +98,7 @@ def _make(kind: str):
     def decorator(fn=None, *, name: str | None = None, metrics: dict[str, str] | None = None,
                   show: tuple[str, ...] = (), needs: tuple[str, ...] = (), per_dataset: bool = True,
                   uses: tuple[str, ...] = (), figures: tuple[Callable, ...] = (), rows: Callable | None = None,
-                  names: Callable | None = None):
+                  names: Callable | None = None, validate: Callable | None = None, opt_in: bool = False):
         def wrap(f: Callable) -> ProbeDef:
             sig = inspect.signature(f)
             args = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
@@ -105,7 +107,7 @@ def _make(kind: str):
             return ProbeDef(fn=f, name=name or f.__name__, kind=kind, args=args, params=params,
                             metrics=dict(metrics or {}), show=tuple(show), needs=tuple(needs),
                             per_dataset=per_dataset, uses=tuple(uses), figures=tuple(figures), rows=rows,
-                            names=names, source=getattr(f, "__module__", ""))
+                            names=names, validate=validate, opt_in=opt_in, source=getattr(f, "__module__", ""))
         return wrap(fn) if fn is not None else wrap
     return decorator
 
@@ -126,7 +128,10 @@ by shard. The columns also go to `--samples-out` as `<probe>.<column>`.
 `names=fn` lists the metric names the probe reports for its parameters, when they depend on them
 (`rate[T=1.0][k=32,m=32][n=10,p=0.5]`): `fn(params, params_of)` (its own validated parameters, and every
 selected probe's by name) returns them, and a check on a name outside the list is refused before anything
-loads, with the valid names."""
+loads, with the valid names. `validate=fn` checks the audit's design before anything loads: `fn(params,
+config)` raises memaudit.errors.ConfigError (exit 2) when the yaml cannot give the probe what it needs.
+`opt_in=True` makes a probe that needs a design of its own (memorization_profile) run only when the yaml's
+`probes:` names it (`memorization_profile: {}`), or the Python API's list of probes does."""
 series_probe = _make("series")
 series_probe.__doc__ = """Mark a function as a series probe: called once per series with the ordered
 per-checkpoint results, returning {dataset name: {metric: value}}. `uses=("memorization",)` names the
@@ -220,8 +225,9 @@ def select(probes: list[ProbeDef], params: dict[str, dict] | None,
                                   f"Its parameters: {', '.join(p.params) or 'none'}.")
         by_name[name] = dataclasses.replace(p, params={**p.params, **validate_params(p, values or {})})
     matchers = [(where, expr, parse_keyword(expr, where)) for where, expr in keywords if expr]
+    asked = set(params or {}) | set(names or ())
     chosen = [p for p in by_name.values() if all(match(p.name) for _, _, match in matchers)
-              and (names is None or p.name in names)]
+              and (names is None or p.name in names) and (not p.opt_in or p.name in asked)]
     if not chosen:
         shown = " and ".join([f"{where} '{expr}'" for where, expr, _ in matchers] +
                              ([f"the list {names}"] if names is not None else []))

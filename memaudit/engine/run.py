@@ -96,6 +96,12 @@ class Plan:
     def products(self) -> set[str]:
         return {name for p in self.checkpoint_probes for name in p.products}
 
+    @property
+    def panel_probes(self) -> set[str]:
+        """The per-checkpoint probes whose per-sample columns a series probe reads across checkpoints (it asks
+        for `panel` and `uses` them): the per-sample panel keeps those (memaudit.engine.panel)."""
+        return {name for p in self.series_probes if "panel" in p.args for name in p.uses}
+
 
 def make_plan(config: AuditConfig, keyword: str | None = None, names: list[str] | None = None,
               keyword_source: str = "-k") -> Plan:
@@ -106,6 +112,9 @@ def make_plan(config: AuditConfig, keyword: str | None = None, names: list[str] 
     validate_references(probes, config.probes, [d.name for d in config.datasets],
                         [s.display_name for s in config.series])
     validate_checks(config, probes, selected_by_keyword=bool(keyword or config.select or names is not None))
+    for p in probes:
+        if p.validate is not None:
+            p.validate(p.params, config)
     return Plan(config, probes)
 
 
@@ -134,6 +143,7 @@ class _Run:
     datasets: dict[str, DatasetInfo] = field(default_factory=dict)
     ledgers: dict[str, Ledger | None] = field(default_factory=dict)
     said: dict = field(default_factory=dict)  # tagger, identifiers, text_included: for the provenance
+    panels: dict = field(default_factory=dict)  # series name -> its per-sample Panel (when a series probe reads one)
     unwritten: list[str] = field(default_factory=list)  # outputs that could not be written, with why
     config_hash: str = ""  # of the yaml: the report's provenance and the --samples-out files' metadata say it
     batch_size: int | None = None  # the batch size chosen when the user fixed none
@@ -160,6 +170,8 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         interrupted = True
     if not interrupted:
         run_series_probes(run)
+    for panel in run.panels.values():
+        panel.close()
     return _report(run, config_hash, interrupted)
 
 
@@ -169,7 +181,7 @@ def run_series_probes(run: _Run) -> None:
         series.results = call_series_probes(run.plan.series_probes, {
             "checkpoints": [c for c in series.checkpoints if c.error is None],
             "datasets": [d for key, d in run.datasets.items() if key == d.name],  # not the `name@series` copies
-            "series": series,
+            "series": series, "panel": run.panels.get(series.name),
             "ledger": run.ledgers[series.name], "all_series": run.series})
 
 
@@ -192,7 +204,10 @@ def audit_in_memory(ctx: _SeriesContext, ckpt, model) -> CheckpointResult:
     the same path as a checkpoint loaded from disk."""
     ctx.run.device = model.get_input_embeddings().weight.device
     found = _Found(missing=list(ctx.samples))
-    return _probe_checkpoint(ctx, ckpt, found, _score(ctx, ckpt, found, model), 0.0)[0]
+    result, rows = _probe_checkpoint(ctx, ckpt, found, _score(ctx, ckpt, found, model), 0.0)
+    if ctx.panel is not None:
+        ctx.panel.add(ckpt.name, ckpt.step, rows)
+    return result
 
 
 def finish(run: _Run, config_hash: str) -> AuditReport:
@@ -300,6 +315,7 @@ class _SeriesContext:
     ledger: Ledger | None
     mask_token_id: int | None
     inputs: dict  # the series-wide inputs a journal record depends on (see memaudit.engine.identity)
+    panel: Any = None  # memaudit.engine.panel.Panel, when a series probe reads per-sample values across checkpoints
     first_with: dict = field(default_factory=dict)  # weights -> the first checkpoint that had them
     sampled: bool = False  # several processes split each checkpoint's shards (fewer checkpoints than processes)
 
@@ -370,6 +386,7 @@ class _Found:
     products: dict = field(default_factory=dict)  # data set of one shard -> its per-token products
     shards: dict = field(default_factory=dict)  # data set -> shard index -> probe -> per-sample columns
     shard_products: dict = field(default_factory=dict)  # data set -> shard index -> products needed whole
+    panel_rows: dict | None = None  # a journaled checkpoint's per-sample columns, for the panel
     missing: list[str] = field(default_factory=list)  # data sets with shards left to score (by this process)
 
     def done(self, ctx: _SeriesContext) -> bool:
@@ -408,7 +425,12 @@ def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | 
         run.said.setdefault(key, value)
     inputs = {"ledger": digest(ledger.model_dump(mode="json")) if ledger else None, "tokenizer": fingerprint,
               "text": {**said, "show_text": run.run_cfg.show_text, "redact": run.run_cfg.redact}}
-    return _SeriesContext(run, series, samples, text_products, ledger, tokenizer.mask_token_id, inputs)
+    panel = None
+    if run.plan.panel_probes and run.processes.is_main_process:
+        from memaudit.engine.panel import Panel
+
+        panel = run.panels[series.name] = Panel(samples, run.plan.panel_probes)
+    return _SeriesContext(run, series, samples, text_products, ledger, tokenizer.mask_token_id, inputs, panel=panel)
 
 
 def _refuse_identical_roles(samples: dict) -> None:
@@ -491,6 +513,8 @@ def _each_checkpoint(ctx: _SeriesContext, checkpoints: list):
 
             if _agreed(ctx, found.done(ctx)):
                 prefetch_next()
+                if ctx.panel is not None:
+                    ctx.panel.add(ckpt.name, ckpt.step, found.panel_rows)
                 yield _from_journal(ctx, ckpt, found)
                 continue
             result = _audit_one(ctx, ckpt, found, models, prefetch_next)
@@ -500,6 +524,24 @@ def _each_checkpoint(ctx: _SeriesContext, checkpoints: list):
             if run.opts.evict and ckpt.repo and result.error is None:
                 evict_revision(ckpt)
             yield result
+
+
+def _journaled_rows(ctx: _SeriesContext, ckpt) -> dict | None:
+    """A checkpoint's per-sample columns (probe -> data set -> column) from the shard journal, or None when
+    a shard is missing there."""
+    from memaudit.engine.shards import joined
+
+    rows: dict = {}
+    for name, s in ctx.samples.items():
+        shards = []
+        for part in ctx.parts(name):
+            columns = ctx.run.shards.get(ctx.shard_key(ckpt, name, part), ctx.row_probes(name), part.stop - part.start)
+            if columns is None:
+                return None
+            shards.append(columns)
+        for probe, values in joined(shards).items():
+            rows.setdefault(probe, {})[name] = values
+    return rows
 
 
 def _check_inputs(ctx: _SeriesContext) -> None:
@@ -526,9 +568,13 @@ def _lookup(ctx: _SeriesContext, ckpt) -> _Found:
         if not file_intact(ctx.run.opts.samples_out, record):  # no Parquet file, or not ours: compute it again
             record, reused = None, {}
     found = _Found(record, reused)
+    source = ctx.first_with.get(ckpt.weights_key, ckpt)
+    if found.done(ctx) and ctx.panel is not None:
+        found.panel_rows = _journaled_rows(ctx, source)
+        if found.panel_rows is None:  # the panel needs per-sample values the shard journal no longer has
+            found = _Found()
     if found.done(ctx):
         return found
-    source = ctx.first_with.get(ckpt.weights_key, ckpt)
     for name, s in ctx.samples.items():
         parts = ctx.parts(name)
         if len(parts) == 1:  # a small data set: its per-token products are cached whole
@@ -572,6 +618,8 @@ def _audit_one(ctx: _SeriesContext, ckpt, found: _Found, models, prefetch_next) 
     if error is not None:
         return CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location, error=error)
     result, rows = _probe_checkpoint(ctx, ckpt, found, scored, load_s)
+    if ctx.panel is not None:
+        ctx.panel.add(ckpt.name, ckpt.step, rows)
     if ctx.run.opts.samples_out is not None and ctx.run.processes.is_main_process:
         from memaudit.atomic import OutputError
         from memaudit.engine.samples_out import export
@@ -677,6 +725,8 @@ def _probe_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, scored: tuple, l
             products = found.products[name]
             columns = shard_rows(run.plan.checkpoint_probes,
                                  probe_arguments(s, products, ctx.text_products[name], ckpt, ctx.ledger))
+            if run.plan.panel_probes:  # journaled like a shard, so the panel of a rerun reads it back
+                run.shards.put(ctx.shard_key(ckpt, name, parts[0]), columns)
         else:
             columns = joined([found.shards[name].pop(i) for i in range(len(parts))])  # the shards' copies go
             products = joined_products([found.shard_products[name][i] for i in range(len(parts))]) if ctx.whole else {}
@@ -708,8 +758,13 @@ def _collect(ctx: _SeriesContext, checkpoints: list, pairs) -> None:
     processes the main one journals them here."""
     run, series = ctx.run, ctx.series
     seen: dict[str, str] = {}
+    in_panel = set(ctx.panel.checkpoints) if ctx.panel is not None else set()
     for i, result in sorted(pairs, key=lambda pair: pair[0]):
         ckpt = checkpoints[i]
+        if ctx.panel is not None and ckpt.name not in in_panel and result.error is None:  # another process's
+            rows = _journaled_rows(ctx, ctx.first_with.get(ckpt.weights_key, ckpt))
+            if rows is not None:
+                ctx.panel.add(ckpt.name, ckpt.step, rows)
         first = seen.setdefault(ckpt.weights_key, ckpt.name)
         result.duplicate_of = first if first != ckpt.name else None
         series.checkpoints.append(result)

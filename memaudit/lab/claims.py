@@ -96,6 +96,21 @@ def _gain(claim: Claim, groups: list[ReplicateGroup], where: tuple[str, str, str
     return claim
 
 
+def _pretrend(claim: Claim, groups: list[ReplicateGroup]) -> Claim:
+    """The placebo effects before training are jointly zero: every seed's pre-trend test has p >= 0.05."""
+    for g in groups:
+        values = _values(g, "memorization_profile", "train", "pretrend_p")
+        claim.values[g.name] = spread(values).model_dump()
+        numbers = [v for v in values if v is not None]
+        verdict = "not decidable" if not numbers else "differs" if min(numbers) < 0.05 else "consistent with 0"
+        claim.comparisons.append({"a": g.name, "b": "0", "claimed": "placebos = 0", "difference": None, "stderr": None,
+                                  "t": None, "df": None, "t_critical": None, "verdict": verdict})
+    verdicts = [c["verdict"] for c in claim.comparisons]
+    claim.verdict = (NOT_REPRODUCED if "differs" in verdicts else
+                     REPRODUCED if verdicts and all(v == "consistent with 0" for v in verdicts) else UNDECIDED)
+    return claim
+
+
 def _horizon_baselines(report: AuditReport, names: list[str]) -> list[ReplicateGroup]:
     """Groups carrying `baseline_min_common`: each seed's minimum M on the special batch within the steps
     since injection that every group's curve reaches (a later injection leaves less training to decay in,
@@ -164,6 +179,20 @@ def judge(reports: dict[str, AuditReport], tau: float = 0.5) -> list[Claim]:
         claims.append(_gain(Claim("a larger vocabulary alone helps (control vs baseline)", "unique-ids",
                                   f"unique_ids_series gain_T_step_interp@{tau} [train], steps"),
                             [g for g in _groups(ids) if g.name.endswith("-control")], where))
+    profiles = reports.get("profiles")
+    if profiles is not None:
+        by_size = _groups(profiles)
+        where = ("memorization_profile", "train", "instantaneous")
+        claims.append(_gain(Claim("training on a sample raises its log-likelihood at once (instantaneous "
+                                  "memorization > 0 at every size)", "profiles",
+                                  "memorization_profile instantaneous [train]"), by_size, where))
+        claims.append(_pretrend(Claim("no effect before training (placebo effects jointly 0: the design holds)",
+                                      "profiles", "memorization_profile pretrend_p [train]"), by_size))
+        claims.append(_ordered(Claim("larger models memorize more at once (instantaneous rises with size)", "profiles",
+                                     "memorization_profile instantaneous [train]"), by_size, where, rising=True))
+        claims.append(_ordered(Claim("... and keep more of it (residual memorization rises with size)", "profiles",
+                                     "memorization_profile residual [train]"), by_size,
+                               ("memorization_profile", "train", "residual"), rising=True))
     return claims
 
 

@@ -141,6 +141,9 @@ class LabConfig(YamlModel):
     mean and spread); None: once, with `seed`, in `<run>/`. The samples are the same for every seed."""
     save_every: int = Field(1, ge=1)
     """Save a checkpoint at the end of every Nth epoch (plus step 0 and right after each special batch)."""
+    save_every_steps: int | None = Field(None, ge=1)
+    """Also save a checkpoint every this many updates, within epochs (memorization profiles: every sample is
+    seen once, in one epoch, so the checkpoints must come during it)."""
     canaries: CanaryPlan | None = None
     """Plant canaries in the training set of every run."""
     runs: list[RunSpec] = Field(min_length=1)
@@ -191,7 +194,8 @@ class LabConfig(YamlModel):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-LATER_SETTINGS = {"lab": {"seeds": None, "n_forget": 0}, "run": {"unlearn": None, "retrain": False}}
+LATER_SETTINGS = {"lab": {"seeds": None, "n_forget": 0, "save_every_steps": None},
+                  "run": {"unlearn": None, "retrain": False}}
 """Settings added after labs were first written, with the default that leaves the weights as they were
 (plus `special.updates: 1`)."""
 

@@ -119,6 +119,8 @@ def plan_updates(lab: LabConfig, spec: RunSpec, n_train: int | None = None,
         epoch_ends.append(len(updates))
         if epoch % lab.save_every == 0 or epoch == lab.epochs:
             save.add(len(updates))
+    if lab.save_every_steps:
+        save |= set(range(0, len(updates) + 1, lab.save_every_steps))
     if spec.unlearn is not None:  # after training: every update on the whole forget set
         forget = [f"train:{i}" for i in range(lab.n_forget)]
         for i in range(1, spec.unlearn.steps + 1):
@@ -243,10 +245,16 @@ def _claim_output(out: Path, lab: LabConfig, replace: bool) -> None:
                                                    "config": lab.model_dump(mode="json")}, indent=2))
 
 
-def _write_jsonl(path: Path, prefix: str, samples: list[list[int]], first: int = 0) -> None:
+def _write_jsonl(path: Path, prefix: str, samples: list[list[int]], first: int = 0,
+                 steps: dict[str, int] | None = None) -> None:
+    """Samples as JSONL records `{id, tokens}`, with `seen_at_step` where `steps` (id -> step) has the id."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps({"id": f"{prefix}:{i}", "tokens": s}) + "\n"
-                                    for i, s in enumerate(samples, first)))
+
+    def record(i, s):
+        sid = f"{prefix}:{i}"
+        return {"id": sid, "tokens": s, **({"seen_at_step": steps[sid]} if steps and sid in steps else {})}
+
+    atomic_write_text(path, "".join(json.dumps(record(i, s)) + "\n" for i, s in enumerate(samples, first)))
 
 
 def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: Path, console=None,
@@ -263,15 +271,18 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
     if spec.ids == "prefix":
         ids = tokenizer.convert_tokens_to_ids(id_tokens(len(train)))
         train = [[ids[i]] + s[:-1] for i, s in enumerate(train)]  # same length, own ID first
+    updates, epoch_ends, save_steps = plan_updates(lab, spec, len(train), seed)
+    once = {}  # one epoch: each training sample's step goes into the data (the profile's and Parquet's seen_at_step)
+    if lab.epochs == 1:
+        once = {sid: u.step for u in updates if u.kind == "train" for sid in u.sample_ids}
     for name, samples in (("train", train), ("valid", splits.valid), ("special", splits.special)):
-        _write_jsonl(folder / "data" / f"{name}.jsonl", name, samples)
+        _write_jsonl(folder / "data" / f"{name}.jsonl", name, samples, steps=once if name == "train" else None)
     if lab.n_forget:  # the unlearning audit's sets, with the training set's ids
         _write_jsonl(folder / "data" / "forget.jsonl", "train", train[:lab.n_forget])
         _write_jsonl(folder / "data" / "retain.jsonl", "train", train[lab.n_forget:], first=lab.n_forget)
     if lab.canaries:
         atomic_write_text(folder / "data" / "canaries.jsonl", canary_file(lab).read_text(encoding="utf-8"))
 
-    updates, epoch_ends, save_steps = plan_updates(lab, spec, len(train), seed)
     done = _resume_step(folder)
     if done:
         model = Model.from_pretrained(folder / f"step-{done}")
@@ -433,6 +444,8 @@ def write_audit_config(lab: LabConfig, out: Path) -> Path:
                      {"name": "holdout", "path": "{series}/data/valid.jsonl", "role": "holdout", "seq_len": lab.seq_len}]
         reference = next((name for spec, _, name in lab.replicates() if spec.retrain), None)
         unlearning = {"unlearning": {"reference": reference}} if reference else {}
+    if lab.save_every_steps and lab.epochs == 1 and lab.n_valid:  # each sample seen once, checkpoints during it
+        unlearning["memorization_profile"] = {"outcome": "loglik"}
     config = {
         "series": [{"name": name, "local": name} for _, _, name in lab.replicates()],
         "datasets": datasets,
