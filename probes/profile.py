@@ -271,6 +271,7 @@ def fig_profile(report):
     heat.set_xlabel("checkpoint (step)")
     heat.set_ylabel("cohort (first checkpoint after training)")
     heat.set_title(f"ATT(g, t) · {s.name} · {d}", fontsize=10)
+    heat.grid(False)
     fig.colorbar(image, ax=heat, label=f"effect on {r.get('outcome')}")
     for i, (s, d, r) in enumerate(rows):
         color = plots.PALETTE[i % len(plots.PALETTE)]
@@ -282,6 +283,9 @@ def fig_profile(report):
                                alpha=0.18, linewidth=0)
     curve.axhline(0, color="grey", linewidth=0.8)
     curve.axvline(-0.5, color="grey", linewidth=0.8, linestyle=":")
+    from matplotlib.ticker import MaxNLocator
+
+    curve.xaxis.set_major_locator(MaxNLocator(integer=True))
     curve.set_xlabel("event time e (checkpoints after training)")
     curve.set_ylabel(f"effect on {rows[0][2].get('outcome')}")
     curve.set_title("Memorization profile (band: simultaneous)", fontsize=10)
