@@ -20,6 +20,7 @@ whether the placebo effects are jointly zero. Point estimates equal the `differe
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
@@ -40,50 +41,76 @@ def cohorts_of(train_steps: np.ndarray, checkpoint_steps: list[int]) -> np.ndarr
     return np.where(np.isnan(train_steps), -1, out)
 
 
-def att_gt(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.ndarray):
-    """Every ATT(g, t) with its influence function.
+@dataclass
+class Estimate:
+    """One ATT(g, t) and its influence function, kept sparse: it is zero outside cohort g and the controls, so
+    only those values are stored (a panel of a million samples and hundreds of ATT(g, t) stays small)."""
 
-    y: (T, N) outcomes over checkpoints; cohort: (N,) cohort index of the treated samples; treated, control:
-    (N,) masks (control: never treated). Returns a list of (g, t, base, att, influence) with influence (N,)
-    per sample (zero outside cohort g and the controls), normalised so that var(att) = sum(influence^2) / N^2.
-    """
-    n = y.shape[1]
-    n_c = int(control.sum())
-    dy_c = None
+    g: int  # cohort (checkpoint index)
+    t: int  # checkpoint index
+    base: int  # base period
+    att: float
+    on_members: np.ndarray  # (samples of cohort g,) influence of each member
+    on_controls: np.ndarray  # (controls,) influence of each never-treated sample
+    n: int  # every sample of the panel
+
+    @property
+    def se(self) -> float:
+        """sqrt(sum psi^2) / N."""
+        return float(np.sqrt((self.on_members ** 2).sum() + (self.on_controls ** 2).sum()) / self.n)
+
+
+class Design:
+    """Who is in which cohort: the index of each cohort's members and of the never-treated samples."""
+
+    def __init__(self, cohort: np.ndarray, treated: np.ndarray, control: np.ndarray):
+        self.n = len(cohort)
+        self.controls = np.flatnonzero(control)
+        self.members = {int(g): np.flatnonzero(treated & (cohort == g)) for g in np.unique(cohort[treated])}
+
+    def dense(self, parts: list[tuple[float, Estimate]]) -> np.ndarray:
+        """sum_k w_k psi_k as one (N,) array, from weighted sparse influence functions."""
+        out = np.zeros(self.n)
+        for w, e in parts:
+            out[self.members[e.g]] += w * e.on_members
+            out[self.controls] += w * e.on_controls
+        return out
+
+
+def att_gt(y: np.ndarray, design: Design) -> list[Estimate]:
+    """Every ATT(g, t) with its influence function (normalised so that var(att) = sum(psi^2) / N^2).
+
+    y: (T, N) outcomes over checkpoints. Base period g - 1 for t >= g, t - 1 for t < g (varying)."""
+    n, n_c = design.n, len(design.controls)
+    y_c = y[:, design.controls]  # (T, controls)
     out = []
-    for g in np.unique(cohort[treated]):
-        members = treated & (cohort == g)
-        n_g = int(members.sum())
+    for g, members in design.members.items():
+        y_g = y[:, members]  # (T, members)
         for t in range(y.shape[0]):
             base = g - 1 if t >= g else t - 1
             if base < 0 or base == t:
                 continue
-            dy = y[t] - y[base]  # (N,)
-            dy_c = dy[control]
-            mean_g, mean_c = float(dy[members].mean()), float(dy_c.mean())
-            influence = np.zeros(n)
-            influence[members] = n / n_g * (dy[members] - mean_g)
-            influence[control] = -n / n_c * (dy_c - mean_c)
-            out.append((int(g), t, base, mean_g - mean_c, influence))
+            dy_g, dy_c = y_g[t] - y_g[base], y_c[t] - y_c[base]
+            mean_g, mean_c = float(dy_g.mean()), float(dy_c.mean())
+            out.append(Estimate(g, t, base, mean_g - mean_c, n / len(members) * (dy_g - mean_g),
+                                -n / n_c * (dy_c - mean_c), n))
     return out
 
 
-def aggregate(estimates: list, cohort: np.ndarray, treated: np.ndarray, keep) -> tuple[float, np.ndarray] | None:
+def aggregate(estimates: list[Estimate], design: Design, keep) -> tuple[float, np.ndarray] | None:
     """The cohort-size weighted mean of the ATT(g, t) that `keep(g, t)` selects (at most one per cohort), with
-    its influence function, including the estimation of the weights; None when none is selected."""
-    chosen = [(g, att, psi) for g, t, _, att, psi in estimates if keep(g, t)]
+    its (dense) influence function, including the estimation of the weights; None when none is selected."""
+    chosen = [e for e in estimates if keep(e.g, e.t)]
     if not chosen:
         return None
-    sizes = np.array([float((treated & (cohort == g)).sum()) for g, _, _ in chosen])
+    sizes = np.array([float(len(design.members[e.g])) for e in chosen])
     weights = sizes / sizes.sum()
-    theta = float(sum(w * att for w, (_, att, _) in zip(weights, chosen)))
-    n = len(cohort)
-    share = sizes.sum() / n  # P(G in the selected cohorts)
-    influence = sum(w * psi for w, (_, _, psi) in zip(weights, chosen))
-    effect_of = np.zeros(n)  # the weights are estimated: (ATT of the sample's cohort - theta) / P(G in set)
-    for g, att, _ in chosen:
-        effect_of[treated & (cohort == g)] = (att - theta) / share
-    return theta, influence + effect_of
+    theta = float(sum(w * e.att for w, e in zip(weights, chosen)))
+    influence = design.dense(list(zip(weights, chosen)))
+    share = sizes.sum() / design.n  # P(G in the selected cohorts): the weights are estimated too
+    for e in chosen:
+        influence[design.members[e.g]] += (e.att - theta) / share
+    return theta, influence
 
 
 def standard_error(influence: np.ndarray) -> float:
@@ -108,16 +135,21 @@ def bootstrap_critical(influences: np.ndarray, seed: int, draws: int = 999, leve
     return float(np.quantile(np.abs(z / n / se).max(axis=1), level))
 
 
-def wald_pretrend(placebos: list) -> dict:
-    """Joint test that the placebo ATT(g, t), t < g, are all zero: W = theta' V^-1 theta, chi-squared."""
+def wald_pretrend(placebos: list[Estimate], design: Design) -> dict:
+    """Joint test that the placebo ATT(g, t), t < g, are all zero: W = theta' V^-1 theta, chi-squared, with V
+    from the sparse influence functions (two placebos share the controls, and the members when of one cohort)."""
     from scipy.stats import chi2
 
     if not placebos:
         return {"pretrend_wald": None, "pretrend_df": 0, "pretrend_p": None}
-    theta = np.array([att for *_, att, _ in placebos])
-    psi = np.stack([p for *_, p in placebos], axis=1)  # (N, K)
-    n = psi.shape[0]
-    cov = psi.T @ psi / n ** 2  # (K, K)
+    theta = np.array([e.att for e in placebos])
+    on_controls = np.stack([e.on_controls for e in placebos], axis=1)  # (controls, K)
+    cov = on_controls.T @ on_controls  # (K, K)
+    for g in {e.g for e in placebos}:
+        ks = [k for k, e in enumerate(placebos) if e.g == g]
+        block = np.stack([placebos[k].on_members for k in ks], axis=1)  # (members, K_g)
+        cov[np.ix_(ks, ks)] += block.T @ block
+    cov /= design.n ** 2
     wald = float(theta @ np.linalg.pinv(cov) @ theta)
     df = int(np.linalg.matrix_rank(cov))
     return {"pretrend_wald": wald, "pretrend_df": df, "pretrend_p": float(chi2.sf(wald, df)) if df else None}
@@ -131,14 +163,14 @@ def profile(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.
     from scipy.stats import norm
 
     z = float(norm.ppf(0.5 + level / 2))
-    estimates = att_gt(y, cohort, treated, control)
-    effects = [e for e in estimates if e[1] >= e[0]]
-    placebos = [e for e in estimates if e[1] < e[0]]
+    design = Design(cohort, treated, control)
+    estimates = att_gt(y, design)
+    effects = [e for e in estimates if e.t >= e.g]
+    placebos = [e for e in estimates if e.t < e.g]
     last = y.shape[0] - 1
     out: dict = {"checkpoint_steps": list(steps),
-                 "cohort_steps": sorted({steps[g] for g, *_ in estimates}),
-                 "att": [{"cohort_step": steps[g], "step": steps[t], "att": att, "se": standard_error(psi)}
-                         for g, t, _, att, psi in estimates]}
+                 "cohort_steps": sorted({steps[e.g] for e in estimates}),
+                 "att": [{"cohort_step": steps[e.g], "step": steps[e.t], "att": e.att, "se": e.se} for e in estimates]}
 
     def summary(name: str, result) -> None:
         if result is None:
@@ -148,42 +180,38 @@ def profile(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.
         se = standard_error(psi)
         out.update({name: theta, f"{name}_se": se, f"{name}_lo": theta - z * se, f"{name}_hi": theta + z * se})
 
-    events = sorted({t - g for g, t, *_ in estimates})
-    curve = [(e, aggregate(estimates, cohort, treated, lambda g, t, e=e: t - g == e)) for e in events]
-    curve = [(e, r) for e, r in curve if r is not None]
+    events = sorted({e.t - e.g for e in estimates})
+    curve = [(k, aggregate(estimates, design, lambda g, t, k=k: t - g == k)) for k in events]
+    curve = [(k, r) for k, r in curve if r is not None]
     critical = bootstrap_critical(np.stack([psi for _, (_, psi) in curve], axis=1), seed, draws, level) \
         if curve else float("nan")
-    out["event_time"] = [{"e": e, "att": theta, "se": standard_error(psi),
-                          "lo": theta - z * standard_error(psi), "hi": theta + z * standard_error(psi),
-                          "band_lo": theta - critical * standard_error(psi),
-                          "band_hi": theta + critical * standard_error(psi)} for e, (theta, psi) in curve]
+    out["event_time"] = []
+    for k, (theta, psi) in curve:
+        se = standard_error(psi)
+        out["event_time"].append({"e": k, "att": theta, "se": se, "lo": theta - z * se, "hi": theta + z * se,
+                                  "band_lo": theta - critical * se, "band_hi": theta + critical * se})
     out["band_critical"] = critical if math.isfinite(critical) else None
     summary("instantaneous", dict(curve).get(0))
-    for e, result in curve:
-        if e >= 1:
-            summary(f"persistent[e={e}]", result)
-    summary("residual", aggregate(estimates, cohort, treated, lambda g, t: t == last and g < last))
-    summary("overall", _overall(effects, cohort, treated))
-    out["per_cohort"] = {}
-    for g in sorted({g for g, *_ in effects}):
-        theta, psi = _mean_over_time([e for e in effects if e[0] == g])
-        out["per_cohort"][str(steps[g])] = theta
-    out.update(wald_pretrend(placebos))
+    for k, result in curve:
+        if k >= 1:
+            summary(f"persistent[e={k}]", result)
+    summary("residual", aggregate(estimates, design, lambda g, t: t == last and g < last))
+    summary("overall", _overall(effects, design))
+    out["per_cohort"] = {str(steps[g]): float(np.mean([e.att for e in effects if e.g == g]))
+                         for g in sorted({e.g for e in effects})}
+    out.update(wald_pretrend(placebos, design))
     return out
 
 
-def _mean_over_time(effects: list) -> tuple[float, np.ndarray]:
-    """A cohort's ATT averaged over its post-treatment checkpoints, and the influence function of that mean."""
-    return (float(np.mean([att for *_, att, _ in effects])), np.mean([psi for *_, psi in effects], axis=0))
-
-
-def _overall(effects: list, cohort: np.ndarray, treated: np.ndarray):
-    """Callaway and Sant'Anna's overall effect: the cohort-size weighted mean of each cohort's mean effect."""
-    by_cohort = {}
+def _overall(effects: list[Estimate], design: Design):
+    """Callaway and Sant'Anna's overall effect: the cohort-size weighted mean of each cohort's mean effect after
+    its training (each cohort's mean is one Estimate whose influence is the mean of its ATT(g, t)'s)."""
+    by_cohort: dict[int, list[Estimate]] = {}
     for e in effects:
-        by_cohort.setdefault(e[0], []).append(e)
-    collapsed = [(g, g, g - 1, *_mean_over_time(rows)) for g, rows in by_cohort.items()]
-    return aggregate(collapsed, cohort, treated, lambda g, t: True)
+        by_cohort.setdefault(e.g, []).append(e)
+    means = [Estimate(g, g, g - 1, float(np.mean([e.att for e in rows])), np.mean([e.on_members for e in rows], axis=0),
+                      np.mean([e.on_controls for e in rows], axis=0), design.n) for g, rows in by_cohort.items()]
+    return aggregate(means, design, lambda g, t: True)
 
 
 def training_steps(panel, dataset: str, ledger) -> tuple[np.ndarray, int]:

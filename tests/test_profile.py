@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from memaudit.probes.profile import att_gt, cohorts_of, profile, standard_error
+from memaudit.probes.profile import Design, att_gt, cohorts_of, profile, wald_pretrend
 
 STEPS = [10, 20, 30, 40, 50, 60]
 
@@ -41,11 +41,11 @@ def test_att_gt_and_event_time_equal_the_differences_package():
     result = _differences(y, cohort, treated)
     table = result.to_pandas()
     theirs = {(int(c), int(t)): (row.iloc[0], row.iloc[1]) for (c, _, t), row in table.iterrows()}
-    ours = att_gt(y, cohort, treated, control)
+    ours = att_gt(y, Design(cohort, treated, control))
     assert len(ours) == len(theirs)
-    for g, t, _, att, psi in ours:
-        att_ref, se_ref = theirs[(STEPS[g], STEPS[t])]
-        assert att == pytest.approx(att_ref, abs=1e-9) and standard_error(psi) == pytest.approx(se_ref, abs=1e-9)
+    for e in ours:
+        att_ref, se_ref = theirs[(STEPS[e.g], STEPS[e.t])]
+        assert e.att == pytest.approx(att_ref, abs=1e-9) and e.se == pytest.approx(se_ref, abs=1e-9)
     mine = profile(y, cohort, treated, control, STEPS, draws=99)
     by_e = {p["e"]: p for p in mine["event_time"]}
     for relative, row in result.aggregate("event").iterrows():
@@ -73,13 +73,12 @@ def test_intervals_cover_planted_effects():
 def test_the_pretrend_test_holds_its_size_on_panels_of_some_size():
     """No effect before training: the Wald test of the 10 placebos rejects 5-8% of 200 panels of 1,500 samples
     (it is asymptotic: with 300 samples, cohorts of ~40, it rejects ~15%; the docs say so)."""
-    from memaudit.probes.profile import wald_pretrend
-
     rejected = 0
     for seed in range(200):
         y, cohort, treated, control = _panel(seed, n=1500)
-        placebos = [e for e in att_gt(y, cohort, treated, control) if e[1] < e[0]]
-        rejected += wald_pretrend(placebos)["pretrend_p"] < 0.05
+        design = Design(cohort, treated, control)
+        placebos = [e for e in att_gt(y, design) if e.t < e.g]
+        rejected += wald_pretrend(placebos, design)["pretrend_p"] < 0.05
     assert 4 <= rejected <= 16, rejected
 
 
