@@ -121,3 +121,13 @@ def test_save_baseline_then_compare_end_to_end(basic_config, run_cli, tmp_path):
     code, out, _ = run_cli("run", config, "--compare", tmp_path / "b.json", "--json", tmp_path / "r.json")
     comparison = json.loads((tmp_path / "r.json").read_text())["comparison"]
     assert comparison["compared"] >= 1 and f"compared {comparison['compared']} values with the baseline" in out
+
+
+def test_collect_only_lists_the_items_without_running_the_audit(basic_config, pytester, tmp_path):
+    """`--co` resolves the series and lists the items; the audit does not run (no report is written)."""
+    config = basic_config(checks=CHECKS, select="memorization")
+    result = pytester.runpytest_subprocess("--memaudit", str(config), "--memaudit-json", str(tmp_path / "r.json"),
+                                           "--co", "-q", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*low loss[[]tiny/step-1[]]*", "*low loss[[]tiny/step-4[]]*",
+                                 "*some M[[]tiny/step-4[]]*", "*4 tests collected*"])
+    assert not (tmp_path / "r.json").exists()

@@ -120,3 +120,17 @@ def test_list_resolves_without_loading_a_model(basic_config, run_cli, monkeypatc
 def test_help_does_not_import_torch():
     code = "import sys; from memaudit.integrations.cli import main; main(['--help']); assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_debug_is_accepted_after_the_command_and_a_closed_pipe_ends_quietly(run_cli, tmp_path):
+    import subprocess
+    import sys
+
+    code, _, err = run_cli("show", tmp_path / "missing.json", "--debug")
+    assert code == 2 and "Traceback" in err and "No report at" in err
+    for command in (["schema"], ["schema", "--samples"]):  # the reader has gone before the first write
+        proc = subprocess.Popen([sys.executable, "-m", "memaudit", *command], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait() == 0 and "Traceback" not in err and "Error" not in err, err

@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="retrain even if the demo series exists")
     _add_run_options(p)
     p.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():  # `memaudit run x.yaml --debug` as well as `memaudit --debug run x.yaml`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
 

@@ -52,6 +52,9 @@ class AuditFile(pytest.File):
         from memaudit.report.schema import write_report
 
         config, digest = load_config(self.path)
+        if self.config.option.collectonly:  # `--co`: list the items the audit would give, without running it
+            yield from self._planned(config)
+            return
         report = run_audit(make_plan(config), digest, RunOptions(config_path=str(self.path),
                                                                  command="pytest --memaudit"))
         json_path = self.config.getoption("memaudit_json")
@@ -68,6 +71,31 @@ class AuditFile(pytest.File):
         for check in report.checks:
             where = f"{check.series}/{check.checkpoint}" if check.checkpoint else check.series
             yield CheckItem.from_parent(self, name=f"{check.name}[{where}]", result=check)
+
+    def _planned(self, config):
+        """One item per check and series (per checkpoint for `at: each`), named as the run would name them:
+        the series are resolved (cheaply: no model loads), nothing is scored."""
+        from memaudit.engine.run import make_plan
+        from memaudit.inputs.sources import resolve_series
+        from memaudit.report.checks import split_metric, validate_check_targets
+
+        plan = make_plan(config)
+        kinds = {p.name: p.kind for p in plan.probes}
+        names = {s.display_name: [c.name for c in resolve_series(s)] for s in config.series}
+        validate_check_targets(config, names)
+        for check in config.checks:
+            series_probe = kinds.get(split_metric(check.metric)[0]) == "series"
+            for series, checkpoints in names.items():
+                if check.series not in (None, series):
+                    continue
+                if series_probe or check.at in ("max", "min", "mean") or not checkpoints:
+                    where = [series]
+                elif check.at == "each":
+                    where = [f"{series}/{c}" for c in checkpoints]
+                else:
+                    where = [f"{series}/{checkpoints[0] if check.at == 'first' else checkpoints[-1] if check.at == 'last' else check.at}"]
+                for w in where:
+                    yield CheckItem.from_parent(self, name=f"{check.display_name}[{w}]", result=None)
 
     def repr_failure(self, excinfo):
         from memaudit.errors import MemauditError
