@@ -23,14 +23,16 @@ IN_MEMORY = "<in memory>"
 def audit(config, *, select: str | None = None, probes: list[str] | None = None, batch_size: int | None = None,
           dtype: str | None = None, device: str | None = None, device_map: str | None = None, cache: bool = True,
           show_text: bool = False, tolerance: float = 0.02, compare=None, fail_fast: bool = False,
-          allow_pickle: bool = False, evict: bool = False, progress: bool = False, samples_out=None, on_event=None):
+          allow_pickle: bool = False, evict: bool = False, progress: bool = False, samples_out=None, on_event=None,
+          params: dict | None = None):
     """Audit every checkpoint series of `config` (the path of a checkpoints.yaml, its content as a dict,
     relative paths then relative to the working folder, or an AuditConfig) and return the AuditReport.
 
     The keyword arguments are the command line's: `select` is `-k`, `probes` runs only the probes named
     (and those they use), `cache=False` is `--no-cache`, `compare` a baseline report (path or AuditReport)
     as `--compare`, `fail_fast` is `-x`, `samples_out` is `--samples-out`; `progress=True` draws the progress
-    bars on stderr. A checkpoint
+    bars on stderr; `params` sets probe parameters over the yaml's, as for audit_model
+    (`params={"memorization": {"k": 16}}`). A checkpoint
     that fails to load gives `status == "error"`, a failed check `status == "failed"`; bad input raises.
     """
     from memaudit.engine.run import RunOptions, make_plan, run_audit
@@ -39,13 +41,19 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
 
     check_api_arguments("memaudit.audit()", select=select, probes=probes, batch_size=batch_size, dtype=dtype,
                         device=device, device_map=device_map, cache=cache, show_text=show_text, tolerance=tolerance,
-                        fail_fast=fail_fast, allow_pickle=allow_pickle, evict=evict, progress=progress)
+                        fail_fast=fail_fast, allow_pickle=allow_pickle, evict=evict, progress=progress, params=params)
     if compare is not None and not isinstance(compare, (str, Path, AuditReport)):
         raise ConfigError(f"memaudit.audit(): compare must be the path of a saved report or an AuditReport, not "
                           f"{type(compare).__name__}.")
     if samples_out is not None and not isinstance(samples_out, (str, Path)):
         raise ConfigError(f"memaudit.audit(): samples_out must be a folder path, not {type(samples_out).__name__}.")
     cfg, digest, path = configuration(config)
+    if params:  # over the yaml's, each probe's mapping merged; part of the configuration's hash
+        from memaudit.engine.identity import digest as hash_of
+
+        cfg = cfg.model_copy(update={"probes": {**cfg.probes, **{name: {**(cfg.probes.get(name) or {}), **values}
+                                                                 for name, values in params.items()}}})
+        digest = hash_of(digest, params)[:16]
     if samples_out is not None:
         from memaudit.atomic import check_writable
         from memaudit.inputs.config import check_outputs

@@ -91,6 +91,14 @@ def test_a_head_swapped_between_two_audits_is_used(tokenizer, text_file):
     assert after.results == expected.results and after.results != before.results
 
 
+def test_audit_takes_probe_parameters_like_audit_model(basic_config):
+    config = basic_config(select="memorization")
+    report = memaudit.audit(config, cache=False, params={"memorization": {"k": 4, "m": 4}})
+    assert next(p for p in report.probes if p.name == "memorization").params["k"] == 4
+    with pytest.raises(ConfigError, match="has no parameter 'kk'"):
+        memaudit.audit(config, params={"memorization": {"kk": 4}})
+
+
 def test_the_products_in_memory_are_those_on_disk(tmp_path, tokenizer, text_file):
     """The forward products themselves (not only the metrics): per-sample M and losses, bit for bit."""
     model = tiny_model("gpt2", len(tokenizer), seed=4)

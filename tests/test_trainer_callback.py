@@ -61,7 +61,8 @@ def test_a_failing_check_stops_training_when_asked(trainer_for):
     checks = [{"metric": "memorization.loss", "max": 0.5, "name": "train loss is low"}]  # fails at once
     MemauditCallback(datasets=data, probes=["memorization"], checks=checks, every_steps=4,
                      on_fail="stop").attach(trainer)
-    trainer.train()
+    with pytest.warns(CheckFailedWarning, match="stopping training at step 4.*train loss is low|memorization.loss"):
+        trainer.train()
     assert trainer.state.global_step == 4
 
 

@@ -13,6 +13,7 @@ the others whether to stop.
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -149,7 +150,13 @@ class MemauditCallback(TrainerCallback):
         if new and self.settings.on_fail == "warn":
             warnings.warn(f"memaudit: at step {state.global_step}, " + "; ".join(c.message for c in new),
                           CheckFailedWarning, stacklevel=2)
-        return bool(failed) and self.settings.on_fail == "stop"
+        stop = bool(failed) and self.settings.on_fail == "stop"
+        if stop:  # say why training ends, in the warnings and the log
+            why = (f"memaudit: stopping training at step {state.global_step} (on_fail='stop'): "
+                   + "; ".join(c.message for c in failed) + f". Report: {self.report_path}")
+            warnings.warn(why, CheckFailedWarning, stacklevel=2)
+            logging.getLogger("memaudit").warning(why)
+        return stop
 
     def _log(self, logs: dict, state, control) -> None:
         if self._trainer is not None:
