@@ -26,4 +26,4 @@ def test_wheel_works_without_a_checkout(tmp_path):
             "print(len(demo_lab_config('x').runs), len(read_corpus('builtin')) > 50000)")
     out = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "'memorization', 'memorization_series'" in out.stdout and "3 True" in out.stdout
+    assert "'memorization', 'memorization_profile', 'memorization_series'" in out.stdout and "3 True" in out.stdout
