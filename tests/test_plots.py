@@ -217,3 +217,16 @@ def test_the_demo_report_renders_in_a_headless_browser(tmp_path):
     console_errors = [line for line in result.stderr.splitlines()
                       if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
     assert not console_errors
+
+
+def test_without_matplotlib_plot_says_what_to_install_and_html_has_no_figures(tmp_path, run_cli, monkeypatch):
+    import sys
+
+    from memaudit.report.html import render_html
+
+    (tmp_path / "r.json").write_text(_report().model_dump_json())
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, _, err = run_cli("plot", tmp_path / "r.json", "--out", tmp_path / "figs")
+    assert code == 2 and 'pip install "memaudit-lm[plot]"' in err and "Traceback" not in err
+    page = render_html(_report())
+    assert "No figures: Figures need matplotlib" in page and "id='checks'" in page

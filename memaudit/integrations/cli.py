@@ -173,7 +173,9 @@ def cmd_show(args) -> int:
 
 def cmd_plot(args) -> int:
     """Write PNG figures of a saved report (no torch import)."""
-    from memaudit.report.plots import write_figures
+    from memaudit.report.plots import pyplot, write_figures
+
+    pyplot()  # matplotlib is there, or say what to install before reading anything
 
     paths = write_figures(_open_report(args.report), Path(args.out), args.probe_path)
     for path in paths:
@@ -208,7 +210,19 @@ def cmd_lab(args) -> int:
 
 def cmd_demo(args) -> int:
     """Train the built-in demo series (if not there yet) and audit it."""
+    import importlib.util
+
+    from memaudit.inputs.tagging import installed_pipeline
     from memaudit.lab.demo import prepare_demo
+
+    skipped = []  # what is not installed is left out of the demo, said before the training, not after it
+    if installed_pipeline("auto") is None:
+        args.keyword = f"({args.keyword}) and not pos" if args.keyword else "not pos"
+        skipped.append("part of speech (no spaCy English pipeline: `python -m spacy download en_core_web_sm`)")
+    if args.html and importlib.util.find_spec("matplotlib") is None:
+        skipped.append("the HTML page's figures (no matplotlib: `pip install \"memaudit-lm[plot]\"`)")
+    for what in skipped:
+        _console(stderr=True).print(f"memaudit demo: skipping {what}", highlight=False, soft_wrap=True)
 
     config_path = prepare_demo(Path(args.out), overwrite=args.overwrite, console=_console(stderr=True))
     args.config = config_path

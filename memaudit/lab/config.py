@@ -141,6 +141,10 @@ class LabConfig(YamlModel):
     mean and spread); None: once, with `seed`, in `<run>/`. The samples are the same for every seed."""
     save_every: int = Field(1, ge=1)
     """Save a checkpoint at the end of every Nth epoch (plus step 0 and right after each special batch)."""
+    holdout: Literal["after", "random"] = "after"
+    """Where the held-out (valid) samples come from: the corpus after the training samples, or drawn at random
+    among them (`random`: the same text surrounds trained and held-out samples, as a causal profile assumes:
+    training on a sample also teaches its neighbours, which must not be only trained samples)."""
     save_every_steps: int | None = Field(None, ge=1)
     """Also save a checkpoint every this many updates, within epochs (memorization profiles: every sample is
     seen once, in one epoch, so the checkpoints must come during it)."""
@@ -194,7 +198,7 @@ class LabConfig(YamlModel):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-LATER_SETTINGS = {"lab": {"seeds": None, "n_forget": 0, "save_every_steps": None},
+LATER_SETTINGS = {"lab": {"seeds": None, "n_forget": 0, "save_every_steps": None, "holdout": "after"},
                   "run": {"unlearn": None, "retrain": False}}
 """Settings added after labs were first written, with the default that leaves the weights as they were
 (plus `special.updates: 1`)."""

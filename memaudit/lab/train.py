@@ -60,7 +60,8 @@ def read_corpus(corpus: str) -> str:
 
 def make_splits(lab: LabConfig, tokenizer, text: str) -> Splits:
     """Cut the corpus into consecutive samples: train, then valid, then special, then the text that
-    follows each planted canary (`copies` samples per canary, appended to train)."""
+    follows each planted canary (`copies` samples per canary, appended to train); with `holdout: random`
+    the samples are shuffled (one fixed order for every seed) before they are split."""
     from memaudit.inputs.canaries import read_canaries
 
     canaries = read_canaries(canary_file(lab)) if lab.canaries else []
@@ -73,6 +74,10 @@ def make_splits(lab: LabConfig, tokenizer, text: str) -> Splits:
                           f"lab asks for {need} (n_samples + n_valid + n_special). Use a larger corpus, or lower "
                           "seq_len or the sample counts.")
     chunks = [stream[i * lab.seq_len:(i + 1) * lab.seq_len] for i in range(need)]
+    if lab.holdout == "random":  # train and held-out samples interleaved over the corpus (same text around both)
+        import random
+
+        random.Random(0).shuffle(chunks)
     a, b, c = lab.n_samples, lab.n_samples + lab.n_valid, lab.n_samples + lab.n_valid + lab.n_special
     splits = Splits(train=chunks[:a], valid=chunks[a:b], special=chunks[b:c], canary_rows={})
     fillers = iter(chunks[c:])

@@ -162,8 +162,13 @@ def figures_section(report: AuditReport, probe_paths=()) -> str:
     """Every figure `memaudit plot` makes for this report, inline, with its caption."""
     from memaudit.report.plots import figure_list, png_bytes
 
+    from memaudit.errors import ConfigError
+
     out = ["<h2 id='figures'>Figures</h2>"]
-    made = figure_list(report, probe_paths)
+    try:
+        made = figure_list(report, probe_paths)
+    except ConfigError as e:  # no matplotlib: the page without its figures, saying why
+        return out[0] + f"<p class='muted'>No figures: {_e(e)}</p>"
     if not made:
         out.append("<p class='muted'>No figure: the report has no curve to draw.</p>")
     for name, fig, caption in made:

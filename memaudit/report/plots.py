@@ -18,9 +18,15 @@ LINESTYLES = ["-", "--", ":", "-."]
 
 
 def pyplot():
-    """matplotlib's pyplot with memaudit's style (Agg backend, colour-blind-safe palette)."""
-    import matplotlib
+    """matplotlib's pyplot with memaudit's style (Agg backend, colour-blind-safe palette); a ConfigError that
+    says what to install when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        from memaudit.errors import ConfigError
 
+        raise ConfigError("Figures need matplotlib, which is not installed: `pip install \"memaudit-lm[plot]\"` (or "
+                          "`pip install matplotlib`).") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
