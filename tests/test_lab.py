@@ -169,3 +169,19 @@ def test_a_lab_keeps_its_fingerprint_across_versions(tmp_path):
     assert demo_lab_config(tmp_path / "demo").fingerprint() == "737b9f5d5e3de0ae"
     with_seeds = parse_lab_config({**LAB, "seeds": [0]}, tmp_path)
     assert with_seeds.fingerprint() != parse_lab_config(LAB, tmp_path).fingerprint()
+
+
+def test_training_says_a_line_per_run_when_stderr_is_no_terminal(tmp_path):
+    """CI logs and notebooks do not sit silent: without a terminal, a line per trained run."""
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    lab = parse_lab_config({"vocab_size": 300, "seq_len": 16, "n_samples": 8, "n_valid": 0, "n_special": 0,
+                            "batch_size": 4, "epochs": 1, "runs": [{"name": "a", "layers": 1, "width": 16},
+                                                                   {"name": "b", "layers": 1, "width": 16}],
+                            "out": str(tmp_path / "lab")}, tmp_path)
+    run_lab(lab, console=Console(file=out, force_terminal=False))
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("memaudit lab: trained")]
+    assert len(lines) == 2 and "2 updates" in lines[0]

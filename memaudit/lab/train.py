@@ -339,6 +339,9 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
             if update.step in save_steps:
                 _save(folder, update.step, model, tokenizer, optimizer)
             progress.update(task, advance=1, info=f"epoch {update.epoch} loss {loss.item():.3f}")
+    if console is not None and not console.is_terminal and updates[done:]:  # logs and notebooks: a line per run
+        console.print(f"memaudit lab: trained {folder.name}: {len(updates)} updates, final loss {loss.item():.3f}",
+                      highlight=False, soft_wrap=True)
 
     interventions = []
     if spec.special is not None:
