@@ -131,3 +131,28 @@ def test_collect_only_lists_the_items_without_running_the_audit(basic_config, py
     result.stdout.fnmatch_lines(["*low loss[[]tiny/step-1[]]*", "*low loss[[]tiny/step-4[]]*",
                                  "*some M[[]tiny/step-4[]]*", "*4 tests collected*"])
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_example_workflow_s_audit_runs_first_time_and_then_compares(basic_config, tmp_path):
+    """The Audit step of examples/github-actions.yml, run as the runner would (bash, in the repository):
+    the first run finds no baseline and writes it; the second compares with it and says what it compared."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    workflow = yaml.safe_load((Path(__file__).parent.parent / "examples" / "github-actions.yml").read_text())
+    [script] = [s["run"] for s in workflow["jobs"]["audit"]["steps"] if s.get("name") == "Audit"]
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(basic_config(select="memorization"), repo / "checkpoints.yaml")
+    if shutil.which("memaudit") is None:
+        pytest.skip("the memaudit command is not installed")
+    first = subprocess.run(["bash", "-e", "-c", script], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "No memaudit-baseline.json yet" in first.stdout and (repo / "memaudit-baseline.json").is_file()
+    second = subprocess.run(["bash", "-e", "-c", script], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    report = json.loads((repo / "memaudit-report.json").read_text())
+    assert report["comparison"]["compared"] > 0 and (repo / "memaudit-junit.xml").is_file()
