@@ -52,12 +52,21 @@ def fig_privacy(report):
     return fig
 
 
-@probe(metrics=CANARY_METRICS, show=("exposure_max", "exposure_mean", "exposure"), figures=(fig_privacy,))
-def canaries(logprobs, target_mask, sample_ids, dataset):
-    """Exposure of every canary in a canary file (role: canary)."""
-    if target_mask is None or not dataset.canaries:
+def canary_rows(logprobs, target_mask) -> dict[str, np.ndarray]:
+    """Per candidate of a canary file: its log-perplexity from the secret on (the score exposure ranks)."""
+    if target_mask is None:
         return {}
-    scores = -(logprobs * target_mask).sum(axis=1)  # (candidates,): log-perplexity from the secret on
+    return {"log_perplexity": -(logprobs.astype(np.float64) * target_mask).sum(axis=1)}  # (candidates,)
+
+
+@probe(metrics=CANARY_METRICS, show=("exposure_max", "exposure_mean", "exposure"), figures=(fig_privacy,),
+       rows=canary_rows)
+def canaries(rows, target_mask, sample_ids, dataset):
+    """Exposure of every canary in a canary file (role: canary), from each candidate's log-perplexity (which
+    `--samples-out` writes, a row per candidate)."""
+    if target_mask is None or not dataset.canaries or "log_perplexity" not in rows:
+        return {}
+    scores = rows["log_perplexity"]  # (candidates,)
     groups: dict[str, list[int]] = {}
     for i, sid in enumerate(sample_ids):
         groups.setdefault(sid.rsplit("#", 1)[0], []).append(i)

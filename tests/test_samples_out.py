@@ -135,3 +135,23 @@ def test_per_sample_p_z_gives_the_report_s_extraction_aggregates(make_series, te
                 found = 1 - (1 - pz) ** n >= 0.5 - 1e-12
                 assert found.mean() == pytest.approx(metrics[f"rate{where}[n={n},p=0.5]"])
     assert np.isneginf(frame.filter(like="top_k40").to_numpy()).any()  # p_z exactly 0 is -inf, not NaN
+
+
+def test_canary_candidates_reach_the_rows_and_give_the_exposure(small_lab, tmp_path, run_cli):
+    """Each canary candidate's log-perplexity is a row; the report's exposure is recomputed from them."""
+    from memaudit.inputs.canaries import exposure
+
+    code, _, err = run_cli("run", small_lab / "checkpoints.yaml", "-k", "canaries", "--samples-out",
+                           tmp_path / "rows", "--json", tmp_path / "r.json")
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "r.json").read_text())
+    info = next(d for d in report["datasets"] if d["role"] == "canary")
+    series = report["series"][0]
+    rows = pd.read_parquet(tmp_path / "rows")
+    last = rows[(rows.series == series["name"]) & (rows.checkpoint == series["checkpoints"][-1]["name"])
+                & (rows.dataset == info["name"])]
+    cid = next(iter(info["canaries"]))
+    mine = last[last.sample_id.str.rsplit("#", n=1).str[0] == cid].canaries_log_perplexity.to_numpy()
+    expected = series["checkpoints"][-1]["results"]["canaries"][info["name"]]["exposure"][cid]
+    meta = info["canaries"][cid]
+    assert exposure(mine, meta["space"], meta["exact"])["exposure"] == pytest.approx(expected)
