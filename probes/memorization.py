@@ -110,10 +110,12 @@ def fig_T_vs_params(report):
 
 def memorization_rows(hits, logprobs, checkpoint, k: int, m: int):
     """Per sample: M (share of its targets hit), loss (mean cross-entropy, accumulated in float64) and, for a
-    causal LM whose samples are long enough, the greedy verdict and matched length (see extractable_samples)."""
+    causal LM whose samples are long enough, the greedy verdict and matched length (see extractable_samples)
+    and the suffix's loss (mean cross-entropy of the m tokens after the k-token prefix)."""
     out = {"M": hits.mean(axis=1), "loss": -logprobs.astype(np.float64).mean(axis=1)}  # (samples,) each
     if checkpoint.objective == "causal" and hits.shape[1] >= k + m - 1:
         out["extractable"], out["match_len"] = extractable_samples(hits, k, m)  # (samples,) each
+        out["suffix_loss"] = -logprobs[:, k - 1:k + m - 1].astype(np.float64).mean(axis=1)  # the m tokens after k
     return out
 
 

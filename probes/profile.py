@@ -28,8 +28,10 @@ from pydantic import Field
 
 from memaudit import plots, series_probe
 
-OUTCOMES = {"loglik": ("memorization", "loss", -1.0), "M": ("memorization", "M", 1.0)}
-"""outcome -> (probe, per-sample column, sign): loglik is the mean log-likelihood per token (= -loss)."""
+OUTCOMES = {"loglik": ("memorization", "loss", -1.0), "loglik_suffix": ("memorization", "suffix_loss", -1.0),
+            "M": ("memorization", "M", 1.0)}
+"""outcome -> (probe, per-sample column, sign): loglik is the mean log-likelihood per token (= -loss) of the
+whole sample, loglik_suffix of the m tokens after memorization's k-token prefix, M the share of argmax hits."""
 
 
 def cohorts_of(train_steps: np.ndarray, checkpoint_steps: list[int]) -> np.ndarray:
@@ -252,7 +254,8 @@ PROFILE_METRICS = {
                   "say the design's assumption (parallel trends) fails; pretrend_wald, pretrend_df beside it. The "
                   "test is asymptotic: with small cohorts (tens of samples) and many placebos it rejects too often "
                   "(~15% at 5% with cohorts of 40 and 10 placebos; ~5% with cohorts of 200)",
-    "outcome": "the per-sample outcome: loglik (mean log-likelihood per token) or M",
+    "outcome": "the per-sample outcome: loglik (mean log-likelihood per token), loglik_suffix (of the m tokens "
+               "after memorization's k-token prefix) or M",
     "n_treated": "samples in the estimate (a known training step with a checkpoint before and after it)",
     "n_control": "never-trained samples (data sets of role valid or holdout)",
     "n_unknown_step": "samples left out: no training step known", "n_no_base": "samples left out: trained "
@@ -326,7 +329,7 @@ def fig_profile(report):
               show=("instantaneous", "instantaneous_lo", "instantaneous_hi", "persistent[e=1]", "residual",
                     "residual_lo", "residual_hi", "overall", "pretrend_p", "n_treated", "n_control", "note"),
               names=lambda params, params_of: _names())
-def memorization_profile(panel, datasets, ledger, outcome: Literal["loglik", "M"] = "loglik",
+def memorization_profile(panel, datasets, ledger, outcome: Literal["loglik", "loglik_suffix", "M"] = "loglik",
                          cohort_every: Annotated[int, Field(ge=1)] = 1,
                          level: Annotated[float, Field(gt=0, lt=1)] = 0.95,
                          draws: Annotated[int, Field(ge=99, le=100_000)] = 999, seed: int = 0):

@@ -142,6 +142,14 @@ def test_the_lab_profile_is_reported_gated_and_drawn(profile_lab, run_cli):
     assert "memorization_profile" in out and "instantaneous" in out
 
 
+def test_the_suffix_outcome_is_the_suffix_s_log_likelihood(profile_lab):
+    """outcome: loglik_suffix reads memorization's per-sample suffix loss (the m tokens after the prefix)."""
+    pd = pytest.importorskip("pandas")
+    root, _ = profile_lab
+    rows = pd.read_parquet(root / "rows")
+    assert (rows.memorization_suffix_loss > 0).all() and not rows.memorization_suffix_loss.equals(rows.memorization_loss)
+
+
 def test_a_profile_without_held_out_samples_is_refused_before_anything_loads(write_config, text_file, run_cli,
                                                                              tmp_path):
     config = write_config({"series": [{"name": "s", "local": str(tmp_path / "none")}],

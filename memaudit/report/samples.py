@@ -52,6 +52,9 @@ PROBE_COLUMNS: dict[tuple[str, str], SampleColumn] = {
                                                   "greedy decoding from the first k tokens reproduces the next m"),
     ("memorization", "match_len"): SampleColumn("memorization_match_len", "int64",
                                                 "tokens greedy decoding reproduces after the k-token prefix (<= m)"),
+    ("memorization", "suffix_loss"): SampleColumn("memorization_suffix_loss", "float64",
+                                                  "mean negative log-likelihood of the m tokens after the k-token "
+                                                  "prefix, nats (positive)"),
     ("canaries", "log_perplexity"): SampleColumn("canaries_log_perplexity", "float64",
                                                  "a canary candidate's log-perplexity from the secret on (nats; "
                                                  "exposure ranks the inserted secret among the candidates by it)"),
