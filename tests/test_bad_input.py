@@ -588,3 +588,22 @@ def test_a_data_set_name_with_an_at_sign_reaches_the_series_probes(basic_config,
     series = json.loads((tmp_path / "r.json").read_text())["series"][0]
     assert code == 0, err
     assert list(series["results"]["memorization_series"]) == ["train@v2"]
+
+
+@pytest.mark.parametrize("records, words", [
+    ([{"tokens": [1] * 20, "dup": 1}, {"tokens": [2] * 20}], "record 2 of .* has no field 'dup' \\(group_by\\)"),
+    ([{"tokens": [1] * 20, "dup": 1}, {"tokens": [2] * 20, "dup": "one"}], "is text, but the first sample's is number"),
+])
+def test_group_by_fields_are_checked(records, words, basic_config, run_cli, tmp_path):
+    import re
+
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    code, err = _run(run_cli, basic_config(datasets=[{"name": "d", "path": str(path), "seq_len": 16,
+                                                      "group_by": "dup"}]), tmp_path)
+    assert code == 2 and re.search(words, err), err
+    text = basic_config(datasets=[{"name": "t", "path": str(tmp_path / "d.jsonl").replace("d.jsonl", "t.txt"),
+                                   "group_by": "dup"}])
+    (tmp_path / "t.txt").write_text("some text " * 100)
+    code, err = _run(run_cli, text, tmp_path)
+    assert code == 2 and "group_by reads a per-sample field" in err

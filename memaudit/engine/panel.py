@@ -34,6 +34,8 @@ class Panel:
         self._checkpoints.append((name, step))
         for probe in self.probes & rows.keys():
             for dataset, columns in rows[probe].items():
+                if dataset not in self.samples:  # a group_by group: its samples are its data set's
+                    continue
                 for column, values in columns.items():
                     files = self._columns.setdefault((probe, column, dataset), [])
                     path = Path(self._folder.name) / f"{list(self._columns).index((probe, column, dataset))}-{t}.npy"

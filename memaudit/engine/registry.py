@@ -478,8 +478,9 @@ def call_checkpoint_probes(probes: list[ProbeDef], arguments: dict[str, dict], c
             continue
         mine = (rows or {}).get(p.name, {})
         with_rows = {name: {**args, "rows": mine.get(name)} for name, args in arguments.items()}
-        if not p.per_dataset:
-            data = {name: SimpleNamespace(**args) for name, args in with_rows.items()}
+        if not p.per_dataset:  # the data sets of the yaml, not their group_by groups
+            data = {name: SimpleNamespace(**args) for name, args in with_rows.items()
+                    if args["dataset"].group_of is None}
             results[p.name] = {"all": call_probe(p, {"data": data, "checkpoint": checkpoint, "ledger": ledger})}
             continue
         results[p.name] = {name: call_probe(p, args) for name, args in with_rows.items() if reads(p, args)}

@@ -185,7 +185,7 @@ def run_series_probes(run: _Run) -> None:
     for series in run.series:
         series.results = call_series_probes(run.plan.series_probes, {
             "checkpoints": [c for c in series.checkpoints if c.error is None],
-            "datasets": [d for key, d in run.datasets.items() if key == d.name],  # not the `name@series` copies
+            "datasets": [d for key, d in run.datasets.items() if key == d.name and d.group_of is None],  # the yaml's
             "series": series, "panel": run.panels.get(series.name),
             "ledger": run.ledgers[series.name], "all_series": run.series})
 
@@ -418,10 +418,11 @@ def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | 
                for d in run.config.datasets}
     _refuse_identical_roles(samples)
     for s in samples.values():
-        info = s.info()
-        known = run.datasets.setdefault(info.name, info)
-        if known.sha256 != info.sha256:  # another tokenizer, other tokens: keep both visible
-            run.datasets[f"{info.name}@{series.name}"] = info
+        infos = [s.info(), *(s.subset(index, group).info() for group, index in s.groups())]
+        for info in infos:
+            known = run.datasets.setdefault(info.name, info)
+            if known.sha256 != info.sha256:  # another tokenizer, other tokens: keep both visible
+                run.datasets[f"{info.name}@{series.name}"] = info
     run.series.append(series)
     run.ledgers[series.name] = ledger
     text_products, said = make_text_products(run.plan.checkpoint_probes, samples, tokenizer, fingerprint,
@@ -738,6 +739,11 @@ def _probe_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, scored: tuple, l
         arguments[name] = probe_arguments(s, products, ctx.text_products[name], ckpt, ctx.ledger)
         for probe, values in columns.items():
             rows.setdefault(probe, {})[name] = values
+        for group, index in s.groups():  # group_by: the same probes on each group's samples
+            arguments[group] = probe_arguments(s.subset(index, group), {k: v[index] for k, v in products.items()},
+                                               _text_subset(ctx.text_products[name], index), ckpt, ctx.ledger)
+            for probe, values in columns.items():
+                rows.setdefault(probe, {})[group] = {col: v[index] for col, v in values.items()}
     computed = call_checkpoint_probes(run.plan.checkpoint_probes, arguments, ckpt, ctx.ledger, skip=found.reused,
                                       rows=rows)
     result = CheckpointResult(
@@ -748,6 +754,12 @@ def _probe_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, scored: tuple, l
         results={name: found.reused.get(name, computed.get(name)) for name in ctx.probe_keys},
         probes_from_journal=list(found.reused))
     return result, rows
+
+
+def _text_subset(text_products: dict, index) -> dict:
+    """A data set's text products (per-sample arrays, or `text_of(i)`) for the samples at `index`."""
+    return {k: (lambda i, f=v: f(int(index[i]))) if callable(v) else v[index] if v is not None else None
+            for k, v in text_products.items()}
 
 
 def _from_journal(ctx: _SeriesContext, ckpt, found: _Found) -> CheckpointResult:

@@ -50,7 +50,17 @@ def file_for(root: Path, series: str, checkpoint: str) -> Path:
     return Path(root) / safe_name(series) / f"{safe_name(checkpoint)}.parquet"
 
 
-def _schema(rows: dict, provenance: dict):
+def _field_columns(samples: dict) -> list:
+    """A column per per-sample field of the data (group_by), `data_<field>`, typed by its values."""
+    from memaudit.report.samples import SampleColumn
+
+    kinds = {"i": "int64", "u": "int64", "f": "float64", "b": "bool"}
+    return list({f"data_{name}": SampleColumn(f"data_{name}", kinds.get(values.dtype.kind, "string"),
+                                              f"the data's per-sample field '{name}' (group_by)")
+                 for s in samples.values() for name, values in s.fields.items()}.values())
+
+
+def _schema(rows: dict, provenance: dict, extra: list = ()):
     """The per-sample schema (memaudit.report.samples) of these rows: the key columns, then each probe's columns,
     every field and the file described in the metadata (so a file explains itself)."""
     import json
@@ -61,7 +71,7 @@ def _schema(rows: dict, provenance: dict):
     from memaudit.report.samples import KEY_COLUMNS, column
 
     types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
-    columns = list(KEY_COLUMNS)
+    columns = [*KEY_COLUMNS, *extra]
     for probe, per_dataset in rows.items():
         for columns_of_dataset in per_dataset.values():
             for name in columns_of_dataset:
@@ -88,6 +98,8 @@ def _batches(name: str, s, rows: dict, parts: list[slice], schema, where: dict):
                        "sample_id": pa.array([str(sid) for sid in s.ids[part]], pa.string()),
                        "seen_at_step": pa.array(s.steps[part], pa.int64()) if s.steps is not None else
                        pa.nulls(n, pa.int64())})
+        for field, array in s.fields.items():
+            values[f"data_{field}"] = pa.array(array[part].tolist(), schema.field(f"data_{field}").type)
         for probe, per_dataset in rows.items():
             for col, array in (per_dataset.get(name) or {}).items():
                 name_here = column(probe, col).name
@@ -106,7 +118,7 @@ def export(root: Path, series: str, result, samples: dict, rows: dict, parts: di
     import pyarrow.parquet as pq
 
     path = file_for(root, series, result.name)
-    schema = _schema(rows, provenance or {})
+    schema = _schema(rows, provenance or {}, _field_columns({name: samples[name] for name in names}))
     where = {"series": series, "checkpoint": result.name, "step": result.step, "tokens_seen": result.tokens_seen}
     tmp = None
     try:

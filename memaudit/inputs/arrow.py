@@ -102,3 +102,16 @@ def read_token_column(path: Path, where: str, seq_len: int, first: int = 0, max_
             break
     rows.flush()
     return rows
+
+
+def read_column(path: Path, where: str, name: str, first: int, n: int) -> list:
+    """Values `first`..`first + n - 1` of column `name` (a per-sample field, for group_by), as Python values."""
+    schema, _, batches = _batches(Path(path), where)
+    if name not in schema.names:
+        raise ConfigError(f"{where} has no column '{name}' (group_by); its columns are {', '.join(schema.names)}.")
+    values: list = []
+    for batch in batches(name):
+        values += batch.column(0).to_pylist()
+        if len(values) >= first + n:
+            break
+    return values[first:first + n]

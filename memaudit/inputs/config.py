@@ -148,6 +148,10 @@ class DatasetConfig(YamlModel):
     seen_at_step: list[typing.Annotated[int, Field(ge=0, le=MAX_STEP)]] | None = None
     """For a `special` data set without a ledger: the training steps at which the series saw it
     (e.g. a batch of Pythia's known training order), for the forgetting curve."""
+    group_by: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """A per-sample field (a key of JSONL `tokens` records, a column of Parquet/Arrow data; e.g. Hubble's
+    duplicate count) whose values split every per-checkpoint probe's metrics: besides the data set's own,
+    results under `<data set>[<field>=<value>]` per value, numbers in numeric order. Checks can name a group."""
 
     @model_validator(mode="after")
     def _steps_of_a_special_batch(self):

@@ -8,7 +8,7 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,8 @@ class Samples:
     target_mask: np.ndarray | None = None  # (n_samples, seq_len - 1) targets to score (canary candidates)
     canaries: dict | None = None  # canary id -> {"space", "exact", "n_candidates"}
     mapped: tuple = ()  # (path, stat stamp) of each file `tokens` is memory-mapped from, as it was when opened
+    fields: dict = field(default_factory=dict)  # per-sample fields of the data (the group_by field): name -> (n,)
+    group_of: str | None = None  # for a group of group_by: the data set it is part of
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -100,8 +102,9 @@ class Samples:
         from memaudit.engine.identity import digest
 
         h = hashlib.sha256(self.sha256.encode())
-        for array in (self.steps, self.target_mask):
-            h.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
+        for array in (self.steps, self.target_mask, *self.fields.values()):
+            h.update(b"-" if array is None else repr(array.tolist()).encode() if array.dtype == object
+                     else np.ascontiguousarray(array).tobytes())
         info = self.info().model_dump(exclude={"path"})
         return digest(h.hexdigest(), self.ids, info)
 
@@ -109,7 +112,26 @@ class Samples:
         return DatasetInfo(name=self.config.name, role=self.config.role, path=str(self.config.path),
                            seq_len=int(self.tokens.shape[1]), n_samples=len(self.ids),
                            n_tokens=int(self.tokens.size), sha256=self.sha256[:16],
-                           seen_at_step=self.config.seen_at_step, canaries=self.canaries)
+                           seen_at_step=self.config.seen_at_step, canaries=self.canaries,
+                           group_by=self.config.group_by, group_of=self.group_of)
+
+    def groups(self) -> list[tuple[str, np.ndarray]]:
+        """(name, sample indices) of each group of the group_by field's values, in the values' order
+        (numbers numerically): `train[dup=4]`."""
+        name = self.config.group_by
+        if name is None:
+            return []
+        values = self.fields[name]
+        return [(f"{self.config.name}[{name}={_group_label(v)}]", np.flatnonzero(values == v))
+                for v in np.unique(values)]
+
+    def subset(self, index: np.ndarray, name: str) -> "Samples":
+        """The samples at `index` as a data set of their own, `name` (a group)."""
+        config = self.config.model_copy(update={"name": name, "group_by": None})
+        pick = lambda a: a[index] if a is not None else None  # noqa: E731
+        return Samples(config, self.tokens[index], [self.ids[int(i)] for i in index], pick(self.steps),
+                       pick(self.target_mask), self.canaries, group_of=self.config.name,
+                       fields={k: v[index] for k, v in self.fields.items()})
 
 
 class InputChanged(ConfigError):
@@ -152,6 +174,8 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
     if not path.is_file():
         raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
                           "(relative paths are relative to the yaml's folder).")
+    if path.suffix in (".npy", ".bin", ".idx") or config.role == "canary":
+        _check_group_by(config, "array")
     if path.suffix == ".npy" and config.role != "canary":
         return _from_npy(config, path, len(tokenizer))
     if path.suffix in (".bin", ".idx") and config.role != "canary":
@@ -163,7 +187,14 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
 
         where = f"Data set '{config.name}': '{path}'"
         rows = read_token_column(path, where, config.seq_len, config.first_sample, config.max_samples)
-        return _from_rows(config, rows, None, where, len(tokenizer), config.first_sample)
+        samples = _from_rows(config, rows, None, where, len(tokenizer), config.first_sample)
+        if config.group_by is not None:
+            from memaudit.inputs.arrow import read_column
+
+            values = read_column(path, where, config.group_by, config.first_sample, len(rows))
+            samples.fields[config.group_by] = _field_values(config, values,
+                                                            lambda i: f"{where}: row {config.first_sample + i}")
+        return samples
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors write one) is not text
     except UnicodeDecodeError as e:
@@ -178,6 +209,7 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
         raise ConfigError(f"Data set '{config.name}': '{path}' is empty. Point 'path' at a file with text.")
     if path.suffix in (".jsonl", ".json"):
         return _from_records(config, _read_jsonl(config, text), tokenizer)
+    _check_group_by(config, "text")
     return _from_texts(config, [text], tokenizer)
 
 
@@ -205,6 +237,7 @@ def _from_memory(config: DatasetConfig, items, tokenizer) -> Samples:
         raise ConfigError(f"{where}: a canary data set is read from a canary file (its secrets and their formats, "
                           "see memaudit/inputs/canaries.py); give it as {'path': 'canaries.jsonl', 'role': 'canary'}.")
     if isinstance(items, np.ndarray):
+        _check_group_by(config, "array")
         return _from_array(config, items, f"{where}: the array", len(tokenizer))
     if isinstance(items, (str, bytes, dict)) or not isinstance(items, (list, tuple)):
         raise ConfigError(f"{where} must be a list of texts, of token-id lists or of dicts with 'text' or "
@@ -219,6 +252,7 @@ def _from_memory(config: DatasetConfig, items, tokenizer) -> Samples:
 def _from_records(config: DatasetConfig, records: list[tuple[int, dict]], tokenizer) -> Samples:
     if "tokens" in records[0][1]:
         return _pretokenized(config, records, len(tokenizer))
+    _check_group_by(config, "text")
     return _from_texts(config, [r["text"] for _, r in records], tokenizer)
 
 
@@ -411,6 +445,47 @@ def _from_megatron(config: DatasetConfig, path: Path, vocab_size: int) -> Sample
     return samples
 
 
+def _group_label(value) -> str:
+    """A group value as it reads in a name: 4, 0.5, true, or the text."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+def _field_values(config: DatasetConfig, values: list, where) -> np.ndarray:
+    """The group_by field's values, one per sample: each present, not null, and of one JSON type (numbers,
+    text or booleans); `where(i)` names sample i."""
+    field_name = config.group_by
+    kind = None
+    for i, v in enumerate(values):
+        if v is None:
+            raise ConfigError(f"{where(i)} has no field '{field_name}' (group_by), or it is null: every sample needs "
+                              "a value to be grouped by.")
+        this = "boolean" if isinstance(v, (bool, np.bool_)) else "number" if isinstance(v, (int, float, np.integer, np.floating)) \
+            else "text" if isinstance(v, str) else None
+        if this is None:
+            raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is {type(v).__name__}; group by numbers, "
+                              "text or booleans.")
+        kind = kind or this
+        if this != kind:
+            raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is {this}, but the first sample's is {kind}: "
+                              "give it one type in every record.")
+    if kind == "text":
+        return np.asarray(values, dtype=object)
+    return np.asarray(values)
+
+
+def _check_group_by(config: DatasetConfig, kind: str) -> None:
+    if config.group_by is not None and kind not in ("tokens", "table"):
+        raise ConfigError(f"Data set '{config.name}': group_by reads a per-sample field, which needs one sample per "
+                          "record: JSONL records with 'tokens', or Parquet/Arrow rows. Pre-tokenize the records, or "
+                          "remove group_by.")
+
+
 def _pretokenized(config: DatasetConfig, records: list[tuple[int, dict]], vocab_size: int) -> Samples:
     """Samples from validated (line, record) pairs of token lists, cut to seq_len."""
     rows, ids, steps = [], [], []
@@ -441,4 +516,10 @@ def _pretokenized(config: DatasetConfig, records: list[tuple[int, dict]], vocab_
         raise ConfigError(f"Data set '{config.name}': some records of '{config.path}' have 'seen_at_step' and some "
                           "do not. Give it for every record or for none.")
     tokens = np.asarray(rows, dtype=np.int64)
-    return Samples(config, tokens, ids, np.asarray(steps, dtype=np.int64) if known else None)
+    samples = Samples(config, tokens, ids, np.asarray(steps, dtype=np.int64) if known else None)
+    if config.group_by is not None:
+        used = records[:len(rows)]
+        values = [r.get(config.group_by) for _, r in used]
+        samples.fields[config.group_by] = _field_values(
+            config, values, lambda i: f"Data set '{config.name}': record {used[i][0]} of '{config.path}'")
+    return samples

@@ -51,7 +51,8 @@ def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
         if not whole and rule.dataset is None and len(dataset_names) > 1:
             raise ConfigError(f"{where}: say which data set it is about ('dataset: ...', one of "
                               f"{', '.join(dataset_names)}).")
-        if not whole and rule.dataset is not None and rule.dataset not in dataset_names:
+        if not whole and rule.dataset is not None and rule.dataset not in dataset_names \
+                and not _a_group(rule.dataset, config.datasets):
             hint = f" ('{ALL}' is for probes that compare data sets, such as membership)" if rule.dataset == ALL else ""
             raise ConfigError(f"{where}: no data set '{rule.dataset}'.{did_you_mean(rule.dataset, dataset_names)} "
                               f"Data sets: {', '.join(dataset_names)}{hint}.")
@@ -71,6 +72,12 @@ def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
             raise ConfigError(f"{where}: probe '{probe_name}' does not compute '{metric}' with its parameters."
                               f"{did_you_mean(metric, valid)} It computes: {shown}. Change the check, or the "
                               f"probe's parameters under 'probes: {probe_name}:'.")
+
+
+def _a_group(name: str, datasets) -> bool:
+    """Whether `name` is a group of a data set's group_by field: `train[dup=4]` of `train` with `group_by: dup`."""
+    found = re.fullmatch(r"(.+)\[([A-Za-z_][A-Za-z0-9_]*)=.+\]", name)
+    return bool(found) and any(d.name == found[1] and d.group_by == found[2] for d in datasets)
 
 
 def _declared(metric: str, declared) -> bool:

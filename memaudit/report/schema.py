@@ -99,6 +99,10 @@ class DatasetInfo(_Model):
     canaries: dict | None = None
     """For a canary file: per canary id, |R| (`space`), whether every candidate was scored (`exact`) and
     how many were (`n_candidates`). The secrets themselves are never in the report."""
+    group_by: str | None = None
+    """The per-sample field whose values split this data set's metrics (`group_by` in the yaml)."""
+    group_of: str | None = None
+    """For a group (`train[dup=4]`): the data set it is part of; None for a data set of the yaml."""
 
 
 class ProbeInfo(_Model):
