@@ -78,4 +78,8 @@ SERIES_ARGS: dict[str, Product] = {p.name: p for p in [
     Product("panel", "the per-sample values of the probes it `uses` across the series' checkpoints "
             "(memaudit.engine.panel.Panel: values(probe, column, data set) -> (checkpoints, samples)); None when "
             "this process holds none", "Panel | None", "(checkpoints, samples)", made_by="run"),
+    Product("panels", "every series' panel by series name (a series compared with its twin reads both)",
+            "dict[str, Panel]", made_by="run"),
+    Product("series_configs", "every series of the yaml as configured (its `reference` twin, `reference_at`)",
+            "dict[str, SeriesConfig]", made_by="run"),
 ]}

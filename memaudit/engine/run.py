@@ -100,7 +100,7 @@ class Plan:
     def panel_probes(self) -> set[str]:
         """The per-checkpoint probes whose per-sample columns a series probe reads across checkpoints (it asks
         for `panel` and `uses` them): the per-sample panel keeps those (memaudit.engine.panel)."""
-        return {name for p in self.series_probes if "panel" in p.args for name in p.uses}
+        return {name for p in self.series_probes if {"panel", "panels"} & set(p.args) for name in p.uses}
 
 
 def make_plan(config: AuditConfig, keyword: str | None = None, names: list[str] | None = None,
@@ -186,7 +186,8 @@ def run_series_probes(run: _Run) -> None:
         series.results = call_series_probes(run.plan.series_probes, {
             "checkpoints": [c for c in series.checkpoints if c.error is None],
             "datasets": [d for key, d in run.datasets.items() if key == d.name and d.group_of is None],  # the yaml's
-            "series": series, "panel": run.panels.get(series.name),
+            "series": series, "panel": run.panels.get(series.name), "panels": run.panels,
+            "series_configs": {s.display_name: s for s in run.config.series},
             "ledger": run.ledgers[series.name], "all_series": run.series})
 
 
@@ -250,10 +251,37 @@ def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
     for _, checkpoints in resolved:
         check_series_name_clash(checkpoints)
     validate_check_targets(config, {s.display_name: [c.name for c in cs] for s, cs in resolved})
+    _check_twins(resolved)
     return _Run(plan, config, opts, emit, device, processes, resolved,
                 ProductsCache(config.run.cache_dir, enabled=opts.use_cache),
                 Journal(config.run.cache_dir, enabled=opts.use_cache),
                 ShardJournal(config.run.cache_dir, enabled=opts.use_cache))
+
+
+def _check_twins(resolved: list) -> None:
+    """A series and its `reference` twin share a tokenizer, and the twin has a checkpoint at every step the series
+    is compared at (the same step, or its last); else a ConfigError before any checkpoint loads."""
+    from memaudit.inputs.sources import load_tokenizer, tokenizer_fingerprint
+
+    by_name = {s.display_name: (s, checkpoints) for s, checkpoints in resolved}
+    for s, checkpoints in resolved:
+        if s.reference is None or not checkpoints:
+            continue
+        _, twin = by_name[s.reference]
+        if not twin:
+            continue
+        mine, theirs = (tokenizer_fingerprint(load_tokenizer(cs[0])) for cs in (checkpoints, twin))
+        if mine != theirs:
+            raise ConfigError(f"Series '{s.display_name}' and its reference '{s.reference}' tokenize differently "
+                              f"(fingerprints {mine} vs {theirs}): a twin must share the tokenizer and vocabulary, "
+                              "so the same samples mean the same tokens to both.")
+        steps = {c.step for c in twin}
+        for c in checkpoints if s.reference_at == "same_step" else ():
+            if c.step not in steps:
+                near = min((x for x in steps if x is not None), key=lambda x: abs(x - (c.step or 0)), default=None)
+                raise ConfigError(f"Series '{s.display_name}': its reference '{s.reference}' has no checkpoint at "
+                                  f"step {c.step} ({c.name}); the nearest is step {near}. Audit the same steps in "
+                                  "both, or set 'reference_at: last' to compare with the twin's last checkpoint.")
 
 
 def _check_cache_writable(cache_dir) -> None:

@@ -94,6 +94,11 @@ class SeriesConfig(YamlModel):
     """Updates per epoch, to express T(N, tau) in epochs when there is no ledger."""
     hf_cache_dir: Path | None = None
     """Hugging Face cache to use for this series (default: the usual HF cache)."""
+    reference: str | None = None
+    """A twin series of the yaml that never saw the data this one did (Hubble's minimal pairs: `standard` for
+    `perturbed`): the `twin` probe compares each checkpoint with the twin's checkpoint at the same step."""
+    reference_at: Literal["same_step", "last"] = "same_step"
+    """Which checkpoint of the twin each checkpoint is compared with: the one at the same step, or its last."""
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -358,6 +363,19 @@ class AuditConfig(YamlModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
+        names = [s.display_name for s in self.series]
+        for s in self.series:
+            if s.reference is None:
+                continue
+            if s.reference not in names:
+                raise ValueError(f"series '{s.display_name}': reference '{s.reference}' is no series of the yaml."
+                                 f"{did_you_mean(s.reference, names)} Series: {', '.join(names)}")
+            if s.reference == s.display_name:
+                raise ValueError(f"series '{s.display_name}' names itself as its reference: name its twin")
+            twin = next(t for t in self.series if t.display_name == s.reference)
+            if twin.reference is not None:
+                raise ValueError(f"series '{s.display_name}' refers to '{s.reference}', which refers to "
+                                 f"'{twin.reference}': a reference must be a series without a reference of its own")
         for role in SINGLE_ROLES:
             named = [d.name for d in self.datasets if d.role == role]
             if len(named) > 1:
