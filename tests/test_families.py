@@ -115,3 +115,52 @@ def test_jsonl_with_seen_at_step_must_be_complete(basic_config, run_cli, tmp_pat
     code, _, err = run_cli("run", basic_config(datasets=[{"name": "d", "path": str(tmp_path / "d.jsonl"),
                                                           "seq_len": 16}]))
     assert code == 2 and "some records" in err
+
+
+def test_a_hubble_minimal_pair_from_an_offline_cache(tokenizer, write_config, run_cli, tmp_path):
+    """Hubble's layout: Llama-architecture `perturbed` and `standard` repos with revision branches by step
+    (step0, step48000), audited offline as a minimal pair, grouped by the inserted samples' duplicate count."""
+    import json
+
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from memaudit.inputs.families import family_of, parse_checkpoint
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    cache = Path(os.environ["HF_HUB_CACHE"])
+    for i, variant in enumerate(("perturbed", "standard")):
+        folders = {}
+        for j, step in enumerate((0, 48000)):
+            torch.manual_seed(10 * i + j)
+            folder = tmp_path / variant / f"step{step}"
+            LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=64)).save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            folders[f"step{step}"] = folder
+        put_in_hf_cache(cache, f"allegrolab/hubble-1b-100b_toks-{variant}-hf", folders)
+    assert family_of("allegrolab/hubble-1b-100b_toks-perturbed-hf").name == "hubble"
+    assert parse_checkpoint("step48000", "allegrolab/hubble-1b-100b_toks-perturbed-hf")[0] == 48000
+    rng = np.random.default_rng(0)
+    pq.write_table(pa.table({"input_ids": rng.integers(0, len(tokenizer), (16, 24)).tolist(),
+                             "duplicates": [0, 1, 4, 16] * 4}), tmp_path / "passages.parquet")
+    config = write_config({
+        "series": [{"name": "perturbed", "hub": "allegrolab/hubble-1b-100b_toks-perturbed-hf",
+                    "revisions": ["step0", "step48000"], "reference": "standard"},
+                   {"name": "standard", "hub": "allegrolab/hubble-1b-100b_toks-standard-hf",
+                    "revisions": ["step0", "step48000"]}],
+        "datasets": [{"name": "gutenberg", "path": str(tmp_path / "passages.parquet"), "seq_len": 24,
+                      "group_by": "duplicates"}],
+        "probes": {"memorization": {"k": 8, "m": 8}, "twin": {}}, "run": {"batch_size": 4}}, name="hubble.yaml")
+    code, out, err = run_cli("run", config, "-k", "memorization or twin", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    perturbed = report["series"][0]
+    assert perturbed["family"] == "hubble" and [c["step"] for c in perturbed["checkpoints"]] == [0, 48000]
+    twin = perturbed["results"]["twin"]
+    assert {f"gutenberg[duplicates={d}]" for d in (0, 1, 4, 16)} <= set(twin)
+    assert twin["gutenberg"]["steps"] == twin["gutenberg"]["twin_steps"] == [0, 48000]

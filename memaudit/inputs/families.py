@@ -34,6 +34,9 @@ FAMILIES = (
            r"(?P<unit>[KMBT]?))?$", example="allenai/OLMo-2-1124-7B @ stage1-step5000-tokens21B"),
     Family("multiberts", r"^google/multiberts-seed_\d+-step_\d+k?$", r"-step_(?P<step>\d+)(?P<step_unit>k?)$",
            per_repo=True, example="google/multiberts-seed_0-step_20k (one repo per checkpoint)"),
+    Family("hubble", r"^allegrolab/hubble-", r"^(?:step)?(?P<step>\d+)$",
+           example="allegrolab/hubble-1b-100b_toks-perturbed-hf @ step48000 (the last of the 100B-token runs; "
+           "step238500 of the 500B-token runs); its minimal-pair twin is ...-standard-hf"),
     Family("generic", r".*", r"step[-_]?(?P<step>\d+)|^[A-Za-z_-]*?(?P<bare>\d+)$",
            example="any branch or folder with a step number: step-100, checkpoint-300, 300"),
 )
