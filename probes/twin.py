@@ -95,18 +95,18 @@ def twin(panel, panels, series, series_configs, datasets):
         if panel.has("memorization", "extractable", d.name) and other.has("memorization", "extractable", d.name):
             values["extractable"] = (panel.values("memorization", "extractable", d.name),
                                      other.values("memorization", "extractable", d.name)[at])
-        scores[d.name] = (loss_twin[-1] - loss[-1], -loss[-1], d.role)  # reference score, loss score; last checkpoint
-        every = np.arange(loss.shape[1])
-        out[d.name] = _compare(config.reference, steps, loss, loss_twin, values, every)
-        for group, index in panel.samples[d.name].groups():
+        reference, by_loss = loss_twin[-1] - loss[-1], -loss[-1]  # (samples,) each, at the last checkpoint
+        scores[d.name] = (reference, by_loss, d.role)
+        out[d.name] = _compare(config.reference, steps, loss, loss_twin, values, np.arange(loss.shape[1]))
+        samples = panel.samples[d.name]
+        level = samples.fields.get(samples.config.group_by) if samples.config.group_by else None
+        numeric = level is not None and level.dtype.kind in "iuf"
+        held_out = np.flatnonzero(level == 0) if numeric else np.array([], dtype=int)  # never inserted
+        for group, index in samples.groups():
             out[group] = _compare(config.reference, steps, loss, loss_twin, values, index)
-            group_value = panel.samples[d.name].fields[panel.samples[d.name].config.group_by][index[0]]
-            if isinstance(group_value, (int, float, np.integer, np.floating)):
-                reference, by_loss = loss_twin[-1] - loss[-1], -loss[-1]
-                held_out = np.flatnonzero(panel.samples[d.name].fields[panel.samples[d.name].config.group_by] == 0)
-                if group_value != 0 and len(held_out):
-                    out[group].update(auc_reference=roc_auc(reference[index], reference[held_out]),
-                                      auc_loss=roc_auc(by_loss[index], by_loss[held_out]))
+            if len(held_out) and level[index[0]] != 0:  # an inserted level against the never-inserted one
+                out[group].update(auc_reference=roc_auc(reference[index], reference[held_out]),
+                                  auc_loss=roc_auc(by_loss[index], by_loss[held_out]))
     inserted = [n for n, (_, _, role) in scores.items() if role == "train"]
     held = [n for n, (_, _, role) in scores.items() if role == "valid"]
     if held:
