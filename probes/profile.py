@@ -357,6 +357,8 @@ def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, co
                 outcome: str, cohort_every: int, level: float, draws: int, seed: int) -> dict:
     """The profile of one trained data set against every never-trained sample."""
     steps = panel.steps
+    if len(steps) < 2 or None in steps:
+        return {"outcome": outcome, "note": "a profile needs at least 2 checkpoints with training steps"}
     train_steps, repeated = training_steps(panel, dataset, ledger)
     cohort = cohorts_of(train_steps, steps)
     if cohort_every > 1:  # macro-cohorts: the first checkpoint of each block of cohort_every
@@ -370,8 +372,6 @@ def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, co
     treated = np.arange(y.shape[1]) < usable.sum()
     cohorts = np.concatenate([cohort[usable], np.full(n_control, -1)])
     counts.update(n_treated=int(usable.sum()), n_control=n_control)
-    if len(steps) < 2 or None in steps:
-        return {**counts, "note": "a profile needs at least 2 checkpoints with training steps"}
     if not usable.any() or not n_control:
         why = "no never-trained samples" if not n_control else "no trained sample has a checkpoint before and after its training step"
         return {**counts, "note": why}

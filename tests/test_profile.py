@@ -173,3 +173,18 @@ def test_the_profile_is_opt_in_and_counts_samples_without_a_training_step(basic_
     result = json.loads((tmp_path / "b.json").read_text())["series"][0]["results"]["memorization_profile"]["train"]
     assert code == 0, err
     assert result["n_unknown_step"] == 8 and result["n_treated"] == 0 and "no trained sample" in result["note"]
+
+
+def test_a_profile_of_one_checkpoint_says_why_there_is_no_estimate(make_series, text_file, write_config, run_cli,
+                                                                   tmp_path):
+    valid = tmp_path / "valid.txt"
+    valid.write_text(text_file.read_text()[3000:], encoding="utf-8")
+    config = write_config({"series": [{"name": "s", "local": str(make_series(steps=(1,)))}],
+                           "datasets": [{"name": "train", "path": str(text_file), "seq_len": 16, "max_samples": 4},
+                                        {"name": "valid", "path": str(valid), "role": "valid", "seq_len": 16,
+                                         "max_samples": 4}],
+                           "probes": {"memorization_profile": {}}})
+    code, _, err = run_cli("run", config, "-k", "memorization", "--json", tmp_path / "r.json")
+    result = json.loads((tmp_path / "r.json").read_text())["series"][0]["results"]["memorization_profile"]["train"]
+    assert code == 0, err
+    assert "at least 2 checkpoints" in result["note"]
