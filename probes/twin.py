@@ -71,7 +71,15 @@ def fig_twin(report):
     return fig
 
 
-@series_probe(metrics=METRICS, uses=("memorization",), opt_in=True, figures=(fig_twin,),
+def _validate(params: dict, config) -> None:
+    from memaudit.errors import ConfigError
+
+    if not any(s.reference for s in config.series):
+        raise ConfigError("The twin probe compares a series with its twin, but no series of the yaml names one: add "
+                          "'reference: <twin series>' to the series that saw the inserted data.")
+
+
+@series_probe(metrics=METRICS, uses=("memorization",), opt_in=True, figures=(fig_twin,), validate=_validate,
               show=("reference", "gain", "M", "M_twin", "M_diff", "extractable_diff", "auc_reference", "auc_loss"))
 def twin(panel, panels, series, series_configs, datasets):
     """The series against its `reference` twin, per data set and group: log-likelihood gain, M and

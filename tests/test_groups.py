@@ -161,3 +161,13 @@ def test_a_twin_with_another_tokenizer_is_refused(make_series, corpus_text, text
                            "probes": {"twin": {}}}, name="tok.yaml")
     code, _, err = run_cli("run", config)
     assert code == 2 and "tokenize differently" in err
+
+
+def test_the_twin_probe_without_any_reference_is_refused(grouped, run_cli, write_config):
+    import yaml
+
+    config, _ = grouped
+    raw = yaml.safe_load(config.read_text())
+    raw["probes"]["twin"] = {}
+    code, _, err = run_cli("run", write_config(raw, name="no-twin.yaml"))
+    assert code == 2 and "no series of the yaml names one" in err
