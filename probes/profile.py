@@ -26,12 +26,30 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from memaudit import plots, series_probe
+from memaudit import plots, probe, series_probe
 
 OUTCOMES = {"loglik": ("memorization", "loss", -1.0), "loglik_suffix": ("memorization", "suffix_loss", -1.0),
-            "M": ("memorization", "M", 1.0)}
+            "M": ("memorization", "M", 1.0), "rank": ("sample_outcomes", "mean_rank", 1.0),
+            "entropy": ("sample_outcomes", "mean_entropy", 1.0)}
 """outcome -> (probe, per-sample column, sign): loglik is the mean log-likelihood per token (= -loss) of the
-whole sample, loglik_suffix of the m tokens after memorization's k-token prefix, M the share of argmax hits."""
+whole sample, loglik_suffix of the m tokens after memorization's k-token prefix, M the share of argmax hits,
+rank the mean rank of the true tokens and entropy the mean entropy of the next-token distributions (for
+these two, memorization shows as a negative effect: training lowers them)."""
+
+
+def outcome_rows(ranks, entropy) -> dict[str, np.ndarray]:
+    """Per sample: the mean rank of its true tokens (1 = argmax) and the mean entropy (nats) of the model's
+    next-token distributions."""
+    return {"mean_rank": ranks.astype(np.float64).mean(axis=1), "mean_entropy": entropy.astype(np.float64).mean(axis=1)}
+
+
+@probe(metrics={"mean_rank": "mean over samples of each sample's mean true-token rank (1 = argmax)",
+                "mean_entropy": "mean over samples of each sample's mean next-token entropy (nats)"},
+       show=("mean_rank", "mean_entropy"), rows=outcome_rows, opt_in=True)
+def sample_outcomes(rows):
+    """Per-sample mean rank and entropy (the profile's rank and entropy outcomes; --samples-out writes them).
+    Runs when the yaml names it, or memorization_profile with outcome rank or entropy does."""
+    return {name: float(values.mean()) for name, values in rows.items()}
 
 
 def cohorts_of(train_steps: np.ndarray, checkpoint_steps: list[int]) -> np.ndarray:
@@ -255,7 +273,8 @@ PROFILE_METRICS = {
                   "test is asymptotic: with small cohorts (tens of samples) and many placebos it rejects too often "
                   "(~15% at 5% with cohorts of 40 and 10 placebos; ~5% with cohorts of 200)",
     "outcome": "the per-sample outcome: loglik (mean log-likelihood per token), loglik_suffix (of the m tokens "
-               "after memorization's k-token prefix) or M",
+               "after memorization's k-token prefix), M, rank or entropy (mean true-token rank, mean entropy: "
+               "sample_outcomes must run, named in the yaml's probes)",
     "n_treated": "samples in the estimate (a known training step with a checkpoint before and after it)",
     "n_control": "never-trained samples (data sets of role valid or holdout)",
     "n_unknown_step": "samples left out: no training step known", "n_no_base": "samples left out: trained "
@@ -268,6 +287,12 @@ PROFILE_METRICS = {
 
 def _validate(params: dict, config) -> None:
     from memaudit.errors import ConfigError
+
+    needed = OUTCOMES[params["outcome"]][0]
+    if needed != "memorization" and needed not in config.probes:
+        raise ConfigError(f"memorization_profile with outcome '{params['outcome']}' reads the per-sample values of "
+                          f"the probe '{needed}', which runs only when named: add '{needed}: {{}}' under 'probes:' in "
+                          "the yaml.")
 
     roles = {d.role for d in config.datasets}
     if not roles & set(CONTROL_ROLES):
@@ -325,11 +350,13 @@ def fig_profile(report):
     return fig
 
 
-@series_probe(metrics=PROFILE_METRICS, uses=("memorization",), figures=(fig_profile,), validate=_validate, opt_in=True,
+@series_probe(metrics=PROFILE_METRICS, uses=("memorization", "sample_outcomes"), figures=(fig_profile,),
+              validate=_validate, opt_in=True,
               show=("instantaneous", "instantaneous_lo", "instantaneous_hi", "persistent[e=1]", "residual",
                     "residual_lo", "residual_hi", "overall", "pretrend_p", "n_treated", "n_control", "note"),
               names=lambda params, params_of: _names())
-def memorization_profile(panel, datasets, ledger, outcome: Literal["loglik", "loglik_suffix", "M"] = "loglik",
+def memorization_profile(panel, datasets, ledger,
+                         outcome: Literal["loglik", "loglik_suffix", "M", "rank", "entropy"] = "loglik",
                          cohort_every: Annotated[int, Field(ge=1)] = 1,
                          level: Annotated[float, Field(gt=0, lt=1)] = 0.95,
                          draws: Annotated[int, Field(ge=99, le=100_000)] = 999, seed: int = 0):

@@ -188,3 +188,23 @@ def test_a_profile_of_one_checkpoint_says_why_there_is_no_estimate(make_series, 
     result = json.loads((tmp_path / "r.json").read_text())["series"][0]["results"]["memorization_profile"]["train"]
     assert code == 0, err
     assert "at least 2 checkpoints" in result["note"]
+
+
+def test_rank_and_entropy_outcomes_need_their_probe_and_then_give_a_profile(profile_lab, run_cli, write_config,
+                                                                          tmp_path):
+    import yaml
+
+    root, _ = profile_lab
+    raw = yaml.safe_load((root / "lab" / "checkpoints.yaml").read_text())
+    raw["probes"]["memorization_profile"] = {"outcome": "rank"}
+    for series in raw["series"]:
+        series["local"] = str(root / "lab" / series["local"])
+    raw["datasets"] = [{**d, "path": str(root / "lab" / d["path"])} for d in raw["datasets"]]
+    code, _, err = run_cli("run", write_config(raw, name="rank.yaml"))
+    assert code == 2 and "add 'sample_outcomes: {}'" in err
+    raw["probes"]["sample_outcomes"] = {}
+    code, _, err = run_cli("run", write_config(raw, name="rank2.yaml"), "-k", "memorization or outcomes",
+                           "--json", tmp_path / "r.json")
+    assert code in (0, 1), err
+    result = json.loads((tmp_path / "r.json").read_text())["series"][0]["results"]["memorization_profile"]["train"]
+    assert result["outcome"] == "rank" and result["instantaneous"] is not None

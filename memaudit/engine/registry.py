@@ -233,11 +233,12 @@ def select(probes: list[ProbeDef], params: dict[str, dict] | None,
                              ([f"the list {names}"] if names is not None else []))
         raise NothingCollected(f"No probe was selected by {shown or 'the configuration'}. Collected: "
                                f"{', '.join(by_name) or 'none'}. Run `memaudit list` to see them.")
-    return _with_dependencies(chosen, by_name)
+    return _with_dependencies(chosen, by_name, asked)
 
 
-def _with_dependencies(chosen: list[ProbeDef], by_name: dict[str, ProbeDef]) -> list[ProbeDef]:
-    """`chosen` plus every probe they use (transitively), in collection order."""
+def _with_dependencies(chosen: list[ProbeDef], by_name: dict[str, ProbeDef], asked: set[str]) -> list[ProbeDef]:
+    """`chosen` plus every probe they use (transitively), in collection order; an opt-in probe only when
+    `asked` names it."""
     wanted = {p.name for p in chosen}
     todo = list(chosen)
     while todo:
@@ -247,7 +248,7 @@ def _with_dependencies(chosen: list[ProbeDef], by_name: dict[str, ProbeDef]) -> 
                 raise ConfigError(f"Probe '{p.name}' ({p.source}) uses the results of probe '{dep}', which is not "
                                   f"collected.{did_you_mean(dep, by_name)} Collect it (probe_paths) or deselect "
                                   f"'{p.name}'.")
-            if dep not in wanted:
+            if dep not in wanted and (not by_name[dep].opt_in or dep in asked):
                 wanted.add(dep)
                 todo.append(by_name[dep])
     return [p for p in by_name.values() if p.name in wanted]

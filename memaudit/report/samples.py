@@ -58,6 +58,10 @@ PROBE_COLUMNS: dict[tuple[str, str], SampleColumn] = {
     ("canaries", "log_perplexity"): SampleColumn("canaries_log_perplexity", "float64",
                                                  "a canary candidate's log-perplexity from the secret on (nats; "
                                                  "exposure ranks the inserted secret among the candidates by it)"),
+    ("sample_outcomes", "mean_rank"): SampleColumn("sample_outcomes_mean_rank", "float64",
+                                                   "mean rank of the sample's true tokens (1 = the argmax)"),
+    ("sample_outcomes", "mean_entropy"): SampleColumn("sample_outcomes_mean_entropy", "float64",
+                                                      "mean entropy of the next-token distributions (nats)"),
     **{(probe, score): SampleColumn(f"{probe}_{score}_score", "float64", f"{meaning} [{probe}]")
        for probe in ("membership", "unlearning_membership") for score, meaning in _SCORES.items()},
 }
