@@ -43,9 +43,10 @@ def _venv_with_the_wheel(tmp_path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
     bin_ = tmp_path / "venv" / "bin"
     torch = os.environ.get("MEMAUDIT_TEST_TORCH") or "torch==2.13.0"
+    alone = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}  # the venv sees itself only
     for what in ([torch], [str(wheel)]):
         done = subprocess.run([str(bin_ / "python"), "-m", "pip", "install", "-q", *what], capture_output=True,
-                              text=True)
+                              text=True, env=alone)
         assert done.returncode == 0, done.stderr[-2000:]
     assert shutil.which("memaudit", path=str(bin_))
     return bin_
@@ -73,7 +74,7 @@ def test_a_fresh_venv_with_only_the_wheel_runs_the_user_commands(tmp_path):
     plot = memaudit("plot", tmp_path / "demo.json", "--out", tmp_path / "figs")
     assert plot.returncode == 2 and 'pip install "memaudit-lm[plot]"' in plot.stderr
     installed = subprocess.run([str(bin_ / "python"), "-m", "pip", "install", "-q", "matplotlib>=3.8"],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, env={"PATH": env["PATH"], "HOME": str(tmp_path)})
     assert installed.returncode == 0, installed.stderr[-2000:]
     plot = memaudit("plot", tmp_path / "demo.json", "--out", tmp_path / "figs")
     assert plot.returncode == 0 and list((tmp_path / "figs").glob("*.png")), plot.stderr[-2000:]
