@@ -31,6 +31,14 @@ def test_wheel_works_without_a_checkout(tmp_path):
     assert "'memorization', 'memorization_profile', 'memorization_series'" in out.stdout and "3 True" in out.stdout
 
 
+def _alone() -> dict:
+    """This environment less PYTHONPATH and PYTHONHOME: the venv's pip sees the venv only (a source tree on the
+    path would read as the project installed already)."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def _venv_with_the_wheel(tmp_path) -> Path:
     """A fresh virtual environment with only the built wheel and its declared dependencies (torch from the
     CPU wheel this machine's install used, so no CUDA build is downloaded); its bin folder."""
@@ -43,10 +51,9 @@ def _venv_with_the_wheel(tmp_path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
     bin_ = tmp_path / "venv" / "bin"
     torch = os.environ.get("MEMAUDIT_TEST_TORCH") or "torch==2.13.0"
-    alone = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}  # the venv sees itself only
     for what in ([torch], [str(wheel)]):
         done = subprocess.run([str(bin_ / "python"), "-m", "pip", "install", "-q", *what], capture_output=True,
-                              text=True, env=alone)
+                              text=True, env=_alone())
         assert done.returncode == 0, done.stderr[-2000:]
     assert shutil.which("memaudit", path=str(bin_))
     return bin_
@@ -74,7 +81,7 @@ def test_a_fresh_venv_with_only_the_wheel_runs_the_user_commands(tmp_path):
     plot = memaudit("plot", tmp_path / "demo.json", "--out", tmp_path / "figs")
     assert plot.returncode == 2 and 'pip install "memaudit-lm[plot]"' in plot.stderr
     installed = subprocess.run([str(bin_ / "python"), "-m", "pip", "install", "-q", "matplotlib>=3.8"],
-                               capture_output=True, text=True, env={"PATH": env["PATH"], "HOME": str(tmp_path)})
+                               capture_output=True, text=True, env=_alone())
     assert installed.returncode == 0, installed.stderr[-2000:]
     plot = memaudit("plot", tmp_path / "demo.json", "--out", tmp_path / "figs")
     assert plot.returncode == 0 and list((tmp_path / "figs").glob("*.png")), plot.stderr[-2000:]
