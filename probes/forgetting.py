@@ -20,8 +20,8 @@ def fit_exponential_decay(t, m) -> dict:
     """Least-squares fit of m = b + a * exp(-t / lam).
 
     For each lam (a log grid, then scipy's bounded scalar minimisation around the best grid point) b and a
-    are a linear least-squares solve (variable projection); standard errors come from the Jacobian at the optimum. Returns b, a, lam with their
-    standard errors and the rmse, or a `note` saying why there is no fit.
+    are a linear least-squares solve (variable projection); standard errors come from the Jacobian at the
+    optimum. Returns b, a, lam with their standard errors and the rmse, or a `note` saying why there is no fit.
     """
     t, m = np.asarray(t, dtype=float), np.asarray(m, dtype=float)
     if len(t) < FIT_MIN_POINTS:

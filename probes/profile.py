@@ -400,6 +400,7 @@ def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, co
     cohorts = np.concatenate([cohort[usable], np.full(n_control, -1)])
     counts.update(n_treated=int(usable.sum()), n_control=n_control)
     if not usable.any() or not n_control:
-        why = "no never-trained samples" if not n_control else "no trained sample has a checkpoint before and after its training step"
+        why = ("no never-trained samples" if not n_control else
+               "no trained sample has a checkpoint before and after its training step")
         return {**counts, "note": why}
     return {**counts, **profile(y, cohorts, treated, ~treated, steps, seed=seed, level=level, draws=draws)}

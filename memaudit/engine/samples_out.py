@@ -3,16 +3,16 @@
 A row per sample of every data set that a probe with a rows function read (memorization: M, loss, greedy
 verdict, match length; membership: its scores; extraction_risk: log10 p_z per scheme and pair), in the
 per-sample schema of memaudit.report.samples: the key columns (series, checkpoint, step, tokens_seen,
-dataset, sample_index, sample_id, seen_at_step), then each probe's columns (null where a probe did not read
-that data set), every column described in the file's metadata. One row group per shard, so the file is
-written without holding more than a shard's rows as Arrow data. A folder of these files reads as one table
-(pandas, pyarrow.dataset, polars, `datasets`): each row says which series and checkpoint it belongs to. The file goes to `DIR/<series>/<checkpoint>.parquet` (a readable slug plus a hash of the exact name,
-so no name from the yaml can reach outside DIR), written to a new temporary file of a unique name (never
-through a link) and renamed when complete; a file that cannot be written (disk full) is named in the report's
-`unwritten` and the run goes on;
-the checkpoint's result records it (`samples_file`, with the file's SHA-256). A journal record whose file
-has gone or changed (another run wrote over it) is recomputed (its shards come back from the shard journal).
-Readable with pandas, polars or `datasets`, without memaudit.
+dataset, sample_index, sample_id, seen_at_step), the data's group_by field, then each probe's columns (null
+where a probe did not read that data set), every column described in the file's metadata. One row group per
+shard, so the file is written without holding more than a shard's rows as Arrow data. A folder of these
+files reads as one table (pandas, pyarrow.dataset, polars, `datasets`): each row says which series and
+checkpoint it belongs to. The file goes to `DIR/<series>/<checkpoint>.parquet` (a readable slug plus a hash
+of the exact name, so no name from the yaml can reach outside DIR), written to a new temporary file of a
+unique name (never through a link) and renamed when complete; a file that cannot be written (disk full) is
+named in the report's `unwritten` and the run goes on. The checkpoint's result records the file
+(`samples_file`, with its SHA-256). A journal record whose file has gone or changed (another run wrote over
+it) is recomputed (its shards come back from the shard journal).
 """
 
 from __future__ import annotations

@@ -170,7 +170,8 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
         arrow = sorted(path.glob("*.arrow"))
         hint = (f" It looks like a folder `datasets`' save_to_disk wrote: point 'path' at its Arrow file "
                 f"('{arrow[0]}'{', one data set per file' if len(arrow) > 1 else ''}).") if arrow else ""
-        raise ConfigError(f"Data set '{config.name}': '{path}' is a folder, not a data file.{hint or ' Point path at a file.'}")
+        raise ConfigError(f"Data set '{config.name}': '{path}' is a folder, not a data file."
+                          f"{hint or ' Point path at a file.'}")
     if not path.is_file():
         raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
                           "(relative paths are relative to the yaml's folder).")
@@ -465,15 +466,16 @@ def _field_values(config: DatasetConfig, values: list, where) -> np.ndarray:
         if v is None:
             raise ConfigError(f"{where(i)} has no field '{field_name}' (group_by), or it is null: every sample needs "
                               "a value to be grouped by.")
-        this = "boolean" if isinstance(v, (bool, np.bool_)) else "number" if isinstance(v, (int, float, np.integer, np.floating)) \
-            else "text" if isinstance(v, str) else None
+        numeric = isinstance(v, (int, float, np.integer, np.floating))
+        this = "boolean" if isinstance(v, (bool, np.bool_)) else "number" if numeric else "text" if isinstance(v, str) \
+            else None
         if this is None:
             raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is {type(v).__name__}; group by numbers, "
                               "text or booleans.")
         kind = kind or this
         if this != kind:
-            raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is {this}, but the first sample's is {kind}: "
-                              "give it one type in every record.")
+            raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is {this}, but the first sample's is "
+                              f"{kind}: give it one type in every record.")
     if kind == "text":
         return np.asarray(values, dtype=object)
     return np.asarray(values)

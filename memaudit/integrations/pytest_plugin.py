@@ -93,7 +93,8 @@ class AuditFile(pytest.File):
                 elif check.at == "each":
                     where = [f"{series}/{c}" for c in checkpoints]
                 else:
-                    where = [f"{series}/{checkpoints[0] if check.at == 'first' else checkpoints[-1] if check.at == 'last' else check.at}"]
+                    at = {"first": checkpoints[0], "last": checkpoints[-1]}.get(check.at, check.at)
+                    where = [f"{series}/{at}"]
                 for w in where:
                     yield CheckItem.from_parent(self, name=f"{check.display_name}[{w}]", result=None)
 

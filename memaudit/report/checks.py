@@ -188,7 +188,8 @@ def compare_to_baseline(series: list[SeriesResult], baseline: AuditReport, rules
             continue
         for rule in rules:
             gate.rule(rule, now[old.name], old)
-    gate.new += [f"series '{name}': not in the baseline" for name in now if name not in {s.name for s in baseline.series}]
+    known = {s.name for s in baseline.series}
+    gate.new += [f"series '{name}': not in the baseline" for name in now if name not in known]
     gate.not_compared += sorted({f"probe '{p.name}' of the baseline was not run (deselected)"
                                  for p in baseline.probes if p.kind == "checkpoint" and p.name not in selected})
     if gate.compared == 0:

@@ -29,7 +29,8 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2e
 h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { font-size: 1.25em; margin-top: 1.8em;
      border-bottom: 1px solid var(--line); } h3 { font-size: 1.05em; margin: 1.4em 0 .4em; }
 .verdict { font-size: 1.1em; } .headline { font-size: 1.05em; }
-nav { border: 1px solid var(--line); padding: .4em 1em; display: inline-block; } nav ol { margin: .2em 0; } .badge { padding: 2px 10px; border-radius: 10px; color: #fff; }
+nav { border: 1px solid var(--line); padding: .4em 1em; display: inline-block; } nav ol { margin: .2em 0; }
+.badge { padding: 2px 10px; border-radius: 10px; color: #fff; }
 .badge.passed { background: var(--pass); } .badge.failed, .badge.error, .badge.interrupted { background: var(--fail); }
 .pass { color: var(--pass); font-weight: bold; } .fail { color: var(--fail); font-weight: bold; }
 .muted, figcaption, caption { color: var(--muted); }

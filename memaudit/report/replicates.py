@@ -4,8 +4,9 @@ count as supported only beyond that spread.
 A comparison of two quantities measured over seeds is a one-sided t-test at the 5% level: paired (the
 difference of the same seed's two runs, e.g. the ID run and its baseline) or Welch's (two groups of
 separately trained models, e.g. two sizes), with scipy's t quantiles at the exact (Welch: fractional)
-degrees of freedom; the statistic and degrees of freedom equal scipy.stats.ttest_rel / ttest_ind's. `supported` when the difference exceeds its critical value in
-the claimed direction, `reversed` when it does the other way, else `not decidable` (within the spread).
+degrees of freedom; the statistic and degrees of freedom equal scipy.stats.ttest_rel / ttest_ind's.
+`supported` when the difference exceeds its critical value in the claimed direction, `reversed` when it
+does the other way, else `not decidable` (within the spread).
 """
 
 from __future__ import annotations

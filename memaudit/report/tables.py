@@ -105,8 +105,8 @@ def parquet_rows(files: list[Path]) -> list[dict]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ConfigError("Reading --samples-out files needs pyarrow: `pip install pyarrow` (or memaudit-lm[parquet]).") \
-            from None
+        raise ConfigError("Reading --samples-out files needs pyarrow: `pip install pyarrow` (or "
+                          "memaudit-lm[parquet]).") from None
     return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
