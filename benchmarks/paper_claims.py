@@ -25,7 +25,8 @@ from memaudit.lab.claims import claims_table, judge  # noqa: E402
 from memaudit.lab.config import load_lab_config  # noqa: E402
 from memaudit.lab.train import run_lab  # noqa: E402
 
-RECIPES = ["forgetting-sizes", "forgetting-epochs", "forgetting-repeats", "forgetting-spacing", "unique-ids", "profiles"]
+RECIPES = ["forgetting-sizes", "forgetting-epochs", "forgetting-repeats", "forgetting-spacing", "unique-ids", "profiles",
+           "perturbation"]
 PROBES = "memorization or forgetting or unique_ids"
 
 

@@ -185,3 +185,45 @@ def test_training_says_a_line_per_run_when_stderr_is_no_terminal(tmp_path):
     run_lab(lab, console=Console(file=out, force_terminal=False))
     lines = [line for line in out.getvalue().splitlines() if line.startswith("memaudit lab: trained")]
     assert len(lines) == 2 and "2 updates" in lines[0]
+
+
+def test_a_perturbed_run_sees_each_inserted_sample_as_often_as_its_level(tmp_path):
+    """Hubble in miniature: the perturbed run's ledger trains on perturbation sample i exactly level_i times,
+    within its phase; the standard twin never does; the audit yaml pairs them and groups the set by level."""
+    import yaml
+
+    from memaudit.lab.train import perturb_levels
+
+    lab = parse_lab_config({"vocab_size": 300, "seq_len": 16, "n_samples": 32, "n_valid": 8, "n_special": 0,
+                            "n_perturb": 10, "dup_levels": [0, 1, 4], "batch_size": 4, "epochs": 2,
+                            "runs": [{"name": "standard", "layers": 1, "width": 16},
+                                     {"name": "late", "layers": 1, "width": 16, "insert": {"phase": [0.5, 1.0]},
+                                      "reference": "standard", "n_train": 16}],
+                            "out": str(tmp_path / "lab")}, tmp_path)
+    out = run_lab(lab)
+    levels = perturb_levels(lab)
+    late = read_ledger(out / "late" / "ledger.json")
+    seen = Counter(s for u in late.updates for s in u.sample_ids if s.startswith("perturb:"))
+    assert all(seen[f"perturb:{i}"] == level for i, level in enumerate(levels))
+    train_steps = [u.step for u in late.updates if u.kind == "train"]
+    first = min(u.step for u in late.updates if any(s.startswith("perturb:") for s in u.sample_ids))
+    assert first > train_steps[len(train_steps) // 2 - 1]  # the second half of training only
+    assert {s for u in late.updates for s in u.sample_ids if s.startswith("train:")} == {f"train:{i}" for i in range(16)}
+    standard = read_ledger(out / "standard" / "ledger.json")
+    assert not any(s.startswith("perturb:") for u in standard.updates for s in u.sample_ids)
+    config = yaml.safe_load((out / "checkpoints.yaml").read_text())
+    assert {"name": "late", "local": "late", "reference": "standard"} in config["series"]
+    assert any(d.get("group_by") == "dup" for d in config["datasets"]) and "twin" in config["probes"]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"runs": [{"name": "p", "layers": 1, "width": 16, "insert": {"phase": [0.5, 0.2]}}], "n_perturb": 9},
+     "must be \\[start, end\\]"),
+    ({"runs": [{"name": "p", "layers": 1, "width": 16, "insert": {}}]}, "set n_perturb to at least one sample"),
+    ({"runs": [{"name": "p", "layers": 1, "width": 16, "reference": "q"}]}, "must name another run"),
+])
+def test_bad_insertions_are_refused(tmp_path, change, words):
+    base = {"vocab_size": 300, "seq_len": 16, "n_samples": 32, "n_valid": 8, "n_special": 0, "batch_size": 4,
+            "epochs": 1, "out": str(tmp_path / "lab")}
+    with pytest.raises(ConfigError, match=words):
+        parse_lab_config({**base, **change}, tmp_path)

@@ -111,6 +111,28 @@ def _pretrend(claim: Claim, groups: list[ReplicateGroup]) -> Claim:
     return claim
 
 
+def _dose(claim: Claim, group: ReplicateGroup, levels: list[int]) -> Claim:
+    """The gain over the twin rises from each duplication level to the next (paired by seed)."""
+    where = [("twin", f"perturb[dup={level}]", "gain") for level in levels]
+    for level, w in zip(levels, where):
+        claim.values[f"{group.name} dup={level}"] = spread(_values(group, *w)).model_dump()
+    for (low, a), (high, b) in zip(zip(levels, where), list(zip(levels, where))[1:]):
+        result = compare(_values(group, *b), _values(group, *a), paired=True)
+        claim.comparisons.append({"a": f"dup={high}", "b": f"dup={low}", "claimed": "a > b", **result})
+    claim.verdict = _directional(claim.comparisons)
+    return claim
+
+
+def _paired_metrics(claim: Claim, group: ReplicateGroup, dataset: str, better: str, worse: str) -> Claim:
+    """Metric `better` above metric `worse` on the same seeds (e.g. the reference attack's AUC over the loss's)."""
+    a, b = _values(group, "twin", dataset, better), _values(group, "twin", dataset, worse)
+    claim.values[f"{group.name} {better}"], claim.values[f"{group.name} {worse}"] = (spread(a).model_dump(),
+                                                                                     spread(b).model_dump())
+    claim.comparisons.append({"a": better, "b": worse, "claimed": "a > b", **compare(a, b, paired=True)})
+    claim.verdict = _directional(claim.comparisons)
+    return claim
+
+
 def _horizon_baselines(report: AuditReport, names: list[str]) -> list[ReplicateGroup]:
     """Groups carrying `baseline_min_common`: each seed's minimum M on the special batch within the steps
     since injection that every group's curve reaches (a later injection leaves less training to decay in,
@@ -179,6 +201,25 @@ def judge(reports: dict[str, AuditReport], tau: float = 0.5) -> list[Claim]:
         claims.append(_gain(Claim("a larger vocabulary alone helps (control vs baseline)", "unique-ids",
                                   f"unique_ids_series gain_T_step_interp@{tau} [train], steps"),
                             [g for g in _groups(ids) if g.name.endswith("-control")], where))
+    pairs = reports.get("perturbation")
+    if pairs is not None:
+        groups = {g.name: g for g in _groups(pairs)}
+        if "perturbed" in groups:
+            claims.append(_dose(Claim("memorization rises with duplication (gain over the twin)", "perturbation",
+                                      "twin gain [perturb[dup=L]], nats/token"), groups["perturbed"], [0, 1, 4, 16, 64]))
+            claims.append(_paired_metrics(Claim("the reference-model attack separates inserted from held-out samples "
+                                                "better than the loss attack", "perturbation",
+                                                "twin auc_reference vs auc_loss [perturb[dup=4]]"),
+                                          groups["perturbed"], "perturb[dup=4]", "auc_reference", "auc_loss"))
+        where = ("twin", "perturb[dup=16]", "gain")
+        if {"perturbed", "perturbed-small"} <= groups.keys():
+            claims.append(_ordered(Claim("the same duplication in a larger corpus is memorized less (dilution)",
+                                         "perturbation", "twin gain [perturb[dup=16]]"),
+                                   [groups["perturbed"], groups["perturbed-small"]], where, rising=True))
+        if {"perturbed-early", "perturbed-late"} <= groups.keys():
+            claims.append(_ordered(Claim("insertions early in training are forgotten by the end, relative to late ones "
+                                         "(ordering)", "perturbation", "twin gain [perturb[dup=16]] at the end"),
+                                   [groups["perturbed-early"], groups["perturbed-late"]], where, rising=True))
     profiles = reports.get("profiles")
     if profiles is not None:
         by_size = _groups(profiles)

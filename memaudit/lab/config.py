@@ -75,6 +75,21 @@ class Unlearn(YamlModel):
     """Run the relearning check after unlearning (off by default)."""
 
 
+class Insert(YamlModel):
+    """Hubble's perturbation in miniature: the lab's perturbation set inserted into this run's training batches,
+    each sample as many times as its duplication level (level 0: drawn from the set, never inserted)."""
+
+    phase: list[float] = Field([0.0, 1.0], min_length=2, max_length=2)
+    """The share of the run's training updates the insertions fall in: [0, 1] all of training, [0, 0.25] the
+    first quarter (early), [0.75, 1] the last (late)."""
+
+    @model_validator(mode="after")
+    def _a_window(self):
+        if not 0 <= self.phase[0] < self.phase[1] <= 1:
+            raise ValueError(f"phase {self.phase} must be [start, end] with 0 <= start < end <= 1")
+        return self
+
+
 class RunSpec(YamlModel):
     """One series: a model size and, optionally, its interventions."""
 
@@ -98,6 +113,13 @@ class RunSpec(YamlModel):
     """After training, unlearn the forget set (`n_forget`), saving checkpoints along the way."""
     retrain: bool = False
     """Train without the forget set: the reference an unlearned model is compared with."""
+    insert: Insert | None = None
+    """Insert the perturbation set (`n_perturb`) at its duplication levels (a Hubble `perturbed` run)."""
+    n_train: int | None = Field(None, ge=1)
+    """Train on the first this many training samples only (a smaller corpus: the same insertions are less
+    diluted)."""
+    reference: str | None = None
+    """The run this one is a minimal pair with (its twin without the insertions): the audit compares them."""
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
@@ -123,6 +145,11 @@ class LabConfig(YamlModel):
     """Held-out validation samples."""
     n_special: int = Field(8, ge=0)
     """Held-out special-batch samples (used by runs with `special`)."""
+    n_perturb: int = Field(0, ge=0)
+    """Samples of the perturbation set (drawn from the corpus after the special batch), split evenly over
+    `dup_levels`; runs with `insert` train on them, every run's audit groups them by level."""
+    dup_levels: list[Annotated[int, Field(ge=0)]] = Field([0, 1, 4, 16, 64], min_length=2)
+    """Duplication levels of the perturbation set (0: never inserted, the held-out members)."""
     n_forget: int = Field(0, ge=0)
     """The first this many training samples form the forget set of an unlearning audit (runs with `unlearn`
     or `retrain`); the held-out samples serve as its holdout set."""
@@ -171,6 +198,13 @@ class LabConfig(YamlModel):
                 raise ValueError(f"run '{r.name}': the relearning check splits the forget set; n_forget must be >= 2")
             if r.unlearn and r.retrain:
                 raise ValueError(f"run '{r.name}': a run either unlearns or is the retrained reference, not both")
+            if r.insert and self.n_perturb < len(self.dup_levels):
+                raise ValueError(f"run '{r.name}' inserts the perturbation set: set n_perturb to at least one sample "
+                                 f"per duplication level ({len(self.dup_levels)})")
+            if r.n_train is not None and r.n_train > self.n_samples:
+                raise ValueError(f"run '{r.name}': n_train {r.n_train} is above n_samples {self.n_samples}")
+            if r.reference is not None and r.reference not in names or r.reference == r.name:
+                raise ValueError(f"run '{r.name}': reference '{r.reference}' must name another run ({', '.join(names)})")
             if (r.unlearn or r.retrain) and (r.ids != "none" or r.objective != "causal"):
                 raise ValueError(f"run '{r.name}': unlearning runs are causal runs without unique IDs")
         return self
@@ -198,8 +232,9 @@ class LabConfig(YamlModel):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-LATER_SETTINGS = {"lab": {"seeds": None, "n_forget": 0, "save_every_steps": None, "holdout": "after"},
-                  "run": {"unlearn": None, "retrain": False}}
+LATER_SETTINGS = {"lab": {"seeds": None, "n_forget": 0, "save_every_steps": None, "holdout": "after",
+                          "n_perturb": 0, "dup_levels": [0, 1, 4, 16, 64]},
+                  "run": {"unlearn": None, "retrain": False, "insert": None, "n_train": None, "reference": None}}
 """Settings added after labs were first written, with the default that leaves the weights as they were
 (plus `special.updates: 1`)."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -35,6 +35,7 @@ class Splits:
     valid: list[list[int]]
     special: list[list[int]]
     canary_rows: dict[str, list[int]] | None = None  # canary id -> its rows in train
+    perturb: list[list[int]] = field(default_factory=list)  # the perturbation set (n_perturb samples)
 
 
 def canary_file(lab: LabConfig) -> Path | None:
@@ -67,7 +68,7 @@ def make_splits(lab: LabConfig, tokenizer, text: str) -> Splits:
     canaries = read_canaries(canary_file(lab)) if lab.canaries else []
     stream = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     n_planted = len(canaries) * (lab.canaries.copies if lab.canaries else 0)
-    need = lab.n_samples + lab.n_valid + lab.n_special + n_planted
+    need = lab.n_samples + lab.n_valid + lab.n_special + lab.n_perturb + n_planted
     have = len(stream) // lab.seq_len
     if have < need:
         raise ConfigError(f"The corpus gives {len(stream)} tokens, {have} samples of seq_len={lab.seq_len}, but the "
@@ -79,8 +80,9 @@ def make_splits(lab: LabConfig, tokenizer, text: str) -> Splits:
 
         random.Random(0).shuffle(chunks)
     a, b, c = lab.n_samples, lab.n_samples + lab.n_valid, lab.n_samples + lab.n_valid + lab.n_special
-    splits = Splits(train=chunks[:a], valid=chunks[a:b], special=chunks[b:c], canary_rows={})
-    fillers = iter(chunks[c:])
+    d = c + lab.n_perturb
+    splits = Splits(train=chunks[:a], valid=chunks[a:b], special=chunks[b:c], canary_rows={}, perturb=chunks[c:d])
+    fillers = iter(chunks[d:])
     for canary in canaries:
         planted = tokenizer(canary.text(canary.secret), add_special_tokens=False)["input_ids"]
         if len(planted) >= lab.seq_len:
@@ -90,6 +92,25 @@ def make_splits(lab: LabConfig, tokenizer, text: str) -> Splits:
             splits.canary_rows.setdefault(canary.id, []).append(len(splits.train))
             splits.train.append((planted + [tokenizer.eos_token_id] + next(fillers))[:lab.seq_len])
     return splits
+
+
+def perturb_levels(lab: LabConfig) -> list[int]:
+    """The duplication level of each perturbation sample: the levels in turn."""
+    return [lab.dup_levels[i % len(lab.dup_levels)] for i in range(lab.n_perturb)]
+
+
+def _insert(lab: LabConfig, spec: RunSpec, updates: list[Update], seed: int) -> None:
+    """Add each perturbation sample to as many training updates as its level, drawn (seeded) from the
+    updates in the run's insertion phase."""
+    import random
+
+    train = [u for u in updates if u.kind == "train"]
+    start, end = (int(round(f * len(train))) for f in spec.insert.phase)
+    window = train[start:max(end, start + 1)]
+    rng = random.Random(seed * 1_000_003 + 17)
+    for i, level in enumerate(perturb_levels(lab)):
+        for u in rng.choices(window, k=level):
+            u.sample_ids.append(f"perturb:{i}")
 
 
 def id_tokens(n: int) -> list[str]:
@@ -110,6 +131,7 @@ def plan_updates(lab: LabConfig, spec: RunSpec, n_train: int | None = None,
         for e in spec.special.epochs():
             injections[e] = injections.get(e, 0) + 1
     special_ids = [f"special:{i}" for i in range(lab.n_special)]
+    n_train = min(n_train, spec.n_train or n_train)  # a smaller corpus: its first n_train samples
     rows = list(range(lab.n_forget, n_train)) if spec.retrain else list(range(n_train))  # retrain: not the forget set
     updates, epoch_ends, save = [], [], {0}
     for epoch in range(1, lab.epochs + 1):
@@ -124,6 +146,8 @@ def plan_updates(lab: LabConfig, spec: RunSpec, n_train: int | None = None,
         epoch_ends.append(len(updates))
         if epoch % lab.save_every == 0 or epoch == lab.epochs:
             save.add(len(updates))
+    if spec.insert is not None:
+        _insert(lab, spec, updates, seed)
     if lab.save_every_steps:
         save |= set(range(0, len(updates) + 1, lab.save_every_steps))
     if spec.unlearn is not None:  # after training: every update on the whole forget set
@@ -282,6 +306,10 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
         once = {sid: u.step for u in updates if u.kind == "train" for sid in u.sample_ids}
     for name, samples in (("train", train), ("valid", splits.valid), ("special", splits.special)):
         _write_jsonl(folder / "data" / f"{name}.jsonl", name, samples, steps=once if name == "train" else None)
+    if lab.n_perturb:  # every run gets the set (the standard twin is audited on it too), with each level
+        levels = perturb_levels(lab)
+        atomic_write_text(folder / "data" / "perturb.jsonl", "".join(
+            json.dumps({"id": f"perturb:{i}", "tokens": s, "dup": levels[i]}) + "\n" for i, s in enumerate(splits.perturb)))
     if lab.n_forget:  # the unlearning audit's sets, with the training set's ids
         _write_jsonl(folder / "data" / "forget.jsonl", "train", train[:lab.n_forget])
         _write_jsonl(folder / "data" / "retain.jsonl", "train", train[lab.n_forget:], first=lab.n_forget)
@@ -299,7 +327,8 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
         _load_optimizer(folder, model, optimizer)
     else:
         _save(folder, 0, model, tokenizer, optimizer)
-    data = {"train": torch.tensor(train), "special": torch.tensor(splits.special or [[0]])}  # (samples, seq_len)
+    data = {"train": torch.tensor(train), "special": torch.tensor(splits.special or [[0]]),
+            "perturb": torch.tensor(splits.perturb or [[0]])}  # (samples, seq_len) each
 
     from rich.progress import (
         BarColumn,
@@ -316,8 +345,7 @@ def train_run(lab: LabConfig, spec: RunSpec, tokenizer, splits: Splits, folder: 
         model.train()
         reference = None  # NPO's model at the start of unlearning
         for update in updates[done:]:
-            rows = [int(s.split(":")[1]) for s in update.sample_ids]
-            batch = data["special" if update.kind == "special" else "train"][rows]  # (batch, seq_len)
+            batch = torch.stack([data[s.split(":")[0]][int(s.split(":")[1])] for s in update.sample_ids])  # (batch, seq)
             for group in optimizer.param_groups:
                 group["lr"] = lab.lr * min(1.0, update.step / lab.warmup_steps) if lab.warmup_steps else lab.lr
             if update.kind == "unlearn":
@@ -454,8 +482,16 @@ def write_audit_config(lab: LabConfig, out: Path) -> Path:
         unlearning = {"unlearning": {"reference": reference}} if reference else {}
     if lab.save_every_steps and lab.epochs == 1 and lab.n_valid:  # each sample seen once, checkpoints during it
         unlearning["memorization_profile"] = {"outcome": "loglik"}
+    if lab.n_perturb:  # Hubble in miniature: the perturbation set by level, each perturbed run against its twin
+        datasets.append({"name": "perturb", "path": "{series}/data/perturb.jsonl", "role": "other",
+                         "seq_len": lab.seq_len, "group_by": "dup"})
+        if any(spec.reference for spec in lab.runs):
+            unlearning["twin"] = {}
+    twin_of = {(spec.name, seed): name for spec, seed, name in lab.replicates()}
     config = {
-        "series": [{"name": name, "local": name} for _, _, name in lab.replicates()],
+        "series": [{"name": name, "local": name,
+                    **({"reference": twin_of[spec.reference, seed]} if spec.reference else {})}
+                   for spec, seed, name in lab.replicates()],
         "datasets": datasets,
         "probes": {"memorization": {"k": k, "m": m}, "memorized_strings": {"k": k, "m": m},
                    "extraction_risk": {"pairs": [[k, m]]}, "memorization_series": {"taus": [0.5, 0.9]}, **unlearning},
