@@ -55,10 +55,15 @@ def fig_twin(report):
         color = plots.PALETTE[i % len(plots.PALETTE)]
         dose.plot([v for v, _ in points], [r["gain"] for _, r in points], marker="o", color=color,
                   label=f"{key[0]} · {key[1]}")
-        for j, (v, r) in enumerate(points):
-            time.plot(r["steps"], r["gain_curve"], color=color, linestyle=plots.LINESTYLES[j % len(plots.LINESTYLES)],
-                      label=f"{key[0]} · {v:g}")
+        for j, (v, r) in enumerate(points):  # a shade per level, darker for more duplicates
+            time.plot(r["steps"], r["gain_curve"], color=plt.cm.viridis(0.9 * (1 - j / max(1, len(points) - 1))),
+                      linestyle=plots.LINESTYLES[i % len(plots.LINESTYLES)], label=f"{key[0]} · {v:g}")
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
     dose.set_xscale("symlog", linthresh=1)
+    dose.set_xticks(sorted({v for _, _, v, _ in rows}))  # a tick at each level, written as a number
+    dose.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    dose.xaxis.set_minor_locator(NullLocator())
     dose.set_xlabel("group value (duplication level)")
     dose.set_ylabel("log-likelihood gain over the twin (nats/token)")
     dose.axhline(0, color="grey", linewidth=0.8)

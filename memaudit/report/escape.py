@@ -10,7 +10,8 @@ Whatever they hold (rich markup such as `[/i]`, terminal escape sequences, `=for
 - HTML: `html.escape` (memaudit.report.html);
 - CSV: `csv_cell` keeps a cell from being read as a formula by a spreadsheet;
 - XML (JUnit): `xml_text` escapes the characters XML 1.0 cannot hold; ElementTree escapes the rest;
-- figures: `figure_text` escapes matplotlib's math text (`$`) and control characters.
+- figures: the report the figure functions draw from has every string through `figure_text`, which escapes
+  matplotlib's math text (`$` -> `\\$`) and control characters (matplotlib's own tick labels keep theirs).
 """
 
 from __future__ import annotations

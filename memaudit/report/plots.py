@@ -32,7 +32,7 @@ def pyplot():
 
     plt.rcParams.update({"axes.prop_cycle": matplotlib.cycler(color=PALETTE), "figure.dpi": 110,
                          "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-                         "grid.alpha": 0.3, "text.parse_math": False, "text.usetex": False})  # names are data
+                         "grid.alpha": 0.3, "text.usetex": False})
     return plt
 
 
@@ -95,9 +95,9 @@ def figure_list(report: AuditReport, probe_paths: list[Path] = ()) -> list[tuple
     import inspect
 
     from memaudit.engine.registry import collect, standard_probe_dir
-    from memaudit.report.render import terminal_safe
+    from memaudit.report.escape import escaped_report, figure_text
 
-    report = terminal_safe(report)  # control characters in names drawn as escapes; `$` is not math text
+    report = escaped_report(report, figure_text)  # names are data: `$` is no math text, controls drawn as escapes
     ran = {p.name for p in report.probes} | {name for s in report.series for name in s.results} | \
         {name for s in report.series for c in s.checkpoints for name in c.results}
     out = []
