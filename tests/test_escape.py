@@ -117,3 +117,14 @@ def test_samples_out_never_follows_a_planted_link(rows_config, run_cli, tmp_path
     code, _, err = run_cli("run", rows_config, "-k", "memorization", "--samples-out", tmp_path / "rows")
     assert code == 0, err
     assert victim.read_text() == "keep me" and not target.is_symlink() and target.stat().st_size > 0
+
+
+def test_figures_escape_names_but_keep_matplotlib_s_own_math_text():
+    """Log axes label their ticks with math text ($10^{3}$): it must stay on; a `$` in a name is escaped."""
+    pytest.importorskip("matplotlib")
+    from memaudit.report import plots
+
+    assert plots.pyplot().rcParams["text.parse_math"]
+    report = hand_report(series="cost $5 [x]")
+    fig = plots.figures(report)["memorization"]
+    assert any(r"cost \$5 [x]" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
