@@ -45,15 +45,17 @@ class Panel:
     @property
     def checkpoints(self) -> list[str]:
         """Names of the checkpoints in the panel, in step order."""
-        return [name for name, _ in self._order()]
+        return [self._checkpoints[t][0] for t in self._order()]
 
     @property
     def steps(self) -> list[int | None]:
         """Their training steps."""
-        return [step for _, step in self._order()]
+        return [self._checkpoints[t][1] for t in self._order()]
 
-    def _order(self) -> list[tuple[str, int | None]]:
-        return sorted(self._checkpoints, key=lambda c: (c[1] is None, c[1] or 0))
+    def _order(self) -> list[int]:
+        """The checkpoints in the order they were added, sorted by step (those without one last)."""
+        return sorted(range(len(self._checkpoints)), key=lambda t: (self._checkpoints[t][1] is None,
+                                                                     self._checkpoints[t][1] or 0))
 
     def has(self, probe: str, column: str, dataset: str) -> bool:
         """Whether every checkpoint has this column."""
@@ -64,10 +66,8 @@ class Panel:
         files = self._columns.get((probe, column, dataset), [])
         if len(files) != len(self._checkpoints):
             raise KeyError(f"the panel has no column {probe}.{column} of data set '{dataset}' at every checkpoint")
-        order = sorted(range(len(files)), key=lambda t: (self._checkpoints[t][1] is None,
-                                                         self._checkpoints[t][1] or 0))
         out = np.empty((len(files), len(self.samples[dataset].ids)), dtype=dtype)  # (checkpoints, samples)
-        for row, t in enumerate(order):
+        for row, t in enumerate(self._order()):
             out[row] = np.load(files[t], mmap_mode="r")
         return out
 

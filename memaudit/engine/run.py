@@ -349,6 +349,7 @@ class _SeriesContext:
     mask_token_id: int | None
     inputs: dict  # the series-wide inputs a journal record depends on (see memaudit.engine.identity)
     panel: Any = None  # memaudit.engine.panel.Panel, when a series probe reads per-sample values across checkpoints
+    groups: dict = field(default_factory=dict)  # data set -> [(group name, sample indices, its Samples)] (group_by)
     first_with: dict = field(default_factory=dict)  # weights -> the first checkpoint that had them
     sampled: bool = False  # several processes split each checkpoint's shards (fewer checkpoints than processes)
 
@@ -445,9 +446,10 @@ def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | 
     samples = {d.name: load_samples(d.for_series(series.name), tokenizer, (data or {}).get(d.name))
                for d in run.config.datasets}
     _refuse_identical_roles(samples)
-    for s in samples.values():
-        infos = [s.info(), *(s.subset(index, group).info() for group, index in s.groups())]
-        for info in infos:
+    groups = {name: [(group, index, s.subset(index, group)) for group, index in s.groups()]
+              for name, s in samples.items()}  # group_by: each group's samples, made once for the series
+    for name, s in samples.items():
+        for info in [s.info(), *(subset.info() for _, _, subset in groups[name])]:
             known = run.datasets.setdefault(info.name, info)
             if known.sha256 != info.sha256:  # another tokenizer, other tokens: keep both visible
                 run.datasets[f"{info.name}@{series.name}"] = info
@@ -464,7 +466,8 @@ def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | 
         from memaudit.engine.panel import Panel
 
         panel = run.panels[series.name] = Panel(samples, run.plan.panel_probes)
-    return _SeriesContext(run, series, samples, text_products, ledger, tokenizer.mask_token_id, inputs, panel=panel)
+    return _SeriesContext(run, series, samples, text_products, ledger, tokenizer.mask_token_id, inputs, panel=panel,
+                          groups=groups)
 
 
 def _refuse_identical_roles(samples: dict) -> None:
@@ -767,8 +770,8 @@ def _probe_checkpoint(ctx: _SeriesContext, ckpt, found: _Found, scored: tuple, l
         arguments[name] = probe_arguments(s, products, ctx.text_products[name], ckpt, ctx.ledger)
         for probe, values in columns.items():
             rows.setdefault(probe, {})[name] = values
-        for group, index in s.groups():  # group_by: the same probes on each group's samples
-            arguments[group] = probe_arguments(s.subset(index, group), {k: v[index] for k, v in products.items()},
+        for group, index, subset in ctx.groups.get(name, ()):  # group_by: the same probes on each group's samples
+            arguments[group] = probe_arguments(subset, {k: v[index] for k, v in products.items()},
                                                _text_subset(ctx.text_products[name], index), ckpt, ctx.ledger)
             for probe, values in columns.items():
                 rows.setdefault(probe, {})[group] = {col: v[index] for col, v in values.items()}

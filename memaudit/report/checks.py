@@ -15,11 +15,7 @@ from memaudit.report.schema import (
     is_number,
     metric_template,
 )
-from memaudit.report.values import shown
-
-
-ALL = "all"
-"""The data set name under which a probe that compares data sets (`per_dataset=False`) stores its metrics."""
+from memaudit.report.values import ALL, shown
 
 
 def split_metric(metric: str) -> tuple[str, str]:
@@ -178,7 +174,7 @@ def compare_to_baseline(series: list[SeriesResult], baseline: AuditReport, rules
     selected = {p.name for p in probes}
     rules = ([r if isinstance(r, dict) else r.model_dump() for r in rules]
              or _default_rules(series, baseline, probes, default_tolerance))
-    gate = _Gate(baseline)
+    gate = _Gate()
     now = {s.name: s for s in series}
     for old in baseline.series:
         if old.name not in now:
@@ -204,22 +200,22 @@ def compare_to_baseline(series: list[SeriesResult], baseline: AuditReport, rules
 def _default_rules(series: list[SeriesResult], baseline: AuditReport, probes, tolerance: float) -> list[dict]:
     """Every metric a selected checkpoint probe shows, at the last checkpoint, on every data set it ran on here
     or in the baseline, ±tolerance."""
-    def results(probe: str):
-        return [(d, r) for s in [*series, *baseline.series] for c in s.checkpoints
-                for d, r in c.results.get(probe, {}).items()]
-
-    return [{"metric": f"{p.name}.{m}", "dataset": d, "at": "last", "max_increase": tolerance,
-             "max_decrease": tolerance}
-            for p in probes if p.kind == "checkpoint"
-            for m in shown(p.show, [k for _, r in results(p.name) for k in r])  # templates: every pair, scheme
-            for d in sorted({d for d, _ in results(p.name)})]
+    rules = []
+    for p in (p for p in probes if p.kind == "checkpoint"):
+        results = [(d, r) for s in [*series, *baseline.series] for c in s.checkpoints
+                   for d, r in c.results.get(p.name, {}).items()]
+        datasets = sorted({d for d, _ in results})
+        rules += [{"metric": f"{p.name}.{m}", "dataset": d, "at": "last", "max_increase": tolerance,
+                   "max_decrease": tolerance}
+                  for m in shown(p.show, [k for _, r in results for k in r])  # templates: every pair, scheme
+                  for d in datasets]
+    return rules
 
 
 class _Gate:
     """Collects the comparison's checks, its count and what it could not compare."""
 
-    def __init__(self, baseline: AuditReport):
-        self.baseline = baseline
+    def __init__(self):
         self.checks: list[CheckResult] = []
         self.compared = 0
         self.not_compared: list[str] = []
@@ -229,8 +225,7 @@ class _Gate:
              baseline_checkpoint: str | None = None) -> None:
         """A failed check for something the gate should have compared and could not."""
         self.not_compared.append(message)
-        name = f"baseline {rule['metric']}[{rule['dataset']}]@{rule['at']}" if rule else "baseline"
-        self.checks.append(CheckResult(name=name, metric=rule["metric"] if rule else "baseline",
+        self.checks.append(CheckResult(name=_rule_name(rule) if rule else "baseline", metric=rule["metric"] if rule else "baseline",
                                        dataset=rule["dataset"] if rule else None, series=series or "–",
                                        checkpoint=checkpoint, value=None, min=None, max=None, passed=False,
                                        message=message, baseline_checkpoint=baseline_checkpoint))
@@ -270,11 +265,16 @@ class _Gate:
         bad = (up is not None and delta > up) or (down is not None and -delta > down)
         message = (f"{rule['metric']} moved {delta:+.4g} ({before:.4g} -> {value:.4g}) at {where}; allowed "
                    f"+{up if up is not None else 'any'} / -{down if down is not None else 'any'}")
-        self.checks.append(CheckResult(name=f"baseline {rule['metric']}[{rule['dataset']}]@{rule['at']}",
+        self.checks.append(CheckResult(name=_rule_name(rule),
                                        metric=rule["metric"], dataset=rule["dataset"], series=series,
                                        checkpoint=checkpoint, value=float(delta),
                                        min=-down if down is not None else None, max=up, passed=not bad,
                                        message=message, baseline_checkpoint=base_checkpoint))
+
+
+def _rule_name(rule: dict) -> str:
+    """The name of a comparison's check: `baseline memorization.M[train]@last`."""
+    return f"baseline {rule['metric']}[{rule['dataset']}]@{rule['at']}"
 
 
 def _pairs(at: str, now: list, then: list):

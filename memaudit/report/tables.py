@@ -18,7 +18,7 @@ from memaudit.atomic import atomic_write_text
 from memaudit.errors import ConfigError
 from memaudit.report.escape import csv_cell
 from memaudit.report.samples import KEY_COLUMNS, column
-from memaudit.report.values import flat_metrics, is_number, is_table
+from memaudit.report.values import ALL, flat_metrics, is_number, is_table
 
 if TYPE_CHECKING:
     from memaudit.report.schema import AuditReport
@@ -70,7 +70,7 @@ def sample_rows(report: AuditReport) -> list[dict]:
                 for dataset, metrics in per_dataset.items():
                     table = metrics.get("samples")
                     if is_table(table):
-                        _merge(rows, table, probe, dataset if dataset != "all" else None,
+                        _merge(rows, table, probe, dataset if dataset != ALL else None,
                                {"series": s.name, "checkpoint": c.name, "step": c.step, "tokens_seen": c.tokens_seen})
     return list(rows.values())
 

@@ -9,6 +9,9 @@ import math
 import re
 from typing import Any
 
+ALL = "all"
+"""The data set name under which a probe that compares data sets (`per_dataset=False`) stores its metrics."""
+
 
 def is_number(value) -> bool:
     """A metric value that is a number (not a bool, None, string or mapping)."""
