@@ -145,7 +145,7 @@ def extraction_rows(sampling_logprobs, hits, checkpoint, schemes, pairs) -> dict
     return out
 
 
-@probe(metrics=METRICS, show=("greedy_rate[k=<k>,m=<m>]", "log10_pz_max[<scheme>][k=<k>,m=<m>]"),
+@probe(metrics=METRICS, not_numbers=("schemes",), show=("greedy_rate[k=<k>,m=<m>]", "log10_pz_max[<scheme>][k=<k>,m=<m>]"),
        figures=(fig_extraction,), names=_names, rows=extraction_rows)
 def extraction_risk(rows, checkpoint, schemes: list[SamplingScheme] = DEFAULT_SCHEMES,
                     pairs: list[Pair] = ([32, 32],), n: list[Annotated[int, Field(ge=1)]] = (1, 10, 100, 1000),

@@ -119,9 +119,10 @@ def fig_forgetting(report):
     return fig
 
 
-@series_probe(metrics=METRICS, show=("injection_epoch", "repeats", "spacing", "M_before", "M_after", "excess_after",
-                                     "baseline_min", "baseline_fit", "baseline_fit_stderr", "half_life",
-                                     "baseline_excess", "M_curve", "excess_curve", "fit_note"),
+@series_probe(metrics=METRICS, not_numbers=("injected_at", "steps_since", "M_curve", "excess_curve", "fit_note"),
+              show=("injection_epoch", "repeats", "spacing", "M_before", "M_after", "excess_after", "baseline_min",
+                    "baseline_fit", "baseline_fit_stderr", "half_life", "baseline_excess", "M_curve", "excess_curve",
+                    "fit_note"),
               uses=("memorization",), figures=(fig_forgetting,))
 def forgetting(checkpoints, datasets, ledger):
     """Forgetting curve and baseline of each `special` data set whose injection steps are known."""

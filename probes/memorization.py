@@ -197,7 +197,7 @@ def _series_names(taus) -> list[str]:
     return [name.replace("@tau", f"@{tau}") for name in SERIES_METRICS for tau in (taus if "@tau" in name else [""])]
 
 
-@series_probe(metrics=SERIES_METRICS, show=("M", "T_step@tau", "T_step_interp@tau", "T_epoch@tau", "T_update@tau",
+@series_probe(metrics=SERIES_METRICS, not_numbers=("M", "steps", "T_checkpoint@tau"), show=("M", "T_step@tau", "T_step_interp@tau", "T_epoch@tau", "T_update@tau",
                                             "M_before_overfit", "best_valid_step"), uses=("memorization",),
               figures=(fig_T_vs_params,), names=lambda params, params_of: _series_names(params["taus"]))
 def memorization_series(checkpoints, datasets, series, ledger, taus: list[Tau] = (0.5, 0.9), smooth: Positive = 1):

@@ -83,10 +83,13 @@ class Estimate:
 class Design:
     """Who is in which cohort: the index of each cohort's members and of the never-treated samples."""
 
-    def __init__(self, cohort: np.ndarray, treated: np.ndarray, control: np.ndarray):
+    def __init__(self, cohort: np.ndarray, treated: np.ndarray, control: np.ndarray, base: dict | None = None):
         self.n = len(cohort)
         self.controls = np.flatnonzero(control)
         self.members = {int(g): np.flatnonzero(treated & (cohort == g)) for g in np.unique(cohort[treated])}
+        # each cohort's base period: the last checkpoint before any member was trained (g - 1, unless a
+        # macro-cohort's members were trained over several checkpoint intervals)
+        self.base = {g: (base or {}).get(g, g - 1) for g in self.members}
 
     def dense(self, parts: list[tuple[float, Estimate]]) -> np.ndarray:
         """sum_k w_k psi_k as one (N,) array, from weighted sparse influence functions."""
@@ -100,15 +103,17 @@ class Design:
 def att_gt(y: np.ndarray, design: Design) -> list[Estimate]:
     """Every ATT(g, t) with its influence function (normalised so that var(att) = sum(psi^2) / N^2).
 
-    y: (T, N) outcomes over checkpoints. Base period g - 1 for t >= g, t - 1 for t < g (varying)."""
+    y: (T, N) outcomes over checkpoints. Base period: the cohort's (g - 1, or the start of a macro-cohort) for
+    t >= g, t - 1 for placebos t <= that base (varying); the periods in between, while a macro-cohort's members
+    were being trained, are neither."""
     n, n_c = design.n, len(design.controls)
     y_c = y[:, design.controls]  # (T, controls)
     out = []
     for g, members in design.members.items():
         y_g = y[:, members]  # (T, members)
         for t in range(y.shape[0]):
-            base = g - 1 if t >= g else t - 1
-            if base < 0 or base == t:
+            base = design.base[g] if t >= g else t - 1
+            if base < 0 or base == t or design.base[g] < t < g:
                 continue
             dy_g, dy_c = y_g[t] - y_g[base], y_c[t] - y_c[base]
             mean_g, mean_c = float(dy_g.mean()), float(dy_c.mean())
@@ -176,14 +181,15 @@ def wald_pretrend(placebos: list[Estimate], design: Design) -> dict:
 
 
 def profile(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.ndarray, steps: list[int],
-            seed: int = 0, level: float = 0.95, draws: int = 999) -> dict:
+            seed: int = 0, level: float = 0.95, draws: int = 999, base: dict | None = None) -> dict:
     """Every estimate of the memorization profile from a panel y (T, N): ATT(g, t) with standard errors,
     event-time effects with pointwise and simultaneous intervals, instantaneous / persistent / residual /
-    per-cohort / overall memorization, and the pre-trend test."""
+    per-cohort / overall memorization, and the pre-trend test. `base`: cohort -> its base period, for
+    macro-cohorts (default g - 1)."""
     from scipy.stats import norm
 
     z = float(norm.ppf(0.5 + level / 2))
-    design = Design(cohort, treated, control)
+    design = Design(cohort, treated, control, base)
     estimates = att_gt(y, design)
     effects = [e for e in estimates if e.t >= e.g]
     placebos = [e for e in estimates if e.t < e.g]
@@ -281,6 +287,8 @@ PROFILE_METRICS = {
                       "before the first audited checkpoint (no base period)",
     "n_after_last": "samples left out: trained after the last audited checkpoint",
     "n_repeated": "samples the ledger shows trained more than once (their first exposure counts)",
+    "n_control_trained": "samples of the held-out data sets left out of the controls: their records give a "
+                         "training step (seen_at_step), so they are no never-trained samples",
     "note": "why there is no estimate, when there is none",
 }
 
@@ -351,7 +359,7 @@ def fig_profile(report):
 
 
 @series_probe(metrics=PROFILE_METRICS, uses=("memorization", "sample_outcomes"), figures=(fig_profile,),
-              validate=_validate, opt_in=True,
+              validate=_validate, opt_in=True, not_numbers=("per_cohort", "event_time", "att", "outcome", "note"),
               show=("instantaneous", "instantaneous_lo", "instantaneous_hi", "persistent[e=1]", "residual",
                     "residual_lo", "residual_hi", "overall", "pretrend_p", "n_treated", "n_control", "note"),
               names=lambda params, params_of: _names())
@@ -361,23 +369,33 @@ def memorization_profile(panel, datasets, ledger,
                          level: Annotated[float, Field(gt=0, lt=1)] = 0.95,
                          draws: Annotated[int, Field(ge=99, le=100_000)] = 999, seed: int = 0):
     """Memorization as a causal effect (Lesci et al. 2024): difference in differences over the per-sample panel,
-    trained samples as cohorts by training step, held-out samples as never-treated controls. Runs when the
-    yaml's `probes:` names it (`memorization_profile: {outcome: loglik}`)."""
+    trained samples as cohorts by training step, held-out samples as never-treated controls. `cohort_every: N`
+    joins the cohorts of N consecutive checkpoint intervals into one, measured from the checkpoint before its
+    first member trained. Runs when the yaml's `probes:` names it (`memorization_profile: {outcome: loglik}`)."""
     if panel is None:
         return {}
     probe, column, sign = OUTCOMES[outcome]
     controls = [d.name for d in datasets if d.role in CONTROL_ROLES and panel.has(probe, column, d.name)]
     out = {}
-    for d in (d for d in datasets if d.role == "train" and panel.has(probe, column, d.name)):
+    for d in (d for d in datasets if d.role == "train"):
+        if not panel.has(probe, column, d.name):
+            out[d.name] = {"outcome": outcome, "note": f"no per-sample {probe}.{column} on this data set, so no "
+                           f"'{outcome}' outcome" + (": its samples are shorter than memorization's k + m tokens (or "
+                                                     "the model is not causal)" if column == "suffix_loss" else "")}
+            continue
         out[d.name] = _profile_of(panel, d.name, controls, ledger, probe, column, sign, outcome, cohort_every,
                                   level, draws, seed)
     return out
 
 
+WITH_INTERVALS = ("instantaneous", "residual", "overall")
+"""The effects reported with a standard error and an interval (`_se`, `_lo`, `_hi`), as `persistent[e=<e>]` is."""
+
+
 def _names() -> list[str]:
     fixed = [m for m in PROFILE_METRICS if "<" not in m]
-    return [f"{m}{suffix}" for m in fixed for suffix in ("", "_se", "_lo", "_hi")] + \
-        [f"persistent[e={e}]{suffix}" for e in range(1, 201) for suffix in ("", "_se", "_lo", "_hi")]
+    intervals = [f"{m}{suffix}" for m in WITH_INTERVALS for suffix in ("_se", "_lo", "_hi")]
+    return fixed + intervals + [f"persistent[e={e}]{suffix}" for e in range(1, 201) for suffix in ("", "_se", "_lo", "_hi")]
 
 
 def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, column: str, sign: float,
@@ -388,19 +406,35 @@ def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, co
         return {"outcome": outcome, "note": "a profile needs at least 2 checkpoints with training steps"}
     train_steps, repeated = training_steps(panel, dataset, ledger)
     cohort = cohorts_of(train_steps, steps)
-    if cohort_every > 1:  # macro-cohorts: the first checkpoint of each block of cohort_every
-        cohort = np.where(cohort > 0, -(-cohort // cohort_every) * cohort_every, cohort)
     counts = {"outcome": outcome, "n_unknown_step": int((cohort < 0).sum()), "n_no_base": int((cohort == 0).sum()),
               "n_after_last": int((cohort >= len(steps)).sum()), "n_repeated": repeated}
     usable = (cohort >= 1) & (cohort < len(steps))
+    cohort, base = macro_cohorts(cohort, cohort_every, len(steps))
+    never = [~np.isfinite(training_steps(panel, c, None)[0]) for c in controls]  # held out: no training step
     y = np.concatenate([sign * panel.values(probe, column, dataset)[:, usable]]
-                       + [sign * panel.values(probe, column, c) for c in controls], axis=1)  # (checkpoints, samples)
+                       + [sign * panel.values(probe, column, c)[:, keep] for c, keep in zip(controls, never)],
+                       axis=1)  # (checkpoints, samples)
     n_control = y.shape[1] - int(usable.sum())
     treated = np.arange(y.shape[1]) < usable.sum()
     cohorts = np.concatenate([cohort[usable], np.full(n_control, -1)])
-    counts.update(n_treated=int(usable.sum()), n_control=n_control)
+    counts.update(n_treated=int(usable.sum()), n_control=n_control,
+                  n_control_trained=int(sum((~keep).sum() for keep in never)))
     if not usable.any() or not n_control:
         why = ("no never-trained samples" if not n_control else
                "no trained sample has a checkpoint before and after its training step")
         return {**counts, "note": why}
-    return {**counts, **profile(y, cohorts, treated, ~treated, steps, seed=seed, level=level, draws=draws)}
+    return {**counts, **profile(y, cohorts, treated, ~treated, steps, seed=seed, level=level, draws=draws, base=base)}
+
+
+def macro_cohorts(cohort: np.ndarray, every: int, n_checkpoints: int) -> tuple[np.ndarray, dict[int, int]]:
+    """Cohorts (checkpoint indices) joined in blocks of `every` checkpoint intervals: a block's cohort is its last
+    checkpoint (every member trained by then; the last audited one for a block the series ends in), its base
+    period the checkpoint before the block (before any member was trained). Returns (cohort of each sample,
+    cohort -> base period); samples with no usable cohort keep theirs."""
+    if every == 1:
+        return cohort, {}
+    usable = (cohort >= 1) & (cohort < n_checkpoints)
+    block = np.where(usable, (cohort - 1) // every, -1)  # (samples,)
+    last = n_checkpoints - 1
+    out = np.where(usable, np.minimum((block + 1) * every, last), cohort)
+    return out, {min((int(b) + 1) * every, last): int(b) * every for b in np.unique(block[usable])}

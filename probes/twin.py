@@ -17,6 +17,8 @@ import numpy as np
 from memaudit.probes.privacy import roc_auc
 
 from memaudit import plots, series_probe
+from memaudit.names import split_group_name
+from memaudit.report.values import is_number
 
 METRICS = {
     "reference": "the twin series", "steps": "steps compared", "twin_steps": "the twin's checkpoint for each",
@@ -30,6 +32,10 @@ METRICS = {
                      "held-out ones (role valid; value 0) by the reference score, twin's loss - this model's",
     "auc_loss": "the same by this model's loss alone (the loss attack), for comparison",
     "n_samples": "samples compared",
+    "level": "the group's numeric value (the duplication level), on a group of a numeric group_by field",
+    "steps_missing": "steps of this series whose twin checkpoint is missing (failed to load): not compared",
+    "note": "why a data set is not compared, when it is not (samples that cannot be paired by id, no twin "
+            "checkpoint at any step)",
 }
 
 
@@ -40,12 +46,9 @@ def fig_twin(report):
     rows = []  # (series, data set, group value, metrics)
     for s in report.series:
         for name, r in s.results.get("twin", {}).items():
-            if "[" in name and r.get("gain") is not None:
-                value = name.rsplit("=", 1)[1].rstrip("]")
-                try:
-                    rows.append((s, name.split("[")[0], float(value), r))
-                except ValueError:
-                    continue
+            parts = split_group_name(name)
+            if parts is not None and r.get("gain") is not None and is_number(r.get("level")):
+                rows.append((s, parts[0], float(r["level"]), r))
     if not rows:
         return None
     plt = plots.pyplot()
@@ -85,29 +88,50 @@ def _validate(params: dict, config) -> None:
 
 
 @series_probe(metrics=METRICS, uses=("memorization",), opt_in=True, figures=(fig_twin,), validate=_validate,
-              show=("reference", "gain", "M", "M_twin", "M_diff", "extractable_diff", "auc_reference", "auc_loss"))
+              not_numbers=("reference", "steps", "twin_steps", "gain_curve", "steps_missing", "note"),
+              for_series=lambda series: series.reference is not None, per_group=True,
+              show=("reference", "gain", "M", "M_twin", "M_diff", "extractable_diff", "auc_reference", "auc_loss",
+                    "steps_missing", "note"))
 def twin(panel, panels, series, series_configs, datasets):
     """The series against its `reference` twin, per data set and group: log-likelihood gain, M and
-    extractability of both, and the reference-model membership score's AUC beside the loss's. Runs when the
-    yaml's `probes:` names it."""
+    extractability of both, and the reference-model membership score's AUC beside the loss's. Samples are
+    paired by id (and must be the same tokens); a step whose twin checkpoint is missing is listed, never
+    compared with another. Runs when the yaml's `probes:` names it."""
     config = series_configs.get(series.name)
     if panel is None or config is None or config.reference is None or panels.get(config.reference) is None:
         return {}
     other = panels[config.reference]
     theirs = other.steps
-    at = [theirs.index(step) if config.reference_at == "same_step" and step in theirs else len(theirs) - 1
-          for step in panel.steps]
-    steps = {"steps": panel.steps, "twin_steps": [theirs[j] for j in at]}
+    if config.reference_at == "last":
+        pairs = [(i, len(theirs) - 1) for i in range(len(panel.steps))]
+    else:
+        pairs = [(i, theirs.index(step)) for i, step in enumerate(panel.steps) if step in theirs]
+    missing = [step for i, step in enumerate(panel.steps) if i not in {p for p, _ in pairs}]
+    mine, at = [p for p, _ in pairs], [q for _, q in pairs]
+    steps = {"steps": [panel.steps[i] for i in mine], "twin_steps": [theirs[j] for j in at],
+             "steps_missing": missing}
     out, scores = {}, {}
     for d in datasets:
         if not (panel.has("memorization", "loss", d.name) and other.has("memorization", "loss", d.name)):
             continue
-        loss = panel.values("memorization", "loss", d.name)  # (checkpoints, samples)
-        loss_twin = other.values("memorization", "loss", d.name)[at]  # (checkpoints, samples), aligned
-        values = {"M": (panel.values("memorization", "M", d.name), other.values("memorization", "M", d.name)[at])}
+        if not mine:
+            out[d.name] = {"reference": config.reference, **steps,
+                           "note": f"the twin '{config.reference}' has no checkpoint at any step of this series "
+                                   "(a checkpoint that failed to load is not replaced by another)"}
+            continue
+        order, why = _paired(panel.samples[d.name], other.samples[d.name])
+        if why:
+            out[d.name] = {"reference": config.reference, **steps, "note": why}
+            continue
+
+        def pair(column):  # (checkpoints, samples) of this series and of the twin, same steps, same samples
+            return (panel.values("memorization", column, d.name)[mine],
+                    other.values("memorization", column, d.name)[at][:, order])
+
+        loss, loss_twin = pair("loss")
+        values = {"M": pair("M")}
         if panel.has("memorization", "extractable", d.name) and other.has("memorization", "extractable", d.name):
-            values["extractable"] = (panel.values("memorization", "extractable", d.name),
-                                     other.values("memorization", "extractable", d.name)[at])
+            values["extractable"] = pair("extractable")
         reference, by_loss = loss_twin[-1] - loss[-1], -loss[-1]  # (samples,) each, at the last checkpoint
         scores[d.name] = (reference, by_loss, d.role)
         out[d.name] = _compare(config.reference, steps, loss, loss_twin, values, np.arange(loss.shape[1]))
@@ -117,6 +141,8 @@ def twin(panel, panels, series, series_configs, datasets):
         held_out = np.flatnonzero(level == 0) if numeric else np.array([], dtype=int)  # never inserted
         for group, index in samples.groups():
             out[group] = _compare(config.reference, steps, loss, loss_twin, values, index)
+            if numeric:
+                out[group]["level"] = level[index[0]].item()
             if len(held_out) and level[index[0]] != 0:  # an inserted level against the never-inserted one
                 out[group].update(auc_reference=roc_auc(reference[index], reference[held_out]),
                                   auc_loss=roc_auc(by_loss[index], by_loss[held_out]))
@@ -127,6 +153,28 @@ def twin(panel, panels, series, series_configs, datasets):
             out[name].update(auc_reference=roc_auc(scores[name][0], np.concatenate([scores[h][0] for h in held])),
                              auc_loss=roc_auc(scores[name][1], np.concatenate([scores[h][1] for h in held])))
     return out
+
+
+def _paired(mine, theirs) -> tuple[np.ndarray | None, str | None]:
+    """The position in the twin's data set of each of this series' samples, matched by id and checked to be the
+    same tokens; or (None, why they cannot be paired)."""
+    name = mine.config.name
+    ids = [str(i) for i in theirs.ids]
+    where = {sid: j for j, sid in enumerate(ids)}
+    if len(where) < len(ids):
+        return None, (f"the twin's data set '{name}' repeats sample ids, so its samples cannot be paired with this "
+                      "series' by id: give every record a unique 'id'")
+    lacking = [str(i) for i in mine.ids if str(i) not in where]
+    if lacking:
+        return None, (f"the twin's data set '{name}' lacks {len(lacking)} of this series' {len(mine.ids)} samples "
+                      f"(ids {', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): samples are compared by "
+                      "id, so both series need the same samples")
+    order = np.array([where[str(i)] for i in mine.ids], dtype=np.int64)
+    if mine.tokens.shape[1] != theirs.tokens.shape[1] or not np.array_equal(mine.tokens, theirs.tokens[order]):
+        return None, (f"the samples of data set '{name}' have the same ids in both series but other tokens: the twin's "
+                      "file holds other text under those ids (or, without ids in the records, the records in another "
+                      "order). Give each record an 'id' that names its text")
+    return order, None
 
 
 def _compare(reference: str, steps: dict, loss, loss_twin, values: dict, index) -> dict:

@@ -59,7 +59,7 @@ def _size(series) -> tuple | None:
     return (run.get("layers"), run.get("width"), run.get("heads")) if run else None
 
 
-@series_probe(metrics={"run_kind": "baseline, control or ids",
+@series_probe(not_numbers=("run_kind", "M_shared", "baseline"), metrics={"run_kind": "baseline, control or ids",
                        "M_shared": "M_shared at each checkpoint",
                        "T_step@tau": "first step with M_shared >= tau",
                        "T_step_interp@tau": "step at which M_shared crosses tau, interpolated between checkpoints",

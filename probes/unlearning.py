@@ -112,7 +112,8 @@ def _metric_on_role(checkpoint, datasets, role: str, metric: str):
     return checkpoint.metric("memorization", name, metric) if name and checkpoint else None
 
 
-@series_probe(metrics=METRICS, show=("before", "after", "M_forget_before", "M_forget_after", "M_holdout_after",
+@series_probe(metrics=METRICS, not_numbers=("steps", "M_<role>", "loss_<role>", "extractable_<role>", "auc_<score>",
+                                             "before", "after", "reference"), show=("before", "after", "M_forget_before", "M_forget_after", "M_holdout_after",
                                      "forget_excess", "retain_M_change", "retain_loss_change", "reference",
                                      "reference_M_forget", "privleak_loss", "privleak_min_k", "privleak_min_k_pp",
                                      "relearn_M_before",

@@ -208,3 +208,67 @@ def test_rank_and_entropy_outcomes_need_their_probe_and_then_give_a_profile(prof
     assert code in (0, 1), err
     result = json.loads((tmp_path / "r.json").read_text())["series"][0]["results"]["memorization_profile"]["train"]
     assert result["outcome"] == "rank" and result["instantaneous"] is not None
+
+
+@pytest.mark.parametrize("every", [2, 3, 5, 10])
+def test_macro_cohorts_measure_a_planted_effect_from_before_their_members_trained(every):
+    """A constant effect of 1.0 from each sample's own training on, cohorts joined in blocks of `every` checkpoint
+    intervals: every post-training estimate is ~1.0 (a base period inside the block would halve it), and the
+    block the series ends in is kept (cohort = the last checkpoint), none counted as trained after the last."""
+    from memaudit.probes.profile import macro_cohorts
+
+    steps = list(range(10, 80, 10))  # 7 checkpoints
+    rng = np.random.default_rng(every)
+    n = 3000
+    control = rng.random(n) < 0.3
+    cohort = np.where(control, -1, rng.integers(1, len(steps), n))
+    y = rng.normal(0, 0.1, (len(steps), n)) + np.linspace(0, 1, len(steps))[:, None]
+    e = np.arange(len(steps))[:, None] - cohort[None, :]
+    y += np.where(~control[None, :] & (e >= 0), 1.0, 0.0)
+    joined, base = macro_cohorts(cohort, every, len(steps))
+    assert set(np.unique(joined[~control])) == set(base) and max(base) == len(steps) - 1
+    assert all(base[g] < g and base[g] % every == 0 for g in base)
+    result = profile(y, joined, ~control, control, steps, draws=99, base=base)
+    effects = [a for a in result["att"] if a["step"] >= a["cohort_step"]]
+    assert effects and all(abs(a["att"] - 1.0) < 0.05 for a in effects), effects
+    assert result["instantaneous"] == pytest.approx(1.0, abs=0.03)
+    placebos = [a for a in result["att"] if a["step"] < a["cohort_step"]]
+    assert all(abs(a["att"]) < 0.05 for a in placebos)
+
+
+def _stepped(path, tokenizer, steps, seed):
+    rng = np.random.default_rng(seed)
+    path.write_text("".join(json.dumps({"id": f"{path.stem}{i}", "tokens": rng.integers(0, len(tokenizer), 16).tolist(),
+                                        **({"seen_at_step": s} if s is not None else {})}) + "\n"
+                            for i, s in enumerate(steps)))
+    return path
+
+
+def test_held_out_samples_with_a_training_step_are_no_controls_and_a_too_short_suffix_says_so(
+        make_series, tokenizer, write_config, run_cli, tmp_path):
+    train = _stepped(tmp_path / "train.jsonl", tokenizer, [2, 2, 4, 4], 0)
+    valid = _stepped(tmp_path / "valid.jsonl", tokenizer, [None, None, None], 1)
+    seen = _stepped(tmp_path / "seen.jsonl", tokenizer, [2, 4], 2)  # "held out", yet its records say when it trained
+    config = write_config({"series": [{"name": "s", "local": str(make_series(steps=(1, 2, 4)))}],
+                           "datasets": [{"name": "train", "path": str(train), "seq_len": 16},
+                                        {"name": "valid", "path": str(valid), "role": "valid", "seq_len": 16},
+                                        {"name": "seen", "path": str(seen), "role": "valid", "seq_len": 16}],
+                           "probes": {"memorization": {"k": 4, "m": 4}, "memorization_profile": {}},
+                           "run": {"batch_size": 4}})
+    code, _, err = run_cli("run", config, "-k", "memorization", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())["series"][0]["results"]["memorization_profile"]["train"]
+    assert result["n_control"] == 3 and result["n_control_trained"] == 2 and result["n_treated"] == 4
+    raw = json.loads(json.dumps(yaml_of(config)))
+    raw["probes"] = {"memorization": {"k": 10, "m": 10}, "memorization_profile": {"outcome": "loglik_suffix"}}
+    code, _, err = run_cli("run", write_config(raw, name="suffix.yaml"), "-k", "memorization", "--json",
+                           tmp_path / "s.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "s.json").read_text())["series"][0]["results"]["memorization_profile"]["train"]
+    assert "shorter than memorization's k + m" in result["note"] and "instantaneous" not in result
+
+
+def yaml_of(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())

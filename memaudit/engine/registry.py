@@ -48,6 +48,9 @@ class ProbeDef:
     names: Callable | None = None  # (its params, every probe's params by name) -> the metric names it can report
     validate: Callable | None = None  # (its params, the AuditConfig) -> None, raising ConfigError on a bad design
     opt_in: bool = False  # runs only when the yaml's `probes:` (or the API's list of probes) names it
+    not_numbers: tuple[str, ...] = ()  # metrics that are curves, tables or text: no check or rule can bound them
+    for_series: Callable | None = None  # a series probe's (series config) -> whether it reports for that series
+    per_group: bool = False  # a series probe that reports on the groups of group_by too
 
     @property
     def row_args(self) -> list[str]:
@@ -98,7 +101,8 @@ def _make(kind: str):
     def decorator(fn=None, *, name: str | None = None, metrics: dict[str, str] | None = None,
                   show: tuple[str, ...] = (), needs: tuple[str, ...] = (), per_dataset: bool = True,
                   uses: tuple[str, ...] = (), figures: tuple[Callable, ...] = (), rows: Callable | None = None,
-                  names: Callable | None = None, validate: Callable | None = None, opt_in: bool = False):
+                  names: Callable | None = None, validate: Callable | None = None, opt_in: bool = False,
+                  not_numbers: tuple[str, ...] = (), for_series: Callable | None = None, per_group: bool = False):
         def wrap(f: Callable) -> ProbeDef:
             sig = inspect.signature(f)
             args = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
@@ -107,7 +111,8 @@ def _make(kind: str):
             return ProbeDef(fn=f, name=name or f.__name__, kind=kind, args=args, params=params,
                             metrics=dict(metrics or {}), show=tuple(show), needs=tuple(needs),
                             per_dataset=per_dataset, uses=tuple(uses), figures=tuple(figures), rows=rows,
-                            names=names, validate=validate, opt_in=opt_in, source=getattr(f, "__module__", ""))
+                            names=names, validate=validate, opt_in=opt_in, not_numbers=tuple(not_numbers),
+                            for_series=for_series, per_group=per_group, source=getattr(f, "__module__", ""))
         return wrap(fn) if fn is not None else wrap
     return decorator
 
@@ -131,11 +136,16 @@ selected probe's by name) returns them, and a check on a name outside the list i
 loads, with the valid names. `validate=fn` checks the audit's design before anything loads: `fn(params,
 config)` raises memaudit.errors.ConfigError (exit 2) when the yaml cannot give the probe what it needs.
 `opt_in=True` makes a probe that needs a design of its own (memorization_profile) run only when the yaml's
-`probes:` names it (`memorization_profile: {}`), or the Python API's list of probes does."""
+`probes:` names it (`memorization_profile: {}`), or the Python API's list of probes does. `not_numbers=(...)`
+names the metrics that are curves, tables or text: a check or regression rule on one is refused before anything
+loads."""
 series_probe = _make("series")
 series_probe.__doc__ = """Mark a function as a series probe: called once per series with the ordered
 per-checkpoint results, returning {dataset name: {metric: value}}. `uses=("memorization",)` names the
-per-checkpoint probes whose results it reads: selecting it (`-k`, `select:`) selects them too."""
+per-checkpoint probes whose results it reads: selecting it (`-k`, `select:`) selects them too.
+`for_series=fn` says which series it reports for (`fn(series config) -> bool`; twin: those with a reference), and
+`per_group=True` that it reports on the groups of `group_by` too: checks on other series or groups are refused
+before anything loads."""
 
 
 def standard_probe_dir() -> Path:

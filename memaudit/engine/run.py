@@ -152,6 +152,7 @@ class _Run:
     unwritten: list[str] = field(default_factory=list)  # outputs that could not be written, with why
     config_hash: str = ""  # of the yaml: the report's provenance and the --samples-out files' metadata say it
     batch_size: int | None = None  # the batch size chosen when the user fixed none
+    field_types: dict = field(default_factory=dict)  # group_by field -> (its type, where first seen): one per run
 
     @property
     def run_cfg(self) -> RunConfig:
@@ -439,15 +440,18 @@ def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | 
     """Samples and text products of a series audited with `tokenizer` (`data`: records in memory for a
     data set, by name, instead of its file); `series` joins the run."""
     from memaudit.engine.identity import digest
-    from memaudit.inputs.data import load_samples
+    from memaudit.inputs.data import check_field_types, load_samples
     from memaudit.inputs.text_products import text_products as make_text_products
+    from memaudit.report.checks import validate_check_groups
 
     fingerprint = series.tokenizer
     samples = {d.name: load_samples(d.for_series(series.name), tokenizer, (data or {}).get(d.name))
                for d in run.config.datasets}
     _refuse_identical_roles(samples)
+    check_field_types(run.field_types, samples, series.name)
     groups = {name: [(group, index, s.subset(index, group)) for group, index in s.groups()]
               for name, s in samples.items()}  # group_by: each group's samples, made once for the series
+    validate_check_groups(run.config, series.name, [g for found in groups.values() for g, _, _ in found])
     for name, s in samples.items():
         for info in [s.info(), *(subset.info() for _, _, subset in groups[name])]:
             known = run.datasets.setdefault(info.name, info)
@@ -501,6 +505,10 @@ def _audit_series(run: _Run, series_cfg, checkpoints) -> bool:
     from memaudit.engine.distributed import gather, my_share
 
     ctx = _series_context(run, series_cfg, checkpoints)
+    if run.opts.samples_out is not None and run.processes.is_main_process:  # the folder holds this series as audited
+        from memaudit.engine.samples_out import prune
+
+        prune(run.opts.samples_out, ctx.series.name, [c.name for c in checkpoints])
     run.emit("series", name=ctx.series.name, n_checkpoints=len(checkpoints),
              tokens_per_checkpoint=sum(s.tokens.size for s in ctx.samples.values()))
     multi = run.processes.num_processes > 1

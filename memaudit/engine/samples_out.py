@@ -131,13 +131,27 @@ def export(root: Path, series: str, result, samples: dict, rows: dict, parts: di
                     writer.write_batch(batch)
         digest = file_sha256(Path(tmp))
         os.replace(tmp, path)  # replaces a link at `path` itself, never its target
+        tmp = None
     except OSError as e:
+        raise explain_write_error(path, e) from e
+    finally:  # whatever stopped the write (disk full, values Arrow refuses, Ctrl-C): no half-written file stays
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        raise explain_write_error(path, e) from e
     n = sum(len(samples[name].tokens) for name in names)
     return result.model_copy(update={"samples_file": SamplesFile(file=str(path.relative_to(root)), rows=n,
                                                                  sha256=digest)})
+
+
+def prune(root: Path, series: str, checkpoints: list[str]) -> list[Path]:
+    """Remove the files of `series` under `root` that belong to none of its `checkpoints` (a checkpoint dropped
+    from the series since an earlier run wrote it), so that the folder read as one table holds this series'
+    checkpoints only. Returns the files removed."""
+    folder = Path(root) / safe_name(series)
+    keep = {file_for(root, series, name).name for name in checkpoints}
+    stale = [f for f in folder.glob("*.parquet") if f.name not in keep] if folder.is_dir() else []
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
 
 
 def file_sha256(path: Path) -> str:

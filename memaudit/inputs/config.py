@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from memaudit.errors import ConfigError, did_you_mean
+from memaudit.names import ALL, split_group_name
 
 DatasetRole = Literal["train", "valid", "special", "canary", "forget", "retain", "holdout", "other"]
 CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>
@@ -126,7 +127,8 @@ class DatasetConfig(YamlModel):
     """A text data set, cut into fixed-length token samples."""
 
     name: str
-    """Name used in the report and in checks."""
+    """Name used in the report and in checks (not `all`, nor of the form `x[field=value]`: memaudit names a probe's
+    results over every data set `all`, and a group of `group_by` `<data set>[<field>=<value>]`)."""
     path: Path
     """Plain text (`.txt`), JSONL with a `text` field or pre-tokenized `tokens` (+ optional `id`,
     `seen_at_step`), a `.npy` array of token ids, or a Megatron indexed data set (`.bin` with its `.idx`). `{series}` in
@@ -157,6 +159,20 @@ class DatasetConfig(YamlModel):
     """A per-sample field (a key of JSONL `tokens` records, a column of Parquet/Arrow data; e.g. Hubble's
     duplicate count) whose values split every per-checkpoint probe's metrics: besides the data set's own,
     results under `<data set>[<field>=<value>]` per value, numbers in numeric order. Checks can name a group."""
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_generated_name(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("a data set name cannot be empty: name it as you want it in the report and in checks")
+        if split_group_name(name) is not None:
+            raise ValueError(f"data set name '{name}' reads as the name of a group of 'group_by' (<data set>[<field>="
+                             "<value>]), which memaudit makes from the data, so a group could take its results: "
+                             "rename it, e.g. without the '='")
+        if name == ALL:
+            raise ValueError(f"data set name '{ALL}' is reserved: memaudit reports the probes that compare data sets "
+                             "(membership, unlearning) under it. Rename the data set")
+        return name
 
     @model_validator(mode="after")
     def _steps_of_a_special_batch(self):

@@ -16,6 +16,7 @@ import numpy as np
 from memaudit.errors import ConfigError
 from memaudit.inputs.config import MAX_STEP, DatasetConfig
 from memaudit.memory import release_pages
+from memaudit.names import group_name
 from memaudit.report.schema import DatasetInfo
 
 HASH_ROWS = 1 << 16  # samples hashed at a time
@@ -121,9 +122,9 @@ class Samples:
         name = self.config.group_by
         if name is None:
             return []
-        values = self.fields[name]
-        return [(f"{self.config.name}[{name}={_group_label(v)}]", np.flatnonzero(values == v))
-                for v in np.unique(values)]
+        unique, which = np.unique(self.fields[name], return_inverse=True)  # which: (samples,) index into unique
+        # by position, not `values == v`: numpy would compare text as its own string type (trailing NULs dropped)
+        return [(group_name(self.config.name, name, v), np.flatnonzero(which == k)) for k, v in enumerate(unique)]
 
     def subset(self, index: np.ndarray, name: str) -> "Samples":
         """The samples at `index` as a data set of their own, `name` (a group)."""
@@ -446,27 +447,21 @@ def _from_megatron(config: DatasetConfig, path: Path, vocab_size: int) -> Sample
     return samples
 
 
-def _group_label(value) -> str:
-    """A group value as it reads in a name: 4, 0.5, true, or the text."""
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    return str(value)
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
 def _field_values(config: DatasetConfig, values: list, where) -> np.ndarray:
-    """The group_by field's values, one per sample: each present, not null, and of one JSON type (numbers,
-    text or booleans); `where(i)` names sample i."""
+    """The group_by field's values, one per sample, typed and exact: each present, not null, of one JSON type
+    (numbers, text or booleans); numbers finite, integers within 64 bits, and where integers and floats mix,
+    every integer one a float holds exactly (else 2**53 and 2**53 + 1 would become one group). `where(i)` names
+    sample i. Returns int64, float64, bool or (text) object values."""
     field_name = config.group_by
-    kind = None
+    kind, has_float, has_int = None, False, False
     for i, v in enumerate(values):
         if v is None:
             raise ConfigError(f"{where(i)} has no field '{field_name}' (group_by), or it is null: every sample needs "
                               "a value to be grouped by.")
-        numeric = isinstance(v, (int, float, np.integer, np.floating))
+        numeric = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
         this = "boolean" if isinstance(v, (bool, np.bool_)) else "number" if numeric else "text" if isinstance(v, str) \
             else None
         if this is None:
@@ -476,9 +471,47 @@ def _field_values(config: DatasetConfig, values: list, where) -> np.ndarray:
         if this != kind:
             raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is {this}, but the first sample's is "
                               f"{kind}: give it one type in every record.")
+        if this != "number":
+            continue
+        if isinstance(v, (float, np.floating)):
+            has_float = True
+            if not np.isfinite(v):
+                raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is {'NaN' if np.isnan(v) else 'infinite'}"
+                                  ", which is no group: give every sample a finite value.")
+        else:
+            has_int = True
+            if not INT64[0] <= int(v) <= INT64[1]:
+                raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is {int(v)}, outside 64-bit integers, "
+                                  "which memaudit cannot keep exactly (in reports and Parquet files): give it as text.")
     if kind == "text":
         return np.asarray(values, dtype=object)
-    return np.asarray(values)
+    if kind == "boolean":
+        return np.asarray(values, dtype=bool)
+    if has_float and has_int:
+        for i, v in enumerate(values):
+            if not isinstance(v, (float, np.floating)) and int(float(v)) != int(v):
+                raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is the integer {int(v)}, and other "
+                                  "samples' values are floats, which cannot hold it exactly: its group would merge "
+                                  "with its neighbours'. Give the field integers only, or text.")
+    return np.asarray(values, dtype=np.float64 if has_float else np.int64)
+
+
+FIELD_TYPES = {"i": "integers", "u": "integers", "f": "floats", "b": "booleans", "O": "text"}
+
+
+def check_field_types(seen: dict, samples: dict, series: str) -> None:
+    """Refuse a group_by field whose values are of another type (integers, floats, booleans, text) than in another
+    data set or series of the run (`seen`: field -> (type, where), filled as data sets load): its per-sample
+    column (`data_<field>` in --samples-out) must have one type across the folder, or no tool can read it."""
+    for name, s in samples.items():
+        for field_name, values in s.fields.items():
+            kind, here = FIELD_TYPES[values.dtype.kind], f"data set '{name}' of series '{series}'"
+            first, where = seen.setdefault(field_name, (kind, here))
+            if first != kind:
+                raise ConfigError(f"Field '{field_name}' (group_by) holds {kind} in {here} but {first} in {where}: "
+                                  "its per-sample column must have one type in every data set and series of a run. "
+                                  "Give the field one type everywhere (e.g. 1.0 rather than 1 where floats are "
+                                  "meant, or quote every value as text).")
 
 
 def _check_group_by(config: DatasetConfig, kind: str) -> None:

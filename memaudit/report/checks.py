@@ -15,6 +15,7 @@ from memaudit.report.schema import (
     is_number,
     metric_template,
 )
+from memaudit.names import split_group_name
 from memaudit.report.values import ALL, shown
 
 
@@ -57,23 +58,72 @@ def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
                 continue  # deselected by -k: evaluated as not available, like pytest's deselection
             raise ConfigError(f"{where}: no probe '{probe_name}' is collected.{did_you_mean(probe_name, by_name)} "
                               f"Probes: {', '.join(by_name)}.")
-        declared = by_name[probe_name].metrics
-        if declared and not _declared(metric, declared):
-            raise ConfigError(f"{where}: probe '{probe_name}' reports no metric '{metric}'."
-                              f"{did_you_mean(metric, declared)} Its metrics: {', '.join(declared)}.")
-        named = by_name[probe_name].names
-        valid = list(named(by_name[probe_name].params, {p.name: p.params for p in probes})) if named else None
-        if valid is not None and metric not in valid:
+        p = by_name[probe_name]
+        valid = list(p.names(p.params, {q.name: q.params for q in probes})) if p.names else None
+        if valid is not None and metric not in valid:  # the names it computes with these parameters decide
             shown = ", ".join(valid[:12]) + (f", ... ({len(valid)} in all)" if len(valid) > 12 else "")
             raise ConfigError(f"{where}: probe '{probe_name}' does not compute '{metric}' with its parameters."
                               f"{did_you_mean(metric, valid)} It computes: {shown}. Change the check, or the "
                               f"probe's parameters under 'probes: {probe_name}:'.")
+        if valid is None and p.metrics and not _declared(metric, p.metrics):
+            raise ConfigError(f"{where}: probe '{probe_name}' reports no metric '{metric}'."
+                              f"{did_you_mean(metric, p.metrics)} Its metrics: {', '.join(p.metrics)}.")
+        _check_applies(where, rule, p, metric, config)
+
+
+def _check_applies(where: str, rule, p, metric: str, config) -> None:
+    """Refuse a check or rule that names a metric the probe computes but that could never give a number where it
+    points: a curve or text, `at` on a whole-series metric, a group or series the series probe does not report on."""
+    if _not_a_number(metric, p):
+        numbers = [m for m in p.metrics if m not in p.not_numbers]
+        raise ConfigError(f"{where}: '{p.name}.{metric}' is not a number (a curve, a table or text), so no bound "
+                          f"applies to it. Numbers of '{p.name}': {', '.join(numbers)}.")
+    if p.kind != "series":
+        return
+    if rule.at != "last":
+        raise ConfigError(f"{where}: '{p.name}.{metric}' is computed once for the whole series (probe '{p.name}' runs "
+                          f"after every checkpoint), so 'at: {rule.at}' cannot pick a checkpoint of it: remove 'at'.")
+    if rule.dataset is not None and split_group_name(rule.dataset) and not p.per_group:
+        raise ConfigError(f"{where}: probe '{p.name}' reports on data sets, not on the groups of group_by: name the "
+                          f"data set '{split_group_name(rule.dataset)[0]}', or check a per-checkpoint probe's metric "
+                          "of the group.")
+    if p.for_series is None or not hasattr(rule, "series"):  # a regression rule: compared where the probe reports
+        return
+    reporting = [s.display_name for s in config.series if p.for_series(s)]
+    if rule.series not in reporting and (rule.series is not None or len(reporting) < len(config.series)):
+        raise ConfigError(f"{where}: probe '{p.name}' reports only for series {', '.join(reporting) or '(none)'}, so "
+                          f"the check could never have a value for {rule.series or 'every series'}: add 'series: "
+                          f"{reporting[0] if reporting else '...'}' to it.")
+
+
+def _not_a_number(metric: str, p) -> bool:
+    """Whether a probe declares `metric` as a curve, table or text (exactly, or by a template such as `M_<role>`
+    that no metric of its declared numbers is named by)."""
+    if not p.not_numbers or metric in p.metrics and metric not in p.not_numbers:
+        return False
+    return _declared(metric, p.not_numbers)
 
 
 def _a_group(name: str, datasets) -> bool:
-    """Whether `name` is a group of a data set's group_by field: `train[dup=4]` of `train` with `group_by: dup`."""
-    found = re.fullmatch(r"(.+)\[([A-Za-z_][A-Za-z0-9_]*)=.+\]", name)
-    return bool(found) and any(d.name == found[1] and d.group_by == found[2] for d in datasets)
+    """Whether `name` is a group of a data set's group_by field: `train[dup=4]` of `train` with `group_by: dup` (the
+    value itself is checked once the data is read: `validate_check_groups`)."""
+    found = split_group_name(name)
+    return found is not None and any(d.name == found[0] and d.group_by == found[1] for d in datasets)
+
+
+def validate_check_groups(config, series: str, groups: list[str]) -> None:
+    """Once a series' data is read: a check or rule naming a group of group_by (`train[dup=4]`) must name one the
+    data of every series it applies to has (`groups`: this series' group names), or it could never be computed."""
+    rules = [(f"checks[{i}] ({c.display_name})", c) for i, c in enumerate(config.checks)]
+    rules += [(f"regressions[{i}] ({r.metric})", r) for i, r in enumerate(config.regressions)]
+    for where, rule in rules:
+        found = split_group_name(rule.dataset or "")
+        if found is None or rule.dataset in groups or getattr(rule, "series", None) not in (None, series):
+            continue
+        have = [g for g in groups if split_group_name(g)[:2] == found[:2]]
+        raise ConfigError(f"{where}: the data of series '{series}' has no group '{rule.dataset}'."
+                          f"{did_you_mean(rule.dataset, have)} Its groups: {', '.join(have[:12]) or '(none)'}"
+                          f"{', ...' if len(have) > 12 else ''}.")
 
 
 def _declared(metric: str, declared) -> bool:
@@ -172,18 +222,23 @@ def compare_to_baseline(series: list[SeriesResult], baseline: AuditReport, rules
     compared at all is a failed check: a gate must not pass by comparing nothing.
     """
     selected = {p.name for p in probes}
-    rules = ([r if isinstance(r, dict) else r.model_dump() for r in rules]
-             or _default_rules(series, baseline, probes, default_tolerance))
-    gate = _Gate()
+    explicit = [r if isinstance(r, dict) else r.model_dump() for r in rules]
+    rules = explicit or _default_rules(series, baseline, probes, default_tolerance)
+    gate = _Gate({p.name: p.kind for p in probes})
     now = {s.name: s for s in series}
-    for old in baseline.series:
-        if old.name not in now:
-            gate.fail(old.name, f"series '{old.name}' of the baseline is not in this run (renamed or dropped?): "
-                                f"nothing of it was compared. Name it as before, or save a new baseline "
-                                f"(--save-baseline)")
-            continue
-        for rule in rules:
-            gate.rule(rule, now[old.name], old)
+    for old in (old for old in baseline.series if old.name not in now):
+        gate.fail(old.name, f"series '{old.name}' of the baseline is not in this run (renamed or dropped?): "
+                            f"nothing of it was compared. Name it as before, or save a new baseline "
+                            f"(--save-baseline)")
+    for rule in rules:
+        before = (gate.compared, len(gate.checks))
+        for old in baseline.series:
+            if old.name in now:
+                gate.rule(rule, now[old.name], old)
+        if explicit and (gate.compared, len(gate.checks)) == before and split_metric(rule["metric"])[0] in selected:
+            gate.fail(None, f"the rule on {rule['metric']} [{rule['dataset']}] @{rule['at']} compared nothing: neither "
+                            "this run nor the baseline has a number for it in any series. Name a metric, data set "
+                            "(or group) and checkpoint the audit reports", rule)
     known = {s.name for s in baseline.series}
     gate.new += [f"series '{name}': not in the baseline" for name in now if name not in known]
     gate.not_compared += sorted({f"probe '{p.name}' of the baseline was not run (deselected)"
@@ -215,7 +270,8 @@ def _default_rules(series: list[SeriesResult], baseline: AuditReport, probes, to
 class _Gate:
     """Collects the comparison's checks, its count and what it could not compare."""
 
-    def __init__(self):
+    def __init__(self, kinds: dict[str, str]):
+        self.kinds = kinds  # probe name -> checkpoint or series
         self.checks: list[CheckResult] = []
         self.compared = 0
         self.not_compared: list[str] = []
@@ -233,9 +289,14 @@ class _Gate:
     def rule(self, rule: dict, now: SeriesResult, old: SeriesResult) -> None:
         """Compare one rule's values of one series with the baseline's."""
         probe_name, metric = split_metric(rule["metric"])
+        what = f"{rule['metric']} [{rule['dataset']}] of series '{now.name}'"
+        if self.kinds.get(probe_name) == "series":  # one value for the whole series (validated: at is last)
+            if now.results.get(probe_name) or old.results.get(probe_name):  # {}: the probe does not report for it
+                self.value(rule, now.name, None, now.metric(probe_name, rule["dataset"], metric), None,
+                           old.metric(probe_name, rule["dataset"], metric))
+            return
         pairs, missing, added = _pairs(rule["at"], _values(now, probe_name, rule["dataset"], metric),
                                        _values(old, probe_name, rule["dataset"], metric))
-        what = f"{rule['metric']} [{rule['dataset']}] of series '{now.name}'"
         for name in missing:
             self.fail(now.name, f"{what} at {name}: the baseline's checkpoint is not in this run", rule,
                       baseline_checkpoint=name)

@@ -102,7 +102,10 @@ def describe(name: str) -> str:
 
 def table_markdown() -> str:
     """The schema as a Markdown table (README, `memaudit schema --samples`)."""
-    rows = [(c.name, c.type, c.meaning) for c in (*KEY_COLUMNS, *PROBE_COLUMNS.values())]
+    rows = [(c.name, c.type, c.meaning) for c in KEY_COLUMNS]
+    rows += [("data_<field>", "int64, float64, bool or string", "the data's per-sample field named by a data set's "
+              "group_by (its type: the field's values', the same in every data set and series of a run)")]
+    rows += [(c.name, c.type, c.meaning) for c in PROBE_COLUMNS.values()]
     rows += [("extraction_risk_log10_pz__<scheme>__k<k>_m<m>", "float64", PATTERNS[0][1]),
              ("extraction_risk_greedy__k<k>_m<m>", "bool", PATTERNS[1][1]),
              ("<probe>_<column>", "float64", "a column of another probe's rows function")]

@@ -64,10 +64,13 @@ def sample_rows(report: AuditReport) -> list[dict]:
     extractable, match_len; membership: its scores), the probes' values of one sample on one row, in the
     per-sample schema. `seen_at_step` is not in these tables (`--samples-out` has it)."""
     rows: dict[tuple, dict] = {}
+    groups = {d.name for d in report.datasets if d.group_of is not None}  # their samples are their data set's rows
     for s in report.series:
         for c in s.checkpoints:
             for probe, per_dataset in c.results.items():
                 for dataset, metrics in per_dataset.items():
+                    if dataset in groups:
+                        continue
                     table = metrics.get("samples")
                     if is_table(table):
                         _merge(rows, table, probe, dataset if dataset != ALL else None,
@@ -92,12 +95,28 @@ def _merge(rows: dict, table: dict, probe: str, dataset: str | None, where: dict
 
 def samples_files(report: AuditReport, folder: str | Path | None = None) -> list[Path]:
     """The Parquet files `--samples-out` wrote for the report's checkpoints, under `folder` (default: the
-    folder the report names, `provenance.samples_out`); those that are gone are left out."""
+    folder the report names, `provenance.samples_out`), each checked against the SHA-256 the report recorded: a
+    file that is gone, or that another run has since written over, is a ConfigError (never other rows)."""
+    from memaudit.engine.samples_out import file_sha256
+
     root = folder or report.provenance.samples_out
     if root is None:
         return []
-    files = [Path(root) / c.samples_file.file for s in report.series for c in s.checkpoints if c.samples_file]
-    return [f for f in files if f.is_file()]
+    files = []
+    for s in report.series:
+        for c in (c for c in s.checkpoints if c.samples_file):
+            path = Path(root) / c.samples_file.file
+            if not path.is_file():
+                raise ConfigError(f"The per-sample file of {s.name}/{c.name} ('{path}') is missing, so the rows of "
+                                  "this report cannot all be read. Re-run the audit with `--samples-out "
+                                  f"{root}` (the journal makes it quick), or pass the folder that holds the files.")
+            if c.samples_file.sha256 is not None and file_sha256(path) != c.samples_file.sha256:
+                raise ConfigError(f"The per-sample file of {s.name}/{c.name} ('{path}') is not the one this report "
+                                  "wrote (another run has written over it since): its rows belong to that run. Read "
+                                  "the newer report's rows, or re-run this audit with `--samples-out` to a folder of "
+                                  "its own.")
+            files.append(path)
+    return files
 
 
 def parquet_rows(files: list[Path]) -> list[dict]:

@@ -9,8 +9,7 @@ import math
 import re
 from typing import Any
 
-ALL = "all"
-"""The data set name under which a probe that compares data sets (`per_dataset=False`) stores its metrics."""
+from memaudit.names import ALL  # noqa: F401  (re-exported: the data set name of whole-run metrics)
 
 
 def is_number(value) -> bool:
