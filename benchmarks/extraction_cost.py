@@ -1,6 +1,7 @@
 """What sampling schemes add to an audit's forward pass, at a 50k vocabulary on the CPU.
 
     python benchmarks/extraction_cost.py
+    python benchmarks/extraction_cost.py --tiny   # a tiny model, 4 x 16 tokens: what the tests run
 
 One run: a random GPT-NeoX (Pythia-70m shape: width 512, 6 layers, vocabulary 50304), 16 samples of
 128 tokens, float32; memaudit's scoring with the products every audit makes (hits, log-probabilities)
@@ -30,9 +31,15 @@ CASES = {"audit without schemes": set(),
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a tiny model and 4 x 16 tokens (seconds)")
+    tiny = parser.parse_args().tiny
     torch.set_grad_enabled(False)
-    model = build("70m", 50304, 128, torch.float32, "cpu")
-    tokens = np.random.default_rng(0).integers(0, 50304, size=(16, 128))
+    size, vocab, (n, seq) = ("tiny", 512, (4, 16)) if tiny else ("70m", 50304, (16, 128))
+    model = build(size, vocab, seq, torch.float32, "cpu")
+    tokens = np.random.default_rng(0).integers(0, vocab, size=(n, seq))
     times = {}
     for name, products in CASES.items():
         score(model, tokens, products, 8, "cpu")  # warm-up
@@ -43,7 +50,7 @@ def main() -> None:
             runs.append(time.perf_counter() - t)
         times[name] = float(np.median(runs))
     base = times["audit without schemes"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; 16 x 128 tokens, vocabulary 50304")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {n} x {seq} tokens, vocabulary {vocab}")
     for name, seconds in times.items():
         print(f"{name:34s} {seconds:7.3f} s   x{seconds / base:.3f}")
 

@@ -1,5 +1,7 @@
 """memaudit/engine/forward.py: the batched pass equals a naive one, whatever the batch size."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,26 @@ def test_the_fused_head_gives_the_products_of_the_full_logits(arch):
         np.testing.assert_allclose(fused[name], plain[name], rtol=1e-5, atol=1e-5)
 
 
+def test_the_fused_head_is_checked_once_per_model_and_again_when_its_head_changes():
+    """score() used to run the check's two extra forward passes at every call (per batch in the GPU benchmark)."""
+    from memaudit.engine.forward import fused_head
+
+    model = _arch("gpt_neox")
+    tokens = _tokens(300, n=4, seq_len=12)
+    checks = []
+    model.gpt_neox.register_forward_hook(lambda *_: checks.append(1))
+    for _ in range(3):
+        score(model, tokens, set(), batch_size=4, device="cpu")
+    assert len(checks) == 2 + 3  # the check's body pass once (and its full pass), then one pass per score() call
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(-1)  # an edited head: logits change, so the check runs again
+    checks.clear()
+    assert fused_head(model, torch.from_numpy(tokens))[2] == "fused" and len(checks) == 2
+    model.set_output_embeddings(torch.nn.Linear(32, 300, bias=True))  # a swapped head, with a bias
+    checks.clear()
+    assert fused_head(model, torch.from_numpy(tokens))[2] == "fused" and len(checks) == 2
+
+
 def test_a_masked_lm_keeps_the_unfused_path():
     from transformers import BertConfig, BertForMaskedLM
 
@@ -137,3 +159,49 @@ def test_bf16_and_fp32_hits_agree_but_for_near_ties():
     top2 = logits.topk(2, dim=-1).values  # (samples, seq - 1, 2)
     gap = (top2[..., 0] - top2[..., 1]).numpy()
     assert (gap[differ] < 0.1).all()  # every disagreement is a near-tie
+
+
+def test_the_batch_size_halves_on_out_of_memory_and_memory_is_cleared_only_then(monkeypatch):
+    import gc
+
+    from memaudit.engine.forward import score_adaptive
+
+    model = _arch("gpt_neox")
+    tokens = _tokens(300, n=8, seq_len=12)
+    collected = []
+    real_collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: collected.append(1) or real_collect(*a))
+    wanted, batches, used = score_adaptive(model, tokens, set(), 8, "cpu")
+    assert used == 8 and batches == 1 and collected == []  # no out-of-memory: nothing collected
+    body = model.gpt_neox
+    real_forward = body.forward
+
+    def small_batches_only(input_ids=None, **kwargs):
+        if input_ids.shape[0] > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(body, "forward", small_batches_only)
+    model.lm_head.weight.data = model.lm_head.weight.data.clone()  # the head reads as new: checked again
+    got, batches, used = score_adaptive(model, tokens, set(), 8, "cpu")
+    assert used == 2 and batches == 4 and len(collected) == 2  # 8 -> 4 -> 2, memory released after each failure
+    for name in ("hits", "logprobs"):
+        np.testing.assert_allclose(got[name], wanted[name], rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(body, "forward", lambda *a, **kw: (_ for _ in ()).throw(ValueError("not memory")))
+    model.lm_head.weight.data = model.lm_head.weight.data.clone()
+    with pytest.raises(ValueError, match="not memory"):
+        score_adaptive(model, tokens, set(), 8, "cpu")
+
+
+def test_compiled_kernels_are_kept_under_the_cache_folder_unless_the_user_chose_one(monkeypatch, tmp_path):
+    import memaudit.engine.forward as forward
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    forward.keep_compiled_kernels(tmp_path, "cpu")  # nothing is compiled on a CPU
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    monkeypatch.setattr(forward, "compiles", lambda device: True)
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/theirs")
+    forward.keep_compiled_kernels(tmp_path, "cuda")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compiled" / "inductor")
+    assert os.environ["TRITON_CACHE_DIR"] == "/theirs"

@@ -173,3 +173,29 @@ def test_the_demo_skips_what_is_not_installed_and_says_so(basic_config, run_cli,
     assert "skipping part of speech" in err and "python -m spacy download en_core_web_sm" in err
     report = json.loads((tmp_path / "r.json").read_text())
     assert "pos" not in {p["name"] for p in report["probes"]} and "memorization" in {p["name"] for p in report["probes"]}
+
+
+def test_text_products_are_made_in_the_background_and_a_failure_reaches_the_reader():
+    import threading
+
+    from memaudit.errors import ConfigError
+    from memaudit.inputs.text_products import TextProducts
+
+    started, release = threading.Event(), threading.Event()
+
+    def make():
+        started.set()
+        release.wait(10)
+        return {"d": {"zlib_len": [1, 2]}}
+
+    products = TextProducts(["d"], make)
+    assert started.wait(10)  # running while the caller goes on (the first checkpoint loads and is scored)
+    release.set()
+    assert products["d"] == {"text_of": None, "zlib_len": [1, 2]}
+
+    def fail():
+        raise ConfigError("the tagger failed")
+
+    with pytest.raises(ConfigError, match="the tagger failed"):
+        TextProducts(["d"], fail)["d"]
+    assert TextProducts(["d"], fail, background=False)._error is not None

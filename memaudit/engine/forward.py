@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from typing import Any
 
 import numpy as np
@@ -129,13 +130,38 @@ def _compiled_reducer(wanted: frozenset):
     return reducer
 
 
+_FUSED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (its head's state, fused_head's answer)
+
+
+def _head_state(model) -> tuple:
+    """What the fused-head check depends on besides the weights' values: the model's class and forward, the body and
+    head modules, and the head's weight storage, in-place write count and shape (a swapped, resized, reloaded or
+    edited head reads as another)."""
+    head, body = model.get_output_embeddings(), getattr(model, "base_model", None)
+    tensors = [getattr(head, name, None) for name in ("weight", "bias")]
+    return (type(model), getattr(model.forward, "__func__", model.forward), id(body), id(head),
+            *((t.data_ptr(), t._version, tuple(t.shape)) if isinstance(t, torch.Tensor) else None for t in tensors))
+
+
 @torch.inference_mode()
 def fused_head(model, ids: torch.Tensor) -> tuple[Any, Any, str]:
     """(body, head, how) when the model's logits are `head(body(ids).last_hidden_state)`, checked on one
-    sample of `ids` against the model's own logits; else (None, None, why not). Checked at every call of
-    `score` (one short forward pass) and kept nowhere: a user's model whose head is swapped or resized
-    between two audits is checked again. Masked LMs (a transform before the decoder) and heads that scale or
-    cap their logits fail the check and keep the unfused path."""
+    sample of `ids` against the model's own logits; else (None, None, why not). The answer is kept for this model
+    object while its head is the same (`_head_state`): one check per model, not two extra forward passes per
+    `score` call; a user's model whose head is swapped, resized or written to between two audits is checked
+    again. Masked LMs (a transform before the decoder) and heads that scale or cap their logits fail the check
+    and keep the unfused path."""
+    state = _head_state(model)
+    known = _FUSED.get(model)
+    if known is not None and known[0] == state:
+        return known[1]
+    found = _check_fused_head(model, ids)
+    _FUSED[model] = (state, found)
+    return found
+
+
+def _check_fused_head(model, ids: torch.Tensor) -> tuple[Any, Any, str]:
+    """The check itself: two short forward passes of one sample."""
     body, head = getattr(model, "base_model", None), model.get_output_embeddings()
     if body is None or body is model or not isinstance(head, torch.nn.Linear):
         found = (None, None, f"unfused: no separate output embedding found on {type(model).__name__}")
@@ -292,15 +318,23 @@ def auto_batch_size(model, tokens: np.ndarray, device) -> int:
 
 
 def score_adaptive(model, tokens: np.ndarray, products: set[str], start_batch: int, device, **kwargs):
-    """`score` with the largest batch size from `start_batch` down that does not run out of memory.
-    Returns (products, batches, batch size used)."""
-    from accelerate.utils import find_executable_batch_size
+    """`score` with the largest batch size from `start_batch` down that does not run out of memory, halving it on
+    each out-of-memory (accelerate's test of what counts as one). Returns (products, batches, batch size used).
 
-    @find_executable_batch_size(starting_batch_size=start_batch)
-    def attempt(batch_size):
-        return (*score(model, tokens, products, batch_size, device, **kwargs), batch_size)
+    Not accelerate's find_executable_batch_size: it collects garbage and empties the device's memory cache before
+    every call, out of memory or not (~0.2 s of gc.collect per shard here, and fresh device allocations for the
+    next shard's batches); memory is released here only after an out-of-memory."""
+    from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 
-    return attempt()
+    batch_size = start_batch
+    while True:
+        try:
+            return (*score(model, tokens, products, batch_size, device, **kwargs), batch_size)
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is retried; everything else is raised again
+            if not should_reduce_batch_size(e) or batch_size == 1:
+                raise
+        clear_device_cache(garbage_collection=True)  # outside the except: the traceback's frames are gone
+        batch_size //= 2
 
 
 def check_fits(model, tokens: np.ndarray) -> None:
@@ -314,6 +348,20 @@ def check_fits(model, tokens: np.ndarray) -> None:
     if context and tokens.shape[1] > context:
         raise ConfigError(f"Samples of {tokens.shape[1]} tokens are longer than the model's context of "
                           f"{context}. Set the data set's 'seq_len' to at most {context}.")
+
+
+def keep_compiled_kernels(cache_dir, device) -> None:
+    """Keep what torch.compile makes of the reduction (inductor's graphs, Triton's kernels) under memaudit's cache
+    folder, so a later run's first checkpoint loads them instead of compiling again; a folder the user chose with
+    TORCHINDUCTOR_CACHE_DIR or TRITON_CACHE_DIR stays theirs. Nothing happens when the reduction is not compiled."""
+    import os
+    from pathlib import Path
+
+    if not compiles(device):
+        return
+    root = Path(cache_dir).expanduser() / "compiled"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
 
 
 def pick_device(device: str) -> torch.device:

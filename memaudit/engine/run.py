@@ -227,7 +227,7 @@ def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
     """Validate the command line's values, pick the device, resolve every series and check the checks'
     targets: everything that can fail on bad input fails here, before a model loads."""
     from memaudit.engine.distributed import process_state
-    from memaudit.engine.forward import pick_device
+    from memaudit.engine.forward import keep_compiled_kernels, pick_device
     from memaudit.engine.journal import Journal
     from memaudit.engine.products import ProductsCache
     from memaudit.engine.shards import ShardJournal
@@ -246,6 +246,8 @@ def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
     if opts.use_cache:
         _check_cache_writable(config.run.cache_dir)
     device = pick_device(config.run.device)
+    if opts.use_cache:
+        keep_compiled_kernels(config.run.cache_dir, device)
     processes = process_state(config.run.device)
     emit = (on_event or (lambda *a, **k: None)) if processes.is_main_process else (lambda *a, **k: None)
     resolved = [(s, resolve_series(s, allow_pickle=opts.allow_pickle)) for s in config.series]
@@ -460,7 +462,8 @@ def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | 
     run.series.append(series)
     run.ledgers[series.name] = ledger
     text_products, said = make_text_products(run.plan.checkpoint_probes, samples, tokenizer, fingerprint,
-                                             run.run_cfg, run.cache.enabled)
+                                             run.run_cfg, run.cache.enabled,
+                                             background=getattr(run.device, "type", "cpu") != "cpu")
     for key, value in said.items():
         run.said.setdefault(key, value)
     inputs = {"ledger": digest(ledger.model_dump(mode="json")) if ledger else None, "tokenizer": fingerprint,

@@ -1,6 +1,6 @@
 """What the membership statistics add to an audit at a million samples, against the forward pass.
 
-    python benchmarks/statistics.py [--samples 1000000] [--shard 16384] [--seq-len 64]
+    python benchmarks/membership_statistics.py [--samples 1000000] [--shard 16384] [--seq-len 64]
 
 The audit's statistics over samples have two parts: the rows functions (per shard, while the forward pass
 runs: `membership_rows` for `membership` and again for `unlearning_membership`) and the final reductions
