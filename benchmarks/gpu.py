@@ -125,6 +125,12 @@ def agreement(size: str, args, device) -> None:
     print(json.dumps({"agreement": size, "positions": int(differ.size), "hits_differ": int(differ.sum()),
                       "share": float(differ.mean()), "hits_fp32": int(fp32["hits"].sum())}), flush=True)
     wanted = {"ranks", "entropy", "logp2"}
+    fused, _ = score(model, tokens, wanted, args.batch, device, fused=True)
+    unfused, _ = score(model, tokens, wanted, args.batch, device, fused=False)
+    print(json.dumps({"fused_vs_unfused": size, "hits_equal": bool((fused["hits"] == unfused["hits"]).all()),
+                      "ranks_equal": bool((fused["ranks"] == unfused["ranks"]).all()),
+                      **{f"max_abs_diff_{k}": float(abs(fused[k] - unfused[k]).max())
+                         for k in ("logprobs", "entropy", "logp2")}}), flush=True)
     compiled, _ = score(model, tokens, wanted, args.batch, device)
     plain, _ = eager(score)(model, tokens, wanted, args.batch, device)
     print(json.dumps({"compiled_vs_eager": size, "hits_equal": bool((compiled["hits"] == plain["hits"]).all()),

@@ -30,6 +30,7 @@ def test_the_gpu_benchmark_runs_on_a_cpu_with_tiny_shapes():
     for method in ("bare", "unfused", "fused"):
         assert f"| tiny | 0M | {method} |" in result.stdout
     assert '"head": "fused"' in result.stdout and '"hits_equal": true' in result.stdout
+    assert '{"fused_vs_unfused": "tiny", "hits_equal": true, "ranks_equal": true' in result.stdout
 
 
 def test_the_trainer_callback_benchmark_runs():
