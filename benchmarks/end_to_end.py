@@ -19,7 +19,7 @@ Per checkpoint: load and forward seconds (memaudit's from its report), tokens/s,
 2 x parameters x tokens + 4 x layers x width x seq_len x tokens, against the device's dense bf16 peak); per process:
 wall seconds, the seconds outside loads and forward passes, peak memory; and the ratios to bare: whole process, and
 each checkpoint's forward. Every figure comes from one run on one device. It writes `--out`.json and a Markdown table
-`--out`.md (device, torch, transformers, date), which the README's performance table is (tests/test_benchmarks.py).
+`--out`.md (device, torch, transformers, date), which the table in docs/gpus.md is (tests/test_benchmarks.py).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def _device_name(device: str) -> str:
 
 
 def markdown(rows: list[dict], about: dict) -> str:
-    """The results as the README shows them."""
+    """The results as docs/gpus.md shows them."""
     lines = [f"Measured {about['date']} on {about['device']} ({about['cpus']} CPU cores), torch {about['torch']}, "
              f"transformers {about['transformers']}, {about['dtype']}; {about['checkpoints']} checkpoints, "
              f"{about['samples']:,} samples per checkpoint (`python benchmarks/end_to_end.py "

@@ -1,4 +1,4 @@
-"""benchmarks/: every benchmark runs in a tiny mode on the CPU (in CI), from the repository root as the README says,
+"""benchmarks/: every benchmark runs in a tiny mode on the CPU (in CI), from the repository root as the docs say,
 and prints its table."""
 
 import re
@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_benchmark(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python benchmarks/<script> ARGS` from the repository root, as the README says to run it (the script's own
+    """`python benchmarks/<script> ARGS` from the repository root, as the docs say to run it (the script's own
     folder first on sys.path: a benchmark named like a standard-library module would shadow it there)."""
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr
@@ -73,9 +73,9 @@ def test_the_end_to_end_benchmark_runs_tiny_and_writes_its_results(tmp_path):
     assert table in result.stdout and table.count("\n| tiny | 16 |") == 3
 
 
-def test_the_readme_s_end_to_end_table_is_the_benchmark_s_results_file():
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("<!-- end_to_end-cpu -->\n")[1].split("<!-- /end_to_end-cpu -->")[0]
+def test_the_docs_end_to_end_table_is_the_benchmark_s_results_file():
+    page = (ROOT / "docs" / "gpus.md").read_text()
+    block = page.split("<!-- end_to_end-cpu -->\n")[1].split("<!-- /end_to_end-cpu -->")[0]
     assert block == (ROOT / "benchmarks" / "results" / "end_to_end-cpu.md").read_text()
 
 
