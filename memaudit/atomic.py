@@ -1,8 +1,10 @@
-"""Writes that readers see whole or not at all: a temp file in the same folder, fsync, rename."""
+"""Files as readers see them: writes that readers see whole or not at all (a temp file in the same folder, fsync,
+rename), and the hash a written file is recorded and checked by."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -64,3 +66,12 @@ def check_writable(path: str | Path) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 `text` to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks of 1 MiB."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit.atomic import explain_write_error
+from memaudit.atomic import explain_write_error, file_sha256
 from memaudit.errors import ConfigError
 from memaudit.report.schema import SamplesFile
 
@@ -152,15 +152,6 @@ def prune(root: Path, series: str, checkpoints: list[str]) -> list[Path]:
     for f in stale:
         f.unlink(missing_ok=True)
     return stale
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in chunks of 1 MiB."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_intact(root: Path, record) -> bool:

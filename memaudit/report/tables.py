@@ -97,7 +97,7 @@ def samples_files(report: AuditReport, folder: str | Path | None = None) -> list
     """The Parquet files `--samples-out` wrote for the report's checkpoints, under `folder` (default: the
     folder the report names, `provenance.samples_out`), each checked against the SHA-256 the report recorded: a
     file that is gone, or that another run has since written over, is a ConfigError (never other rows)."""
-    from memaudit.engine.samples_out import file_sha256
+    from memaudit.atomic import file_sha256
 
     root = folder or report.provenance.samples_out
     if root is None:
