@@ -8,15 +8,16 @@ The package in layers, in the direction data flows:
     lab/           trains tiny model series to audit
 
 Probe authors need only `probe`, `series_probe` (with `DatasetName` / `SeriesName` for parameters that
-name a data set or series) and, for figures, `plots`; notebooks and training loops
+name a data set or series, `Column` for the per-sample columns of a rows function) and, for figures, `plots`; notebooks and training loops
 `audit`, `audit_model` and `LiveSeries` (memaudit.api). Nothing here imports torch.
 """
 
 from memaudit.api import LiveSeries, audit, audit_model
 from memaudit.engine.registry import DatasetName, SeriesName, probe, series_probe
+from memaudit.report.samples import Column
 
 __version__ = "0.1.0"
-__all__ = ["audit", "audit_model", "LiveSeries", "probe", "series_probe", "DatasetName", "SeriesName", "plots",
+__all__ = ["audit", "audit_model", "LiveSeries", "probe", "series_probe", "Column", "DatasetName", "SeriesName", "plots",
            "AuditReport", "read_report", "__version__"]
 
 

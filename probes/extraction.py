@@ -16,7 +16,7 @@ import numpy as np
 from memaudit.probes.memorization import extractable_samples
 from pydantic import Field
 
-from memaudit import plots, probe, series_probe
+from memaudit import Column, plots, probe, series_probe
 from memaudit.engine.sampling import SamplingScheme
 
 Pair = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
@@ -146,7 +146,13 @@ def extraction_rows(sampling_logprobs, hits, checkpoint, schemes, pairs) -> dict
 
 
 @probe(metrics=METRICS, not_numbers=("schemes",), show=("greedy_rate[k=<k>,m=<m>]", "log10_pz_max[<scheme>][k=<k>,m=<m>]"),
-       figures=(fig_extraction,), names=_names, rows=extraction_rows)
+       figures=(fig_extraction,), names=_names, rows=extraction_rows, columns={
+           "log10_pz__<scheme>__k<k>_m<m>": Column(
+               "float64", "log10 p_z: the chance that one continuation sampled under the scheme reproduces the m-token "
+               "suffix after the k-token prefix (-inf: p_z is exactly 0, e.g. a token top-k excludes)",
+               unit="log10 probability", higher="more extractable"),
+           "greedy__k<k>_m<m>": Column("bool", "greedy decoding from the first k tokens reproduces the next m (the "
+                                               "k-extractable verdict)", higher="extractable (true)")})
 def extraction_risk(rows, checkpoint, schemes: list[SamplingScheme] = DEFAULT_SCHEMES,
                     pairs: list[Pair] = ([32, 32],), n: list[Annotated[int, Field(ge=1)]] = (1, 10, 100, 1000),
                     p: list[Probability] = (0.5,)):

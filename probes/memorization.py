@@ -10,7 +10,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
-from memaudit import plots, probe, series_probe
+from memaudit import Column, plots, probe, series_probe
 
 Positive = Annotated[int, Field(ge=1)]
 Tau = Annotated[float, Field(ge=0, le=1)]
@@ -119,7 +119,23 @@ def memorization_rows(hits, logprobs, checkpoint, k: int, m: int):
     return out
 
 
-@probe(metrics=METRICS, show=("M", "loss", "extractable"), figures=(fig_memorization,), rows=memorization_rows)
+COLUMNS = {
+    "M": Column("float64", "share of the sample's target tokens whose teacher-forced argmax is the true token",
+                unit="share of targets", higher="more memorized"),
+    "loss": Column("float64", "mean next-token negative log-likelihood, nats (positive)", unit="nats per token",
+                   higher="less memorized"),
+    "extractable": Column("bool", "greedy decoding from the first k tokens reproduces the next m",
+                          higher="memorized (true)"),
+    "match_len": Column("int64", "tokens greedy decoding reproduces after the k-token prefix (<= m)", unit="tokens",
+                        higher="more memorized"),
+    "suffix_loss": Column("float64", "mean negative log-likelihood of the m tokens after the k-token prefix, nats "
+                                     "(positive)", unit="nats per token", higher="less memorized"),
+}
+"""The per-sample columns of `memorization_rows` (--samples-out: `memorization_<name>`)."""
+
+
+@probe(metrics=METRICS, show=("M", "loss", "extractable"), figures=(fig_memorization,), rows=memorization_rows,
+       columns=COLUMNS)
 def memorization(rows, sample_ids, sample_steps, checkpoint, dataset, ledger, k: Positive = 32,
                  m: Positive = 32, per_sample: bool = False):
     """Exact memorization M(f), loss, per-sample M and k-extractability from one teacher-forced pass, reduced per

@@ -15,7 +15,7 @@ from memaudit.probes.extraction import DEFAULT_SCHEMES, log_pz
 from memaudit.probes.memorization import extractable_samples
 from pydantic import Field
 
-from memaudit import DatasetName, plots, probe
+from memaudit import Column, DatasetName, plots, probe
 from memaudit.engine.sampling import SamplingScheme
 from memaudit.inputs.canaries import exposure
 
@@ -60,7 +60,9 @@ def canary_rows(logprobs, target_mask) -> dict[str, np.ndarray]:
 
 
 @probe(metrics=CANARY_METRICS, show=("exposure_max", "exposure_mean", "exposure"), figures=(fig_privacy,),
-       rows=canary_rows)
+       rows=canary_rows, columns={"log_perplexity": Column(
+           "float64", "a canary candidate's log-perplexity from the secret on (exposure ranks the inserted secret "
+           "among the candidates by it)", unit="nats", higher="less likely under the model")})
 def canaries(rows, target_mask, sample_ids, dataset):
     """Exposure of every canary in a canary file (role: canary), from each candidate's log-perplexity (which
     `--samples-out` writes, a row per candidate)."""
@@ -114,7 +116,17 @@ def membership_rows(logprobs, entropy, logp2, zlib_len, k_percent: float) -> dic
     }
 
 
-@probe(per_dataset=False, rows=membership_rows,
+SCORE_COLUMNS = {score: Column("float64", meaning, unit="nats" if score != "zlib" else "nats per zlib byte",
+                               higher="more member-like", name=f"{score}_score")
+                 for score, meaning in {
+                     "loss": "mean log-likelihood of the sample's tokens (= -loss)",
+                     "zlib": "mean log-likelihood over zlib-compressed length (Carlini et al. 2021)",
+                     "min_k": "mean of the lowest k% token log-likelihoods (Min-K%)",
+                     "min_k_pp": "Min-K%++ score (Zhang et al. 2024)"}.items()}
+"""The per-sample columns of `membership_rows` (--samples-out: `<probe>_<score>_score`)."""
+
+
+@probe(per_dataset=False, rows=membership_rows, columns=SCORE_COLUMNS,
        metrics={"auc_<score>": "ROC AUC of telling members from non-members by <score>: loss, zlib, min_k, min_k_pp",
                 "tpr@1%fpr_<score>": "true-positive rate at 1% false-positive rate",
                 "n_members": "member samples", "n_non_members": "non-member samples",

@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from memaudit import plots, probe, series_probe
+from memaudit import Column, plots, probe, series_probe
 
 OUTCOMES = {"loglik": ("memorization", "loss", -1.0), "loglik_suffix": ("memorization", "suffix_loss", -1.0),
             "M": ("memorization", "M", 1.0), "rank": ("sample_outcomes", "mean_rank", 1.0),
@@ -45,7 +45,11 @@ def outcome_rows(ranks, entropy) -> dict[str, np.ndarray]:
 
 @probe(metrics={"mean_rank": "mean over samples of each sample's mean true-token rank (1 = argmax)",
                 "mean_entropy": "mean over samples of each sample's mean next-token entropy (nats)"},
-       show=("mean_rank", "mean_entropy"), rows=outcome_rows, opt_in=True)
+       show=("mean_rank", "mean_entropy"), rows=outcome_rows, opt_in=True,
+       columns={"mean_rank": Column("float64", "mean rank of the sample's true tokens (1 = the argmax)", unit="rank",
+                                    higher="less memorized"),
+                "mean_entropy": Column("float64", "mean entropy of the next-token distributions", unit="nats",
+                                       higher="less certain")})
 def sample_outcomes(rows):
     """Per-sample mean rank and entropy (the profile's rank and entropy outcomes; --samples-out writes them).
     Runs when the yaml names it, or memorization_profile with outcome rank or entropy does."""

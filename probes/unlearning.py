@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from memaudit.probes.privacy import membership_rows, roc_auc
+from memaudit.probes.privacy import SCORE_COLUMNS, membership_rows, roc_auc
 from pydantic import Field
 
 from memaudit import SeriesName, plots, probe, series_probe
@@ -25,7 +25,7 @@ ROLES = ("forget", "retain", "holdout")
 SCORES = ("loss", "min_k", "min_k_pp")
 
 
-@probe(per_dataset=False, rows=membership_rows,
+@probe(per_dataset=False, rows=membership_rows, columns=SCORE_COLUMNS,
        metrics={"auc_<score>": "MUSE's forget-vs-holdout ROC AUC by <score> (loss; min_k: Min-K% at k_percent, "
                                "MUSE's default 40%; min_k_pp: Min-K%++), the holdout set the positive class: 0.5 "
                                "when the model cannot tell the sets apart, near 0 while the forget set still scores "

@@ -155,3 +155,39 @@ def test_canary_candidates_reach_the_rows_and_give_the_exposure(small_lab, tmp_p
     expected = series["checkpoints"][-1]["results"]["canaries"][info["name"]]["exposure"][cid]
     meta = info["canaries"][cid]
     assert exposure(mine, meta["space"], meta["exact"])["exposure"] == pytest.approx(expected)
+
+
+def test_a_new_probe_s_per_sample_columns_come_from_its_own_declaration(basic_config, run_cli, tmp_path):
+    """A probe with per-sample rows, in a file of its own (the only file touched): its declared columns reach the
+    Parquet files typed and described, an undeclared column keeps its values' type, and the report records them."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import memaudit
+
+    (tmp_path / "my_probes").mkdir()
+    (tmp_path / "my_probes" / "odd.py").write_text('''
+import numpy as np
+from memaudit import Column, probe
+
+
+def odd_rows(tokens):
+    return {"n_odd": (tokens % 2 == 1).sum(axis=1), "all_even": (tokens % 2 == 0).all(axis=1),
+            "first": tokens[:, 0].astype(np.int64)}
+
+
+@probe(rows=odd_rows, columns={"n_odd": Column("int64", "odd token ids in the sample", unit="tokens"),
+                                "all_even": Column("bool", "every token id is even", name="even")})
+def odd(rows):
+    """How many token ids are odd."""
+    return {"mean_odd": float(rows["n_odd"].mean())}
+''')
+    config = basic_config(probe_paths=[str(tmp_path / "my_probes")])
+    code, _, err = run_cli("run", config, "-k", "odd", "--json", tmp_path / "r.json", "--samples-out", tmp_path / "rows")
+    assert code == 0, err
+    table = pq.read_table(next((tmp_path / "rows").rglob("*.parquet")))
+    types = {f.name: str(f.type) for f in table.schema}
+    assert types["odd_n_odd"] == "int64" and types["odd_even"] == "bool" and types["odd_first"] == "int64"
+    meta = table.schema.field("odd_n_odd").metadata
+    assert meta[b"description"] == b"odd token ids in the sample" and meta[b"unit"] == b"tokens"
+    assert b"not declared" in table.schema.field("odd_first").metadata[b"description"]
+    report = memaudit.read_report(tmp_path / "r.json")
+    assert report.probes[0].columns["all_even"].name == "even"

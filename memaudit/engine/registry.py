@@ -51,6 +51,7 @@ class ProbeDef:
     not_numbers: tuple[str, ...] = ()  # metrics that are curves, tables or text: no check or rule can bound them
     for_series: Callable | None = None  # a series probe's (series config) -> whether it reports for that series
     per_group: bool = False  # a series probe that reports on the groups of group_by too
+    columns: dict = field(default_factory=dict)  # its rows function's columns -> Column (memaudit.report.samples)
 
     @property
     def row_args(self) -> list[str]:
@@ -102,7 +103,8 @@ def _make(kind: str):
                   show: tuple[str, ...] = (), needs: tuple[str, ...] = (), per_dataset: bool = True,
                   uses: tuple[str, ...] = (), figures: tuple[Callable, ...] = (), rows: Callable | None = None,
                   names: Callable | None = None, validate: Callable | None = None, opt_in: bool = False,
-                  not_numbers: tuple[str, ...] = (), for_series: Callable | None = None, per_group: bool = False):
+                  not_numbers: tuple[str, ...] = (), for_series: Callable | None = None, per_group: bool = False,
+                  columns: dict | None = None):
         def wrap(f: Callable) -> ProbeDef:
             sig = inspect.signature(f)
             args = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
@@ -112,7 +114,8 @@ def _make(kind: str):
                             metrics=dict(metrics or {}), show=tuple(show), needs=tuple(needs),
                             per_dataset=per_dataset, uses=tuple(uses), figures=tuple(figures), rows=rows,
                             names=names, validate=validate, opt_in=opt_in, not_numbers=tuple(not_numbers),
-                            for_series=for_series, per_group=per_group, source=getattr(f, "__module__", ""))
+                            for_series=for_series, per_group=per_group, columns=dict(columns or {}),
+                            source=getattr(f, "__module__", ""))
         return wrap(fn) if fn is not None else wrap
     return decorator
 
@@ -124,7 +127,9 @@ With `per_dataset=False` it is called once per checkpoint with `data` (every dat
 those in `needs`), and its result is stored under the data set name "all". `figures=(fig_x,)` names
 functions of the saved report that draw the probe's figures (see memaudit.report.plots).
 
-`rows=fn` makes the probe work per sample, at any scale: `fn` takes a shard of samples' products by
+`rows=fn` makes the probe work per sample, at any scale (`columns={name: memaudit.Column(type, meaning, unit=...,
+higher=...)}` declares the columns it returns: their type, meaning, unit and what a higher value says, for the
+per-sample schema, the Parquet files and `memaudit schema --samples`): `fn` takes a shard of samples' products by
 name (hits, logprobs, ..., tokens, sample_ids, zlib_len; its other arguments are the probe's parameters
 of the same name) and returns columns, one value per sample of the shard; the probe then asks for
 `rows` (those columns over every sample, in order) instead of per-token arrays, which are dropped shard

@@ -333,7 +333,7 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
         samples_out=str(opts.samples_out.resolve()) if opts.samples_out else None,
         started_at=run.started, finished_at=_now(), duration_s=round(time.perf_counter() - run.t0, 3))
     probes = [ProbeInfo(name=p.name, kind=p.kind, source=p.source, products=p.products, params=jsonable(p.params),
-                        metrics=p.metrics, show=list(p.show)) for p in run.plan.probes]
+                        metrics=p.metrics, show=list(p.show), columns=p.columns) for p in run.plan.probes]
     return AuditReport(status=status, exit_code=int(exit_code), provenance=provenance,
                        datasets=list(run.datasets.values()), probes=probes, series=run.series, checks=checks,
                        comparison=comparison, unwritten=run.unwritten,
@@ -675,7 +675,8 @@ def _audit_one(ctx: _SeriesContext, ckpt, found: _Found, models, prefetch_next) 
         try:
             result = export(ctx.run.opts.samples_out, ctx.series.name, result, ctx.samples, rows,
                             {name: ctx.parts(name) for name in ctx.samples},
-                            {"config_hash": ctx.run.config_hash, "result_key": ctx.journal_key(ckpt)})
+                            {"config_hash": ctx.run.config_hash, "result_key": ctx.journal_key(ckpt)},
+                            {p.name: p.columns for p in ctx.run.plan.checkpoint_probes})
         except OutputError as e:  # the results stand; the report says which file is missing
             ctx.run.unwritten.append(f"--samples-out of {ctx.series.name}/{ckpt.name}: {e}")
     return result

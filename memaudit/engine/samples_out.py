@@ -52,43 +52,46 @@ def file_for(root: Path, series: str, checkpoint: str) -> Path:
 
 def _field_columns(samples: dict) -> list:
     """A column per per-sample field of the data (group_by), `data_<field>`, typed by its values."""
-    from memaudit.report.samples import SampleColumn
+    from memaudit.report.samples import DTYPES, SampleColumn
 
-    kinds = {"i": "int64", "u": "int64", "f": "float64", "b": "bool"}
-    return list({f"data_{name}": SampleColumn(f"data_{name}", kinds.get(values.dtype.kind, "string"),
+    return list({f"data_{name}": SampleColumn(f"data_{name}", DTYPES.get(values.dtype.kind, "string"),
                                               f"the data's per-sample field '{name}' (group_by)")
                  for s in samples.values() for name, values in s.fields.items()}.values())
 
 
-def _schema(rows: dict, provenance: dict, extra: list = ()):
-    """The per-sample schema (memaudit.report.samples) of these rows: the key columns, then each probe's columns,
-    every field and the file described in the metadata (so a file explains itself)."""
+def _schema(rows: dict, provenance: dict, extra: list = (), declared: dict | None = None):
+    """The per-sample schema (memaudit.report.samples) of these rows: the key columns, then each probe's columns as
+    it declares them (`declared`: probe -> its `columns`), every field and the file described in the metadata (so a
+    file explains itself: meaning, unit, what a higher value says)."""
     import json
 
     import pyarrow as pa
 
     from memaudit import __version__
-    from memaudit.report.samples import KEY_COLUMNS, column
+    from memaudit.report.samples import KEY_COLUMNS, probe_column
 
     types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
     columns = [*KEY_COLUMNS, *extra]
     for probe, per_dataset in rows.items():
         for columns_of_dataset in per_dataset.values():
-            for name in columns_of_dataset:
-                c = column(probe, name)
+            for name, values in columns_of_dataset.items():
+                c = probe_column(probe, name, (declared or {}).get(probe), np.asarray(values).dtype.kind)
                 if c.name not in {k.name for k in columns}:
                     columns.append(c)
-    fields = [pa.field(c.name, types[c.type], metadata={"description": c.meaning}) for c in columns]
+    fields = [pa.field(c.name, types[c.type], metadata={"description": c.meaning,
+                                                       **({"unit": c.unit} if c.unit else {}),
+                                                       **({"higher_means": c.higher} if c.higher else {})})
+              for c in columns]
     about = {"memaudit_version": __version__, **provenance, "schema": "memaudit per-sample rows, see "
              "memaudit.report.samples", "columns": {c.name: c.meaning for c in columns}}
     return pa.schema(fields, metadata={"memaudit": json.dumps(about)})
 
 
-def _batches(name: str, s, rows: dict, parts: list[slice], schema, where: dict):
+def _batches(name: str, s, rows: dict, parts: list[slice], schema, where: dict, declared: dict | None = None):
     """Data set `name`'s rows as one Arrow record batch per shard (`where`: series, checkpoint, step, tokens_seen)."""
     import pyarrow as pa
 
-    from memaudit.report.samples import column
+    from memaudit.report.samples import probe_column
 
     for part in parts:
         n = part.stop - part.start
@@ -102,23 +105,25 @@ def _batches(name: str, s, rows: dict, parts: list[slice], schema, where: dict):
             values[f"data_{field}"] = pa.array(array[part].tolist(), schema.field(f"data_{field}").type)
         for probe, per_dataset in rows.items():
             for col, array in (per_dataset.get(name) or {}).items():
-                name_here = column(probe, col).name
+                name_here = probe_column(probe, col, (declared or {}).get(probe), array.dtype.kind).name
                 values[name_here] = pa.array(array[part]).cast(schema.field(name_here).type)
         yield pa.record_batch([values.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
 
 
-def export(root: Path, series: str, result, samples: dict, rows: dict, parts: dict, provenance: dict | None = None):
+def export(root: Path, series: str, result, samples: dict, rows: dict, parts: dict, provenance: dict | None = None,
+           declared: dict | None = None):
     """Write the per-sample columns of one checkpoint (`rows`: probe -> data set -> columns; `parts`: data set
-    -> its shards) to its Parquet file; return the result with `samples_file` set (unchanged when no probe
-    has per-sample columns). `provenance` goes into the file's metadata (the report's `config_hash` and the
-    checkpoint's journal key: what the numbers depend on, so the same inputs write the same bytes)."""
+    -> its shards; `declared`: probe -> the columns it declares) to its Parquet file; return the result with
+    `samples_file` set (unchanged when no probe has per-sample columns). `provenance` goes into the file's metadata
+    (the report's `config_hash` and the checkpoint's journal key: what the numbers depend on, so the same inputs
+    write the same bytes)."""
     names = [name for name in samples if any(name in per_dataset for per_dataset in rows.values())]
     if not names:
         return result
     import pyarrow.parquet as pq
 
     path = file_for(root, series, result.name)
-    schema = _schema(rows, provenance or {}, _field_columns({name: samples[name] for name in names}))
+    schema = _schema(rows, provenance or {}, _field_columns({name: samples[name] for name in names}), declared)
     where = {"series": series, "checkpoint": result.name, "step": result.step, "tokens_seen": result.tokens_seen}
     tmp = None
     try:
@@ -127,7 +132,7 @@ def export(root: Path, series: str, result, samples: dict, rows: dict, parts: di
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f, pq.ParquetWriter(f, schema) as writer:
             for name in names:
-                for batch in _batches(name, samples[name], rows, parts[name], schema, where):
+                for batch in _batches(name, samples[name], rows, parts[name], schema, where, declared):
                     writer.write_batch(batch)
         digest = file_sha256(Path(tmp))
         os.replace(tmp, path)  # replaces a link at `path` itself, never its target

@@ -188,9 +188,10 @@ def cmd_plot(args) -> int:
 def cmd_schema(args) -> int:
     """Print the report's JSON Schema (with --samples: the per-sample schema, as a Markdown table)."""
     if args.samples:
+        from memaudit.engine.registry import collect, standard_probe_dir
         from memaudit.report.samples import table_markdown
 
-        print(table_markdown())
+        print(table_markdown({p.name: p.columns for p in collect([standard_probe_dir()]) if p.columns}))
         return ExitCode.OK
     from memaudit.report.schema import json_schema
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from memaudit.atomic import atomic_write_text
+from memaudit.report.samples import Column
 from memaudit.report.values import flat_metrics, is_finite, is_number, is_table, metric_template  # noqa: F401
 
 SCHEMA_VERSION = 1
@@ -122,6 +123,9 @@ class ProbeInfo(_Model):
     """Documented metrics it returns: name -> meaning."""
     show: list[str] = []
     """Metrics the terminal report shows in its table."""
+    columns: dict[str, Column] = {}
+    """The per-sample columns its rows function declares: name (or template) -> type, meaning, unit, what a higher
+    value says, and the name in the per-sample schema."""
 
 
 class SamplesFile(_Model):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from memaudit.atomic import atomic_write_text
 from memaudit.errors import ConfigError
 from memaudit.report.escape import csv_cell
-from memaudit.report.samples import KEY_COLUMNS, column
+from memaudit.report.samples import KEY_COLUMNS, probe_column
 from memaudit.report.values import ALL, flat_metrics, is_number, is_table
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ def sample_rows(report: AuditReport) -> list[dict]:
     per-sample schema. `seen_at_step` is not in these tables (`--samples-out` has it)."""
     rows: dict[tuple, dict] = {}
     groups = {d.name for d in report.datasets if d.group_of is not None}  # their samples are their data set's rows
+    declared = {p.name: p.columns for p in report.probes}
     for s in report.series:
         for c in s.checkpoints:
             for probe, per_dataset in c.results.items():
@@ -74,12 +75,14 @@ def sample_rows(report: AuditReport) -> list[dict]:
                     table = metrics.get("samples")
                     if is_table(table):
                         _merge(rows, table, probe, dataset if dataset != ALL else None,
-                               {"series": s.name, "checkpoint": c.name, "step": c.step, "tokens_seen": c.tokens_seen})
+                               {"series": s.name, "checkpoint": c.name, "step": c.step, "tokens_seen": c.tokens_seen},
+                               declared.get(probe))
     return list(rows.values())
 
 
-def _merge(rows: dict, table: dict, probe: str, dataset: str | None, where: dict) -> None:
-    """Add one probe's per-sample table to `rows` (keyed by series, checkpoint, data set and sample id)."""
+def _merge(rows: dict, table: dict, probe: str, dataset: str | None, where: dict, declared: dict | None) -> None:
+    """Add one probe's per-sample table to `rows` (keyed by series, checkpoint, data set and sample id), its columns
+    named as the probe declared them (`declared`, from the report's ProbeInfo)."""
     n = len(next(iter(table.values())))
     datasets = table.get("dataset") or [dataset] * n
     index: dict[str, int] = {}
@@ -90,7 +93,7 @@ def _merge(rows: dict, table: dict, probe: str, dataset: str | None, where: dict
                                     "sample_id": str(table["id"][i]), "seen_at_step": None})
         for name, values in table.items():
             if name not in ("id", "dataset", "member"):  # the data set says who is a member
-                row[column(probe, name).name] = values[i]
+                row[probe_column(probe, name, declared).name] = values[i]
 
 
 def samples_files(report: AuditReport, folder: str | Path | None = None) -> list[Path]:
