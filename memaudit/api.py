@@ -24,7 +24,7 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
           dtype: str | None = None, device: str | None = None, device_map: str | None = None, cache: bool = True,
           show_text: bool = False, tolerance: float = 0.02, compare=None, fail_fast: bool = False,
           allow_pickle: bool = False, evict: bool = False, progress: bool = False, samples_out=None, on_event=None,
-          params: dict | None = None):
+          params: dict | None = None, outputs: dict | None = None):
     """Audit every checkpoint series of `config` (the path of a checkpoints.yaml, its content as a dict,
     relative paths then relative to the working folder, or an AuditConfig) and return the AuditReport.
 
@@ -32,7 +32,8 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
     (and those they use), `cache=False` is `--no-cache`, `compare` a baseline report (path or AuditReport)
     as `--compare`, `fail_fast` is `-x`, `samples_out` is `--samples-out`; `progress=True` draws the progress
     bars on stderr; `params` sets probe parameters over the yaml's, as for audit_model
-    (`params={"memorization": {"k": 16}}`). A checkpoint
+    (`params={"memorization": {"k": 16}}`); `outputs` writes the report as output media, as the command line's
+    `--json`, `--html`, `--junit-xml` do (`outputs={"html": "audit.html"}`; memaudit.report.media). A checkpoint
     that fails to load gives `status == "error"`, a failed check `status == "failed"`; bad input raises.
     """
     from memaudit.engine.run import RunOptions, make_plan, run_audit
@@ -54,11 +55,10 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
         cfg = cfg.model_copy(update={"probes": {**cfg.probes, **{name: {**(cfg.probes.get(name) or {}), **values}
                                                                  for name, values in params.items()}}})
         digest = hash_of(digest, params)[:16]
+    media = _checked_outputs(cfg, path, outputs, samples_out)
     if samples_out is not None:
         from memaudit.atomic import check_writable
-        from memaudit.inputs.config import check_outputs
 
-        check_outputs(cfg, {"samples_out": samples_out}, {"the configuration": path})
         check_writable(Path(samples_out) / "x")
     plan = make_plan(cfg, select, probes, keyword_source="select")
     baseline = compare if compare is None or isinstance(compare, AuditReport) else open_report(compare)
@@ -67,12 +67,37 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
                       tolerance=tolerance, device_map=device_map, command="memaudit.audit()", config_path=path,
                       samples_out=Path(samples_out) if samples_out is not None else None)
     if not progress:
-        return run_audit(plan, digest, opts, on_event)
-    from memaudit.report.progress import AuditProgress
-    from memaudit.report.render import make_console
+        report = run_audit(plan, digest, opts, on_event)
+    else:
+        from memaudit.report.progress import AuditProgress
+        from memaudit.report.render import make_console
 
-    with AuditProgress(make_console(stderr=True)) as bars:
-        return run_audit(plan, digest, opts, bars)
+        with AuditProgress(make_console(stderr=True)) as bars:
+            report = run_audit(plan, digest, opts, bars)
+    from memaudit.report.media import write_all
+
+    write_all(report, media)
+    return report
+
+
+def _checked_outputs(cfg, path, outputs, samples_out) -> dict:
+    """`outputs` of memaudit.audit() checked before anything runs: media that exist, paths that are not an input and
+    can be written. Returns medium name -> path."""
+    from memaudit.atomic import check_writable
+    from memaudit.inputs.config import check_outputs
+    from memaudit.report.media import medium
+
+    if outputs is not None and not isinstance(outputs, dict):
+        raise ConfigError(f"memaudit.audit(): outputs must map output media to paths ({{'html': 'audit.html'}}), not "
+                          f"{type(outputs).__name__}.")
+    media = {medium(str(name)).name: value for name, value in (outputs or {}).items()}
+    for name, value in media.items():
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"memaudit.audit(): outputs['{name}'] must be a file path, not {type(value).__name__}.")
+        check_writable(value)
+    check_outputs(cfg, {**{f"outputs['{name}']": value for name, value in media.items()},
+                        **({"samples_out": samples_out} if samples_out is not None else {})}, {"the configuration": path})
+    return media
 
 
 def audit_model(model, tokenizer, datasets=None, *, config=None, probes: list[str] | None = None,

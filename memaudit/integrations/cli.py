@@ -15,6 +15,7 @@ from pathlib import Path
 
 from memaudit import __version__
 from memaudit.errors import ExitCode, MemauditError
+from memaudit.report.media import offered, write_all
 
 DEFAULT_CONFIG = "checkpoints.yaml"
 
@@ -45,8 +46,9 @@ def cmd_run(args) -> int:
     from memaudit.report.schema import write_report
 
     plan = make_plan(config, args.keyword)
-    outputs = {"--json": args.json, "--junit-xml": args.junit_xml, "--save-baseline": args.save_baseline,
-               "--html": args.html, "--samples-out": args.samples_out}
+    media = _media_paths(args, "run")
+    outputs = {**{f"--{name}": path for name, path in media.items()}, "--save-baseline": args.save_baseline,
+               "--samples-out": args.samples_out}
     check_outputs(config, outputs, {"the configuration": args.config, "the --compare report": args.compare})
     for flag, path in outputs.items():
         if path:
@@ -62,18 +64,9 @@ def cmd_run(args) -> int:
         report = run_audit(plan, config_hash, opts, on_event=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # other processes of a multi-process run: the main one reports
         return report.exit_code
-    if args.json:
-        write_report(report, args.json)
+    write_all(report, media)
     if args.save_baseline:
         write_report(report, args.save_baseline)
-    if args.junit_xml:
-        from memaudit.report.junit import write_junit
-
-        write_junit(report, args.junit_xml)
-    if args.html:
-        from memaudit.report.html import write_html
-
-        write_html(report, args.html)
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
 
@@ -151,22 +144,12 @@ def cmd_show(args) -> int:
     from memaudit.inputs.config import check_output_paths
     from memaudit.report.render import render_report
 
-    outputs = {"--html": args.html, "--csv": args.csv, "--samples-csv": args.samples_csv}
-    check_output_paths(outputs, [("the report", args.report)])
-    for path in filter(None, outputs.values()):
+    media = _media_paths(args, "show")
+    check_output_paths({f"--{name}": path for name, path in media.items()}, [("the report", args.report)])
+    for path in filter(None, media.values()):
         check_writable(path)
     report = _open_report(args.report)
-    if args.html:
-        from memaudit.report.html import write_html
-
-        write_html(report, args.html)
-    if args.csv or args.samples_csv:
-        from memaudit.report import tables
-
-        if args.csv:
-            tables.write_csv(tables.metric_rows(report), args.csv, tables.METRIC_COLUMNS)
-        if args.samples_csv:
-            tables.write_csv(tables.report_sample_rows(report), args.samples_csv, tables.SAMPLE_COLUMNS)
+    write_all(report, media)
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
 
@@ -230,8 +213,19 @@ def cmd_demo(args) -> int:
     return cmd_run(args)
 
 
+def _add_media(p: argparse.ArgumentParser, command: str) -> None:
+    """`--<medium> PATH` for every output medium the command offers (memaudit.report.media)."""
+    for m in offered(command):
+        p.add_argument(m.option, metavar="PATH", dest=m.dest, help=m.help)
+
+
+def _media_paths(args, command: str) -> dict[str, str | None]:
+    """Medium name -> the path the command line gave (None: not asked for)."""
+    return {m.name: getattr(args, m.dest) for m in offered(command)}
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", metavar="PATH", help="write the JSON report here (atomically)")
+    _add_media(p, "run")
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="only probes whose name matches (and/or/not)")
     p.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing check")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary line")
@@ -242,8 +236,6 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device-map", choices=["auto"], help="spread each model over the devices (big models)")
     p.add_argument("--processes", type=int, metavar="N",
                    help="share the checkpoints between N local processes (torchrun; on GPUs one per GPU)")
-    p.add_argument("--junit-xml", metavar="PATH", help="write the checks as JUnit XML test cases")
-    p.add_argument("--html", metavar="PATH", help="write a self-contained HTML report with figures")
     p.add_argument("--save-baseline", metavar="PATH", help="save this run's report as a baseline for --compare")
     p.add_argument("--samples-out", metavar="DIR", help="write one Parquet file per checkpoint with a row per sample "
                    "(M, loss, greedy verdict, match length, membership scores; needs pyarrow)")
@@ -287,11 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help=cmd_show.__doc__)
     p.add_argument("report", type=Path)
     p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--html", metavar="PATH", help="also write the report as self-contained HTML")
-    p.add_argument("--csv", metavar="PATH", help="also write every metric as a CSV table, one row per series, "
-                   "checkpoint, probe, data set and metric")
-    p.add_argument("--samples-csv", metavar="PATH", help="also write every sample's values as CSV, one row per "
-                   "sample (from the report's per_sample tables, or the --samples-out files it names)")
+    _add_media(p, "show")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("plot", help=cmd_plot.__doc__)

@@ -17,7 +17,11 @@ def pytest_addoption(parser) -> None:
     group = parser.getgroup("memaudit", "memorization audits of checkpoint series")
     group.addoption("--memaudit", metavar="CONFIG", default=None,
                     help="run the memaudit checks of CONFIG (a checkpoints.yaml) as test items")
-    group.addoption("--memaudit-json", metavar="PATH", default=None, help="also write the audit's JSON report")
+    from memaudit.report.media import offered
+
+    for m in offered("run"):  # --memaudit-json, --memaudit-html, --memaudit-junit-xml (pytest has its own --junit-xml)
+        group.addoption(f"--memaudit-{m.name}", metavar="PATH", default=None, dest=f"memaudit_{m.dest}",
+                        help=f"also {m.help}")
 
 
 def pytest_configure(config) -> None:
@@ -49,7 +53,6 @@ class AuditFile(pytest.File):
     def collect(self):
         from memaudit.engine.run import RunOptions, make_plan, run_audit
         from memaudit.inputs.config import load_config
-        from memaudit.report.schema import write_report
 
         config, digest = load_config(self.path)
         if self.config.option.collectonly:  # `--co`: list the items the audit would give, without running it
@@ -57,9 +60,9 @@ class AuditFile(pytest.File):
             return
         report = run_audit(make_plan(config), digest, RunOptions(config_path=str(self.path),
                                                                  command="pytest --memaudit"))
-        json_path = self.config.getoption("memaudit_json")
-        if json_path:
-            write_report(report, json_path)
+        from memaudit.report.media import offered, write_all
+
+        write_all(report, {m.name: self.config.getoption(f"memaudit_{m.dest}") for m in offered("run")})
         from memaudit.report.render import terminal_safe
 
         report = terminal_safe(report)  # names reach pytest's terminal as data

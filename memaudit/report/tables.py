@@ -163,6 +163,16 @@ def write_csv(rows: list[dict], path: str | Path, columns: tuple[str, ...] = ())
     atomic_write_text(path, to_csv(rows, columns))
 
 
+def write_metrics_csv(report: AuditReport, path: str | Path) -> None:
+    """The `csv` medium: every metric of the report, one row per number."""
+    write_csv(metric_rows(report), path, METRIC_COLUMNS)
+
+
+def write_samples_csv(report: AuditReport, path: str | Path) -> None:
+    """The `samples-csv` medium: every sample's values, one row per sample."""
+    write_csv(report_sample_rows(report), path, SAMPLE_COLUMNS)
+
+
 def frame(rows: list[dict], columns: tuple[str, ...]):
     """A pandas DataFrame of the rows, whole-number columns as nullable integers (pandas is an optional extra:
     `pip install memaudit-lm[frames]`)."""

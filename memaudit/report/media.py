@@ -1,0 +1,75 @@
+"""Output media: every file a report can be written as, in one registry that the command line, the Python API and
+the pytest plugin read alike (`memaudit run --html PATH`, `memaudit.audit(..., outputs={"html": PATH})`,
+`pytest --memaudit CONFIG --memaudit-html PATH`).
+
+A medium is a name (the option `--<name>`), the file suffix it is usually given, the commands that offer it, and its
+writer, `(report, path) -> None`, a pure function of a saved report named as "module:function" and imported only
+when that medium is written (so `memaudit --help` imports none of them). Adding a medium is a module with its
+writer and one entry in MEDIA.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Medium:
+    """One way to write a report to a file."""
+
+    name: str
+    suffix: str
+    help: str
+    writer: str  # "module:function", (report, path) -> None
+    commands: tuple[str, ...] = ("run", "show")  # where the command line offers --<name> PATH
+
+    @property
+    def option(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    def write(self, report, path) -> None:
+        """Write `report` to `path` as this medium (atomically, as every writer does)."""
+        module, _, function = self.writer.partition(":")
+        getattr(importlib.import_module(module), function)(report, Path(path))
+
+
+MEDIA: dict[str, Medium] = {m.name: m for m in [
+    Medium("json", ".json", "write the JSON report here (atomically)", "memaudit.report.schema:write_report",
+           ("run",)),
+    Medium("junit-xml", ".xml", "write the checks as JUnit XML test cases", "memaudit.report.junit:write_junit",
+           ("run",)),
+    Medium("html", ".html", "write a self-contained HTML report with figures", "memaudit.report.html:write_html"),
+    Medium("csv", ".csv", "write every metric as a CSV table, one row per series, checkpoint, probe, data set and "
+           "metric", "memaudit.report.tables:write_metrics_csv", ("show",)),
+    Medium("samples-csv", ".csv", "write every sample's values as CSV, one row per sample (from the report's "
+           "per_sample tables, or the --samples-out files it names)", "memaudit.report.tables:write_samples_csv",
+           ("show",)),
+]}
+"""Every medium, by name."""
+
+
+def offered(command: str) -> list[Medium]:
+    """The media a command offers, in the registry's order."""
+    return [m for m in MEDIA.values() if command in m.commands]
+
+
+def medium(name: str) -> Medium:
+    """The medium of this name; a ConfigError naming the others when there is none."""
+    from memaudit.errors import ConfigError, did_you_mean
+
+    if name not in MEDIA:
+        raise ConfigError(f"No output medium '{name}'.{did_you_mean(name, list(MEDIA))} Media: {', '.join(MEDIA)}.")
+    return MEDIA[name]
+
+
+def write_all(report, outputs: dict[str, str | Path | None]) -> None:
+    """Write the report as each medium named in `outputs` (medium name -> path; None: not asked for)."""
+    for name, path in outputs.items():
+        if path:
+            medium(name).write(report, path)
