@@ -141,7 +141,7 @@ def _timed(fn) -> float:
 def extraction(size: str, device, train_steps: int = 0) -> dict:
     """One-pass verdicts vs `generate` on 32 samples of 64 tokens; with `train_steps`, the model first
     learns half of them by heart so that both verdicts occur."""
-    from memaudit.probes.memorization import extractable_samples
+    from memaudit.measures import extractable_samples
 
     from memaudit.engine.forward import score
 

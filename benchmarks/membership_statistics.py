@@ -46,7 +46,7 @@ def best_of(fn, repeats: int = 3) -> float:
 
 def reductions(rows: dict, n_members: int) -> None:
     """What membership and unlearning_membership compute from every sample's scores at the end."""
-    from memaudit.probes.privacy import roc_auc, tpr_at_fpr
+    from memaudit.measures import roc_auc, tpr_at_fpr
 
     for _ in ("membership", "unlearning_membership"):
         for score, values in rows.items():
@@ -66,7 +66,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from memaudit.engine.forward import score
-    from memaudit.probes.privacy import membership_rows
+    from memaudit.measures import membership_rows
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as work:

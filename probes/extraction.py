@@ -13,16 +13,14 @@ import math
 from typing import Annotated
 
 import numpy as np
-from memaudit.probes.memorization import extractable_samples
 from pydantic import Field
 
 from memaudit import Column, plots, probe, series_probe
 from memaudit.engine.sampling import SamplingScheme
+from memaudit.measures import DEFAULT_SCHEMES, extractable_samples, log_pz
 
 Pair = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
 Probability = Annotated[float, Field(gt=0, le=1)]
-DEFAULT_SCHEMES = ({"temperature": 1.0}, {"top_k": 40})
-
 METRICS = {
     "rate[<scheme>][k=<k>,m=<m>][n=<n>,p=<p>]": "share of samples (n, p)-extractable under the scheme",
     "n_extractable[<scheme>][k=<k>,m=<m>][n=<n>,p=<p>]": "number of samples (n, p)-extractable",
@@ -38,10 +36,7 @@ METRICS = {
 }
 
 
-def log_pz(sampling_logprobs: np.ndarray, k: int, m: int) -> np.ndarray:
-    """log p_z per sample (float64): the sum of the suffix tokens' log-probabilities under one scheme.
-    sampling_logprobs: (samples, seq_len - 1), position j predicting token j + 1."""
-    return sampling_logprobs[:, k - 1:k + m - 1].astype(np.float64).sum(axis=1)  # (samples,)
+
 
 
 def extractable(logp: np.ndarray, n: int, p: float) -> np.ndarray:

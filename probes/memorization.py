@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from memaudit import Column, plots, probe, series_probe
+from memaudit.measures import crossing_step, extractable_samples
 
 Positive = Annotated[int, Field(ge=1)]
 Tau = Annotated[float, Field(ge=0, le=1)]
@@ -181,19 +182,6 @@ def _batch_rows(sample_ids, sample_steps, step, dataset, ledger) -> list[int]:
     return [i for i, sid in enumerate(sample_ids) if sid in batch]
 
 
-def extractable_samples(hits: np.ndarray, k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample greedy verdicts (samples,) and matched lengths (samples,) from teacher-forced hits
-    (samples, seq_len - 1): the one k-extractability computation, used by `memorization`, `memorized_strings`
-    and `extraction`.
-
-    hits[:, j] says whether token j + 1 is the argmax given tokens 0..j. Greedy decoding from the k-token
-    prefix reproduces tokens k..k+m-1 exactly when hits[:, k-1 : k+m-1] are all true, and it first diverges
-    at the first miss there: one pass gives both verdict and matched length."""
-    window = hits[:, k - 1:k + m - 1]  # (samples, m)
-    verdict = window.all(axis=1)  # (samples,)
-    return verdict, np.where(verdict, m, window.argmin(axis=1)).astype(np.int32)  # leading hits before the first miss
-
-
 SERIES_METRICS = {
     "M": "M at each checkpoint, in step order",
     "steps": "step of each checkpoint",
@@ -246,19 +234,6 @@ def memorization_series(checkpoints, datasets, series, ledger, taus: list[Tau] =
             row["best_valid_step"] = best.step
         out[d.name] = row
     return out
-
-
-def crossing_step(steps: list, values: list, tau: float) -> float | None:
-    """The step at which `values` (at `steps`, in order) first reach `tau`, interpolated linearly between the
-    last point below and the first at or above it; the first step when it starts at or above; None: never."""
-    points = [(s, v) for s, v in zip(steps, values) if s is not None and v is not None]
-    for i, (step, value) in enumerate(points):
-        if value >= tau:
-            if i == 0:
-                return float(step)
-            (s0, v0) = points[i - 1]
-            return float(s0 + (tau - v0) / (value - v0) * (step - s0))
-    return None
 
 
 def _first_at_least(values, tau):

@@ -11,13 +11,20 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from memaudit.probes.extraction import DEFAULT_SCHEMES, log_pz
-from memaudit.probes.memorization import extractable_samples
 from pydantic import Field
 
 from memaudit import Column, DatasetName, plots, probe
 from memaudit.engine.sampling import SamplingScheme
 from memaudit.inputs.canaries import exposure
+from memaudit.measures import (
+    DEFAULT_SCHEMES,
+    SCORE_COLUMNS,
+    extractable_samples,
+    log_pz,
+    membership_rows,
+    roc_auc,
+    tpr_at_fpr,
+)
 
 CANARY_METRICS = {
     "exposure": "canary id -> exposure in bits, log2 |R| - log2 rank of the inserted secret",
@@ -80,50 +87,6 @@ def canaries(rows, target_mask, sample_ids, dataset):
         out["rank"][cid], out["exact"][cid] = e["rank"], e["exact"]
     values = list(out["exposure"].values())
     return {**out, "exposure_max": max(values), "exposure_mean": float(np.mean(values))}
-
-
-def roc_auc(members: np.ndarray, non_members: np.ndarray) -> float:
-    """P(score of a member > score of a non-member), ties counting half (Mann-Whitney U), from average ranks
-    (vectorised: np.unique groups the ties)."""
-    scores = np.concatenate([members, non_members])
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)  # 1-based rank of the last of each group of equal scores
-    ranks = ((ends - counts + 1 + ends) / 2)[inverse]  # average rank of each score
-    n1, n0 = len(members), len(non_members)
-    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def tpr_at_fpr(members: np.ndarray, non_members: np.ndarray, fpr: float = 0.01) -> float:
-    """Share of members scoring above the threshold that lets through `fpr` of the non-members."""
-    threshold = np.quantile(non_members, 1 - fpr, method="higher")
-    return float((members > threshold).mean())
-
-
-def membership_rows(logprobs, entropy, logp2, zlib_len, k_percent: float) -> dict[str, np.ndarray]:
-    """Per-sample membership scores, higher meaning 'more likely a member': each (samples,)."""
-    n = logprobs.shape[1]
-    k = max(1, int(n * k_percent / 100))  # as the reference code (mink-plus-plus, MIMIR): int(), not round()
-    mu = -entropy  # E_p[log p] of each next-token distribution
-    sigma = np.sqrt(np.maximum(logp2 - mu ** 2, 1e-12))
-    z = (logprobs - mu) / sigma  # (samples, seq - 1): Min-K%++ token scores
-    loss = logprobs.mean(axis=1)
-    return {
-        "loss": loss,
-        # Carlini et al. 2021's zlib ratio as MIMIR computes it: mean log-likelihood per byte of zlib output
-        "zlib": loss / zlib_len,
-        "min_k": np.ascontiguousarray(np.sort(logprobs, axis=1)[:, :k]).mean(axis=1),
-        "min_k_pp": np.ascontiguousarray(np.sort(z, axis=1)[:, :k]).mean(axis=1),
-    }
-
-
-SCORE_COLUMNS = {score: Column("float64", meaning, unit="nats" if score != "zlib" else "nats per zlib byte",
-                               higher="more member-like", name=f"{score}_score")
-                 for score, meaning in {
-                     "loss": "mean log-likelihood of the sample's tokens (= -loss)",
-                     "zlib": "mean log-likelihood over zlib-compressed length (Carlini et al. 2021)",
-                     "min_k": "mean of the lowest k% token log-likelihoods (Min-K%)",
-                     "min_k_pp": "Min-K%++ score (Zhang et al. 2024)"}.items()}
-"""The per-sample columns of `membership_rows` (--samples-out: `<probe>_<score>_score`)."""
 
 
 @probe(per_dataset=False, rows=membership_rows, columns=SCORE_COLUMNS,

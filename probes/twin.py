@@ -14,9 +14,9 @@ the loss alone.
 from __future__ import annotations
 
 import numpy as np
-from memaudit.probes.privacy import roc_auc
 
 from memaudit import plots, series_probe
+from memaudit.measures import roc_auc
 from memaudit.names import split_group_name
 from memaudit.report.values import is_number
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from memaudit.probes.memorization import crossing_step
 from pydantic import Field
 
 from memaudit import probe, series_probe
+from memaudit.measures import crossing_step
 
 Tau = Annotated[float, Field(ge=0, le=1)]
 

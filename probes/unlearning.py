@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from memaudit.probes.privacy import SCORE_COLUMNS, membership_rows, roc_auc
 from pydantic import Field
 
 from memaudit import SeriesName, plots, probe, series_probe
+from memaudit.measures import SCORE_COLUMNS, membership_rows, roc_auc
 
 ROLES = ("forget", "retain", "holdout")
 SCORES = ("loss", "min_k", "min_k_pp")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_tokens, tiny_model
-from memaudit.probes.extraction import extractable, log_pz, queries_needed
-from memaudit.probes.memorization import extractable_samples
+from memaudit.measures import extractable_samples, log_pz
+from memaudit.probes.extraction import extractable, queries_needed
 
 from memaudit.engine.forward import score
 from memaudit.engine.sampling import SamplingScheme, product_name, warpers

@@ -194,3 +194,21 @@ def test_a_probe_helper_imported_from_another_probe_module_is_part_of_its_key():
     probes = {p.name: p for p in collect([standard_probe_dir()])}
     code = "\n".join(_code_of(probes["memorized_strings"].fn))
     assert "def extractable_samples" in code and "def log_pz" in code
+
+
+def test_standard_probes_are_one_module_each_and_their_fingerprint_follows_the_shared_measures():
+    import sys
+
+    import memaudit.probes.memorization as memorization
+    from memaudit.engine.identity import _code_of
+    from memaudit.engine.registry import collect, standard_probe_dir
+
+    probes = {p.name: p for p in collect([standard_probe_dir()])}
+    assert probes["memorization"] is memorization.memorization  # the module a probe imports is the one collected
+    import re
+
+    standard = "memaudit_collected_" + re.sub(r"\W", "_", str(standard_probe_dir().resolve()))
+    assert not [m for m in sys.modules if m.startswith(standard)]  # never loaded a second time from its file
+    code = "\n".join(_code_of(probes["memorization"].rows))
+    assert "memaudit.measures.extractable_samples" in code  # a change there changes memorization's journal keys
+    assert "memaudit.measures.roc_auc" in "\n".join(_code_of(probes["twin"].fn))

@@ -60,7 +60,7 @@ def _train_to_memorize(model, tokens, steps=150):
 
 
 def test_one_pass_extractability_equals_greedy_generate():
-    from memaudit.probes.memorization import extractable_samples
+    from memaudit.measures import extractable_samples
 
     k, m = 8, 8
     rng = np.random.default_rng(0)

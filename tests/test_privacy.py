@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from memaudit.probes.privacy import roc_auc, tpr_at_fpr
+from memaudit.measures import roc_auc, tpr_at_fpr
 
 from memaudit.engine.registry import collect, standard_probe_dir
 from memaudit.inputs.canaries import Canary, candidate_samples, exposure
@@ -130,7 +130,7 @@ def test_no_training_text_in_the_default_report(privacy_lab, run_cli, tmp_path):
 
 
 def test_min_k_keeps_int_of_k_percent_of_the_targets_as_the_reference_code():
-    from memaudit.probes.privacy import membership_rows
+    from memaudit.measures import membership_rows
 
     logprobs = -np.arange(1, 64, dtype=np.float32)[None]  # (1, 63): 63 targets, k% = 20 -> int(12.6) = 12
     scores = membership_rows(logprobs, np.ones_like(logprobs), np.full_like(logprobs, 2.0), np.array([10]), 20.0)

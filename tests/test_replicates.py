@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from memaudit.probes.memorization import crossing_step
+from memaudit.measures import crossing_step
 
 import memaudit
 from memaudit.errors import ConfigError

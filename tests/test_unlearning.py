@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from memaudit.probes.privacy import roc_auc
+from memaudit.measures import roc_auc
 from memaudit.probes.unlearning import privleak
 
 import memaudit

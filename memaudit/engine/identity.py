@@ -108,7 +108,9 @@ def probe_fingerprint(fn, params: dict, rows=None) -> str:
     return digest("probe", _code_of(fn), _code_of(rows) if rows is not None else None, params)
 
 
-PROBE_MODULES = ("memaudit.probes", "memaudit_collected_")  # standard probes and collected probe files
+PROBE_MODULES = ("memaudit.probes", "memaudit_collected_", "memaudit.measures")
+"""Modules whose functions a probe's fingerprint follows: the standard probes, collected probe files, and the
+measures probes share."""
 
 
 def _code_of(fn) -> list[str]:

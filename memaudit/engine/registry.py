@@ -179,6 +179,24 @@ def collect(paths: list[Path]) -> list[ProbeDef]:
 
 
 def _probes_in(file: Path) -> list[ProbeDef]:
+    module = _standard_module(file) or _module_of_file(file)
+    return _checked(module, file)
+
+
+def _standard_module(file: Path):
+    """A standard probe file as the module `memaudit.probes.<name>` (one module object, whoever imports it), or
+    None for a file from elsewhere."""
+    if file.resolve().parent != standard_probe_dir().resolve():
+        return None
+    try:
+        return importlib.import_module(f"memaudit.probes.{file.stem}")
+    except Exception as e:  # a broken installation: say which file
+        raise ConfigError(f"Error while collecting probes from {file}: {type(e).__name__}: {e}. Reinstall memaudit.") \
+            from e
+
+
+def _module_of_file(file: Path):
+    """A probe file from `probe_paths`, imported under a name made from its path (and again when it was edited)."""
     module_name = "memaudit_collected_" + re.sub(r"\W", "_", str(file.resolve()))
     try:
         content = hashlib.sha256(file.read_bytes()).hexdigest()
@@ -199,6 +217,11 @@ def _probes_in(file: Path) -> list[ProbeDef]:
             del sys.modules[module_name]
             raise ConfigError(f"Error while collecting probes from {file}: {type(e).__name__}: {e}. "
                               "Fix the file, or remove it from 'probe_paths'.") from e
+    return module
+
+
+def _checked(module, file: Path) -> list[ProbeDef]:
+    """The probes a module defines, each checked: the arguments it and its rows function ask for exist."""
     probes = [v for v in vars(module).values() if isinstance(v, ProbeDef)]
     for p in probes:
         p.source = str(file)
