@@ -1,9 +1,10 @@
 """memaudit: pytest-style memorization audits for series of language-model checkpoints.
 
 The package in layers, in the direction data flows:
+    results/       the data model of a run: the report's schema, per-sample schema, values, checks, replicates
     inputs/        checkpoints.yaml, checkpoint series, data sets, ledgers, canaries, text passes
     engine/        the one forward pass, the products table and caches, the journal, probes, the run loop
-    report/        the report's schema, checks, terminal and HTML rendering, figures, JUnit
+    report/        renderers of a saved report: terminal, HTML, figures, JUnit, CSV; the output media
     integrations/  the command line and the pytest plugin
     lab/           trains tiny model series to audit
 
@@ -14,9 +15,9 @@ name a data set or series, `Column` for the per-sample columns of a rows functio
 
 from memaudit.api import LiveSeries, audit, audit_model
 from memaudit.engine.registry import DatasetName, SeriesName, probe, series_probe
-from memaudit.report.samples import Column
+from memaudit.results.samples import Column
 
-__version__ = "0.1.0"
+from memaudit.version import __version__
 __all__ = ["audit", "audit_model", "LiveSeries", "probe", "series_probe", "Column", "DatasetName", "SeriesName", "plots",
            "AuditReport", "read_report", "__version__"]
 
@@ -28,7 +29,7 @@ def __getattr__(name: str):
 
         return plots
     if name in ("AuditReport", "read_report"):
-        from memaudit.report import schema
+        from memaudit.results import schema
 
         return getattr(schema, name)
     raise AttributeError(f"module 'memaudit' has no attribute {name!r}")

@@ -38,7 +38,7 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
     """
     from memaudit.engine.run import RunOptions, make_plan, run_audit
     from memaudit.inputs.config import check_api_arguments, configuration
-    from memaudit.report.schema import AuditReport, open_report
+    from memaudit.results.schema import AuditReport, open_report
 
     check_api_arguments("memaudit.audit()", select=select, probes=probes, batch_size=batch_size, dtype=dtype,
                         device=device, device_map=device_map, cache=cache, show_text=show_text, tolerance=tolerance,
@@ -137,8 +137,8 @@ class LiveSeries:
         from memaudit.engine.run import make_plan, series_context, start_in_memory
         from memaudit.inputs.config import check_api_arguments
         from memaudit.inputs.sources import tokenizer_fingerprint
-        from memaudit.report.checks import validate_check_targets
-        from memaudit.report.schema import SeriesResult
+        from memaudit.results.checks import validate_check_targets
+        from memaudit.results.schema import SeriesResult
 
         check_api_arguments("memaudit.LiveSeries", name=name, probes=probes, select=select, params=params,
                             checks=checks, batch_size=batch_size, show_text=show_text)
@@ -183,7 +183,7 @@ class LiveSeries:
         from memaudit.engine.run import audit_in_memory
         from memaudit.inputs.config import check_api_arguments
         from memaudit.inputs.sources import Checkpoint
-        from memaudit.report.schema import CheckpointResult
+        from memaudit.results.schema import CheckpointResult
 
         step, tokens_seen = _plain_int(step), _plain_int(tokens_seen)  # numpy integers are integers
         check_api_arguments("LiveSeries.add()", step=step, tokens_seen=tokens_seen, name=name)

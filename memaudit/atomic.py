@@ -75,3 +75,16 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file's content; a folder, an unreadable or a binary file is a ConfigError."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"The {what} '{path}' is not UTF-8 text ({e.reason} at byte {e.start}); is it the right "
+                          "file? Save it as UTF-8.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"The {what} '{path}' is a folder; give the path of a file.") from None
+    except OSError as e:
+        raise ConfigError(f"Cannot read the {what} '{path}': {e.strerror or e}.") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memaudit.report.samples import Column
+from memaudit.results.samples import Column
 
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 ALL = "all"
 """The data set name under which a probe that compares data sets (`per_dataset=False`) stores its metrics."""
 
+AGGREGATES = ("each", "last", "first", "max", "min", "mean")
+"""The `at:` of a check or rule that is not a checkpoint's name."""
+
 
 def group_label(value) -> str:
     """A group value as it reads in a name: 4, 0.5, true, or the text (values are exact: see inputs/data.py)."""

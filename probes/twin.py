@@ -18,7 +18,7 @@ import numpy as np
 from memaudit import plots, series_probe
 from memaudit.measures import roc_auc
 from memaudit.names import split_group_name
-from memaudit.report.values import is_number
+from memaudit.results.values import is_number
 
 METRICS = {
     "reference": "the twin series", "steps": "steps compared", "twin_steps": "the twin's checkpoint for each",

@@ -143,7 +143,7 @@ def put_in_hf_cache(cache_dir: Path, repo: str, revisions: dict[str, Path]) -> d
 def hand_report(values: dict | None = None, series: str = "s", dataset: str = "private", metric: str = "M"):
     """An AuditReport built by hand: one series whose checkpoints (`name -> value`; a `step-N` name gives step N)
     carry memorization's `metric` on `dataset`."""
-    from memaudit.report.schema import AuditReport, CheckpointResult, ProbeInfo, Provenance, SeriesResult
+    from memaudit.results.schema import AuditReport, CheckpointResult, ProbeInfo, Provenance, SeriesResult
 
     values = {"step-0": 0.1, "step-2": 0.2} if values is None else values
     ckpts = [CheckpointResult(name=name, step=int(name.split("-")[-1]) if name.startswith("step-") else i,

@@ -1,11 +1,11 @@
-"""memaudit/report/checks.py: thresholds over checkpoints and series aggregates."""
+"""memaudit/results/checks.py: thresholds over checkpoints and series aggregates."""
 
 import pytest
 
 from memaudit.engine.registry import collect, standard_probe_dir
 from memaudit.inputs.config import CheckConfig, DatasetConfig
-from memaudit.report.checks import evaluate_checks
-from memaudit.report.schema import CheckpointResult, SeriesResult
+from memaudit.results.checks import evaluate_checks
+from memaudit.results.schema import CheckpointResult, SeriesResult
 
 PROBES = collect([standard_probe_dir()])
 DATA = [DatasetConfig(name="train", path="x")]

@@ -7,7 +7,7 @@ import pytest
 
 from memaudit.engine.registry import collect, standard_probe_dir
 from memaudit.inputs.config import CheckConfig, DatasetConfig, RegressionRule
-from memaudit.report.checks import compare_to_baseline, evaluate_checks
+from memaudit.results.checks import compare_to_baseline, evaluate_checks
 from conftest import hand_report
 
 CHECKS = [{"name": "low loss", "metric": "memorization.loss", "max": 1.0, "at": "each"},

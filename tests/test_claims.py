@@ -11,8 +11,8 @@ from memaudit.lab.claims import (
     claims_table,
     judge,
 )
-from memaudit.report.replicates import spread
-from memaudit.report.schema import ReplicateGroup
+from memaudit.results.replicates import spread
+from memaudit.results.schema import ReplicateGroup
 
 
 def group(name, n_params, probe, dataset, metric, values):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from memaudit.report.schema import AuditReport
+from memaudit.results.schema import AuditReport
 
 
 def test_run_writes_a_valid_report_and_renders_it(basic_config, run_cli, tmp_path):

@@ -74,7 +74,7 @@ def test_mixed_integer_and_float_group_values_that_floats_hold_are_one_numeric_f
 
 def test_an_empty_text_group_can_be_named_in_a_check():
     from memaudit.inputs.config import DatasetConfig
-    from memaudit.report.checks import _a_group
+    from memaudit.results.checks import _a_group
 
     assert _a_group("train[source=]", [DatasetConfig(name="train", path="x.jsonl", group_by="source")])
 
@@ -196,7 +196,7 @@ def test_a_check_that_could_never_have_a_value_is_refused_before_loading(pair_co
 def test_the_profile_s_intervals_can_be_checked(pair_config, metric):
     from memaudit.engine.run import make_plan
     from memaudit.inputs.config import load_config
-    from memaudit.report.checks import validate_checks
+    from memaudit.results.checks import validate_checks
 
     config, _ = load_config(pair_config(checks=[{"metric": metric, "dataset": "inserted", "min": -100}]))
     validate_checks(config, make_plan(config).probes)
@@ -225,7 +225,7 @@ def _kinds(*probes):
 
 @pytest.mark.parametrize("probe, metric", [("twin", "gain"), ("memorization_profile", "instantaneous")])
 def test_a_regression_rule_on_a_series_metric_is_evaluated(probe, metric):
-    from memaudit.report.checks import compare_to_baseline
+    from memaudit.results.checks import compare_to_baseline
 
     rule = {"metric": f"{probe}.{metric}", "dataset": "inserted", "at": "last", "max_increase": 0.1}
     baseline, now = _series_report(0.909, probe, metric=metric), _series_report(1.062, probe, metric=metric)
@@ -237,7 +237,7 @@ def test_a_regression_rule_on_a_series_metric_is_evaluated(probe, metric):
 
 
 def test_a_regression_rule_that_compares_nothing_fails():
-    from memaudit.report.checks import compare_to_baseline
+    from memaudit.results.checks import compare_to_baseline
     from conftest import hand_report
 
     report = hand_report()
@@ -374,7 +374,7 @@ def test_a_check_on_any_metric_any_probe_declares_is_accepted_or_refused_clearly
     from memaudit.engine.run import make_plan
     from memaudit.errors import ConfigError
     from memaudit.inputs.config import CheckConfig, load_config
-    from memaudit.report.checks import validate_checks
+    from memaudit.results.checks import validate_checks
 
     config, _ = load_config(pair_config())
     probes = make_plan(config).probes

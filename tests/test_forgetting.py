@@ -9,7 +9,7 @@ from memaudit.probes.forgetting import fit_exponential_decay
 
 from memaudit.engine.registry import collect, standard_probe_dir
 from memaudit.inputs.ledger import Intervention, Ledger
-from memaudit.report.schema import CheckpointResult, DatasetInfo
+from memaudit.results.schema import CheckpointResult, DatasetInfo
 
 FORGETTING = {p.name: p for p in collect([standard_probe_dir()])}["forgetting"]
 

@@ -9,7 +9,7 @@ from conftest import tiny_model
 
 from memaudit.engine.forward import score
 from memaudit.engine.registry import collect, probe_on, standard_probe_dir
-from memaudit.report.schema import CheckpointResult, DatasetInfo, SeriesResult
+from memaudit.results.schema import CheckpointResult, DatasetInfo, SeriesResult
 
 PROBES = {p.name: p for p in collect([standard_probe_dir()])}
 NO_CKPT = SimpleNamespace(step=None, objective="causal")

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from memaudit.report.schema import (
+from memaudit.results.schema import (
     AuditReport,
     CheckpointResult,
     CheckResult,
@@ -172,7 +172,7 @@ def test_html_reads_verdict_checks_figures_tables_then_provenance():
 
 def test_html_has_one_sortable_table_per_probe_and_data_set():
     from memaudit.report.html import render_html
-    from memaudit.report.schema import ProbeInfo
+    from memaudit.results.schema import ProbeInfo
 
     report = _report()
     report.probes = [ProbeInfo(name="memorization", kind="checkpoint", source="-", products=[], params={}, show=["M"]),

@@ -10,7 +10,7 @@ from memaudit.report.render import (
     sparkline,
     summary_line,
 )
-from memaudit.report.schema import (
+from memaudit.results.schema import (
     AuditReport,
     CheckpointResult,
     CheckResult,

@@ -11,7 +11,7 @@ from memaudit.errors import ConfigError
 from memaudit.inputs.ledger import read_ledger
 from memaudit.lab.config import parse_lab_config
 from memaudit.lab.train import plan_updates, run_lab
-from memaudit.report.replicates import compare, spread, t95
+from memaudit.results.replicates import compare, spread, t95
 
 LAB = {
     "vocab_size": 300, "seq_len": 16, "n_samples": 12, "n_valid": 4, "n_special": 4, "batch_size": 4,

@@ -103,7 +103,7 @@ def test_R_per_tag_on_hand_built_products():
 
 
 def test_pos_series_order_and_first_step():
-    from memaudit.report.schema import CheckpointResult, DatasetInfo
+    from memaudit.results.schema import CheckpointResult, DatasetInfo
 
     series = {p.name: p for p in collect([standard_probe_dir()])}["pos_series"]
     curves = {"NOUN": [0.1, 0.6, 0.9], "PROPN": [0.5, 0.7, 0.9], "NUM": [0.2, 0.4, 0.8],

@@ -6,7 +6,7 @@ import pytest
 from memaudit.engine.registry import collect, standard_probe_dir
 from memaudit.inputs.identifiers import identifier_mask
 from memaudit.inputs.tagging import TAGS
-from memaudit.report.schema import CheckpointResult, DatasetInfo, SeriesResult
+from memaudit.results.schema import CheckpointResult, DatasetInfo, SeriesResult
 
 PROBES = {p.name: p for p in collect([standard_probe_dir()])}
 

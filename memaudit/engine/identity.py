@@ -52,7 +52,7 @@ def engine_fingerprint() -> str:
     invalidates what an older one stored, as a new release does."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from memaudit import __version__
+    from memaudit.version import __version__
 
     def installed(name):
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from memaudit.engine.store import KeyedStore
-from memaudit.report.schema import CheckpointResult
+from memaudit.results.schema import CheckpointResult
 
 
 class JournalRecord(BaseModel):

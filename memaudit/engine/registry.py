@@ -51,7 +51,7 @@ class ProbeDef:
     not_numbers: tuple[str, ...] = ()  # metrics that are curves, tables or text: no check or rule can bound them
     for_series: Callable | None = None  # a series probe's (series config) -> whether it reports for that series
     per_group: bool = False  # a series probe that reports on the groups of group_by too
-    columns: dict = field(default_factory=dict)  # its rows function's columns -> Column (memaudit.report.samples)
+    columns: dict = field(default_factory=dict)  # its rows function's columns -> Column (memaudit.results.samples)
 
     @property
     def row_args(self) -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from memaudit import __version__
+from memaudit.version import __version__
 from memaudit.engine.registry import (
     ProbeDef,
     call_checkpoint_probes,
@@ -28,14 +28,14 @@ from memaudit.errors import ConfigError, ExitCode
 from memaudit.inputs.config import AuditConfig, RunConfig, apply_overrides
 from memaudit.inputs.ledger import Ledger, read_ledger
 from memaudit.memory import release_device, release_pages, trim_heap
-from memaudit.report.checks import (
+from memaudit.results.checks import (
     compare_to_baseline,
     evaluate_checks,
     validate_check_targets,
     validate_checks,
 )
-from memaudit.report.replicates import replicate_groups
-from memaudit.report.schema import (
+from memaudit.results.replicates import replicate_groups
+from memaudit.results.schema import (
     AuditReport,
     CheckpointResult,
     DatasetInfo,
@@ -444,7 +444,7 @@ def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | 
     from memaudit.engine.identity import digest
     from memaudit.inputs.data import check_field_types, load_samples
     from memaudit.inputs.text_products import text_products as make_text_products
-    from memaudit.report.checks import validate_check_groups
+    from memaudit.results.checks import validate_check_groups
 
     fingerprint = series.tokenizer
     samples = {d.name: load_samples(d.for_series(series.name), tokenizer, (data or {}).get(d.name))

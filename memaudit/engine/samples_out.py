@@ -2,7 +2,7 @@
 
 A row per sample of every data set that a probe with a rows function read (memorization: M, loss, greedy
 verdict, match length; membership: its scores; extraction_risk: log10 p_z per scheme and pair), in the
-per-sample schema of memaudit.report.samples: the key columns (series, checkpoint, step, tokens_seen,
+per-sample schema of memaudit.results.samples: the key columns (series, checkpoint, step, tokens_seen,
 dataset, sample_index, sample_id, seen_at_step), the data's group_by field, then each probe's columns (null
 where a probe did not read that data set), every column described in the file's metadata. One row group per
 shard, so the file is written without holding more than a shard's rows as Arrow data. A folder of these
@@ -27,7 +27,7 @@ import numpy as np
 
 from memaudit.atomic import explain_write_error, file_sha256
 from memaudit.errors import ConfigError
-from memaudit.report.schema import SamplesFile
+from memaudit.results.schema import SamplesFile
 
 
 def require_pyarrow() -> None:
@@ -52,7 +52,7 @@ def file_for(root: Path, series: str, checkpoint: str) -> Path:
 
 def _field_columns(samples: dict) -> list:
     """A column per per-sample field of the data (group_by), `data_<field>`, typed by its values."""
-    from memaudit.report.samples import DTYPES, SampleColumn
+    from memaudit.results.samples import DTYPES, SampleColumn
 
     return list({f"data_{name}": SampleColumn(f"data_{name}", DTYPES.get(values.dtype.kind, "string"),
                                               f"the data's per-sample field '{name}' (group_by)")
@@ -60,15 +60,15 @@ def _field_columns(samples: dict) -> list:
 
 
 def _schema(rows: dict, provenance: dict, extra: list = (), declared: dict | None = None):
-    """The per-sample schema (memaudit.report.samples) of these rows: the key columns, then each probe's columns as
+    """The per-sample schema (memaudit.results.samples) of these rows: the key columns, then each probe's columns as
     it declares them (`declared`: probe -> its `columns`), every field and the file described in the metadata (so a
     file explains itself: meaning, unit, what a higher value says)."""
     import json
 
     import pyarrow as pa
 
-    from memaudit import __version__
-    from memaudit.report.samples import KEY_COLUMNS, probe_column
+    from memaudit.version import __version__
+    from memaudit.results.samples import KEY_COLUMNS, probe_column
 
     types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
     columns = [*KEY_COLUMNS, *extra]
@@ -83,7 +83,7 @@ def _schema(rows: dict, provenance: dict, extra: list = (), declared: dict | Non
                                                        **({"higher_means": c.higher} if c.higher else {})})
               for c in columns]
     about = {"memaudit_version": __version__, **provenance, "schema": "memaudit per-sample rows, see "
-             "memaudit.report.samples", "columns": {c.name: c.meaning for c in columns}}
+             "memaudit.results.samples", "columns": {c.name: c.meaning for c in columns}}
     return pa.schema(fields, metadata={"memaudit": json.dumps(about)})
 
 
@@ -91,7 +91,7 @@ def _batches(name: str, s, rows: dict, parts: list[slice], schema, where: dict, 
     """Data set `name`'s rows as one Arrow record batch per shard (`where`: series, checkpoint, step, tokens_seen)."""
     import pyarrow as pa
 
-    from memaudit.report.samples import probe_column
+    from memaudit.results.samples import probe_column
 
     for part in parts:
         n = part.stop - part.start

@@ -13,11 +13,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from memaudit.errors import ConfigError, did_you_mean
-from memaudit.names import ALL, split_group_name
+from memaudit.atomic import read_text_file
+from memaudit.names import AGGREGATES, ALL, split_group_name
 
 DatasetRole = Literal["train", "valid", "special", "canary", "forget", "retain", "holdout", "other"]
 CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>
-AGGREGATES = ("each", "last", "first", "max", "min", "mean")
 SINGLE_ROLES = ("forget", "retain", "holdout")
 """Roles an audit has at most one data set of (the unlearning probes read them by role)."""
 MAX_STEP = 2**53
@@ -452,19 +452,6 @@ def configuration(source: Any) -> tuple[AuditConfig, str, str | None]:
     where = path or "the configuration"
     digest = config_digest(raw, where)
     return resolve_paths(parse_config(raw, source=where), base), digest, path
-
-
-def read_text_file(path: Path, what: str) -> str:
-    """A UTF-8 text file's content; a folder, an unreadable or a binary file is a ConfigError."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"The {what} '{path}' is not UTF-8 text ({e.reason} at byte {e.start}); is it the right "
-                          "file? Save it as UTF-8.") from None
-    except IsADirectoryError:
-        raise ConfigError(f"The {what} '{path}' is a folder; give the path of a file.") from None
-    except OSError as e:
-        raise ConfigError(f"Cannot read the {what} '{path}': {e.strerror or e}.") from None
 
 
 CLI_FLAGS = {"batch_size": "--batch-size", "dtype": "--dtype", "device": "--device", "device_map": "--device-map",

@@ -17,7 +17,7 @@ from memaudit.errors import ConfigError
 from memaudit.inputs.config import MAX_STEP, DatasetConfig
 from memaudit.memory import release_pages
 from memaudit.names import group_name
-from memaudit.report.schema import DatasetInfo
+from memaudit.results.schema import DatasetInfo
 
 HASH_ROWS = 1 << 16  # samples hashed at a time
 

@@ -93,7 +93,7 @@ def read_ledger(path: str | Path) -> Ledger:
     from pydantic import ValidationError
 
     from memaudit.errors import ConfigError
-    from memaudit.inputs.config import read_text_file
+    from memaudit.atomic import read_text_file
 
     text = read_text_file(Path(path), "ledger")
     try:

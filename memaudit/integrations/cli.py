@@ -13,7 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from memaudit import __version__
+from memaudit.version import __version__
 from memaudit.errors import ExitCode, MemauditError
 from memaudit.report.media import offered, write_all
 
@@ -43,7 +43,7 @@ def cmd_run(args) -> int:
     from memaudit.engine.run import RunOptions, make_plan, run_audit
     from memaudit.report.progress import AuditProgress
     from memaudit.report.render import render_report
-    from memaudit.report.schema import write_report
+    from memaudit.results.schema import write_report
 
     plan = make_plan(config, args.keyword)
     media = _media_paths(args, "run")
@@ -133,7 +133,7 @@ def _list_products() -> int:
 
 
 def _open_report(path):
-    from memaudit.report.schema import open_report
+    from memaudit.results.schema import open_report
 
     return open_report(path)
 
@@ -172,11 +172,11 @@ def cmd_schema(args) -> int:
     """Print the report's JSON Schema (with --samples: the per-sample schema, as a Markdown table)."""
     if args.samples:
         from memaudit.engine.registry import collect, standard_probe_dir
-        from memaudit.report.samples import table_markdown
+        from memaudit.results.samples import table_markdown
 
         print(table_markdown({p.name: p.columns for p in collect([standard_probe_dir()]) if p.columns}))
         return ExitCode.OK
-    from memaudit.report.schema import json_schema
+    from memaudit.results.schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return ExitCode.OK

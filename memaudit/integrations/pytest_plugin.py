@@ -80,7 +80,7 @@ class AuditFile(pytest.File):
         the series are resolved (cheaply: no model loads), nothing is scored."""
         from memaudit.engine.run import make_plan
         from memaudit.inputs.sources import resolve_series
-        from memaudit.report.checks import split_metric, validate_check_targets
+        from memaudit.results.checks import split_metric, validate_check_targets
 
         plan = make_plan(config)
         kinds = {p.name: p.kind for p in plan.probes}

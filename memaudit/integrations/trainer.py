@@ -130,7 +130,7 @@ class MemauditCallback(TrainerCallback):
             control.should_training_stop = True
 
     def _audit_here(self, state, control, model) -> bool:
-        from memaudit.report.schema import write_report
+        from memaudit.results.schema import write_report
 
         t0 = time.perf_counter()
         result = self.series.add(model, step=state.global_step, tokens_seen=state.num_input_tokens_seen or None)
@@ -183,7 +183,7 @@ def _check_report_path(path: Path, config) -> None:
 
 def _shown_metrics(report, result, prefix: str) -> dict[str, float]:
     """The numeric metrics each probe shows in the terminal, for this checkpoint: `prefix/dataset/probe.metric`."""
-    from memaudit.report.schema import is_number
+    from memaudit.results.schema import is_number
 
     shown = {p.name: p.show for p in report.probes if p.kind == "checkpoint"}
     return {f"{prefix}/{dataset}/{probe}.{metric}": value

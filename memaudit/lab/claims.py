@@ -1,7 +1,7 @@
 """The paper's claims, judged from audits of the lab's recipes trained with seed replicates.
 
 Each claim names its recipe, the series metric it rests on and the comparisons between replicate groups
-that would show it; a comparison counts only beyond the spread over seeds (memaudit.report.replicates:
+that would show it; a comparison counts only beyond the spread over seeds (memaudit.results.replicates:
 one-sided t-tests at 5%, Welch's between separately trained groups, paired for gains that are already
 differences of the same seed's runs). Verdicts:
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memaudit.report.replicates import compare, spread
-from memaudit.report.schema import AuditReport, ReplicateGroup
+from memaudit.results.replicates import compare, spread
+from memaudit.results.schema import AuditReport, ReplicateGroup
 
 REPRODUCED, NOT_REPRODUCED, UNDECIDED = "reproduced", "not reproduced", "not decidable at this scale"
 

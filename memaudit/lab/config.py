@@ -11,7 +11,8 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from memaudit.errors import ConfigError
-from memaudit.inputs.config import YamlModel, describe_error, read_text_file
+from memaudit.atomic import read_text_file
+from memaudit.inputs.config import YamlModel, describe_error
 
 BUILTIN_CORPUS = "builtin"
 

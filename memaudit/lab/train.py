@@ -54,7 +54,7 @@ def read_corpus(corpus: str) -> str:
     path = Path(corpus)
     if not path.is_file():
         raise ConfigError(f"Lab corpus '{path}' does not exist. Use 'corpus: builtin' or a path to a text file.")
-    from memaudit.inputs.config import read_text_file
+    from memaudit.atomic import read_text_file
 
     return read_text_file(path, "lab corpus")
 

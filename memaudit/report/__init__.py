@@ -1,2 +1,2 @@
-"""The report: its versioned schema, threshold checks, and renderers (terminal, HTML, figures, JUnit)
-that are pure functions of a saved report."""
+"""Renderers and writers of a saved report, each a pure function of the data model in memaudit.results: the
+terminal, HTML, figures, JUnit XML, CSV tables, and the registry of output media (`media`)."""

@@ -15,8 +15,8 @@ import html
 from pathlib import Path
 
 from memaudit.report.render import comparison_lines, fmt, spread_cell
-from memaudit.report.schema import AuditReport, SeriesResult, flat_metrics, is_finite, is_number, metric_template
-from memaudit.report.values import shown
+from memaudit.results.schema import AuditReport, SeriesResult, flat_metrics, is_finite, is_number, metric_template
+from memaudit.results.values import shown
 
 STYLE = """
 :root { color-scheme: light dark; --fg: #1d1d1f; --muted: #666; --bg: #fff; --line: #ddd; --head: #f4f4f6;

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from memaudit.atomic import atomic_write_bytes
 from memaudit.report.escape import escaped_report, xml_text
-from memaudit.report.schema import AuditReport
+from memaudit.results.schema import AuditReport
 
 
 def junit_xml(report: AuditReport) -> bytes:

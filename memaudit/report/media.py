@@ -40,15 +40,15 @@ class Medium:
 
 
 MEDIA: dict[str, Medium] = {m.name: m for m in [
-    Medium("json", ".json", "write the JSON report here (atomically)", "memaudit.report.schema:write_report",
+    Medium("json", ".json", "write the JSON report here (atomically)", "memaudit.results.schema:write_report",
            ("run",)),
     Medium("junit-xml", ".xml", "write the checks as JUnit XML test cases", "memaudit.report.junit:write_junit",
            ("run",)),
     Medium("html", ".html", "write a self-contained HTML report with figures", "memaudit.report.html:write_html"),
     Medium("csv", ".csv", "write every metric as a CSV table, one row per series, checkpoint, probe, data set and "
-           "metric", "memaudit.report.tables:write_metrics_csv", ("show",)),
+           "metric", "memaudit.report.csv_tables:write_metrics_csv", ("show",)),
     Medium("samples-csv", ".csv", "write every sample's values as CSV, one row per sample (from the report's "
-           "per_sample tables, or the --samples-out files it names)", "memaudit.report.tables:write_samples_csv",
+           "per_sample tables, or the --samples-out files it names)", "memaudit.report.csv_tables:write_samples_csv",
            ("show",)),
 ]}
 """Every medium, by name."""

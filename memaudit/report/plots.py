@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memaudit.report.schema import AuditReport
+from memaudit.results.schema import AuditReport
 
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 LINESTYLES = ["-", "--", ":", "-."]
@@ -59,7 +59,7 @@ def grouped(report: AuditReport, curves) -> list[tuple[str, object, str, list, l
     """Curves (series, data set, xs, ys) merged over seed replicates (report.replicates): (label, first series,
     data set, xs, mean, standard deviation or None) per group and data set on the xs every seed has; a
     series outside any group is its own curve with no spread."""
-    from memaudit.report.replicates import spread
+    from memaudit.results.replicates import spread
 
     group_of = {name: g for g in report.replicates for name in g.series}
     merged: dict[tuple, list] = {}

@@ -9,7 +9,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from memaudit.report.schema import (
+from memaudit.results.schema import (
     AuditReport,
     ProbeInfo,
     SeriesResult,
@@ -17,7 +17,7 @@ from memaudit.report.schema import (
     is_number,
     metric_template,
 )
-from memaudit.report.values import shown
+from memaudit.results.values import shown
 
 SPARKS = "▁▂▃▄▅▆▇█"
 

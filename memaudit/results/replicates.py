@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 
-from memaudit.report.schema import (
+from memaudit.results.schema import (
     ReplicateGroup,
     SeriesResult,
     Spread,

@@ -1,5 +1,5 @@
 """A report as flat tables: one row per metric value, and one row per sample in the per-sample schema
-(memaudit.report.samples), from the report's own per-sample tables (`per_sample: true`) or from the Parquet
+(memaudit.results.samples), from the report's own per-sample tables (`per_sample: true`) or from the Parquet
 files `--samples-out` wrote.
 
 Plain lists of dicts (no pandas needed): `memaudit show --csv` and `--samples-csv` write them;
@@ -8,27 +8,23 @@ Plain lists of dicts (no pandas needed): `memaudit show --csv` and `--samples-cs
 
 from __future__ import annotations
 
-import csv
-import io
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memaudit.atomic import atomic_write_text
 from memaudit.errors import ConfigError
-from memaudit.report.escape import csv_cell
-from memaudit.report.samples import KEY_COLUMNS, probe_column
-from memaudit.report.values import ALL, flat_metrics, is_number, is_table
+from memaudit.results.samples import KEY_COLUMNS, probe_column
+from memaudit.results.values import ALL, flat_metrics, is_number, is_table
 
 if TYPE_CHECKING:
-    from memaudit.report.schema import AuditReport
+    from memaudit.results.schema import AuditReport
 
 METRIC_COLUMNS = ("series", "checkpoint", "step", "tokens_seen", "n_params", "probe", "kind", "dataset", "metric",
                   "value")
 """series; checkpoint (None for a series probe); step, tokens_seen, n_params of the checkpoint (series probe:
 n_params of the series); probe and its kind (checkpoint or series); data set; metric; value (a number)."""
 SAMPLE_COLUMNS = tuple(c.name for c in KEY_COLUMNS)
-"""Columns of every per-sample row, before the probes' (see memaudit.report.samples)."""
+"""Columns of every per-sample row, before the probes' (see memaudit.results.samples)."""
 INTEGER_COLUMNS = ("step", "tokens_seen", "n_params", "sample_index", "seen_at_step")
 """Columns of whole numbers that may be missing: nullable integers in a DataFrame, not floats."""
 
@@ -145,32 +141,6 @@ def report_sample_rows(report: AuditReport, folder: str | Path | None = None) ->
                   "any number of samples; then `samples_frame()` reads them, or pass folder=DIR), or give the "
                   "probes `per_sample: true` in the yaml (a table inside the report).", stacklevel=3)
     return []
-
-
-def to_csv(rows: list[dict], columns: tuple[str, ...] = ()) -> str:
-    """Rows as CSV text: `columns` first, then any other keys in the order they appear; a text cell that a
-    spreadsheet would read as a formula is written as text (memaudit.report.escape.csv_cell)."""
-    names = list(dict.fromkeys([*columns, *(k for row in rows for k in row)]))
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([csv_cell(name) for name in names])
-    writer.writerows([csv_cell(row.get(name, "")) for name in names] for row in rows)
-    return out.getvalue()
-
-
-def write_csv(rows: list[dict], path: str | Path, columns: tuple[str, ...] = ()) -> None:
-    """Write rows as CSV, atomically."""
-    atomic_write_text(path, to_csv(rows, columns))
-
-
-def write_metrics_csv(report: AuditReport, path: str | Path) -> None:
-    """The `csv` medium: every metric of the report, one row per number."""
-    write_csv(metric_rows(report), path, METRIC_COLUMNS)
-
-
-def write_samples_csv(report: AuditReport, path: str | Path) -> None:
-    """The `samples-csv` medium: every sample's values, one row per sample."""
-    write_csv(report_sample_rows(report), path, SAMPLE_COLUMNS)
 
 
 def frame(rows: list[dict], columns: tuple[str, ...]):

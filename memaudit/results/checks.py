@@ -1,12 +1,12 @@
-"""Thresholds from `checkpoints.yaml` -> pass/fail results."""
+"""Thresholds from `checkpoints.yaml` -> pass/fail results, and the gate against a baseline report."""
 
 from __future__ import annotations
 
 import re
 
 from memaudit.errors import ConfigError, did_you_mean
-from memaudit.inputs.config import AGGREGATES, CheckConfig, DatasetConfig
-from memaudit.report.schema import (
+from memaudit.names import AGGREGATES, split_group_name
+from memaudit.results.schema import (
     AuditReport,
     CheckResult,
     Comparison,
@@ -15,8 +15,7 @@ from memaudit.report.schema import (
     is_number,
     metric_template,
 )
-from memaudit.names import split_group_name
-from memaudit.report.values import ALL, shown
+from memaudit.results.values import ALL, shown
 
 
 def split_metric(metric: str) -> tuple[str, str]:
@@ -150,9 +149,9 @@ def validate_check_targets(config, checkpoints: dict[str, list[str]]) -> None:
                                   f"{'' if getattr(rule, 'series', None) else ' (or limit the check to one series)'}.")
 
 
-def evaluate_checks(checks: list[CheckConfig], series: list[SeriesResult], probes,
-                    datasets: list[DatasetConfig]) -> list[CheckResult]:
-    """One result per check and series (per checkpoint too, for `at: each`)."""
+def evaluate_checks(checks: list, series: list[SeriesResult], probes, datasets: list) -> list[CheckResult]:
+    """One result per check (the yaml's CheckConfig) and series (per checkpoint too, for `at: each`); `datasets`:
+    the yaml's DatasetConfig."""
     kinds = {p.name: p.kind for p in probes}
     whole = {p.name for p in probes if not p.per_dataset}
     only_dataset = datasets[0].name if len(datasets) == 1 else None
@@ -190,7 +189,7 @@ def _pick(at: str, values: list[tuple[str, object]]) -> list[tuple[str | None, o
     return named or [(at, None)]
 
 
-def _result(check: CheckConfig, series: str, dataset, checkpoint, value) -> CheckResult:
+def _result(check, series: str, dataset, checkpoint, value) -> CheckResult:
     where = f"{series}" + (f"/{checkpoint}" if checkpoint else f" ({check.at})") + (f" [{dataset}]" if dataset else "")
     result = dict(name=check.display_name, metric=check.metric, dataset=dataset, series=series,
                   checkpoint=checkpoint, min=check.min, max=check.max)

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from memaudit.atomic import atomic_write_text
-from memaudit.report.samples import Column
-from memaudit.report.values import flat_metrics, is_finite, is_number, is_table, metric_template  # noqa: F401
+from memaudit.results.samples import Column
+from memaudit.results.values import flat_metrics, is_finite, is_number, is_table, metric_template  # noqa: F401
 
 SCHEMA_VERSION = 1
 
@@ -325,21 +325,21 @@ class AuditReport(_Model):
     def to_frame(self, wide: bool = False):
         """A pandas DataFrame with one row per (series, checkpoint, probe, data set, metric) and the columns
         series, checkpoint, step, tokens_seen, n_params (nullable integers), probe, kind, dataset, metric, value
-        (numbers; see memaudit.report.tables); with `wide=True`, one row per series, checkpoint and data set
+        (numbers; see memaudit.results.tables); with `wide=True`, one row per series, checkpoint and data set
         and a column per `probe.metric` of the per-checkpoint probes. Needs pandas (`memaudit-lm[frames]`)."""
-        from memaudit.report import tables
+        from memaudit.results import tables
 
         long = tables.frame(tables.metric_rows(self), tables.METRIC_COLUMNS)
         return tables.wide(long) if wide else long
 
     def samples_frame(self, folder=None):
-        """A pandas DataFrame with one row per sample, in the per-sample schema (memaudit.report.samples: series,
+        """A pandas DataFrame with one row per sample, in the per-sample schema (memaudit.results.samples: series,
         checkpoint, step, tokens_seen, dataset, sample_index, sample_id, seen_at_step, then a column per probe
         quantity: memorization_M, memorization_loss, membership_loss_score, ...): from the report's own tables
         (probes run with `per_sample: true`), or else from the Parquet files `--samples-out` wrote (under
         `folder`, default the folder the report names). Empty, with a warning saying how to get them, when the
         run made neither."""
-        from memaudit.report import tables
+        from memaudit.results import tables
 
         return tables.frame(tables.report_sample_rows(self, folder), tables.SAMPLE_COLUMNS)
 
@@ -362,7 +362,7 @@ def read_report(path: str | Path) -> AuditReport:
     import json
 
     from memaudit.errors import ConfigError
-    from memaudit.inputs.config import read_text_file
+    from memaudit.atomic import read_text_file
 
     text = read_text_file(Path(path), "report")
     try:
