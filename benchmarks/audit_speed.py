@@ -197,9 +197,13 @@ RSS_CHILD = """
 import resource, sys, json, time
 from memaudit.inputs.config import load_config
 from memaudit.engine.run import RunOptions, make_plan, run_audit
+from memaudit.engine.events import CheckpointFinished, CheckpointStarted
 marks = {}
-def on_event(kind, **kw):
-    marks.setdefault(kind, time.perf_counter()) if kind == "checkpoint" else marks.__setitem__(kind, time.perf_counter())
+def on_event(event):
+    if isinstance(event, CheckpointStarted):
+        marks.setdefault("checkpoint", time.perf_counter())
+    elif isinstance(event, CheckpointFinished):
+        marks["checkpoint_done"] = time.perf_counter()
 cfg, digest = load_config(sys.argv[1])
 report = run_audit(make_plan(cfg), digest, RunOptions(use_cache=False), on_event=on_event)
 c = report.series[0].checkpoints

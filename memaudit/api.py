@@ -33,7 +33,9 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
     as `--compare`, `fail_fast` is `-x`, `samples_out` is `--samples-out`; `progress=True` draws the progress
     bars on stderr; `params` sets probe parameters over the yaml's, as for audit_model
     (`params={"memorization": {"k": 16}}`); `outputs` writes the report as output media, as the command line's
-    `--json`, `--html`, `--junit-xml` do (`outputs={"html": "audit.html"}`; memaudit.report.media). A checkpoint
+    `--json`, `--html`, `--junit-xml` do (`outputs={"html": "audit.html"}`; memaudit.report.media); `on_event` is
+    called with each of the run's typed events as it happens (memaudit.engine.events: SeriesStarted,
+    CheckpointStarted, TokensScored, ShardScored, CheckpointFinished, RunFinished). A checkpoint
     that fails to load gives `status == "error"`, a failed check `status == "failed"`; bad input raises.
     """
     from memaudit.engine.run import RunOptions, make_plan, run_audit

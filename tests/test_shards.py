@@ -186,18 +186,19 @@ def test_progress_shows_each_shard_with_samples_per_second_and_an_eta():
 
     from rich.console import Console
 
+    from memaudit.engine.events import CheckpointStarted, SeriesStarted, ShardScored
     from memaudit.report.progress import AuditProgress
 
     log = io.StringIO()
     with AuditProgress(Console(file=log, width=200)) as progress:  # not a terminal: a line per shard
-        progress("series", name="tiny", n_checkpoints=1, tokens_per_checkpoint=100)
-        progress("checkpoint", name="step-1")
-        progress("shard", dataset="train", done=2, total=5, samples=2000, remaining=3000, seconds=4.0)
+        progress(SeriesStarted("tiny", n_checkpoints=1, tokens_per_checkpoint=100))
+        progress(CheckpointStarted("tiny", "step-1"))
+        progress(ShardScored("train", done=2, total=5, samples=2000, remaining=3000, seconds=4.0))
     assert "tiny step-1 train: shard 2/5, 500 samples/s, ETA 00:00:06" in log.getvalue()
     terminal = io.StringIO()
     with AuditProgress(Console(file=terminal, force_terminal=True, width=200)) as progress:  # a bar per shard
-        progress("series", name="tiny", n_checkpoints=1, tokens_per_checkpoint=100)
-        progress("shard", dataset="train", done=1, total=5, samples=1000, remaining=4000, seconds=1.0)
+        progress(SeriesStarted("tiny", n_checkpoints=1, tokens_per_checkpoint=100))
+        progress(ShardScored("train", done=1, total=5, samples=1000, remaining=4000, seconds=1.0))
         progress.progress.refresh()
     assert "shards of train" in terminal.getvalue() and "1,000 samples/s" in terminal.getvalue()
 

@@ -10,9 +10,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from memaudit.version import __version__
+from memaudit.engine.events import (
+    CheckpointFinished,
+    CheckpointStarted,
+    RunFinished,
+    SeriesStarted,
+    ShardScored,
+    Subscriber,
+    TokensScored,
+)
 from memaudit.engine.registry import (
     ProbeDef,
     call_checkpoint_probes,
@@ -43,8 +51,8 @@ from memaudit.results.schema import (
     Provenance,
     SeriesResult,
 )
+from memaudit.version import __version__
 
-Event = Callable[..., None]
 
 
 def _checkpoint_errors() -> tuple[type[BaseException], ...]:
@@ -135,7 +143,7 @@ class _Run:
     plan: Plan
     config: AuditConfig  # the yaml with the command line's overrides
     opts: RunOptions
-    emit: Event
+    emit: Subscriber
     device: Any  # torch.device
     processes: Any  # accelerate's PartialState
     resolved: list  # (SeriesConfig, [Checkpoint]) per series
@@ -159,8 +167,9 @@ class _Run:
         return self.config.run
 
 
-def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | None = None) -> AuditReport:
-    """Run every probe on every checkpoint of every series and return the report.
+def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Subscriber | None = None) -> AuditReport:
+    """Run every probe on every checkpoint of every series and return the report; `on_event` receives the run's
+    events as they happen (memaudit.engine.events).
 
     User errors (bad data, missing revision) raise MemauditError; Ctrl-C returns a partial
     report with status `interrupted`.
@@ -178,7 +187,9 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Event | 
         run_series_probes(run)
     for panel in run.panels.values():
         panel.close()
-    return _report(run, config_hash, interrupted)
+    report = _report(run, config_hash, interrupted)
+    run.emit(RunFinished(report))
+    return report
 
 
 def run_series_probes(run: _Run) -> None:
@@ -223,7 +234,7 @@ def finish(run: _Run, config_hash: str) -> AuditReport:
     return _report(run, config_hash, interrupted=False)
 
 
-def _start(plan: Plan, opts: RunOptions, on_event: Event | None) -> _Run:
+def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> _Run:
     """Validate the command line's values, pick the device, resolve every series and check the checks'
     targets: everything that can fail on bad input fails here, before a model loads."""
     from memaudit.engine.distributed import process_state
@@ -512,8 +523,8 @@ def _audit_series(run: _Run, series_cfg, checkpoints) -> bool:
         from memaudit.engine.samples_out import prune
 
         prune(run.opts.samples_out, ctx.series.name, [c.name for c in checkpoints])
-    run.emit("series", name=ctx.series.name, n_checkpoints=len(checkpoints),
-             tokens_per_checkpoint=sum(s.tokens.size for s in ctx.samples.values()))
+    run.emit(SeriesStarted(ctx.series.name, n_checkpoints=len(checkpoints),
+                           tokens_per_checkpoint=sum(s.tokens.size for s in ctx.samples.values())))
     multi = run.processes.num_processes > 1
     ctx.sampled = multi and len(checkpoints) < run.processes.num_processes
     mine = list(range(len(checkpoints))) if ctx.sampled else my_share(run.processes, len(checkpoints))
@@ -522,7 +533,7 @@ def _audit_series(run: _Run, series_cfg, checkpoints) -> bool:
         with contextlib.closing(_each_checkpoint(ctx, [checkpoints[i] for i in mine])) as results:
             for i, result in zip(mine, results):
                 finished.append((i, result))
-                run.emit("checkpoint_done", result=result)
+                run.emit(CheckpointFinished(ctx.series.name, result))
                 if run.opts.fail_fast and (result.error or _fails_now(run.plan, ctx.series, result)):
                     stopped = True
                     if not multi:  # several processes must all reach the gathering below
@@ -548,7 +559,7 @@ def _each_checkpoint(ctx: _SeriesContext, checkpoints: list):
     with ModelPrefetcher(load) as models:
         upcoming = _lookup(ctx, checkpoints[0]) if checkpoints else None
         for n, ckpt in enumerate(checkpoints):
-            run.emit("checkpoint", name=ckpt.name)
+            run.emit(CheckpointStarted(ctx.series.name, ckpt.name))
             first = ctx.first_with.setdefault(ckpt.weights_key, ckpt)
             found = upcoming if first is ckpt else _lookup(ctx, ckpt)  # a duplicate reads its first's products
             nxt = checkpoints[n + 1] if n + 1 < len(checkpoints) else None
@@ -720,8 +731,8 @@ def _score(ctx: _SeriesContext, ckpt, found: _Found, model) -> tuple[int, float,
                 n_done += part.stop - part.start
                 release_pages(s.tokens)  # a memory-mapped file's pages read for this shard leave our memory
             elapsed = time.perf_counter() - started
-            run.emit("shard", dataset=name, done=k + 1, total=len(todo), samples=n_done,
-                     remaining=sum(parts[j].stop - parts[j].start for j in todo[k + 1:]), seconds=elapsed)
+            run.emit(ShardScored(name, done=k + 1, total=len(todo), samples=n_done,
+                                 remaining=sum(parts[j].stop - parts[j].start for j in todo[k + 1:]), seconds=elapsed))
     return batches, time.perf_counter() - t, n_parameters(model)
 
 
@@ -733,7 +744,7 @@ def _score_tokens(ctx: _SeriesContext, model, tokens) -> tuple[dict, int]:
     run, cfg = ctx.run, ctx.run.run_cfg
     scored, batches, run.batch_size = score_datasets(
         model, {"": tokens}, ctx.needed, run.device, batch_size=cfg.batch_size or run.batch_size,
-        adaptive=cfg.batch_size is None, device_map=cfg.device_map, on_tokens=lambda n: run.emit("tokens", n=n),
+        adaptive=cfg.batch_size is None, device_map=cfg.device_map, on_tokens=lambda n: run.emit(TokensScored(n)),
         mask_token_id=ctx.mask_token_id, mask_fraction=cfg.mask_fraction, mask_seed=cfg.mask_seed)
     if "head" not in run.said:
         from memaudit.engine.forward import fused_head, to_device

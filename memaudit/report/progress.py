@@ -13,12 +13,21 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from memaudit.engine.events import (
+    CheckpointFinished,
+    CheckpointStarted,
+    Event,
+    SeriesStarted,
+    ShardScored,
+    TokensScored,
+)
 from memaudit.report.escape import visible
 from memaudit.report.render import make_console
 
 
 class AuditProgress:
-    """Receives the run's events (`series`, `checkpoint`, `tokens`, `shard`, `checkpoint_done`) and draws a bar
+    """Receives the run's events (memaudit.engine.events: a series started, a checkpoint started, tokens and shards
+    scored, a checkpoint finished) and draws a bar
     per series and, while a data set is scored in several shards, one for its shards (samples/s and ETA).
 
     Draws nothing when stderr is not a terminal, so pipes stay clean; a sharded data set then logs one line
@@ -46,33 +55,36 @@ class AuditProgress:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
-    def __call__(self, event: str, **kw) -> None:
-        if event == "series":
-            if self.task is not None:
-                self.progress.update(self.task, visible=False)
-            self.series = visible(kw["name"])
-            self.task = self.progress.add_task(self.series, total=kw["n_checkpoints"], rate="")
-        elif event == "checkpoint":
-            self.checkpoint = visible(kw["name"])
-            self.progress.update(self.task, description=f"{self.series} {self.checkpoint}")
-        elif event == "shard":
-            self._shard(**kw)
-        elif event == "tokens":
-            self.tokens += kw["n"]
-        elif event == "checkpoint_done":
-            if self.shard_task is not None:
-                self.progress.remove_task(self.shard_task)
-                self.shard_task = None
-            self.forward_s += kw["result"].forward_s
-            rate = f"{self.tokens / self.forward_s:,.0f} tok/s" if self.forward_s else "cached"
-            self.progress.update(self.task, advance=1, rate=rate)
+    def __call__(self, event: Event) -> None:
+        """One event of the run (memaudit.engine.events), told apart by its type."""
+        match event:
+            case SeriesStarted():
+                if self.task is not None:
+                    self.progress.update(self.task, visible=False)
+                self.series = visible(event.name)
+                self.task = self.progress.add_task(self.series, total=event.n_checkpoints, rate="")
+            case CheckpointStarted():
+                self.checkpoint = visible(event.name)
+                self.progress.update(self.task, description=f"{self.series} {self.checkpoint}")
+            case ShardScored():
+                self._shard(event)
+            case TokensScored():
+                self.tokens += event.n
+            case CheckpointFinished():
+                if self.shard_task is not None:
+                    self.progress.remove_task(self.shard_task)
+                    self.shard_task = None
+                self.forward_s += event.result.forward_s
+                rate = f"{self.tokens / self.forward_s:,.0f} tok/s" if self.forward_s else "cached"
+                self.progress.update(self.task, advance=1, rate=rate)
 
-    def _shard(self, dataset: str, done: int, total: int, samples: int, remaining: int, seconds: float) -> None:
+    def _shard(self, event: ShardScored) -> None:
         """A finished shard: samples/s of this checkpoint's scoring so far and the time left at that rate."""
-        rate = samples / seconds if seconds > 0 and samples else None
-        eta = time.strftime("%H:%M:%S", time.gmtime(remaining / rate)) if rate else "?"
+        done, total = event.done, event.total
+        rate = event.samples / event.seconds if event.seconds > 0 and event.samples else None
+        eta = time.strftime("%H:%M:%S", time.gmtime(event.remaining / rate)) if rate else "?"
         said = f"{rate:,.0f} samples/s, ETA {eta}" if rate else "from the shard journal"
-        dataset = visible(dataset)
+        dataset = visible(event.dataset)
         if not self.enabled:
             self.console.print(f"memaudit: {self.series} {self.checkpoint} {dataset}: shard {done}/{total}, {said}",
                                highlight=False, soft_wrap=True)

@@ -1,0 +1,71 @@
+"""The run as a stream of typed events: what a subscriber (the terminal's progress bars, a notebook, a benchmark)
+sees of an audit while it goes, in this order for each series:
+
+    SeriesStarted, then per checkpoint: CheckpointStarted, TokensScored and ShardScored while it is scored (none
+    when its results come from the journal), CheckpointFinished; after every series: RunFinished.
+
+A subscriber is any callable taking one event (`memaudit run`'s progress display, `memaudit.audit(on_event=...)`);
+it tells events apart by their type (`match event: case CheckpointFinished(result=r): ...`). Events are frozen and
+carry only what was computed; a subscriber cannot change the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SeriesStarted:
+    """A series' data is read; its checkpoints come next."""
+
+    name: str
+    n_checkpoints: int  # this process's share of the series' checkpoints
+    tokens_per_checkpoint: int
+
+
+@dataclass(frozen=True)
+class CheckpointStarted:
+    """A checkpoint is about to be looked up in the journal, loaded and scored."""
+
+    series: str
+    name: str
+
+
+@dataclass(frozen=True)
+class TokensScored:
+    """The forward pass went over `n` more tokens (of the current checkpoint)."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class ShardScored:
+    """One shard of a data set's samples was scored and journaled (data sets of several shards only)."""
+
+    dataset: str
+    done: int  # shards of this checkpoint's data set done, of `total` this process scores
+    total: int
+    samples: int  # samples scored so far for this checkpoint's data set
+    remaining: int  # samples still to score
+    seconds: float  # since the first of these shards began
+
+
+@dataclass(frozen=True)
+class CheckpointFinished:
+    """A checkpoint's result (from the journal or just computed; `result.error` says when it could not be audited)."""
+
+    series: str
+    result: Any  # memaudit.results.schema.CheckpointResult
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """Every series was audited (or the run was interrupted); the report is complete."""
+
+    report: Any  # memaudit.results.schema.AuditReport
+
+
+Event = SeriesStarted | CheckpointStarted | TokensScored | ShardScored | CheckpointFinished | RunFinished
+Subscriber = Callable[[Event], None]
