@@ -82,7 +82,8 @@ def write_config(folder: Path, series: Path, data: Path, device: str, select: st
 
 
 def audit(config: Path, use_cache: bool = False):
-    from memaudit.engine.run import RunOptions, make_plan, run_audit
+    from memaudit.engine.plan import RunOptions, make_plan
+    from memaudit.engine.run import run_audit
     from memaudit.inputs.config import load_config
 
     cfg, digest = load_config(config)
@@ -196,7 +197,8 @@ def cache_reuse(work: Path, device) -> dict:
 RSS_CHILD = """
 import resource, sys, json, time
 from memaudit.inputs.config import load_config
-from memaudit.engine.run import RunOptions, make_plan, run_audit
+from memaudit.engine.plan import RunOptions, make_plan
+from memaudit.engine.run import run_audit
 from memaudit.engine.events import CheckpointFinished, CheckpointStarted
 marks = {}
 def on_event(event):

@@ -48,7 +48,8 @@ import json, sys, time
 t0 = time.perf_counter()
 import torch
 from transformers import AutoModelForCausalLM
-folders, data, batch, device, dtype = sys.argv[1].split(","), sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+folders, data = sys.argv[1].split(","), sys.argv[2].split(",")
+batch, device, dtype = int(sys.argv[3]), sys.argv[4], sys.argv[5]
 import numpy as np
 tokens = np.concatenate([np.load(d) for d in data]).astype(np.int64)
 out = []
@@ -224,7 +225,8 @@ def main() -> None:
     parser.add_argument("--seq-lens", nargs="+", type=int, default=[64, 2048])
     parser.add_argument("--samples", type=int, default=None, help="per checkpoint (default: 1M tokens' worth)")
     parser.add_argument("--checkpoints", type=int, default=3)
-    parser.add_argument("--out", default=None, help="results file stem (default benchmarks/results/end_to_end-<device>)")
+    parser.add_argument("--out", default=None,
+                        help="results file stem (default benchmarks/results/end_to_end-<device>)")
     args = parser.parse_args()
     import torch
     import transformers

@@ -9,17 +9,18 @@ The package in layers, in the direction data flows:
     lab/           trains tiny model series to audit
 
 Probe authors need only `probe`, `series_probe` (with `DatasetName` / `SeriesName` for parameters that
-name a data set or series, `Column` for the per-sample columns of a rows function) and, for figures, `plots`; notebooks and training loops
-`audit`, `audit_model` and `LiveSeries` (memaudit.api). Nothing here imports torch.
+name a data set or series, `Column` for the per-sample columns of a rows function), `memaudit.measures` for the
+measures probes share and, for figures, `plots`; notebooks and training loops `audit`, `audit_model` and
+`LiveSeries` (memaudit.api). Nothing here imports torch.
 """
 
 from memaudit.api import LiveSeries, audit, audit_model
 from memaudit.engine.registry import DatasetName, SeriesName, probe, series_probe
 from memaudit.results.samples import Column
-
 from memaudit.version import __version__
-__all__ = ["audit", "audit_model", "LiveSeries", "probe", "series_probe", "Column", "DatasetName", "SeriesName", "plots",
-           "AuditReport", "read_report", "__version__"]
+
+__all__ = ["audit", "audit_model", "LiveSeries", "probe", "series_probe", "Column", "DatasetName", "SeriesName",
+           "plots", "AuditReport", "read_report", "__version__"]
 
 
 def __getattr__(name: str):

@@ -38,7 +38,8 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
     CheckpointStarted, TokensScored, ShardScored, CheckpointFinished, RunFinished). A checkpoint
     that fails to load gives `status == "error"`, a failed check `status == "failed"`; bad input raises.
     """
-    from memaudit.engine.run import RunOptions, make_plan, run_audit
+    from memaudit.engine.plan import RunOptions, make_plan
+    from memaudit.engine.run import run_audit
     from memaudit.inputs.config import check_api_arguments, configuration
     from memaudit.results.schema import AuditReport, open_report
 
@@ -136,7 +137,9 @@ class LiveSeries:
                  batch_size: int | None = None, show_text: bool = False, command: str = "memaudit.LiveSeries"):
         from transformers import PreTrainedTokenizerBase
 
-        from memaudit.engine.run import make_plan, series_context, start_in_memory
+        from memaudit.engine.plan import make_plan
+        from memaudit.engine.run import start_in_memory
+        from memaudit.engine.series import series_context
         from memaudit.inputs.config import check_api_arguments
         from memaudit.inputs.sources import tokenizer_fingerprint
         from memaudit.results.checks import validate_check_targets
@@ -181,8 +184,8 @@ class LiveSeries:
         and is put back in the mode it was in. NaN or infinite logits give a result with an `error`."""
         import torch
 
+        from memaudit.engine.checkpoint import audit_in_memory
         from memaudit.engine.forward import NonFiniteLogits, is_masked_lm
-        from memaudit.engine.run import audit_in_memory
         from memaudit.inputs.config import check_api_arguments
         from memaudit.inputs.sources import Checkpoint
         from memaudit.results.schema import CheckpointResult

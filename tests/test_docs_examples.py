@@ -44,7 +44,7 @@ def _in_a_folder(tmp_path, monkeypatch):
 def _plan(raw: dict):
     """What `memaudit run` does with a yaml before anything loads; a fragment gets a stand-in series or data set
     where it shows none (and the series its probes name as references), and its probe folders (empty)."""
-    from memaudit.engine.run import make_plan
+    from memaudit.engine.plan import make_plan
     from memaudit.inputs.config import parse_config
 
     raw = dict(raw)

@@ -194,7 +194,7 @@ def test_a_check_that_could_never_have_a_value_is_refused_before_loading(pair_co
 @pytest.mark.parametrize("metric", ["memorization_profile.instantaneous_lo", "memorization_profile.residual_se",
                                     "memorization_profile.persistent[e=1]_hi", "memorization_profile.pretrend_p"])
 def test_the_profile_s_intervals_can_be_checked(pair_config, metric):
-    from memaudit.engine.run import make_plan
+    from memaudit.engine.plan import make_plan
     from memaudit.inputs.config import load_config
     from memaudit.results.checks import validate_checks
 
@@ -371,7 +371,7 @@ def test_group_values_of_any_json_type_are_grouped_exactly_or_refused(tmp_path_f
 def test_a_check_on_any_metric_any_probe_declares_is_accepted_or_refused_clearly(pair_config):
     """Every declared metric of every probe (templates filled in), on every data set and group, with and
     without a series: validation accepts it or raises a ConfigError, nothing else."""
-    from memaudit.engine.run import make_plan
+    from memaudit.engine.plan import make_plan
     from memaudit.errors import ConfigError
     from memaudit.inputs.config import CheckConfig, load_config
     from memaudit.results.checks import validate_checks

@@ -69,7 +69,7 @@ def test_results_do_not_depend_on_the_shard_size(shard_config, tmp_path, run_cli
 
 
 def test_memory_is_handed_back_around_every_shard(shard_config, tmp_path, run_cli, monkeypatch):
-    import memaudit.engine.run as run_module
+    import memaudit.engine.checkpoint as run_module  # where a checkpoint is scored shard by shard
 
     calls = {"trim": 0, "pages": 0}
     monkeypatch.setattr(run_module, "trim_heap", lambda: calls.__setitem__("trim", calls["trim"] + 1))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from memaudit.errors import ConfigError, did_you_mean
 from memaudit.atomic import read_text_file
-from memaudit.names import AGGREGATES, ALL, split_group_name
+from memaudit.names import ALL, split_group_name
 
 DatasetRole = Literal["train", "valid", "special", "canary", "forget", "retain", "holdout", "other"]
 CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>

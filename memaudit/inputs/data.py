@@ -476,8 +476,9 @@ def _field_values(config: DatasetConfig, values: list, where) -> np.ndarray:
         if isinstance(v, (float, np.floating)):
             has_float = True
             if not np.isfinite(v):
-                raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is {'NaN' if np.isnan(v) else 'infinite'}"
-                                  ", which is no group: give every sample a finite value.")
+                what = "NaN" if np.isnan(v) else "infinite"
+                raise ConfigError(f"{where(i)}: field '{field_name}' (group_by) is {what}, which is no group: give every "
+                                  "sample a finite value.")
         else:
             has_int = True
             if not INT64[0] <= int(v) <= INT64[1]:

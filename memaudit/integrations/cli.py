@@ -40,7 +40,8 @@ def cmd_run(args) -> int:
         from memaudit.engine.distributed import launch
 
         return launch(args.processes, _without_processes(sys.argv[1:]))
-    from memaudit.engine.run import RunOptions, make_plan, run_audit
+    from memaudit.engine.plan import RunOptions, make_plan
+    from memaudit.engine.run import run_audit
     from memaudit.report.progress import AuditProgress
     from memaudit.report.render import render_report
     from memaudit.results.schema import write_report
@@ -90,7 +91,7 @@ def cmd_list(args) -> int:
 
     if args.products:
         return _list_products()
-    from memaudit.engine.run import make_plan
+    from memaudit.engine.plan import make_plan
     from memaudit.inputs.config import load_config
     from memaudit.inputs.sources import resolve_series
     from memaudit.report.escape import visible

@@ -51,7 +51,8 @@ class AuditFile(pytest.File):
     """The yaml: collecting it runs the audit and yields one item per check result."""
 
     def collect(self):
-        from memaudit.engine.run import RunOptions, make_plan, run_audit
+        from memaudit.engine.plan import RunOptions, make_plan
+        from memaudit.engine.run import run_audit
         from memaudit.inputs.config import load_config
 
         config, digest = load_config(self.path)
@@ -78,7 +79,7 @@ class AuditFile(pytest.File):
     def _planned(self, config):
         """One item per check and series (per checkpoint for `at: each`), named as the run would name them:
         the series are resolved (cheaply: no model loads), nothing is scored."""
-        from memaudit.engine.run import make_plan
+        from memaudit.engine.plan import make_plan
         from memaudit.inputs.sources import resolve_series
         from memaudit.results.checks import split_metric, validate_check_targets
 
