@@ -92,3 +92,42 @@ def test_not_a_parquet_file_and_no_pyarrow(tmp_path, make_series, write_config, 
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     code, _, err = run_cli("run", path, "--no-cache")
     assert code == 2 and "needs pyarrow" in err, err
+
+
+def test_a_new_token_format_is_a_reader_and_one_entry(basic_config, run_cli, tmp_path, tokenizer, monkeypatch):
+    """A format of token ids added as the maintainers' page says (a reader module and one TokenFormat entry): it
+    audits to exactly the numbers of the same tokens given as .npy, and `first_sample` applies to it."""
+    import json
+    import sys
+
+    import numpy as np
+
+    from memaudit.inputs import data
+
+    (tmp_path / "tokfile.py").write_text('''
+import numpy as np
+from memaudit.inputs.data import samples_from_rows
+
+
+def read_tok(config, path, vocab_size):
+    rows = np.array([[int(x) for x in line.split()] for line in path.read_text().splitlines()], dtype=np.int64)
+    rows = rows[config.first_sample:, :config.seq_len][:config.max_samples]
+    return samples_from_rows(config, rows, f"Data set '{config.name}': '{path}'", vocab_size)
+''')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tokfile", raising=False)
+    import tokfile
+
+    monkeypatch.setattr(data, "TOKEN_FORMATS", [*data.TOKEN_FORMATS, data.TokenFormat((".tok",), tokfile.read_tok)])
+    tokens = np.random.default_rng(0).integers(0, len(tokenizer), (10, 16))
+    (tmp_path / "d.tok").write_text("\n".join(" ".join(map(str, row)) for row in tokens) + "\n")
+    np.save(tmp_path / "d.npy", tokens)
+    results = {}
+    for suffix in ("tok", "npy"):
+        config = basic_config(datasets=[{"name": "d", "path": str(tmp_path / f"d.{suffix}"), "seq_len": 16,
+                                         "first_sample": 2}], run={"batch_size": 4})
+        code, _, err = run_cli("run", config, "-k", "memorization", "--json", tmp_path / f"{suffix}.json", "--no-cache")
+        assert code == 0, err
+        results[suffix] = json.loads((tmp_path / f"{suffix}.json").read_text())["series"][0]["checkpoints"]
+    assert [c["results"] for c in results["tok"]] == [c["results"] for c in results["npy"]]
+    assert results["tok"][0]["results"]["memorization"]["d"]["n_samples"] == 8

@@ -8,12 +8,14 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from memaudit.errors import ConfigError
+from memaudit.inputs.arrow import ARROW_SUFFIXES, PARQUET_SUFFIXES
 from memaudit.inputs.config import MAX_STEP, DatasetConfig
 from memaudit.memory import release_pages
 from memaudit.names import group_name
@@ -176,27 +178,11 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
     if not path.is_file():
         raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
                           "(relative paths are relative to the yaml's folder).")
-    if path.suffix in (".npy", ".bin", ".idx") or config.role == "canary":
+    token_format = format_of(path.suffix)
+    if config.role == "canary" or (token_format is not None and not token_format.group_by):
         _check_group_by(config, "array")
-    if path.suffix == ".npy" and config.role != "canary":
-        return _from_npy(config, path, len(tokenizer))
-    if path.suffix in (".bin", ".idx") and config.role != "canary":
-        return _from_megatron(config, path, len(tokenizer))
-    from memaudit.inputs.arrow import ARROW_SUFFIXES, PARQUET_SUFFIXES
-
-    if path.suffix in PARQUET_SUFFIXES + ARROW_SUFFIXES and config.role != "canary":
-        from memaudit.inputs.arrow import read_token_column
-
-        where = f"Data set '{config.name}': '{path}'"
-        rows = read_token_column(path, where, config.seq_len, config.first_sample, config.max_samples)
-        samples = _from_rows(config, rows, None, where, len(tokenizer), config.first_sample)
-        if config.group_by is not None:
-            from memaudit.inputs.arrow import read_column
-
-            values = read_column(path, where, config.group_by, config.first_sample, len(rows))
-            samples.fields[config.group_by] = _field_values(config, values,
-                                                            lambda i: f"{where}: row {config.first_sample + i}")
-        return samples
+    if token_format is not None and config.role != "canary":
+        return token_format.read(config, path, len(tokenizer))
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors write one) is not text
     except UnicodeDecodeError as e:
@@ -217,14 +203,11 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
 
 def _check_fields_apply(config: DatasetConfig, suffix: str, what: str) -> None:
     """Refuse the settings of array and training-order data on data they do not apply to (they would be
-    ignored): `first_sample`, `sequences_per_step`, `first_seen_step`."""
-    from memaudit.inputs.arrow import ARROW_SUFFIXES, PARQUET_SUFFIXES
-
-    arrays = (".npy", ".bin", ".idx", *PARQUET_SUFFIXES, *ARROW_SUFFIXES)
-    for field, applies in (("first_sample", arrays), ("sequences_per_step", (".bin", ".idx")),
-                           ("first_seen_step", (".npy", ".bin", ".idx"))):
-        if getattr(config, field) != DatasetConfig.model_fields[field].default and suffix not in applies:
-            raise ConfigError(f"Data set '{config.name}': '{field}' applies to {' and '.join(applies)} data, not to "
+    ignored): `first_sample`, `sequences_per_step`, `first_seen_step`, as each token format declares them."""
+    for setting in ("first_sample", "sequences_per_step", "first_seen_step"):
+        applies = tuple(s for f in TOKEN_FORMATS for s in f.suffixes if setting in f.fields)
+        if getattr(config, setting) != DatasetConfig.model_fields[setting].default and suffix not in applies:
+            raise ConfigError(f"Data set '{config.name}': '{setting}' applies to {' and '.join(applies)} data, not to "
                               f"{what}. Remove it.")
     if suffix in (".bin", ".idx") and config.first_seen_step is not None and not config.sequences_per_step:
         raise ConfigError(f"Data set '{config.name}': 'first_seen_step' numbers the steps of a training order, which "
@@ -389,6 +372,12 @@ def _from_array(config: DatasetConfig, array: np.ndarray, where: str, vocab_size
     return _from_rows(config, rows, steps[first:first + n] if steps is not None else None, where, vocab_size, first)
 
 
+def samples_from_rows(config: DatasetConfig, rows: np.ndarray, where: str, vocab_size: int) -> Samples:
+    """What a new token format's reader returns: its rows (samples, seq_len), already cut to `seq_len` and taken
+    from `first_sample` on (at most `max_samples`), as checked samples; `where` names the file in errors."""
+    return _from_rows(config, rows, None, where, vocab_size, config.first_sample)
+
+
 def _from_rows(config: DatasetConfig, rows: np.ndarray, steps: np.ndarray | None, where: str, vocab_size: int,
                first: int = 0) -> Samples:
     """Samples from an integer array of rows (samples, seq_len), kept as it is (no copy, no list per sample):
@@ -445,6 +434,43 @@ def _from_megatron(config: DatasetConfig, path: Path, vocab_size: int) -> Sample
     samples.mapped = stamps
     samples.check_unchanged()
     return samples
+
+
+def _from_table(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
+    """Parquet or Arrow rows: a column of token-id lists (`input_ids` or `tokens`), and the group_by column."""
+    from memaudit.inputs.arrow import read_column, read_token_column
+
+    where = f"Data set '{config.name}': '{path}'"
+    rows = read_token_column(path, where, config.seq_len, config.first_sample, config.max_samples)
+    samples = samples_from_rows(config, rows, where, vocab_size)
+    if config.group_by is not None:
+        values = read_column(path, where, config.group_by, config.first_sample, len(rows))
+        samples.fields[config.group_by] = _field_values(config, values,
+                                                        lambda i: f"{where}: row {config.first_sample + i}")
+    return samples
+
+
+@dataclass(frozen=True)
+class TokenFormat:
+    """A file format of token ids, read without tokenizing: adding one is a reader and one entry in TOKEN_FORMATS."""
+
+    suffixes: tuple[str, ...]
+    read: Callable[[DatasetConfig, Path, int], Samples]  # (config, path, vocabulary size) -> Samples
+    fields: frozenset = frozenset({"first_sample"})  # the DatasetConfig fields that apply to it
+    group_by: bool = False  # whether its records carry per-sample fields to group by
+
+
+TOKEN_FORMATS: list[TokenFormat] = [
+    TokenFormat((".npy",), _from_npy, frozenset({"first_sample", "first_seen_step"})),
+    TokenFormat((".bin", ".idx"), _from_megatron, frozenset({"first_sample", "sequences_per_step", "first_seen_step"})),
+    TokenFormat(PARQUET_SUFFIXES + ARROW_SUFFIXES, _from_table, group_by=True),
+]
+"""The token formats, by suffix (text, JSONL and canary files are read as text)."""
+
+
+def format_of(suffix: str) -> TokenFormat | None:
+    """The token format of files with this suffix, or None (text)."""
+    return next((f for f in TOKEN_FORMATS if suffix in f.suffixes), None)
 
 
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
