@@ -106,7 +106,8 @@ def twin(panel, panels, series, series_configs, datasets):
         pairs = [(i, len(theirs) - 1) for i in range(len(panel.steps))]
     else:
         pairs = [(i, theirs.index(step)) for i, step in enumerate(panel.steps) if step in theirs]
-    missing = [step for i, step in enumerate(panel.steps) if i not in {p for p, _ in pairs}]
+    compared = {i for i, _ in pairs}
+    missing = [step for i, step in enumerate(panel.steps) if i not in compared]
     mine, at = [p for p, _ in pairs], [q for _, q in pairs]
     steps = {"steps": [panel.steps[i] for i in mine], "twin_steps": [theirs[j] for j in at],
              "steps_missing": missing}
@@ -155,6 +156,9 @@ def twin(panel, panels, series, series_configs, datasets):
     return out
 
 
+BLOCK = 4096  # samples whose tokens are compared at a time
+
+
 def _paired(mine, theirs) -> tuple[np.ndarray | None, str | None]:
     """The position in the twin's data set of each of this series' samples, matched by id and checked to be the
     same tokens; or (None, why they cannot be paired)."""
@@ -170,7 +174,9 @@ def _paired(mine, theirs) -> tuple[np.ndarray | None, str | None]:
                       f"(ids {', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): samples are compared by "
                       "id, so both series need the same samples")
     order = np.array([where[str(i)] for i in mine.ids], dtype=np.int64)
-    if mine.tokens.shape[1] != theirs.tokens.shape[1] or not np.array_equal(mine.tokens, theirs.tokens[order]):
+    if mine.tokens.shape[1] != theirs.tokens.shape[1] or not all(  # in blocks: memory-mapped data stays on disk
+            np.array_equal(mine.tokens[start:start + BLOCK], theirs.tokens[order[start:start + BLOCK]])
+            for start in range(0, len(order), BLOCK)):
         return None, (f"the samples of data set '{name}' have the same ids in both series but other tokens: the twin's "
                       "file holds other text under those ids (or, without ids in the records, the records in another "
                       "order). Give each record an 'id' that names its text")
