@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12 on
 
 from memaudit import Column, plots, probe, series_probe
 
@@ -185,11 +186,13 @@ def wald_pretrend(placebos: list[Estimate], design: Design) -> dict:
 
 
 def profile(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.ndarray, steps: list[int],
-            seed: int = 0, level: float = 0.95, draws: int = 999, base: dict | None = None) -> dict:
+            seed: int = 0, level: float = 0.95, draws: int = 999, base: dict | None = None,
+            residual_at: int | None = None) -> dict:
     """Every estimate of the memorization profile from a panel y (T, N): ATT(g, t) with standard errors,
     event-time effects with pointwise and simultaneous intervals, instantaneous / persistent / residual /
     per-cohort / overall memorization, and the pre-trend test. `base`: cohort -> its base period, for
-    macro-cohorts (default g - 1)."""
+    macro-cohorts (default g - 1); `residual_at`: the checkpoint index the residual effect is read at (default
+    the last)."""
     from scipy.stats import norm
 
     z = float(norm.ppf(0.5 + level / 2))
@@ -197,7 +200,7 @@ def profile(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.
     estimates = att_gt(y, design)
     effects = [e for e in estimates if e.t >= e.g]
     placebos = [e for e in estimates if e.t < e.g]
-    last = y.shape[0] - 1
+    last = y.shape[0] - 1 if residual_at is None else residual_at
     out: dict = {"checkpoint_steps": list(steps),
                  "cohort_steps": sorted({steps[e.g] for e in estimates}),
                  "att": [{"cohort_step": steps[e.g], "step": steps[e.t], "att": e.att, "se": e.se} for e in estimates]}
@@ -271,7 +274,10 @@ PROFILE_METRICS = {
                      "of having trained on it on its outcome, against never-trained samples (difference in "
                      "differences); _se, _lo, _hi: standard error and the interval at `level`",
     "persistent[e=<e>]": "the same effect e checkpoints after training (e >= 1): how much of it persists",
-    "residual": "the effect at the last checkpoint on every cohort trained before it (cohort-size weighted)",
+    "residual": "the effect at `residual_at` (default the last checkpoint of the window) on every cohort trained "
+                "before it (cohort-size weighted)",
+    "residual_at": "the step the residual effect is read at",
+    "window": "the `steps` parameter: the checkpoints (and so the training steps) the profile looks at",
     "overall": "the cohort-size weighted mean over cohorts of each cohort's mean effect after its training",
     "per_cohort": "each cohort's mean effect after training, by the step of its first checkpoint",
     "event_time": "the effect by event time e = checkpoint - cohort (e < 0: placebos), with pointwise intervals "
@@ -289,7 +295,7 @@ PROFILE_METRICS = {
     "n_control": "never-trained samples (data sets of role valid or holdout)",
     "n_unknown_step": "samples left out: no training step known", "n_no_base": "samples left out: trained "
                       "before the first audited checkpoint (no base period)",
-    "n_after_last": "samples left out: trained after the last audited checkpoint",
+    "n_after_last": "samples left out: trained after the last checkpoint of the profile (of the window, with steps)",
     "n_repeated": "samples the ledger shows trained more than once (their first exposure counts)",
     "n_control_trained": "samples of the held-out data sets left out of the controls: their records give a "
                          "training step (seen_at_step), so they are no never-trained samples",
@@ -362,20 +368,33 @@ def fig_profile(report):
     return fig
 
 
+@with_config(ConfigDict(extra="forbid"))
+class StepWindow(TypedDict, total=False):
+    """`steps: {min: ..., max: ...}`: the training steps a profile looks at (both ends included)."""
+
+    min: Annotated[int, Field(ge=0)]
+    max: Annotated[int, Field(ge=0)]
+
+
 @series_probe(metrics=PROFILE_METRICS, uses=("memorization", "sample_outcomes"), figures=(fig_profile,),
-              validate=_validate, opt_in=True, not_numbers=("per_cohort", "event_time", "att", "outcome", "note"),
+              validate=_validate, opt_in=True, not_numbers=("per_cohort", "event_time", "att", "outcome", "note", "window"),
               show=("instantaneous", "instantaneous_lo", "instantaneous_hi", "persistent[e=1]", "residual",
                     "residual_lo", "residual_hi", "overall", "pretrend_p", "n_treated", "n_control", "note"),
               names=lambda params, params_of: _names())
 def memorization_profile(panel, datasets, ledger,
                          outcome: Literal["loglik", "loglik_suffix", "M", "rank", "entropy"] = "loglik",
                          cohort_every: Annotated[int, Field(ge=1)] = 1,
+                         steps: StepWindow | list[Annotated[int, Field(ge=0)]] | None = None,
+                         residual_at: Annotated[int, Field(ge=0)] | None = None,
                          level: Annotated[float, Field(gt=0, lt=1)] = 0.95,
                          draws: Annotated[int, Field(ge=99, le=100_000)] = 999, seed: int = 0):
     """Memorization as a causal effect (Lesci et al. 2024): difference in differences over the per-sample panel,
     trained samples as cohorts by training step, held-out samples as never-treated controls. `cohort_every: N`
     joins the cohorts of N consecutive checkpoint intervals into one, measured from the checkpoint before its
-    first member trained. Runs when the yaml's `probes:` names it (`memorization_profile: {outcome: loglik}`)."""
+    first member trained. `steps` limits the panel to the checkpoints in a window (`{max: 95000}`: Pythia's first
+    epoch) or a list of steps, and so the cohorts to samples trained within it; `residual_at` is the step the
+    residual effect is read at (default: the window's last checkpoint). Runs when the yaml's `probes:` names it
+    (`memorization_profile: {outcome: loglik}`)."""
     if panel is None:
         return {}
     probe, column, sign = OUTCOMES[outcome]
@@ -388,7 +407,7 @@ def memorization_profile(panel, datasets, ledger,
                                                      "the model is not causal)" if column == "suffix_loss" else "")}
             continue
         out[d.name] = _profile_of(panel, d.name, controls, ledger, probe, column, sign, outcome, cohort_every,
-                                  level, draws, seed)
+                                  level, draws, seed, steps, residual_at)
     return out
 
 
@@ -402,22 +421,40 @@ def _names() -> list[str]:
     return fixed + intervals + [f"persistent[e={e}]{suffix}" for e in range(1, 201) for suffix in ("", "_se", "_lo", "_hi")]
 
 
+def in_window(steps: list, window) -> list[int]:
+    """Indices of the checkpoint steps a `steps` parameter keeps: all (None), those in a list, or those between a
+    window's `min` and `max` (both included)."""
+    if window is None:
+        return list(range(len(steps)))
+    if isinstance(window, list):
+        return [t for t, s in enumerate(steps) if s in set(window)]
+    low, high = window.get("min", 0), window.get("max")
+    return [t for t, s in enumerate(steps) if s is not None and s >= low and (high is None or s <= high)]
+
+
 def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, column: str, sign: float,
-                outcome: str, cohort_every: int, level: float, draws: int, seed: int) -> dict:
-    """The profile of one trained data set against every never-trained sample."""
-    steps = panel.steps
+                outcome: str, cohort_every: int, level: float, draws: int, seed: int, window=None,
+                residual_at: int | None = None) -> dict:
+    """The profile of one trained data set against every never-trained sample, over the checkpoints in `window`."""
+    rows = in_window(panel.steps, window)
+    steps = [panel.steps[t] for t in rows]
+    said = {"outcome": outcome, **({"window": window} if window is not None else {})}
     if len(steps) < 2 or None in steps:
-        return {"outcome": outcome, "note": "a profile needs at least 2 checkpoints with training steps"}
+        where = " in the window (steps)" if window is not None else ""
+        return {**said, "note": f"a profile needs at least 2 checkpoints with training steps{where}; "
+                                f"the panel's steps: {panel.steps}"}
+    if residual_at is not None and residual_at not in steps:
+        return {**said, "note": f"residual_at: {residual_at} is no checkpoint step of the profile; its steps: {steps}"}
     train_steps, repeated = training_steps(panel, dataset, ledger)
     cohort = cohorts_of(train_steps, steps)
-    counts = {"outcome": outcome, "n_unknown_step": int((cohort < 0).sum()), "n_no_base": int((cohort == 0).sum()),
+    counts = {**said, "n_unknown_step": int((cohort < 0).sum()), "n_no_base": int((cohort == 0).sum()),
               "n_after_last": int((cohort >= len(steps)).sum()), "n_repeated": repeated}
     usable = (cohort >= 1) & (cohort < len(steps))
     cohort, base = macro_cohorts(cohort, cohort_every, len(steps))
     never = [~np.isfinite(training_steps(panel, c, None)[0]) for c in controls]  # held out: no training step
-    y = np.concatenate([sign * panel.values(probe, column, dataset)[:, usable]]
-                       + [sign * panel.values(probe, column, c)[:, keep] for c, keep in zip(controls, never)],
-                       axis=1)  # (checkpoints, samples)
+    y = np.concatenate([sign * panel.values(probe, column, dataset)[rows][:, usable]]
+                       + [sign * panel.values(probe, column, c)[rows][:, keep] for c, keep in zip(controls, never)],
+                       axis=1)  # (checkpoints in the window, samples)
     n_control = y.shape[1] - int(usable.sum())
     treated = np.arange(y.shape[1]) < usable.sum()
     cohorts = np.concatenate([cohort[usable], np.full(n_control, -1)])
@@ -427,7 +464,10 @@ def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, co
         why = ("no never-trained samples" if not n_control else
                "no trained sample has a checkpoint before and after its training step")
         return {**counts, "note": why}
-    return {**counts, **profile(y, cohorts, treated, ~treated, steps, seed=seed, level=level, draws=draws, base=base)}
+    at = steps.index(residual_at) if residual_at is not None else len(steps) - 1
+    return {**counts, "residual_at": steps[at],
+            **profile(y, cohorts, treated, ~treated, steps, seed=seed, level=level, draws=draws, base=base,
+                      residual_at=at)}
 
 
 def macro_cohorts(cohort: np.ndarray, every: int, n_checkpoints: int) -> tuple[np.ndarray, dict[int, int]]:

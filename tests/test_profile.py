@@ -272,3 +272,82 @@ def yaml_of(path):
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def _synthetic_panel(steps, seed=0, n_train=600, n_valid=200):
+    """A Panel of `steps` checkpoints: trained samples with training steps between the first and last checkpoint
+    and an effect of 0.5 from their step on; never-trained controls; a common trend."""
+    from types import SimpleNamespace
+
+    from memaudit.engine.panel import Panel
+
+    rng = np.random.default_rng(seed)
+    trained_at = rng.integers(steps[0] + 1, steps[-1] + 1, n_train).astype(np.float64)
+    samples = {"train": SimpleNamespace(ids=range(n_train), steps=trained_at),
+               "valid": SimpleNamespace(ids=range(n_valid), steps=None)}
+    panel = Panel(samples, {"memorization"})
+    level_train, level_valid = rng.normal(0, 1, n_train), rng.normal(0, 1, n_valid)
+    for t, step in enumerate(steps):
+        y_train = level_train + 0.1 * t + rng.normal(0, 0.2, n_train) + np.where(step >= trained_at, 0.5, 0.0)
+        y_valid = level_valid + 0.1 * t + rng.normal(0, 0.2, n_valid)
+        panel.add(f"step-{step}", step, {"memorization": {"train": {"loss": -y_train}, "valid": {"loss": -y_valid}}})
+    return panel, samples
+
+
+def _profile(panel, **params):
+    from types import SimpleNamespace
+
+    from memaudit.probes.profile import memorization_profile
+
+    datasets = [SimpleNamespace(name="train", role="train"), SimpleNamespace(name="valid", role="valid")]
+    return memorization_profile.fn(panel, datasets, None, **{"draws": 99, **params})["train"]
+
+
+def _cut(panel, samples, steps):
+    """The same samples' values at the checkpoints `steps` only."""
+    from memaudit.engine.panel import Panel
+
+    cut = Panel(samples, {"memorization"})
+    for step in steps:
+        t = panel.steps.index(step)
+        cut.add(f"step-{step}", step, {"memorization": {name: {"loss": panel.values("memorization", "loss", name)[t]}
+                                                        for name in samples}})
+    return cut
+
+
+def test_a_step_window_is_the_profile_of_the_panel_cut_to_it_and_residual_at_picks_the_checkpoint():
+    steps = [10, 20, 30, 40, 50, 60, 70]
+    panel, samples = _synthetic_panel(steps)
+    windowed = _profile(panel, steps={"max": 40})
+    cut = _profile(_cut(panel, samples, [10, 20, 30, 40]))
+    for key in ("instantaneous", "instantaneous_se", "residual", "overall", "n_treated", "n_after_last", "att",
+                "pretrend_p"):
+        assert windowed[key] == cut[key], key
+    assert windowed["window"] == {"max": 40} and windowed["residual_at"] == 40 and windowed["n_after_last"] > 0
+    listed = _profile(panel, steps=[10, 30, 50, 70])
+    assert listed["att"] == _profile(_cut(panel, samples, [10, 30, 50, 70]))["att"]
+    early = _profile(panel, steps={"max": 40}, residual_at=30)
+    assert early["residual_at"] == 30
+    assert early["residual"] == pytest.approx(_profile(_cut(panel, samples, [10, 20, 30]))["residual"], abs=1e-12)
+    assert early["residual"] != windowed["residual"]
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"steps": {"max": 10}}, "at least 2 checkpoints with training steps in the window"),
+    ({"steps": {"max": 40}, "residual_at": 50}, "residual_at: 50 is no checkpoint step of the profile"),
+])
+def test_a_window_that_cannot_be_estimated_says_why(params, words):
+    panel, _ = _synthetic_panel([10, 20, 30, 40, 50])
+    result = _profile(panel, **params)
+    assert words in result["note"] and "instantaneous" not in result
+
+
+@pytest.mark.parametrize("value", [{"max": -1}, {"maximum": 3}, {"max": "10"}, "95000", [1.5]])
+def test_bad_step_windows_are_refused_before_anything_loads(value):
+    from memaudit.engine.registry import collect, standard_probe_dir, validate_params
+    from memaudit.errors import ConfigError
+
+    probe = next(p for p in collect([standard_probe_dir()]) if p.name == "memorization_profile")
+    with pytest.raises(ConfigError, match="bad parameter value: steps"):
+        validate_params(probe, {"steps": value})
+    assert validate_params(probe, {"steps": {"max": 95000}}) == {"steps": {"max": 95000}}
