@@ -312,6 +312,9 @@ def _validate(params: dict, config) -> None:
                           f"the probe '{needed}', which runs only when named: add '{needed}: {{}}' under 'probes:' in "
                           "the yaml.")
 
+    if params.get("cohort_steps") is not None and params.get("cohort_every", 1) != 1:
+        raise ConfigError("memorization_profile: give cohort_steps (cohorts of training steps, as Lesci et al.) or "
+                          "cohort_every (cohorts of checkpoint intervals), not both.")
     roles = {d.role for d in config.datasets}
     if not roles & set(CONTROL_ROLES):
         raise ConfigError("memorization_profile compares trained samples with samples never trained on, but no data "
@@ -384,6 +387,7 @@ class StepWindow(TypedDict, total=False):
 def memorization_profile(panel, datasets, ledger,
                          outcome: Literal["loglik", "loglik_suffix", "M", "rank", "entropy"] = "loglik",
                          cohort_every: Annotated[int, Field(ge=1)] = 1,
+                         cohort_steps: Annotated[int, Field(ge=1)] | None = None,
                          steps: StepWindow | list[Annotated[int, Field(ge=0)]] | None = None,
                          residual_at: Annotated[int, Field(ge=0)] | None = None,
                          level: Annotated[float, Field(gt=0, lt=1)] = 0.95,
@@ -407,7 +411,7 @@ def memorization_profile(panel, datasets, ledger,
                                                      "the model is not causal)" if column == "suffix_loss" else "")}
             continue
         out[d.name] = _profile_of(panel, d.name, controls, ledger, probe, column, sign, outcome, cohort_every,
-                                  level, draws, seed, steps, residual_at)
+                                  level, draws, seed, steps, residual_at, cohort_steps)
     return out
 
 
@@ -434,7 +438,7 @@ def in_window(steps: list, window) -> list[int]:
 
 def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, column: str, sign: float,
                 outcome: str, cohort_every: int, level: float, draws: int, seed: int, window=None,
-                residual_at: int | None = None) -> dict:
+                residual_at: int | None = None, cohort_steps: int | None = None) -> dict:
     """The profile of one trained data set against every never-trained sample, over the checkpoints in `window`."""
     rows = in_window(panel.steps, window)
     steps = [panel.steps[t] for t in rows]
@@ -446,11 +450,15 @@ def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, co
     if residual_at is not None and residual_at not in steps:
         return {**said, "note": f"residual_at: {residual_at} is no checkpoint step of the profile; its steps: {steps}"}
     train_steps, repeated = training_steps(panel, dataset, ledger)
-    cohort = cohorts_of(train_steps, steps)
+    if cohort_steps is not None:
+        cohort, base = step_cohorts(train_steps, steps, cohort_steps)
+    else:
+        cohort = cohorts_of(train_steps, steps)
     counts = {**said, "n_unknown_step": int((cohort < 0).sum()), "n_no_base": int((cohort == 0).sum()),
               "n_after_last": int((cohort >= len(steps)).sum()), "n_repeated": repeated}
     usable = (cohort >= 1) & (cohort < len(steps))
-    cohort, base = macro_cohorts(cohort, cohort_every, len(steps))
+    if cohort_steps is None:
+        cohort, base = macro_cohorts(cohort, cohort_every, len(steps))
     never = [~np.isfinite(training_steps(panel, c, None)[0]) for c in controls]  # held out: no training step
     y = np.concatenate([sign * panel.values(probe, column, dataset)[rows][:, usable]]
                        + [sign * panel.values(probe, column, c)[rows][:, keep] for c, keep in zip(controls, never)],
@@ -468,6 +476,26 @@ def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, co
     return {**counts, "residual_at": steps[at],
             **profile(y, cohorts, treated, ~treated, steps, seed=seed, level=level, draws=draws, base=base,
                       residual_at=at)}
+
+
+def step_cohorts(train_steps: np.ndarray, checkpoint_steps: list[int], size: int) -> tuple[np.ndarray, dict[int, int]]:
+    """Upstream's macro-cohorts (Lesci et al.'s compute_attgt.py): a sample trained at step s is in cohort
+    c = ceil(s / size) * size, the first multiple of `size` at or after s; the cohort is treated at the first
+    checkpoint at or after c, with its base period the last checkpoint at or before c - size (before any of its
+    members could have trained; when two cohorts share a treatment checkpoint, the earlier base). Returns (each
+    sample's cohort as a checkpoint index: -1 an unknown step, 0 no checkpoint before the cohort,
+    len(checkpoint_steps) none at or after it; cohort -> base period)."""
+    steps = np.asarray(checkpoint_steps, dtype=np.float64)
+    known = np.isfinite(train_steps)
+    start = np.ceil(np.where(known, train_steps, 0.0) / size) * size  # (samples,) the cohort's last step
+    g = np.searchsorted(steps, start, side="left")  # first checkpoint at or after it
+    b = np.searchsorted(steps, start - size, side="right") - 1  # last checkpoint before its first step
+    cohort = np.where(~known, -1, np.where(b < 0, 0, g))
+    usable = (cohort >= 1) & (cohort < len(steps))
+    base: dict[int, int] = {}
+    for gi, bi in zip(*np.unique(np.stack([g[usable], b[usable]]), axis=1)):  # one pair per cohort, not per sample
+        base[int(gi)] = min(base.get(int(gi), int(bi)), int(bi))
+    return cohort, base
 
 
 def macro_cohorts(cohort: np.ndarray, every: int, n_checkpoints: int) -> tuple[np.ndarray, dict[int, int]]:

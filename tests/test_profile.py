@@ -351,3 +351,66 @@ def test_bad_step_windows_are_refused_before_anything_loads(value):
     with pytest.raises(ConfigError, match="bad parameter value: steps"):
         validate_params(probe, {"steps": value})
     assert validate_params(probe, {"steps": {"max": 95000}}) == {"steps": {"max": 95000}}
+
+
+def test_step_cohorts_equal_the_differences_package_on_upstream_s_cohort_rule():
+    """Lesci et al.'s rule: cohort = ceil(training step / 1000) * 1000, checkpoints every 1,000 steps; the ATT(g, t)
+    and their standard errors equal `differences` on a panel whose cohorts are built that way."""
+    pd = pytest.importorskip("pandas")
+    differences = pytest.importorskip("differences")
+    from memaudit.probes.profile import step_cohorts
+
+    steps = [1000 * k for k in range(1, 7)]
+    rng = np.random.default_rng(5)
+    n = 400
+    control = rng.random(n) < 0.3
+    trained_at = np.where(control, np.nan, rng.integers(1001, 6001, n)).astype(np.float64)
+    cohort, base = step_cohorts(trained_at, steps, 1000)
+    assert base == {g: g - 1 for g in base}  # checkpoints at every multiple: the base is the checkpoint before
+    y = rng.normal(0, 1, (len(steps), n)) + np.linspace(0, 1, len(steps))[:, None]
+    y += np.where(~control[None, :] & (np.arange(len(steps))[:, None] >= cohort[None, :]), 0.4, 0.0)
+    treated = ~control & (cohort >= 1)
+    upstream = np.ceil(trained_at / 1000) * 1000  # compute_attgt.py's cohort, in steps
+    frame = pd.DataFrame({"id": np.repeat(np.arange(n), len(steps)), "time": np.tile(steps, n),
+                          "y": y.T.reshape(-1),
+                          "cohort": np.repeat(np.where(treated, upstream, np.nan), len(steps))}).set_index(["id", "time"])
+    table = differences.ATTgt(data=frame, cohort_column="cohort", base_period="varying").fit(
+        formula="y", est_method="reg", control_group="never_treated", progress_bar=False).to_pandas()
+    theirs = {(int(c), int(t)): (row.iloc[0], row.iloc[1]) for (c, _, t), row in table.iterrows()}
+    ours = att_gt(y, Design(cohort, treated, control, base))
+    assert len(ours) == len(theirs)
+    for e in ours:
+        att, se = theirs[(steps[e.g], steps[e.t])]
+        assert e.att == pytest.approx(att, abs=1e-9) and e.se == pytest.approx(se, abs=1e-9)
+
+
+def test_step_cohorts_with_sparse_checkpoints_measure_from_before_every_member_trained():
+    """Checkpoints every 1,500 steps, cohorts of 1,000: a cohort whose steps straddle a checkpoint is measured from
+    the checkpoint before all of it (a planted effect of 1.0 reads 1.0); samples before the first checkpoint have
+    no base, those after the last are after it."""
+    from memaudit.probes.profile import step_cohorts
+
+    steps = [0, 1500, 3000, 4500, 6000]
+    rng = np.random.default_rng(9)
+    n = 3000
+    control = rng.random(n) < 0.3
+    trained_at = np.where(control, np.nan, rng.integers(1, 7001, n)).astype(np.float64)
+    cohort, base = step_cohorts(trained_at, steps, 1000)
+    assert base[2] == 0  # cohort 2000 (steps 1001-2000) is treated at 3000, measured from 0, not from 1500
+    assert (cohort[~control & (trained_at > 6000)] == len(steps)).all()
+    y = rng.normal(0, 0.1, (len(steps), n)) + np.linspace(0, 1, len(steps))[:, None]
+    y += np.where(~control[None, :] & (np.asarray(steps)[:, None] >= trained_at[None, :]), 1.0, 0.0)
+    treated = ~control & (cohort >= 1) & (cohort < len(steps))
+    effects = [e for e in att_gt(y, Design(cohort, treated, control, base)) if e.t >= e.g]
+    assert effects and all(abs(e.att - 1.0) < 0.05 for e in effects)
+
+
+def test_cohort_steps_and_cohort_every_together_are_refused(basic_config, text_file, run_cli, tmp_path):
+    valid = tmp_path / "valid.txt"
+    valid.write_text(text_file.read_text()[3000:], encoding="utf-8")
+    datasets = [{"name": "train", "path": str(text_file), "seq_len": 16},
+                {"name": "valid", "path": str(valid), "role": "valid", "seq_len": 16}]
+    config = basic_config(datasets=datasets, probes={"memorization_profile": {"cohort_steps": 1000,
+                                                                              "cohort_every": 2}})
+    code, _, err = run_cli("run", config)
+    assert code == 2 and "not both" in err
