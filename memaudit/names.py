@@ -1,8 +1,9 @@
 """Names memaudit makes from data, in one place: the whole-run data set name and the names of group_by groups.
 
 Standard library only: the config, the engine, the results and the renderers all import it. A user's data set name
-never reads as a group's name (`split_group_name` finds none in it) and is never `all` (inputs/config.py refuses
-both), so no generated name below can equal a user's: every `group_name` reads as one.
+never reads as a group's name and is never `all` (inputs/config.py refuses both), so no generated name below can
+equal a user's: every `group_name` reads as one. A data set's own name may hold brackets (`pile[deduped]`), so a
+group's data set is found by matching the known data sets (`group_parent`), never by parsing the name.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ def group_name(dataset: str, field: str, value) -> str:
     return f"{dataset}[{field}={group_label(value)}]"
 
 
-def split_group_name(name: str) -> tuple[str, str, str] | None:
-    """(data set, field, label) of a group's name, or None for a data set's own name (which has no `[`)."""
-    dataset, bracket, rest = name.partition("[")
-    if not bracket or not rest.endswith("]") or "=" not in rest:
-        return None
-    field, _, label = rest[:-1].partition("=")
-    return dataset, field, label
+def reads_as_group(name: str) -> bool:
+    """Whether a name has the form of a group's, `x[field=value]` (which a user's data set name may not have)."""
+    _, bracket, rest = name.partition("[")
+    return bool(bracket) and rest.endswith("]") and "=" in rest
+
+
+def group_parent(name: str, grouped: dict[str, str]) -> str | None:
+    """The data set that `name` is a group of, among `grouped` (data set -> its group_by field), or None: the
+    longest data set name whose groups' prefix `name` carries."""
+    found = [d for d, f in grouped.items() if name.startswith(f"{d}[{f}=") and name.endswith("]")]
+    return max(found, key=len, default=None)

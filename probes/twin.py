@@ -17,7 +17,6 @@ import numpy as np
 
 from memaudit import plots, series_probe
 from memaudit.measures import roc_auc
-from memaudit.names import split_group_name
 from memaudit.results.values import is_number
 
 METRICS = {
@@ -44,11 +43,11 @@ def fig_twin(report):
     last compared checkpoint (left), and over training steps per group (right): look for the gain rising with
     duplication."""
     rows = []  # (series, data set, group value, metrics)
+    parent = {d.name: d.group_of for d in report.datasets if d.group_of is not None}  # a group -> its data set
     for s in report.series:
         for name, r in s.results.get("twin", {}).items():
-            parts = split_group_name(name)
-            if parts is not None and r.get("gain") is not None and is_number(r.get("level")):
-                rows.append((s, parts[0], float(r["level"]), r))
+            if name in parent and r.get("gain") is not None and is_number(r.get("level")):
+                rows.append((s, parent[name], float(r["level"]), r))
     if not rows:
         return None
     plt = plots.pyplot()

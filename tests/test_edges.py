@@ -73,10 +73,32 @@ def test_mixed_integer_and_float_group_values_that_floats_hold_are_one_numeric_f
 
 
 def test_an_empty_text_group_can_be_named_in_a_check():
-    from memaudit.inputs.config import DatasetConfig
-    from memaudit.results.checks import _a_group
+    from memaudit.names import group_parent
 
-    assert _a_group("train[source=]", [DatasetConfig(name="train", path="x.jsonl", group_by="source")])
+    assert group_parent("train[source=]", {"train": "source"}) == "train"
+
+
+def test_a_group_s_data_set_is_found_by_its_name_not_by_parsing_brackets():
+    """A data set's own name may hold brackets (`pile[deduped]`); its groups belong to it, not to `pile`."""
+    from memaudit.names import group_name, group_parent
+
+    grouped = {"pile": "deduped", "pile[deduped]": "dup"}
+    assert group_parent(group_name("pile[deduped]", "dup", 4), grouped) == "pile[deduped]"
+    assert group_parent(group_name("pile", "deduped", "x"), grouped) == "pile"
+    assert group_parent("pile[deduped]", {"pile[deduped]": "dup"}) is None
+
+
+def test_a_check_on_a_group_of_a_data_set_with_brackets_in_its_name_runs(tmp_path, tokenizer, make_series,
+                                                                          write_config, run_cli):
+    data = _jsonl(tmp_path / "d.jsonl", _records(tokenizer, [1, 4, 4, 1], n_tokens=16))
+    config = write_config({"series": [{"name": "s", "local": str(make_series(steps=(1,)))}],
+                           "datasets": [{"name": "pile[deduped]", "path": str(data), "seq_len": 16, "group_by": "dup"}],
+                           "checks": [{"metric": "memorization.M", "dataset": "pile[deduped][dup=4]", "max": 1.0}],
+                           "run": {"batch_size": 4}})
+    code, _, err = run_cli("run", config, "-k", "memorization", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    [check] = json.loads((tmp_path / "r.json").read_text())["checks"]
+    assert check["passed"] and check["value"] is not None
 
 
 # twins ------------------------------------------------------------------------------------------------------

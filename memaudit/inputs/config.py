@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from memaudit.errors import ConfigError, did_you_mean
 from memaudit.atomic import read_text_file
-from memaudit.names import ALL, split_group_name
+from memaudit.names import ALL, reads_as_group
 
 DatasetRole = Literal["train", "valid", "special", "canary", "forget", "retain", "holdout", "other"]
 CheckAt = str  # each | last | first | max | min | mean | <checkpoint name>
@@ -165,7 +165,7 @@ class DatasetConfig(YamlModel):
     def _not_a_generated_name(cls, name: str) -> str:
         if not name.strip():
             raise ValueError("a data set name cannot be empty: name it as you want it in the report and in checks")
-        if split_group_name(name) is not None:
+        if reads_as_group(name):
             raise ValueError(f"data set name '{name}' reads as the name of a group of 'group_by' (<data set>[<field>="
                              "<value>]), which memaudit makes from the data, so a group could take its results: "
                              "rename it, e.g. without the '='")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from memaudit.errors import ConfigError, did_you_mean
-from memaudit.names import AGGREGATES, split_group_name
+from memaudit.names import AGGREGATES, group_parent
 from memaudit.results.schema import (
     AuditReport,
     CheckResult,
@@ -24,15 +24,25 @@ def split_metric(metric: str) -> tuple[str, str]:
     return probe, name
 
 
+def _rules(config) -> list[tuple[str, object]]:
+    """Every check and regression rule of the yaml, with how an error names it."""
+    return ([(f"checks[{i}] ({c.display_name})", c) for i, c in enumerate(config.checks)]
+            + [(f"regressions[{i}] ({r.metric})", r) for i, r in enumerate(config.regressions)])
+
+
+def _grouped(datasets) -> dict[str, str]:
+    """Data set name -> its group_by field, for the data sets that have one."""
+    return {d.name: d.group_by for d in datasets if d.group_by is not None}
+
+
 def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
     """Fail before anything loads when a check or regression rule names an unknown probe, metric, data
     set or series (checkpoint names are checked once the series are resolved: `validate_check_targets`)."""
     by_name = {p.name: p for p in probes}
     dataset_names = [d.name for d in config.datasets]
     series_names = [s.display_name for s in config.series]
-    rules = [(f"checks[{i}] ({c.display_name})", c) for i, c in enumerate(config.checks)]
-    rules += [(f"regressions[{i}] ({r.metric})", r) for i, r in enumerate(config.regressions)]
-    for where, rule in rules:
+    grouped = _grouped(config.datasets)
+    for where, rule in _rules(config):
         probe_name, metric = split_metric(rule.metric)
         if not metric:
             raise ConfigError(f"{where}: metric '{rule.metric}' must be written probe.metric, e.g. memorization.M.")
@@ -48,7 +58,7 @@ def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
             raise ConfigError(f"{where}: say which data set it is about ('dataset: ...', one of "
                               f"{', '.join(dataset_names)}).")
         if not whole and rule.dataset is not None and rule.dataset not in dataset_names \
-                and not _a_group(rule.dataset, config.datasets):
+                and group_parent(rule.dataset, grouped) is None:  # a group's value is checked once data is read
             hint = f" ('{ALL}' is for probes that compare data sets, such as membership)" if rule.dataset == ALL else ""
             raise ConfigError(f"{where}: no data set '{rule.dataset}'.{did_you_mean(rule.dataset, dataset_names)} "
                               f"Data sets: {', '.join(dataset_names)}{hint}.")
@@ -67,10 +77,10 @@ def validate_checks(config, probes, selected_by_keyword: bool = False) -> None:
         if valid is None and p.metrics and not _declared(metric, p.metrics):
             raise ConfigError(f"{where}: probe '{probe_name}' reports no metric '{metric}'."
                               f"{did_you_mean(metric, p.metrics)} Its metrics: {', '.join(p.metrics)}.")
-        _check_applies(where, rule, p, metric, config)
+        _check_applies(where, rule, p, metric, config, grouped)
 
 
-def _check_applies(where: str, rule, p, metric: str, config) -> None:
+def _check_applies(where: str, rule, p, metric: str, config, grouped: dict[str, str]) -> None:
     """Refuse a check or rule that names a metric the probe computes but that could never give a number where it
     points: a curve or text, `at` on a whole-series metric, a group or series the series probe does not report on."""
     if _not_a_number(metric, p):
@@ -82,10 +92,10 @@ def _check_applies(where: str, rule, p, metric: str, config) -> None:
     if rule.at != "last":
         raise ConfigError(f"{where}: '{p.name}.{metric}' is computed once for the whole series (probe '{p.name}' runs "
                           f"after every checkpoint), so 'at: {rule.at}' cannot pick a checkpoint of it: remove 'at'.")
-    if rule.dataset is not None and split_group_name(rule.dataset) and not p.per_group:
+    parent = group_parent(rule.dataset or "", grouped)
+    if parent is not None and not p.per_group:
         raise ConfigError(f"{where}: probe '{p.name}' reports on data sets, not on the groups of group_by: name the "
-                          f"data set '{split_group_name(rule.dataset)[0]}', or check a per-checkpoint probe's metric "
-                          "of the group.")
+                          f"data set '{parent}', or check a per-checkpoint probe's metric of the group.")
     if p.for_series is None or not hasattr(rule, "series"):  # a regression rule: compared where the probe reports
         return
     reporting = [s.display_name for s in config.series if p.for_series(s)]
@@ -103,23 +113,15 @@ def _not_a_number(metric: str, p) -> bool:
     return _declared(metric, p.not_numbers)
 
 
-def _a_group(name: str, datasets) -> bool:
-    """Whether `name` is a group of a data set's group_by field: `train[dup=4]` of `train` with `group_by: dup` (the
-    value itself is checked once the data is read: `validate_check_groups`)."""
-    found = split_group_name(name)
-    return found is not None and any(d.name == found[0] and d.group_by == found[1] for d in datasets)
-
-
 def validate_check_groups(config, series: str, groups: list[str]) -> None:
     """Once a series' data is read: a check or rule naming a group of group_by (`train[dup=4]`) must name one the
     data of every series it applies to has (`groups`: this series' group names), or it could never be computed."""
-    rules = [(f"checks[{i}] ({c.display_name})", c) for i, c in enumerate(config.checks)]
-    rules += [(f"regressions[{i}] ({r.metric})", r) for i, r in enumerate(config.regressions)]
-    for where, rule in rules:
-        found = split_group_name(rule.dataset or "")
-        if found is None or rule.dataset in groups or getattr(rule, "series", None) not in (None, series):
+    grouped = _grouped(config.datasets)
+    for where, rule in _rules(config):
+        parent = group_parent(rule.dataset or "", grouped)
+        if parent is None or rule.dataset in groups or getattr(rule, "series", None) not in (None, series):
             continue
-        have = [g for g in groups if split_group_name(g)[:2] == found[:2]]
+        have = [g for g in groups if group_parent(g, grouped) == parent]
         raise ConfigError(f"{where}: the data of series '{series}' has no group '{rule.dataset}'."
                           f"{did_you_mean(rule.dataset, have)} Its groups: {', '.join(have[:12]) or '(none)'}"
                           f"{', ...' if len(have) > 12 else ''}.")
@@ -136,9 +138,7 @@ def _declared(metric: str, declared) -> bool:
 def validate_check_targets(config, checkpoints: dict[str, list[str]]) -> None:
     """A check or rule whose `at` names a checkpoint must name one of every series it applies to
     (`checkpoints`: series name -> checkpoint names), or it could only ever fail."""
-    rules = [(f"checks[{i}] ({c.display_name})", c) for i, c in enumerate(config.checks)]
-    rules += [(f"regressions[{i}] ({r.metric})", r) for i, r in enumerate(config.regressions)]
-    for where, rule in rules:
+    for where, rule in _rules(config):
         if rule.at in AGGREGATES:
             continue
         for series, names in checkpoints.items():
