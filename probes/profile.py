@@ -431,7 +431,8 @@ def in_window(steps: list, window) -> list[int]:
     if window is None:
         return list(range(len(steps)))
     if isinstance(window, list):
-        return [t for t, s in enumerate(steps) if s in set(window)]
+        listed = set(window)
+        return [t for t, s in enumerate(steps) if s in listed]
     low, high = window.get("min", 0), window.get("max")
     return [t for t, s in enumerate(steps) if s is not None and s >= low and (high is None or s <= high)]
 

@@ -198,4 +198,5 @@ def test_text_products_are_made_in_the_background_and_a_failure_reaches_the_read
 
     with pytest.raises(ConfigError, match="the tagger failed"):
         TextProducts(["d"], fail)["d"]
-    assert TextProducts(["d"], fail, background=False)._error is not None
+    with pytest.raises(ConfigError, match="the tagger failed"):  # in line: at once, before any checkpoint is scored
+        TextProducts(["d"], fail, background=False)

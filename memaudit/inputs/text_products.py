@@ -4,8 +4,8 @@
 On a GPU they are made in a background thread that starts as the series' data is read, so that decoding and
 tagging (milliseconds per sample on one core) go on while the first checkpoint loads and its forward pass runs on
 the device; a probe that reads them waits for the thread then (`TextProducts`). On the CPU the forward pass has the
-cores already, and they are made in line. What the report and the journal keys
-say about them (`tagger`, `identifiers`, `text_included`) is decided before, in this thread, without tagging.
+cores already, and they are made in line. What the report and the journal keys say about them (`tagger`,
+`identifiers`, `text_included`) is decided before, in the caller's thread, without tagging.
 """
 
 from __future__ import annotations
@@ -25,17 +25,20 @@ class TextProducts(Mapping):
         self._out: dict[str, dict] = {name: {"text_of": None} for name in names}
         self._error: BaseException | None = None
         self._thread = None
-        if make is not None and not background:
-            self._fill(make)
+        if make is not None and not background:  # in line: an error is raised here, before anything is scored
+            self._merge(make())
         elif make is not None:
             self._thread = threading.Thread(target=self._fill, args=(make,), name="memaudit-text-products",
                                             daemon=True)
             self._thread.start()
 
+    def _merge(self, products: dict[str, dict]) -> None:
+        for name, values in products.items():
+            self._out[name].update(values)
+
     def _fill(self, make) -> None:
         try:
-            for name, products in make().items():
-                self._out[name].update(products)
+            self._merge(make())
         except BaseException as e:  # noqa: BLE001 - handed to the reader, in the main thread
             self._error = e
 
