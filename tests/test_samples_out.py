@@ -191,3 +191,34 @@ def odd(rows):
     assert b"not declared" in table.schema.field("odd_first").metadata[b"description"]
     report = memaudit.read_report(tmp_path / "r.json")
     assert report.probes[0].columns["all_even"].name == "even"
+
+
+def test_a_changed_column_declaration_writes_the_files_again(basic_config, run_cli, tmp_path):
+    """The declaration is part of the probe's journal key: renaming a column (its function unchanged) does not
+    reuse the files written under the old name."""
+    pq = pytest.importorskip("pyarrow.parquet")
+
+    probe_file = tmp_path / "my_probes" / "odd.py"
+    probe_file.parent.mkdir()
+    source = '''
+from memaudit import Column, probe
+
+COLUMNS = {"n_odd": Column("int64", "odd token ids in the sample", name="NAME")}
+
+
+def odd_rows(tokens):
+    return {"n_odd": (tokens % 2 == 1).sum(axis=1)}
+
+
+@probe(rows=odd_rows, columns=COLUMNS)
+def odd(rows):
+    """How many token ids are odd."""
+    return {"mean_odd": float(rows["n_odd"].mean())}
+'''
+    config = basic_config(probe_paths=[str(probe_file.parent)])
+    for name in ("first", "second"):
+        probe_file.write_text(source.replace("NAME", name))
+        code, _, err = run_cli("run", config, "-k", "odd", "--samples-out", tmp_path / "rows")
+        assert code == 0, err
+        columns = pq.read_schema(next((tmp_path / "rows").rglob("*.parquet"))).names
+        assert f"odd_{name}" in columns and all(not c.startswith("odd_") or c == f"odd_{name}" for c in columns)

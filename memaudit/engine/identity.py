@@ -102,10 +102,12 @@ def journal_key(series: str, ckpt, datasets: dict[str, str], context: dict, sett
                   engine_fingerprint())
 
 
-def probe_fingerprint(fn, params: dict, rows=None) -> str:
+def probe_fingerprint(fn, params: dict, rows=None, columns: dict | None = None) -> str:
     """The probe's code (its own source, its `rows` function's, and that of the module-level helpers they
-    name) and parameters."""
-    return digest("probe", _code_of(fn), _code_of(rows) if rows is not None else None, params)
+    name), parameters, and the per-sample columns it declares (their names and types make its Parquet files; the
+    source names the declaration, e.g. `columns=COLUMNS`, not what it holds)."""
+    return digest("probe", _code_of(fn), _code_of(rows) if rows is not None else None, params,
+                  {name: repr(c) for name, c in (columns or {}).items()})
 
 
 PROBE_MODULES = ("memaudit.probes", "memaudit_collected_", "memaudit.measures")

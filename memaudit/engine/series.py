@@ -70,7 +70,7 @@ class SeriesContext:
     def probe_keys(self) -> dict[str, str]:
         from memaudit.engine.identity import probe_fingerprint
 
-        return {p.name: probe_fingerprint(p.fn, p.params, p.rows) for p in self.run.plan.checkpoint_probes}
+        return {p.name: probe_fingerprint(p.fn, p.params, p.rows, p.columns) for p in self.run.plan.checkpoint_probes}
 
     def settings(self, ckpt) -> dict:
         from memaudit.engine.identity import scoring_settings
