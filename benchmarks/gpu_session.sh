@@ -30,3 +30,6 @@ timeout 180 python3 benchmarks/gpu.py --agreement 410m 2>&1 | tee "$out/gpu.log"
 # shellcheck disable=SC2086
 timeout 420 python3 benchmarks/end_to_end.py --sizes ${SIZES:-70m 410m 1.4b} --seq-lens ${LENS:-64 2048} \
     --checkpoints 3 --out "$out/end_to_end-cuda" 2>&1 | tee "$out/end_to_end.log"
+# whole records of varied length against fixed-length samples of the same tokens (issue: at most 1.15x)
+timeout 120 python3 benchmarks/records.py --records 2048 --window 2048 --median 600 --batch-size 8 2>&1 \
+    | tee "$out/records.log"

@@ -42,8 +42,11 @@ def log_pz(sampling_logprobs: np.ndarray, k: int, m: int) -> np.ndarray:
 # membership: scores and how well they tell members apart ------------------------------------------------------
 
 
-def membership_rows(logprobs, entropy, logp2, zlib_len, k_percent: float) -> dict[str, np.ndarray]:
-    """Per-sample membership scores, higher meaning 'more likely a member': each (samples,)."""
+def membership_rows(logprobs, entropy, logp2, zlib_len, k_percent: float, lengths=None) -> dict[str, np.ndarray]:
+    """Per-sample membership scores, higher meaning 'more likely a member': each (samples,). Rows of whole records
+    (`lengths`) are scored over their own tokens (see `_record_membership`)."""
+    if lengths is not None:
+        return _record_membership(logprobs, entropy, logp2, zlib_len, lengths, k_percent)
     n = logprobs.shape[1]
     k = max(1, int(n * k_percent / 100))  # as the reference code (mink-plus-plus, MIMIR): int(), not round()
     mu = -entropy  # E_p[log p] of each next-token distribution
@@ -57,6 +60,26 @@ def membership_rows(logprobs, entropy, logp2, zlib_len, k_percent: float) -> dic
         "min_k": np.ascontiguousarray(np.sort(logprobs, axis=1)[:, :k]).mean(axis=1),
         "min_k_pp": np.ascontiguousarray(np.sort(z, axis=1)[:, :k]).mean(axis=1),
     }
+
+
+def _record_membership(logprobs, entropy, logp2, zlib_len, lengths, k_percent: float) -> dict[str, np.ndarray]:
+    """`membership_rows` on rows of varied length: each record's mean log-likelihood over its own targets, and its
+    Min-K% and Min-K%++ over the lowest int(n * k%) (at least 1) of its own n targets, as the reference code
+    computes them on that record alone."""
+    n = lengths - 1  # (samples,) targets per record
+    valid = np.arange(logprobs.shape[1])[None, :] < n[:, None]  # (samples, positions)
+    k = np.maximum(1, (n * k_percent / 100).astype(np.int64))  # (samples,): int(), as the reference code
+    lowest = np.arange(logprobs.shape[1])[None, :] < k[:, None]  # (samples, positions): the k lowest, once sorted
+
+    def mean_of_lowest(x):
+        ordered = np.sort(np.where(valid, x, np.inf), axis=1)  # padding sorts last and is never among the k lowest
+        return np.where(lowest, ordered, 0).astype(np.float64).sum(axis=1) / k
+
+    mu = -entropy
+    sigma = np.sqrt(np.maximum(logp2 - mu ** 2, 1e-12))
+    loss = np.where(valid, logprobs, 0).astype(np.float64).sum(axis=1) / n
+    return {"loss": loss, "zlib": loss / zlib_len, "min_k": mean_of_lowest(logprobs),
+            "min_k_pp": mean_of_lowest((logprobs - mu) / sigma)}
 
 
 SCORE_COLUMNS = {score: Column("float64", meaning, unit="nats" if score != "zlib" else "nats per zlib byte",

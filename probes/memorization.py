@@ -31,6 +31,8 @@ METRICS = {
     "M_update": "M on the batch of the update that produced this checkpoint (a lab ledger, or the data's seen_at_step)",
     "n_samples": "samples scored",
     "n_tokens": "target tokens scored",
+    "n_extraction_not_applicable": "with samples: records: records shorter than k + m tokens, left out of "
+                                   "extractable (neither extractable nor not)",
     "samples": "with per_sample: one column per field, one entry per sample (id, M, loss, and with greedy "
                "decoding extractable and match_len); `report.samples_frame()` makes it a table",
 }
@@ -109,14 +111,40 @@ def fig_T_vs_params(report):
     return fig
 
 
-def memorization_rows(hits, logprobs, checkpoint, k: int, m: int):
+def memorization_rows(hits, logprobs, checkpoint, lengths, dataset, k: int, m: int):
     """Per sample: M (share of its targets hit), loss (mean cross-entropy, accumulated in float64) and, for a
     causal LM whose samples are long enough, the greedy verdict and matched length (see extractable_samples)
-    and the suffix's loss (mean cross-entropy of the m tokens after the k-token prefix)."""
+    and the suffix's loss (mean cross-entropy of the m tokens after the k-token prefix). Whole records (`lengths`)
+    count only their own targets; see `_record_rows`."""
+    if lengths is not None:
+        return _record_rows(hits, logprobs, lengths, dataset, k, m)
     out = {"M": hits.mean(axis=1), "loss": -logprobs.astype(np.float64).mean(axis=1)}  # (samples,) each
     if checkpoint.objective == "causal" and hits.shape[1] >= k + m - 1:
         out["extractable"], out["match_len"] = extractable_samples(hits, k, m)  # (samples,) each
         out["suffix_loss"] = -logprobs[:, k - 1:k + m - 1].astype(np.float64).mean(axis=1)  # the m tokens after k
+    return out
+
+
+def _record_rows(hits, logprobs, lengths, dataset, k: int, m: int):
+    """`memorization_rows` on rows of varied length (samples: records): means over each row's targets only. The
+    k-token prefix is the record's first k tokens (after the prefix token the data set puts before it), the suffix
+    the m after them; a record with fewer than k + m tokens has no such split (`extraction_applies` false): it is
+    neither extractable nor not, and the probe counts it apart."""
+    targets = lengths - 1  # (samples,)
+    valid = np.arange(hits.shape[1])[None, :] < targets[:, None]  # (samples, positions)
+    out = {"M": (hits & valid).sum(axis=1) / targets,
+           "loss": -np.where(valid, logprobs, 0).astype(np.float64).sum(axis=1) / targets}  # (samples,) each
+    first = 1 if dataset.records.prefix != "none" else 0  # the record's first token, in the row
+    applies = lengths - first >= k + m  # (samples,)
+    out["extraction_applies"] = applies
+    if hits.shape[1] >= first + k + m - 1:
+        verdict, matched = extractable_samples(hits[:, first:], k, m)  # (samples,) each
+        out["extractable"], out["match_len"] = verdict & applies, np.where(applies, matched, 0).astype(np.int32)
+        suffix = logprobs[:, first + k - 1:first + k + m - 1].astype(np.float64).mean(axis=1)
+        out["suffix_loss"] = np.where(applies, -suffix, np.nan)
+    else:
+        out["extractable"], out["match_len"] = np.zeros(len(lengths), bool), np.zeros(len(lengths), np.int32)
+        out["suffix_loss"] = np.full(len(lengths), np.nan)
     return out
 
 
@@ -131,18 +159,23 @@ COLUMNS = {
                         higher="more memorized"),
     "suffix_loss": Column("float64", "mean negative log-likelihood of the m tokens after the k-token prefix, nats "
                                      "(positive)", unit="nats per token", higher="less memorized"),
+    "extraction_applies": Column("bool", "with samples: records: the record has at least k + m tokens, so extractable, "
+                                         "match_len and suffix_loss are about it (else false, 0 and NaN)",
+                                 higher="long enough (true)"),
 }
 """The per-sample columns of `memorization_rows` (--samples-out: `memorization_<name>`)."""
 
 
 @probe(metrics=METRICS, show=("M", "loss", "extractable"), figures=(fig_memorization,), rows=memorization_rows,
        columns=COLUMNS)
-def memorization(rows, sample_ids, sample_steps, checkpoint, dataset, ledger, k: Positive = 32,
+def memorization(rows, lengths, sample_ids, sample_steps, checkpoint, dataset, ledger, k: Positive = 32,
                  m: Positive = 32, per_sample: bool = False):
     """Exact memorization M(f), loss, per-sample M and k-extractability from one teacher-forced pass, reduced per
     sample (so it scales to any number of samples); `per_sample` also lists every sample's values (off by
     default: the report grows with the data; `--samples-out` writes them to Parquet instead)."""
     sample_m, sample_loss = rows["M"], rows["loss"]  # (samples,) each; every sample has seq_len - 1 targets
+    if "extraction_applies" in rows:  # whole records: token-weighted, as over fixed-length samples
+        return _records_metrics(rows, lengths, sample_ids, sample_steps, checkpoint, dataset, ledger, per_sample)
     loss = float(sample_loss.mean())
     out = {
         "M": float(sample_m.mean()),
@@ -162,6 +195,34 @@ def memorization(rows, sample_ids, sample_steps, checkpoint, dataset, ledger, k:
     batch = _batch_rows(sample_ids, sample_steps, checkpoint.step, dataset, ledger)
     if batch:
         out["M_update"] = float(sample_m[batch].mean())
+    if per_sample:
+        out["samples"] = {"id": list(sample_ids), **rows}
+    return out
+
+
+def _records_metrics(rows, lengths, sample_ids, sample_steps, checkpoint, dataset, ledger, per_sample):
+    """The probe's metrics over whole records of varied length: M and loss per target token over all records (a
+    long record weighs by its tokens, as every token of fixed-length samples does), per-sample percentiles over
+    records, and extraction over the records long enough for a k-token prefix and an m-token suffix (the others
+    counted in `n_extraction_not_applicable`, never as not extractable)."""
+    targets = (lengths - 1).astype(np.float64)  # (samples,)
+    sample_m, applies = rows["M"], rows["extraction_applies"]  # (samples,) each
+    loss = float((rows["loss"] * targets).sum() / targets.sum())
+    out = {
+        "M": float((sample_m * targets).sum() / targets.sum()), "loss": loss, "ppl": math.exp(min(loss, 700.0)),
+        "sample_M_mean": float(sample_m.mean()), "sample_M_p10": float(np.quantile(sample_m, 0.1)),
+        "sample_M_p50": float(np.quantile(sample_m, 0.5)), "sample_M_p90": float(np.quantile(sample_m, 0.9)),
+        "n_samples": int(len(sample_m)), "n_tokens": int(targets.sum()),
+        "n_extraction_not_applicable": int((~applies).sum()),
+        "extractable": None, "n_extractable": None, "match_len_mean": None,
+    }
+    if applies.any():
+        out.update(extractable=float(rows["extractable"][applies].mean()),
+                   n_extractable=int(rows["extractable"][applies].sum()),
+                   match_len_mean=float(rows["match_len"][applies].mean()))
+    batch = _batch_rows(sample_ids, sample_steps, checkpoint.step, dataset, ledger)
+    if batch:
+        out["M_update"] = float((sample_m[batch] * targets[batch]).sum() / targets[batch].sum())
     if per_sample:
         out["samples"] = {"id": list(sample_ids), **rows}
     return out

@@ -132,6 +132,9 @@ def twin(panel, panels, series, series_configs, datasets):
         values = {"M": pair("M")}
         if panel.has("memorization", "extractable", d.name) and other.has("memorization", "extractable", d.name):
             values["extractable"] = pair("extractable")
+            if panel.has("memorization", "extraction_applies", d.name):  # whole records: short ones are neither
+                applies = pair("extraction_applies")[0]  # (checkpoints, samples): the same samples in both series
+                values["extractable"] = tuple(np.where(applies, v, np.nan) for v in values["extractable"])
         reference, by_loss = loss_twin[-1] - loss[-1], -loss[-1]  # (samples,) each, at the last checkpoint
         scores[d.name] = (reference, by_loss, d.role)
         out[d.name] = _compare(config.reference, steps, loss, loss_twin, values, np.arange(loss.shape[1]))
@@ -189,6 +192,12 @@ def _compare(reference: str, steps: dict, loss, loss_twin, values: dict, index) 
     row = {"reference": reference, **steps, "gain": float(gain[-1]), "gain_curve": gain.tolist(),
            "n_samples": int(len(index))}
     for name, (mine, twins) in values.items():
-        a, b = float(mine[-1, index].mean()), float(twins[-1, index].mean())
-        row.update({name: a, f"{name}_twin": b, f"{name}_diff": a - b})
+        a, b = _mean(mine[-1, index]), _mean(twins[-1, index])
+        row.update({name: a, f"{name}_twin": b, f"{name}_diff": a - b if a is not None and b is not None else None})
     return row
+
+
+def _mean(values: np.ndarray) -> float | None:
+    """The mean of the values that apply (NaN: a record too short for extraction); None when none does."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if not np.isnan(values).all() else None

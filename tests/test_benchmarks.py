@@ -83,3 +83,9 @@ def test_the_audit_speed_benchmark_runs_at_its_smallest_size():
     result = run_benchmark("benchmarks/audit_speed.py", "--sizes", "1M", "--series-size", "1M", "--device", "cpu",
                            timeout=600)
     assert "verdicts identical on" in result.stdout and "overlap ratio" in result.stdout
+
+
+def test_the_records_benchmark_runs_tiny():
+    result = run_benchmark("benchmarks/records.py", "--tiny")
+    assert re.search(r"padding: \d+\.\d% of the input positions read", result.stdout)
+    assert re.search(r"records / fixed-length, per scored token = \d", result.stdout)

@@ -46,6 +46,13 @@ PRODUCTS: dict[str, Product] = {p.name: p for p in [
             "(samples,)", "data"),
     Product("target_mask", "the targets to score (canary candidates: from the secret on), else None", "bool",
             TARGETS, "data"),
+    Product("lengths", "with `samples: records`: tokens of each sample, its prefix included (its row of `tokens` and of "
+            "every product is padding after them: a probe that reads `lengths` honours it; a probe that does not is "
+            "not given such data sets); None for fixed-length samples", "int64", "(samples,)", "data"),
+    Product("n_bytes", "with `samples: records`: UTF-8 bytes of each record's text (lm-eval's count); else None",
+            "int64", "(samples,)", "data"),
+    Product("n_words", "with `samples: records`: words of each record's text (lm-eval's count); else None", "int64",
+            "(samples,)", "data"),
     Product("dataset", "the data set being probed", "DatasetInfo", made_by="data"),
     Product("checkpoint", "name, step, sha and objective of the checkpoint", "Checkpoint", made_by="run"),
     Product("ledger", "the training ledger of the series, when there is one", "Ledger | None", made_by="run"),
@@ -57,7 +64,8 @@ PRODUCTS: dict[str, Product] = {p.name: p for p in [
 FORWARD = tuple(name for name, p in PRODUCTS.items() if p.made_by == "forward")
 ALWAYS = ("hits", "logprobs")  # every pass makes these (the memorization core and the NaN check)
 TEXT = tuple(name for name, p in PRODUCTS.items() if p.made_by == "text")
-PER_SAMPLE = (*FORWARD, "pos_tags", "id_mask", "zlib_len", "tokens", "sample_ids", "sample_steps", "target_mask")
+PER_SAMPLE = (*FORWARD, "pos_tags", "id_mask", "zlib_len", "tokens", "sample_ids", "sample_steps", "target_mask",
+              "lengths", "n_bytes", "n_words")
 """Products with one entry per sample (first axis): cut into shards for a probe's `rows` function."""
 ROW_ARGS = (*PER_SAMPLE, "dataset", "checkpoint", "ledger")
 """What a `rows` function may ask for: a shard's per-sample products and the context."""

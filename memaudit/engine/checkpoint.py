@@ -166,7 +166,7 @@ def score_missing(ctx: SeriesContext, ckpt, found: Found, model) -> tuple[int, f
         s, parts = ctx.samples[name], ctx.parts(name)
         if len(parts) == 1:
             s.check_unchanged()
-            found.products[name], b = _score_tokens(ctx, model, s.tokens)
+            found.products[name], b = _score_tokens(ctx, model, s)
             s.check_unchanged(rehash=True)  # what was scored is what the products are keyed by
             run.cache.put(ctx.products_key(ckpt, name), found.products[name])
             batches += b
@@ -178,7 +178,7 @@ def score_missing(ctx: SeriesContext, ckpt, found: Found, model) -> tuple[int, f
             if i not in done or ctx.whole:
                 trim_heap()  # the heap's free holes (left by loading, or the last shard) leave our memory first
                 s.check_unchanged()
-                products, b = _score_tokens(ctx, model, s.tokens[part])  # (shard samples, seq_len - 1) each
+                products, b = _score_tokens(ctx, model, s, part)  # (shard samples, seq_len - 1) each
                 batches += b
                 arguments = probe_arguments(s, products, ctx.text_products[name], ckpt, ctx.ledger, part)
                 done[i] = shard_rows(run.plan.checkpoint_probes, arguments)
@@ -194,16 +194,19 @@ def score_missing(ctx: SeriesContext, ckpt, found: Found, model) -> tuple[int, f
     return batches, time.perf_counter() - t, n_parameters(model)
 
 
-def _score_tokens(ctx: SeriesContext, model, tokens) -> tuple[dict, int]:
-    """The forward products of `tokens` (samples, seq_len) and the batches run; the batch size the first call
-    chooses (when the yaml fixes none) is kept for the rest of the run."""
+def _score_tokens(ctx: SeriesContext, model, samples, part: slice = slice(None)) -> tuple[dict, int]:
+    """The forward products of the samples in `part` (samples, seq_len - 1 each; rows of whole records: padded) and
+    the batches run; the batch size the first call chooses (when the yaml fixes none) is kept for the rest of the
+    run."""
     from memaudit.engine.forward import score_datasets
 
     run, cfg = ctx.run, ctx.run.run_cfg
+    tokens = samples.tokens[part]
+    records = {"": (samples.lengths[part], samples.config.seq_len)} if samples.lengths is not None else None
     scored, batches, run.batch_size = score_datasets(
         model, {"": tokens}, ctx.needed, run.device, batch_size=cfg.batch_size or run.batch_size,
         adaptive=cfg.batch_size is None, device_map=cfg.device_map, on_tokens=lambda n: run.emit(TokensScored(n)),
-        mask_token_id=ctx.mask_token_id, mask_fraction=cfg.mask_fraction, mask_seed=cfg.mask_seed)
+        records=records, mask_token_id=ctx.mask_token_id, mask_fraction=cfg.mask_fraction, mask_seed=cfg.mask_seed)
     if "head" not in run.said:
         from memaudit.engine.forward import fused_head, to_device
 
@@ -261,7 +264,7 @@ def probe_checkpoint(ctx: SeriesContext, ckpt, found: Found, scored: tuple, load
     result = CheckpointResult(
         name=ckpt.name, step=ckpt.step, tokens_seen=ckpt.tokens, objective=ckpt.objective, sha=ckpt.sha,
         location=ckpt.location, n_params=n_params, load_s=round(load_s, 4), forward_s=round(forward_s, 4),
-        n_tokens=int(sum(s.tokens.shape[0] * (s.tokens.shape[1] - 1) for s in ctx.samples.values())),
+        n_tokens=sum(s.n_targets for s in ctx.samples.values()),
         n_forward_batches=batches, from_cache=not batches,
         results={name: found.reused.get(name, computed.get(name)) for name in ctx.probe_keys},
         probes_from_journal=list(found.reused))

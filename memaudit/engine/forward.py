@@ -233,6 +233,91 @@ def score(model, tokens: np.ndarray, products: set[str], batch_size: int, device
     return out, batches
 
 
+def record_windows(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The windows the model reads for rows of varied length, as lm-evaluation-harness's `loglikelihood_rolling`
+    cuts them (`get_rolling_token_windows` with context_len=1, then `make_disjoint_window`): a row whose targets
+    (its tokens after the first, T = length - 1) fit the window is read whole; a longer one in windows of `window`
+    input tokens, the first predicting targets 0..window-1 and each next one the following `window` targets (the
+    last one fewer) with the full window of tokens before them as context.
+
+    lengths: (rows,) tokens per row. Returns per window (windows,) each: its row, its first token in the row, its
+    input length, and the first of its input positions whose product is kept (earlier ones are context)."""
+    targets = lengths - 1  # (rows,)
+    count = np.maximum(1, -(-targets // window))  # (rows,) windows per row
+    row = np.repeat(np.arange(len(lengths)), count)  # (windows,)
+    k = np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count)  # (windows,) index of each in its row
+    t = targets[row]
+    end = np.minimum(t, (k + 1) * window)  # target-space end of what each window predicts (exclusive)
+    predicted = np.minimum(t, k * window)  # targets before it
+    start = np.where(k == 0, 0, end - window)  # its first input token
+    inputs = np.where(k == 0, end, window)  # the first window reads up to `window` tokens; the others exactly that
+    keep = np.where(k == 0, 0, window - (end - predicted))  # the others score only their last end - predicted
+    return row, start, inputs, keep
+
+
+FILL = {"bool": False, "int32": 0}  # what a product holds past a row's length (floats: NaN); never read
+
+
+@torch.inference_mode()
+def score_records(model, tokens: np.ndarray, lengths: np.ndarray, products: set[str], batch_size: int,
+                  device: torch.device | str, window: int, fused: bool = True) -> tuple[dict[str, np.ndarray], int]:
+    """Teacher-forced pass over rows of varied length: `tokens` (rows, width) holds row i's tokens in its first
+    `lengths[i]` entries. Returns products (rows, width - 1), position j about token j + 1 of the row as in `score`,
+    and the number of forward batches. Positions from `lengths[i] - 1` on are padding: NaN (floats), False or 0.
+
+    The windows of `record_windows` are sorted by input length and packed into batches of at most
+    `batch_size * window` input tokens, each padded after its longest window only: padding costs little on any
+    length mix. No attention mask is needed: a causal model's position reads only the positions before it, which
+    are its own window's tokens, so a padded window's products equal the window's alone."""
+    if is_masked_lm(model):
+        raise ConfigError("'samples: records' scores causal language models (rolling windows of tokens); this "
+                          "checkpoint is a masked language model. Give it fixed-length samples ('samples: chunks').")
+    products = set(products) | set(ALWAYS)
+    n, width = tokens.shape
+    if batch_size < 1 or window < 1 or (lengths < 2).any() or (lengths > width).any():
+        raise ValueError(f"score_records() needs batch_size, window >= 1 and rows of 2..{width} tokens")
+    out = {name: np.full((n, width - 1), FILL.get(product_type(name), np.nan), dtype=product_type(name))
+           for name in products}
+    filled = np.zeros((n, width - 1), dtype=np.int8)  # (rows, width - 1): times each product was written
+    row, start, inputs, keep = record_windows(lengths, window)  # (windows,) each
+    order = np.argsort(-inputs, kind="stable")  # longest first: each batch is padded to its first window
+    body, head = fused_head(model, to_device(tokens[:1, :min(width, window)], device))[:2] if fused else (None, None)
+    budget, batches, i = batch_size * window, 0, 0
+    while i < len(order):
+        longest = int(inputs[order[i]])
+        take = order[i:i + max(1, budget // longest)]  # (batch,) windows
+        i += len(take)
+        offsets = start[take, None] + np.arange(longest + 1)  # (batch, longest + 1) token positions in each row
+        real = np.arange(longest)[None, :] < inputs[take, None]  # (batch, longest) input positions of the window
+        scored = real & (np.arange(longest)[None, :] >= keep[take, None])  # (batch, longest) products kept
+        ids = np.where(np.arange(longest + 1)[None, :] <= inputs[take, None],
+                       tokens[row[take, None], np.minimum(offsets, width - 1)], 0)  # (batch, longest + 1)
+        batch = to_device(ids, device)  # (batch, longest + 1): inputs and, one further, their targets
+        where = torch.from_numpy(scored).to(batch.device)  # (batch, longest)
+        targets = batch[:, 1:][where].unsqueeze(0)  # (1, kept)
+        if head is not None:
+            hidden = body(input_ids=batch[:, :-1], use_cache=False).last_hidden_state  # (batch, longest, width)
+            reduced = reduce_hidden(hidden[where].unsqueeze(0), head, targets, products)  # (1, kept) each
+        else:
+            logits = model(input_ids=batch[:, :-1], use_cache=False).logits  # (batch, longest, vocab)
+            reduced = reduce_logits(logits[where].unsqueeze(0), targets, products)
+        if not bool(torch.isfinite(reduced["logprobs"]).all()):
+            raise NonFiniteLogits(f"the model's logits are NaN or infinite (records {sorted(set(row[take].tolist()))[:5]}"
+                                  "...): the checkpoint's weights are broken")
+        rows, cols = np.nonzero(scored)  # (kept,) each, in the order of `where`
+        at = (row[take][rows], start[take][rows] + cols)  # (kept,) row and product position
+        for name, value in reduced.items():
+            out[name][at] = value[0].cpu().numpy()
+        np.add.at(filled, at, 1)
+        batches += 1
+    expected = np.arange(width - 1)[None, :] < (lengths - 1)[:, None]  # (rows, width - 1)
+    if not np.array_equal(filled, expected.astype(np.int8)):  # a result is never read from memory that was not written
+        raise AssertionError(f"the forward pass wrote {int(((filled == 0) & expected).sum())} record positions not at "
+                             f"all, {int((filled > 1).sum())} more than once and {int(((filled > 0) & ~expected).sum())} "
+                             "past a record's end")
+    return out, batches
+
+
 def to_device(rows: np.ndarray, device) -> torch.Tensor:
     """A batch of token ids on the device; to a GPU through pinned memory, without blocking."""
     batch = torch.from_numpy(np.array(rows, dtype=np.int64))  # (batch, seq_len): a copy (memory maps are read here)
@@ -267,18 +352,33 @@ def _masked_passes(model, ids, groups, mask_token_id, products):
 
 def score_datasets(model, tokens: dict[str, np.ndarray], products: set[str], device, batch_size: int | None = None,
                    adaptive: bool = True, device_map: str | None = None, on_tokens=None,
+                   records: dict[str, tuple[np.ndarray, int]] | None = None,
                    **masking) -> tuple[dict[str, dict[str, np.ndarray]], int, int]:
     """Score several data sets in one pass over their union (samples of one length share batches).
 
-    `tokens`: data set name -> (samples, seq_len). With `adaptive`, the batch size starts at `batch_size`
+    `tokens`: data set name -> (samples, seq_len). `records`: for data sets of whole records, name -> (lengths
+    (samples,), window): scored by `score_records`. With `adaptive`, the batch size starts at `batch_size`
     (or one chosen from the memory) and is halved on out-of-memory. Returns the products per data set,
     the number of forward batches and the batch size used."""
     if device_map:  # inputs go where the embeddings are
         device = model.get_input_embeddings().weight.device
     by_len: dict[int, list[str]] = {}
-    for name, t in tokens.items():
-        by_len.setdefault(t.shape[1], []).append(name)
     out, batches = {}, 0
+    for name, t in tokens.items():
+        if name in (records or {}):
+            lengths, window = records[name]
+            check_fits(model, t[:, :window])
+            if adaptive:
+                start = batch_size or auto_batch_size(model, t[:, :window], device)
+                out[name], b, batch_size = score_adaptive(model, t, products, start, device, lengths=lengths,
+                                                          window=window)
+            else:
+                out[name], b = score_records(model, t, lengths, products, batch_size, device, window)
+            batches += b
+            if on_tokens:
+                on_tokens(int(lengths.sum()))
+            continue
+        by_len.setdefault(t.shape[1], []).append(name)
     for names in by_len.values():
         union = tokens[names[0]] if len(names) == 1 else np.concatenate([tokens[n] for n in names])  # (samples, seq_len)
         check_fits(model, union)  # before the batch size is chosen with a forward pass of the first sample
@@ -318,7 +418,7 @@ def auto_batch_size(model, tokens: np.ndarray, device) -> int:
 
 
 def score_adaptive(model, tokens: np.ndarray, products: set[str], start_batch: int, device, **kwargs):
-    """`score` with the largest batch size from `start_batch` down that does not run out of memory, halving it on
+    """`score` (or `score_records`, given `lengths` and `window`) with the largest batch size from `start_batch` down that does not run out of memory, halving it on
     each out-of-memory (accelerate's test of what counts as one). Returns (products, batches, batch size used).
 
     Not accelerate's find_executable_batch_size: it collects garbage and empties the device's memory cache before
@@ -327,9 +427,11 @@ def score_adaptive(model, tokens: np.ndarray, products: set[str], start_batch: i
     from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 
     batch_size = start_batch
+    scorer = score_records if "lengths" in kwargs else score
     while True:
         try:
-            return (*score(model, tokens, products, batch_size, device, **kwargs), batch_size)
+            return (*scorer(model, tokens, products=products, batch_size=batch_size, device=device, **kwargs),
+                    batch_size)
         except Exception as e:  # noqa: BLE001 - only out-of-memory is retried; everything else is raised again
             if not should_reduce_batch_size(e) or batch_size == 1:
                 raise

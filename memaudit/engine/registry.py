@@ -475,15 +475,25 @@ def probe_arguments(samples, products: dict, text_products: dict, checkpoint, le
     per_scheme = {k.removeprefix(PREFIX): read_only(v) for k, v in products.items() if k.startswith(PREFIX)}
     values = {**{k: v for k, v in products.items() if not k.startswith(PREFIX)}, "sampling_logprobs": per_scheme,
               "tokens": cut(samples.tokens), "sample_ids": cut(samples.ids), "sample_steps": cut(samples.steps),
-              "target_mask": cut(samples.target_mask), "dataset": samples.info(), "checkpoint": checkpoint,
+              "target_mask": cut(samples.target_mask), "lengths": cut(samples.lengths), "n_bytes": cut(samples.n_bytes),
+              "n_words": cut(samples.n_words), "dataset": samples.info(), "checkpoint": checkpoint,
               "ledger": ledger, **{k: cut(v) for k, v in text_products.items()}}
     return {name: read_only(v) if isinstance(v, np.ndarray) else v for name, v in values.items()}
 
 
 def reads(p: ProbeDef, arguments: dict) -> bool:
     """Whether a per-checkpoint probe looks at this data set: data sets with a target mask (canary
-    candidates) go only to probes that read the mask, or see every data set (`per_dataset=False`)."""
+    candidates) go only to probes that read the mask, or see every data set (`per_dataset=False`); data sets of
+    whole records (rows of varied length, padded) only to probes that read `lengths` (`honours_lengths`)."""
+    if not honours_lengths(p, arguments):
+        return False
     return not p.per_dataset or arguments["target_mask"] is None or "target_mask" in p.wants
+
+
+def honours_lengths(p: ProbeDef, arguments: dict) -> bool:
+    """Whether a probe can be given this data set as far as sample lengths go: fixed-length samples, or a probe
+    that reads `lengths` (its own or its rows function's argument) and so knows where each padded row ends."""
+    return arguments.get("lengths") is None or "lengths" in p.wants
 
 
 def row_columns(p: ProbeDef, arguments: dict) -> dict[str, Any]:
@@ -519,7 +529,7 @@ def call_checkpoint_probes(probes: list[ProbeDef], arguments: dict[str, dict], c
         with_rows = {name: {**args, "rows": mine.get(name)} for name, args in arguments.items()}
         if not p.per_dataset:  # the data sets of the yaml, not their group_by groups
             data = {name: SimpleNamespace(**args) for name, args in with_rows.items()
-                    if args["dataset"].group_of is None}
+                    if args["dataset"].group_of is None and honours_lengths(p, args)}
             results[p.name] = {"all": call_probe(p, {"data": data, "checkpoint": checkpoint, "ledger": ledger})}
             continue
         results[p.name] = {name: call_probe(p, args) for name, args in with_rows.items() if reads(p, args)}
@@ -528,7 +538,9 @@ def call_checkpoint_probes(probes: list[ProbeDef], arguments: dict[str, dict], c
 
 def probe_on(p: ProbeDef, **arguments) -> dict:
     """A per-checkpoint probe's metrics on arguments given by name (products, sample_ids, dataset, ...): its
-    rows function, if it has one, runs on all of them as one shard. For tests and notebooks."""
+    rows function, if it has one, runs on all of them as one shard. For tests and notebooks. The products of whole
+    records (`lengths`, `n_bytes`, `n_words`) are None unless given: samples of one length."""
+    arguments = {"lengths": None, "n_bytes": None, "n_words": None, **arguments}
     if p.rows is not None:
         arguments = {**arguments, "rows": row_columns(p, arguments)}
     return call_probe(p, arguments)

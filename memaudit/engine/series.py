@@ -113,8 +113,11 @@ def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | 
     groups = {name: [(group, index, s.subset(index, group)) for group, index in s.groups()]
               for name, s in samples.items()}  # group_by: each group's samples, made once for the series
     validate_check_groups(run.config, series.name, [g for found in groups.values() for g, _, _ in found])
+    not_read_by = [p.name for p in run.plan.checkpoint_probes if "lengths" not in p.wants]
     for name, s in samples.items():
         for info in [s.info(), *(subset.info() for _, _, subset in groups[name])]:
+            if info.records is not None:  # the report says which probes left whole records out
+                info = info.model_copy(update={"records": info.records.model_copy(update={"not_read_by": not_read_by})})
             known = run.datasets.setdefault(info.name, info)
             if known.sha256 != info.sha256:  # another tokenizer, other tokens: keep both visible
                 run.datasets[f"{info.name}@{series.name}"] = info

@@ -115,3 +115,32 @@ def read_column(path: Path, where: str, name: str, first: int, n: int) -> list:
         if len(values) >= first + n:
             break
     return values[first:first + n]
+
+
+def read_records(path: Path, where: str, fields: tuple[str, ...], first: int = 0,
+                 max_samples: int | None = None) -> list[tuple[int, dict]]:
+    """Rows `first` on (at most `max_samples`) as (row number, record) pairs for `samples: records`: the token column
+    (`input_ids` or `tokens`, lists of any length) or else a `text` column, and the columns named in `fields` that
+    exist (`id`, `seen_at_step`, the group_by field's top-level column), as Python values."""
+    schema, n_rows, batches = _batches(Path(path), where)
+    column = next((c for c in (*COLUMNS, "text") if c in schema.names), None)
+    if column is None:
+        raise ConfigError(f"{where} has no token or text column: 'samples: records' needs one of "
+                          f"{', '.join(COLUMNS)} (lists of token ids) or text; its columns are "
+                          f"{', '.join(schema.names) or 'none'}.")
+    if not n_rows:
+        raise ConfigError(f"{where} has 0 rows. Point 'path' at a file with records.")
+    if first >= n_rows:
+        raise ConfigError(f"{where} has {n_rows} rows; 'first_sample: {first}' skips them all.")
+    n = min(n_rows - first, max_samples or n_rows)
+    names = [column, *(f for f in dict.fromkeys(fields) if f in schema.names and f != column)]
+    values = {name: [] for name in names}
+    for name in names:
+        for batch in batches(name):
+            values[name] += batch.column(0).to_pylist()
+            if len(values[name]) >= first + n:
+                break
+    key = "text" if column == "text" else "tokens"
+    return [(first + i, {key: values[column][first + i],
+                         **{f: values[f][first + i] for f in names[1:] if values[f][first + i] is not None}})
+            for i in range(n)]

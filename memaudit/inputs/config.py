@@ -124,7 +124,7 @@ class SeriesConfig(YamlModel):
 
 
 class DatasetConfig(YamlModel):
-    """A text data set, cut into fixed-length token samples."""
+    """A data set: text or token ids, cut into fixed-length samples or read one sample per record."""
 
     name: str
     """Name used in the report and in checks (not `all`, nor of the form `x[field=value]`: memaudit names a probe's
@@ -155,10 +155,27 @@ class DatasetConfig(YamlModel):
     seen_at_step: list[typing.Annotated[int, Field(ge=0, le=MAX_STEP)]] | None = None
     """For a `special` data set without a ledger: the training steps at which the series saw it
     (e.g. a batch of Pythia's known training order), for the forgetting curve."""
-    group_by: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    """A per-sample field (a key of JSONL `tokens` records, a column of Parquet/Arrow data; e.g. Hubble's
-    duplicate count) whose values split every per-checkpoint probe's metrics: besides the data set's own,
-    results under `<data set>[<field>=<value>]` per value, numbers in numeric order. Checks can name a group."""
+    group_by: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+    """A per-sample field (a key of JSONL `tokens` records, or of any record with `samples: records`; a column of
+    Parquet/Arrow data) whose values split every per-checkpoint probe's metrics: besides the data set's own,
+    results under `<data set>[<field>=<value>]` per value, numbers in numeric order. Checks can name a group. A
+    dotted name reads a key inside an object or a JSON string: `meta.duplicates` is
+    `json.loads(record["meta"])["duplicates"]` (Hubble's passages)."""
+    samples: Literal["chunks", "records"] = "chunks"
+    """`chunks`: the data is cut into samples of exactly `seq_len` tokens (text joined by the EOS token; token
+    records and rows cut to `seq_len`, shorter ones refused). `records`: every record (a JSONL line, `.jsonl.gz`
+    too, or a Parquet/Arrow row) is one sample of its own length, scored whole: passages, documents, biographies. Then `seq_len` is the
+    longest window the model reads at once, and `longer` says what happens to a record longer than that."""
+    longer: Literal["rolling", "cut"] = "rolling"
+    """With `samples: records`, a record longer than `seq_len` tokens: `rolling` scores every token in
+    lm-evaluation-harness's rolling windows (`loglikelihood_rolling`: disjoint windows of `seq_len` predicted
+    tokens, each with the full window of context before it); `cut` keeps its first `seq_len` tokens. The report
+    counts both."""
+    prefix: Literal["auto", "eos", "bos", "none"] = "auto"
+    """With `samples: records`, the token put before each record so that its first token is scored as in
+    training: `eos` (GPT-NeoX, Pythia, Hubble and GPT-2 pack documents after an end-of-text token; lm-eval's
+    rolling windows start with it), `bos`, or `none` (the first token is context only). `auto`: `bos` when the
+    tokenizer adds one to every text (Llama), else `eos` when it has one, else `none`."""
 
     @field_validator("name")
     @classmethod
@@ -173,6 +190,23 @@ class DatasetConfig(YamlModel):
             raise ValueError(f"data set name '{ALL}' is reserved: memaudit reports the probes that compare data sets "
                              "(membership, unlearning) under it. Rename the data set")
         return name
+
+    @model_validator(mode="after")
+    def _records_settings(self):
+        if self.samples == "chunks":
+            for setting, default in (("longer", "rolling"), ("prefix", "auto")):
+                if getattr(self, setting) != default:
+                    raise ValueError(f"'{setting}' applies to 'samples: records' (one sample per record, of any "
+                                     f"length); this data set is cut into chunks of seq_len tokens. Add 'samples: "
+                                     f"records', or remove '{setting}'")
+        elif self.role == "canary":
+            raise ValueError("a canary file is read as canaries (its secrets and their formats), not as records: "
+                             "remove 'samples: records'")
+        elif self.first_seen_step is not None or self.sequences_per_step is not None:
+            raise ValueError("'first_seen_step' and 'sequences_per_step' number the sequences of a training order "
+                             "(.npy or Megatron data), which 'samples: records' does not read: remove them, or give "
+                             "each record's 'seen_at_step'")
+        return self
 
     @model_validator(mode="after")
     def _steps_of_a_special_batch(self):

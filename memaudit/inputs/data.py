@@ -19,7 +19,7 @@ from memaudit.inputs.arrow import ARROW_SUFFIXES, PARQUET_SUFFIXES
 from memaudit.inputs.config import MAX_STEP, DatasetConfig
 from memaudit.memory import release_pages
 from memaudit.names import group_name
-from memaudit.results.schema import DatasetInfo
+from memaudit.results.schema import DatasetInfo, RecordsInfo
 
 HASH_ROWS = 1 << 16  # samples hashed at a time
 
@@ -72,6 +72,11 @@ class Samples:
     mapped: tuple = ()  # (path, stat stamp) of each file `tokens` is memory-mapped from, as it was when opened
     fields: dict = field(default_factory=dict)  # per-sample fields of the data (the group_by field): name -> (n,)
     group_of: str | None = None  # for a group of group_by: the data set it is part of
+    lengths: np.ndarray | None = None  # (n_samples,) with `samples: records`: tokens of each row, the rest padding
+    n_bytes: np.ndarray | None = None  # (n_samples,) with `samples: records`: UTF-8 bytes of each record's text
+    n_words: np.ndarray | None = None  # (n_samples,) with `samples: records`: its words (lm-eval's count)
+    cut: np.ndarray | None = None  # (n_samples,) with `samples: records`: tokens cut away from each record (`cut`)
+    prefix: tuple[str, int | None] = ("none", None)  # with `samples: records`: the token before each record, its id
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -105,18 +110,36 @@ class Samples:
         from memaudit.engine.identity import digest
 
         h = hashlib.sha256(self.sha256.encode())
-        for array in (self.steps, self.target_mask, *self.fields.values()):
+        whole = (self.lengths, self.n_bytes, self.n_words, self.cut) if self.lengths is not None else ()  # fixed: as before
+        for array in (self.steps, self.target_mask, *self.fields.values(), *whole):
             h.update(b"-" if array is None else repr(array.tolist()).encode() if array.dtype == object
                      else np.ascontiguousarray(array).tobytes())
         info = self.info().model_dump(exclude={"path"})
         return digest(h.hexdigest(), self.ids, info)
 
     def info(self) -> DatasetInfo:
+        whole = self.lengths is not None
         return DatasetInfo(name=self.config.name, role=self.config.role, path=str(self.config.path),
-                           seq_len=int(self.tokens.shape[1]), n_samples=len(self.ids),
-                           n_tokens=int(self.tokens.size), sha256=self.sha256[:16],
-                           seen_at_step=self.config.seen_at_step, canaries=self.canaries,
-                           group_by=self.config.group_by, group_of=self.group_of)
+                           seq_len=self.config.seq_len if whole else int(self.tokens.shape[1]),
+                           n_samples=len(self.ids), n_tokens=int(self.lengths.sum()) if whole else int(self.tokens.size),
+                           sha256=self.sha256[:16], seen_at_step=self.config.seen_at_step, canaries=self.canaries,
+                           group_by=self.config.group_by, group_of=self.group_of,
+                           records=self._records_info() if whole else None)
+
+    def _records_info(self) -> RecordsInfo:
+        """How these records are scored (windows counted as memaudit.engine.forward.record_windows cuts them)."""
+        window, targets = self.config.seq_len, self.lengths - 1  # (samples,) each
+        longer = (targets > window) | (self.cut > 0)
+        return RecordsInfo(prefix=self.prefix[0], prefix_token=self.prefix[1], longer=self.config.longer,
+                           n_longer=int(longer.sum()), n_cut_tokens=int(self.cut.sum()),
+                           n_windows=int(np.maximum(1, -(-targets // window)).sum()), n_targets=int(targets.sum()),
+                           min_tokens=int(self.lengths.min()), max_tokens=int(self.lengths.max()))
+
+    @property
+    def n_targets(self) -> int:
+        """Tokens scored: every sample's tokens after its first (padding never counts)."""
+        return int((self.lengths - 1).sum()) if self.lengths is not None else \
+            int(self.tokens.shape[0] * (self.tokens.shape[1] - 1))
 
     def groups(self) -> list[tuple[str, np.ndarray]]:
         """(name, sample indices) of each group of the group_by field's values, in the values' order
@@ -134,7 +157,8 @@ class Samples:
         pick = lambda a: a[index] if a is not None else None  # noqa: E731
         return Samples(config, self.tokens[index], [self.ids[int(i)] for i in index], pick(self.steps),
                        pick(self.target_mask), self.canaries, group_of=self.config.name,
-                       fields={k: v[index] for k, v in self.fields.items()})
+                       fields={k: v[index] for k, v in self.fields.items()}, lengths=pick(self.lengths),
+                       n_bytes=pick(self.n_bytes), n_words=pick(self.n_words), cut=pick(self.cut), prefix=self.prefix)
 
 
 class InputChanged(ConfigError):
@@ -179,15 +203,19 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
         raise ConfigError(f"Data set '{config.name}': no file at '{path}'. Fix 'path' in the yaml "
                           "(relative paths are relative to the yaml's folder).")
     token_format = format_of(path.suffix)
+    jsonl = path.suffix in (".jsonl", ".json") or "".join(path.suffixes[-2:]) in (".jsonl.gz", ".json.gz")
+    if config.samples == "records" and path.suffix in PARQUET_SUFFIXES + ARROW_SUFFIXES:
+        return _records_from_table(config, path, tokenizer)
+    if config.samples == "records" and not jsonl:
+        raise ConfigError(f"Data set '{config.name}': 'samples: records' reads one sample per record: JSONL (`text` "
+                          f"or `tokens`, `.jsonl` or `.jsonl.gz`) or Parquet/Arrow rows, but '{path.name}' is neither. "
+                          "Convert the data to records, or remove 'samples: records' to cut it into chunks of seq_len "
+                          "tokens.")
     if config.role == "canary" or (token_format is not None and not token_format.group_by):
         _check_group_by(config, "array")
     if token_format is not None and config.role != "canary":
         return token_format.read(config, path, len(tokenizer))
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors write one) is not text
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"Data set '{config.name}': '{path}' is not UTF-8 text ({e.reason} at byte "
-                          f"{e.start}). Convert it, e.g. `iconv -f latin1 -t utf-8`.") from None
+    text = _read_text(config, path)
     if config.role == "canary":
         from memaudit.inputs.canaries import candidate_samples, read_canaries
 
@@ -195,10 +223,41 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
         return Samples(config, tokens, ids, target_mask=mask, canaries=meta)
     if not text.strip():
         raise ConfigError(f"Data set '{config.name}': '{path}' is empty. Point 'path' at a file with text.")
-    if path.suffix in (".jsonl", ".json"):
+    if jsonl:
         return _from_records(config, _read_jsonl(config, text), tokenizer)
     _check_group_by(config, "text")
     return _from_texts(config, [text], tokenizer)
+
+
+def _records_from_table(config: DatasetConfig, path: Path, tokenizer) -> Samples:
+    """`samples: records` from Parquet or Arrow rows: a token column of lists of any length, or a `text` column;
+    `id`, `seen_at_step` and the group_by field's column when the file has them. Checked as JSONL records are."""
+    from memaudit.inputs.arrow import read_records
+    from memaudit.inputs.records import whole_records
+
+    where = f"Data set '{config.name}': '{path}'"
+    fields = ("id", "seen_at_step", *((config.group_by.partition(".")[0],) if config.group_by else ()))
+    rows = read_records(path, where, fields, config.first_sample, config.max_samples)
+    return whole_records(config, _checked_records(config, rows, lambda n: f"{where}: row {n}"), tokenizer)
+
+
+def _read_text(config: DatasetConfig, path: Path) -> str:
+    """The file's text: UTF-8 (a byte-order mark dropped), gunzipped when it ends in `.gz`."""
+    try:
+        if path.suffix == ".gz":
+            import gzip
+            import zlib
+
+            try:
+                raw = gzip.decompress(path.read_bytes())
+            except (OSError, EOFError, zlib.error) as e:
+                raise ConfigError(f"Data set '{config.name}': '{path}' is not a readable gzip file ({e}). Check the "
+                                  "download, or point 'path' at the uncompressed file.") from None
+            return raw.decode("utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors write one) is not text
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Data set '{config.name}': '{path}' is not UTF-8 text ({e.reason} at byte "
+                          f"{e.start}). Convert it, e.g. `iconv -f latin1 -t utf-8`.") from None
 
 
 def _check_fields_apply(config: DatasetConfig, suffix: str, what: str) -> None:
@@ -222,6 +281,9 @@ def _from_memory(config: DatasetConfig, items, tokenizer) -> Samples:
         raise ConfigError(f"{where}: a canary data set is read from a canary file (its secrets and their formats, "
                           "see memaudit/inputs/canaries.py); give it as {'path': 'canaries.jsonl', 'role': 'canary'}.")
     if isinstance(items, np.ndarray):
+        if config.samples == "records":
+            raise ConfigError(f"{where}: 'samples: records' reads one sample per record; give a list of texts, of "
+                              "token-id lists or of dicts with 'text' or 'tokens', not an array.")
         _check_group_by(config, "array")
         return _from_array(config, items, f"{where}: the array", len(tokenizer))
     if isinstance(items, (str, bytes, dict)) or not isinstance(items, (list, tuple)):
@@ -235,6 +297,10 @@ def _from_memory(config: DatasetConfig, items, tokenizer) -> Samples:
 
 
 def _from_records(config: DatasetConfig, records: list[tuple[int, dict]], tokenizer) -> Samples:
+    if config.samples == "records":
+        from memaudit.inputs.records import whole_records
+
+        return whole_records(config, records, tokenizer)
     if "tokens" in records[0][1]:
         return _pretokenized(config, records, len(tokenizer))
     _check_group_by(config, "text")
@@ -304,7 +370,7 @@ def _checked_records(config: DatasetConfig, parsed: list[tuple[int, object]], de
             _check_token_list(record["tokens"], where)
         if "id" in record and (not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool)):
             raise ConfigError(f"{where}: 'id' must be a string or an integer, not {_json_type(record['id'])}.")
-        if kind == "text" and {"id", "seen_at_step"} & record.keys():
+        if kind == "text" and {"id", "seen_at_step"} & record.keys() and config.samples == "chunks":
             raise ConfigError(f"{where}: 'id' and 'seen_at_step' belong to records with 'tokens' (one sample each); "
                               "text records are joined and cut into samples of seq_len tokens, so a record's id or "
                               "step names no sample. Pre-tokenize the records (one 'tokens' list each), or remove "
@@ -444,9 +510,14 @@ def _from_table(config: DatasetConfig, path: Path, vocab_size: int) -> Samples:
     rows = read_token_column(path, where, config.seq_len, config.first_sample, config.max_samples)
     samples = samples_from_rows(config, rows, where, vocab_size)
     if config.group_by is not None:
-        values = read_column(path, where, config.group_by, config.first_sample, len(rows))
-        samples.fields[config.group_by] = _field_values(config, values,
-                                                        lambda i: f"{where}: row {config.first_sample + i}")
+        from memaudit.inputs.records import nested_value
+
+        top, _, rest = config.group_by.partition(".")
+        values = read_column(path, where, top, config.first_sample, len(rows))
+        row = lambda i: f"{where}: row {config.first_sample + i}"
+        if rest:  # a key inside a struct column or a JSON string
+            values = [nested_value({top: v}, config.group_by, row(i)) for i, v in enumerate(values)]
+        samples.fields[config.group_by] = _field_values(config, values, row)
     return samples
 
 
@@ -544,8 +615,8 @@ def check_field_types(seen: dict, samples: dict, series: str) -> None:
 def _check_group_by(config: DatasetConfig, kind: str) -> None:
     if config.group_by is not None and kind not in ("tokens", "table"):
         raise ConfigError(f"Data set '{config.name}': group_by reads a per-sample field, which needs one sample per "
-                          "record: JSONL records with 'tokens', or Parquet/Arrow rows. Pre-tokenize the records, or "
-                          "remove group_by.")
+                          "record: JSONL records with 'tokens', Parquet/Arrow rows, or any JSONL records with 'samples: "
+                          "records'. Add 'samples: records', pre-tokenize the records, or remove group_by.")
 
 
 def _pretokenized(config: DatasetConfig, records: list[tuple[int, dict]], vocab_size: int) -> Samples:
@@ -581,7 +652,9 @@ def _pretokenized(config: DatasetConfig, records: list[tuple[int, dict]], vocab_
     samples = Samples(config, tokens, ids, np.asarray(steps, dtype=np.int64) if known else None)
     if config.group_by is not None:
         used = records[:len(rows)]
-        values = [r.get(config.group_by) for _, r in used]
-        samples.fields[config.group_by] = _field_values(
-            config, values, lambda i: f"Data set '{config.name}': record {used[i][0]} of '{config.path}'")
+        from memaudit.inputs.records import nested_value
+
+        where = lambda i: f"Data set '{config.name}': record {used[i][0]} of '{config.path}'"
+        values = [nested_value(r, config.group_by, where(i)) for i, (_, r) in enumerate(used)]
+        samples.fields[config.group_by] = _field_values(config, values, where)
     return samples

@@ -27,9 +27,11 @@ def _texts(tokens: np.ndarray, tokenizer) -> list[str]:
     return [token_spans(tokenizer, row, token_bytes)[0] for row in tokens]
 
 
-def zlib_lengths(tokens: np.ndarray, tokenizer) -> np.ndarray:
-    """Bytes of each sample's UTF-8 text after zlib compression (Carlini et al.'s zlib entropy): (samples,)."""
-    return np.array([len(zlib.compress(t.encode("utf-8", errors="replace"))) for t in _texts(tokens, tokenizer)],
+def zlib_lengths(tokens: np.ndarray, tokenizer, lengths: np.ndarray | None = None, first: int = 0) -> np.ndarray:
+    """Bytes of each sample's UTF-8 text after zlib compression (Carlini et al.'s zlib entropy): (samples,). Rows
+    of whole records (`lengths`): the text of tokens `first` (after the prefix token) to the row's length."""
+    rows = tokens if lengths is None else [row[first:n] for row, n in zip(tokens, lengths)]
+    return np.array([len(zlib.compress(t.encode("utf-8", errors="replace"))) for t in _texts(rows, tokenizer)],
                     dtype=np.int64)
 
 

@@ -97,9 +97,21 @@ def header(report: AuditReport) -> RenderableType:
              + (f" · POS tags: {p.tagger}" if p.tagger else "")),
         Text(f"collected {len(report.probes)} probes ({', '.join(x.name for x in report.probes)}) · "
              f"{len(report.series)} series · {n_ckpt} checkpoints · {len(report.datasets)} data sets "
-             f"({', '.join(f'{d.name}: {d.n_samples}×{d.seq_len} {d.role}' for d in report.datasets)})"),
+             f"({', '.join(f'{d.name}: {_dataset_shape(d)} {d.role}' for d in report.datasets)})"),
     ]
-    return Group(*lines)
+    notes = [f"{d.name}: {d.records.n_longer} of {d.n_samples} records longer than the window of {d.seq_len} tokens "
+             f"({'scored in rolling windows' if d.records.longer == 'rolling' else f'cut: {d.records.n_cut_tokens:,} tokens not scored'})"
+             + (f"; not read by {', '.join(d.records.not_read_by)} (they assume samples of seq_len tokens)"
+                if d.records.not_read_by else "")
+             for d in report.datasets if d.records is not None and d.group_of is None]
+    return Group(*lines, *(Text(note) for note in notes))
+
+
+def _dataset_shape(d) -> str:
+    """`512×64` (samples × tokens), or for whole records `30 records of 13-392 tokens`."""
+    if d.records is None:
+        return f"{d.n_samples}×{d.seq_len}"
+    return f"{d.n_samples} records of {d.records.min_tokens}-{d.records.max_tokens} tokens"
 
 
 MATRIX_COLUMNS = 12

@@ -88,6 +88,13 @@ def _check_applies(where: str, rule, p, metric: str, config, grouped: dict[str, 
         raise ConfigError(f"{where}: '{p.name}.{metric}' is not a number (a curve, a table or text), so no bound "
                           f"applies to it. Numbers of '{p.name}': {', '.join(numbers)}.")
     if p.kind != "series":
+        records = {d.name for d in config.datasets if d.samples == "records"}
+        named = rule.dataset if rule.dataset in records else group_parent(rule.dataset or "", grouped)
+        if named in records and "lengths" not in p.wants:
+            raise ConfigError(f"{where}: data set '{named}' is read as whole records ('samples: records', samples of "
+                              f"varied length), which probe '{p.name}' does not read (it assumes samples of seq_len "
+                              "tokens), so the check could never have a value. Check a probe that reads whole records "
+                              "(memorization, perplexity), or give the data set fixed-length samples.")
         return
     if rule.at != "last":
         raise ConfigError(f"{where}: '{p.name}.{metric}' is computed once for the whole series (probe '{p.name}' runs "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 from memaudit.atomic import atomic_write_text
 from memaudit.results.samples import Column
@@ -78,6 +78,32 @@ class Provenance(_Model):
     """Wall seconds of the whole run."""
 
 
+class RecordsInfo(_Model):
+    """How a data set of whole records (`samples: records`) was scored."""
+
+    prefix: Literal["eos", "bos", "none"]
+    """The token put before each record (resolved from `auto`): its first token is scored after it."""
+    prefix_token: int | None = None
+    """The prefix's token id (None with `none`)."""
+    longer: Literal["rolling", "cut"]
+    """What a record longer than the window (`seq_len`) got: lm-eval's rolling windows, or cut to the window."""
+    n_longer: int
+    """Records longer than the window: scored in rolling windows (`rolling`) or cut (`cut`)."""
+    n_cut_tokens: int = 0
+    """Tokens cut away (with `cut`): never scored."""
+    n_windows: int
+    """Windows the model reads (one per record up to the window, more for longer records with `rolling`)."""
+    n_targets: int
+    """Tokens scored (each record's tokens, after the prefix)."""
+    min_tokens: int
+    """Tokens of the shortest record, the prefix included."""
+    max_tokens: int
+    """Tokens of the longest record (after cutting), the prefix included."""
+    not_read_by: list[str] = []
+    """The run's per-checkpoint probes that do not read whole records (they assume samples of seq_len tokens), so
+    were not given this data set."""
+
+
 class DatasetInfo(_Model):
     """A data set as it was cut into samples."""
 
@@ -104,6 +130,17 @@ class DatasetInfo(_Model):
     """The per-sample field whose values split this data set's metrics (`group_by` in the yaml)."""
     group_of: str | None = None
     """For a group (`train[dup=4]`): the data set it is part of; None for a data set of the yaml."""
+    records: RecordsInfo | None = None
+    """With `samples: records` (one sample per record, of any length): how the records were scored; absent for
+    data cut into fixed-length chunks."""
+
+    @model_serializer(mode="wrap")
+    def _without_absent_records(self, handler):
+        """A fixed-length data set's entry is as it was before `records` existed (reports, journal keys)."""
+        out = handler(self)
+        if out.get("records", 0) is None:
+            del out["records"]
+        return out
 
 
 class ProbeInfo(_Model):
