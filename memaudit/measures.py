@@ -29,6 +29,15 @@ def extractable_samples(hits: np.ndarray, k: int, m: int) -> tuple[np.ndarray, n
     return verdict, np.where(verdict, m, window.argmin(axis=1)).astype(np.int32)  # leading hits before the first miss
 
 
+def record_split(lengths: np.ndarray, dataset, k: int, m: int) -> tuple[int, np.ndarray]:
+    """For rows of whole records (`samples: records`): the row position of each record's first token (1 after a
+    prefix token, else 0) and which records (samples,) have a k-token prefix and an m-token suffix (at least k + m
+    tokens of their own). Columns at `first` on read like a fixed-length sample's: `extractable_samples(hits[:,
+    first:], k, m)` is the verdict of the records that apply."""
+    first = 1 if dataset.records.prefix != "none" else 0
+    return first, lengths - first >= k + m
+
+
 DEFAULT_SCHEMES = ({"temperature": 1.0}, {"top_k": 40})
 """The sampling schemes extraction_risk and memorized_strings use unless told: plain sampling and top-k 40."""
 

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from memaudit import Column, plots, probe, series_probe
 from memaudit.engine.sampling import SamplingScheme
-from memaudit.measures import DEFAULT_SCHEMES, extractable_samples, log_pz
+from memaudit.measures import DEFAULT_SCHEMES, extractable_samples, log_pz, record_split
 
 Pair = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
 Probability = Annotated[float, Field(gt=0, le=1)]
@@ -32,6 +32,8 @@ METRICS = {
     "log10_queries_p50[<scheme>][k=<k>,m=<m>][p=<p>]": "median log10 of the queries a sample needs to be found "
                                                        "with probability p (null: never)",
     "greedy_rate[k=<k>,m=<m>]": "share of samples greedy decoding reproduces (the k-extractable verdict)",
+    "n_not_applicable[k=<k>,m=<m>]": "with samples: records: records shorter than k + m tokens, left out of the "
+                                     "pair's rates (neither extractable nor not)",
     "schemes": "the schemes' labels, in order",
 }
 
@@ -99,7 +101,7 @@ def _names(params: dict, params_of: dict | None = None) -> list[str]:
     out = ["schemes"]
     for k, m in params["pairs"]:
         pair = f"k={k},m={m}"
-        out.append(f"greedy_rate[{pair}]")
+        out += [f"greedy_rate[{pair}]", f"n_not_applicable[{pair}]"]
         for label in labels:
             out += [f"log10_pz_{q}[{label}][{pair}]" for q in ("p50", "p90", "max")]
             for prob in params["p"]:
@@ -124,19 +126,33 @@ def greedy_column(k: int, m: int) -> str:
     return f"greedy__k{k}_m{m}"
 
 
-def extraction_rows(sampling_logprobs, hits, checkpoint, schemes, pairs) -> dict[str, np.ndarray]:
+def applies_column(k: int, m: int) -> str:
+    """The rows column saying which whole records (`samples: records`) have k + m tokens for a (k, m) pair."""
+    return f"applies__k{k}_m{m}"
+
+
+def extraction_rows(sampling_logprobs, hits, checkpoint, lengths, dataset, schemes, pairs) -> dict[str, np.ndarray]:
     """Per sample, for each (k, m) pair the samples are long enough for: the greedy verdict and, per scheme,
-    log10 p_z (float64; -inf when p_z is exactly 0). Nothing for a masked LM."""
+    log10 p_z (float64; -inf when p_z is exactly 0). Nothing for a masked LM. Whole records (`lengths`): the
+    prefix and suffix start at each record's first token, and a record shorter than k + m has `applies` false,
+    greedy false and NaN p_z (left out of the rates, never counted as not extractable)."""
     if getattr(checkpoint, "objective", "causal") != "causal":
         return {}
     out = {}
     for k, m in pairs:
-        if hits.shape[1] < k + m - 1:
+        first, applies = (0, None) if lengths is None else record_split(lengths, dataset, k, m)
+        if hits.shape[1] < first + k + m - 1:
+            if applies is not None:  # no record is long enough: each says so
+                out[applies_column(k, m)] = np.zeros(len(lengths), dtype=bool)
             continue
-        out[greedy_column(k, m)] = extractable_samples(hits, k, m)[0]  # (samples,)
+        greedy = extractable_samples(hits[:, first:], k, m)[0]  # (samples,)
+        out[greedy_column(k, m)] = greedy if applies is None else greedy & applies
+        if applies is not None:
+            out[applies_column(k, m)] = applies
         for scheme in schemes:
             label = SamplingScheme.model_validate(scheme).label
-            out[pz_column(label, k, m)] = log_pz(sampling_logprobs[label], k, m) / math.log(10)  # (samples,)
+            log10 = log_pz(sampling_logprobs[label][:, first:], k, m) / math.log(10)  # (samples,)
+            out[pz_column(label, k, m)] = log10 if applies is None else np.where(applies, log10, np.nan)
     return out
 
 
@@ -147,7 +163,9 @@ def extraction_rows(sampling_logprobs, hits, checkpoint, schemes, pairs) -> dict
                "suffix after the k-token prefix (-inf: p_z is exactly 0, e.g. a token top-k excludes)",
                unit="log10 probability", higher="more extractable"),
            "greedy__k<k>_m<m>": Column("bool", "greedy decoding from the first k tokens reproduces the next m (the "
-                                               "k-extractable verdict)", higher="extractable (true)")})
+                                               "k-extractable verdict)", higher="extractable (true)"),
+           "applies__k<k>_m<m>": Column("bool", "with samples: records: the record has k + m tokens of its own, so the "
+                                                "pair's greedy verdict and p_z are about it", higher="long enough (true)")})
 def extraction_risk(rows, checkpoint, schemes: list[SamplingScheme] = DEFAULT_SCHEMES,
                     pairs: list[Pair] = ([32, 32],), n: list[Annotated[int, Field(ge=1)]] = (1, 10, 100, 1000),
                     p: list[Probability] = (0.5,)):
@@ -160,11 +178,15 @@ def extraction_risk(rows, checkpoint, schemes: list[SamplingScheme] = DEFAULT_SC
     out: dict = {"schemes": labels}
     for k, m in pairs:
         pair = f"k={k},m={m}"
-        if greedy_column(k, m) not in rows:  # the samples are shorter than k + m
+        applies = rows.get(applies_column(k, m))  # whole records: those with k + m tokens of their own
+        if applies is not None:
+            out[f"n_not_applicable[{pair}]"] = int((~applies).sum())
+        if greedy_column(k, m) not in rows or (applies is not None and not applies.any()):  # too short for k + m
             continue
-        out[f"greedy_rate[{pair}]"] = float(rows[greedy_column(k, m)].mean())
+        pick = slice(None) if applies is None else applies
+        out[f"greedy_rate[{pair}]"] = float(rows[greedy_column(k, m)][pick].mean())
         for label in labels:
-            log10 = rows[pz_column(label, k, m)]  # (samples,)
+            log10 = rows[pz_column(label, k, m)][pick]  # (samples,)
             logp = log10 * math.log(10)
             out[f"log10_pz_p50[{label}][{pair}]"] = float(np.percentile(log10, 50, method="nearest"))
             out[f"log10_pz_p90[{label}][{pair}]"] = float(np.percentile(log10, 90, method="nearest"))

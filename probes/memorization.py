@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from memaudit import Column, plots, probe, series_probe
-from memaudit.measures import crossing_step, extractable_samples
+from memaudit.measures import crossing_step, extractable_samples, record_split
 
 Positive = Annotated[int, Field(ge=1)]
 Tau = Annotated[float, Field(ge=0, le=1)]
@@ -134,8 +134,7 @@ def _record_rows(hits, logprobs, lengths, dataset, k: int, m: int):
     valid = np.arange(hits.shape[1])[None, :] < targets[:, None]  # (samples, positions)
     out = {"M": (hits & valid).sum(axis=1) / targets,
            "loss": -np.where(valid, logprobs, 0).astype(np.float64).sum(axis=1) / targets}  # (samples,) each
-    first = 1 if dataset.records.prefix != "none" else 0  # the record's first token, in the row
-    applies = lengths - first >= k + m  # (samples,)
+    first, applies = record_split(lengths, dataset, k, m)  # applies: (samples,)
     out["extraction_applies"] = applies
     if hits.shape[1] >= first + k + m - 1:
         verdict, matched = extractable_samples(hits[:, first:], k, m)  # (samples,) each

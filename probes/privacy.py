@@ -22,6 +22,7 @@ from memaudit.measures import (
     extractable_samples,
     log_pz,
     membership_rows,
+    record_split,
     roc_auc,
     tpr_at_fpr,
 )
@@ -119,16 +120,19 @@ def membership(data, members: DatasetName = "train", non_members: DatasetName = 
                            "that one sampled continuation reproduces the suffix; null when it is exactly 0) and, with "
                            "--show-text, redacted text"},
        show=("n_extractable",))
-def memorized_strings(hits, sampling_logprobs, sample_ids, text_of, checkpoint, k: Annotated[int, Field(ge=1)] = 32,
-                      m: Annotated[int, Field(ge=1)] = 32, max_strings: Annotated[int, Field(ge=0)] = 20,
-                      schemes: list[SamplingScheme] = DEFAULT_SCHEMES):
-    """Which samples a checkpoint would reproduce verbatim (k-extractable), for the reviewer."""
-    if hits.shape[1] < k + m - 1 or getattr(checkpoint, "objective", "causal") != "causal":
+def memorized_strings(hits, sampling_logprobs, sample_ids, text_of, checkpoint, lengths, dataset,
+                      k: Annotated[int, Field(ge=1)] = 32, m: Annotated[int, Field(ge=1)] = 32,
+                      max_strings: Annotated[int, Field(ge=0)] = 20, schemes: list[SamplingScheme] = DEFAULT_SCHEMES):
+    """Which samples a checkpoint would reproduce verbatim (k-extractable), for the reviewer. Whole records: the
+    k-token prefix starts at each record's first token; records shorter than k + m are not candidates."""
+    first, applies = (0, True) if lengths is None else record_split(lengths, dataset, k, m)
+    if hits.shape[1] < first + k + m - 1 or getattr(checkpoint, "objective", "causal") != "causal":
         return {}
-    verdict, run = extractable_samples(hits, k, m)  # (samples,) each
-    rows = np.flatnonzero(verdict)
+    verdict, run = extractable_samples(hits[:, first:], k, m)  # (samples,) each
+    rows = np.flatnonzero(verdict & applies)
     labels = [SamplingScheme.model_validate(s).label for s in schemes]
-    log10_pz = {label: log_pz(sampling_logprobs[label], k, m) / np.log(10) for label in labels}  # (samples,) each
+    log10_pz = {label: log_pz(sampling_logprobs[label][:, first:], k, m) / np.log(10)
+                for label in labels}  # (samples,) each
     strings = []
     for i in rows[:max_strings]:
         entry = {"id": sample_ids[i], "match_len": int(run[i]),

@@ -57,11 +57,12 @@ def test_auc_and_tpr_on_hand_built_scores():
 def test_memorized_strings_on_hand_built_hits():
     hits = np.array([[1, 1, 1, 1], [1, 1, 0, 1], [0, 1, 1, 1]], dtype=bool)
     logprobs = {"T=1.0": np.log(np.full((3, 4), 0.5)), "T=1.0,top_k=40": np.zeros((3, 4))}  # p = 0.5 and 1 per token
-    out = PROBES["memorized_strings"].fn(hits, logprobs, ["a", "b", "c"], None, CAUSAL, k=2, m=2)
+    out = PROBES["memorized_strings"].fn(hits, logprobs, ["a", "b", "c"], None, CAUSAL, None, None, k=2, m=2)
     pz = {"T=1.0": pytest.approx(2 * np.log10(0.5)), "T=1.0,top_k=40": 0.0}  # two suffix tokens
     assert out == {"n_extractable": 2, "strings": [{"id": "a", "match_len": 2, "log10_pz": pz},
                                                    {"id": "c", "match_len": 2, "log10_pz": pz}]}
-    shown = PROBES["memorized_strings"].fn(hits, logprobs, ["a", "b", "c"], lambda i: f"text {i}", CAUSAL, k=2, m=2)
+    shown = PROBES["memorized_strings"].fn(hits, logprobs, ["a", "b", "c"], lambda i: f"text {i}", CAUSAL, None, None,
+                                           k=2, m=2)
     assert shown["strings"][0]["text"] == "text 0"
 
 

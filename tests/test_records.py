@@ -280,3 +280,56 @@ def test_parquet_rows_are_records_too(tmp_path, tokenizer, corpus_text, kind):
     assert (table.lengths == listed.lengths).all() and np.array_equal(table.tokens, listed.tokens)
     assert [g for g, _ in table.groups()] == ["p[meta.duplicates=0]", "p[meta.duplicates=1]", "p[meta.duplicates=2]"]
     assert table.fingerprint == listed.fingerprint  # the same content: the same products and journal keys
+
+
+def test_one_huge_record_among_short_ones_is_refused_before_padding(tokenizer, monkeypatch):
+    """Rows are padded to the longest record: one book among thousands of short passages would take far more
+    memory than the tokens. That is refused, naming the record and what to do, before anything is allocated."""
+    from memaudit.errors import ConfigError
+    from memaudit.inputs import records
+
+    monkeypatch.setattr(records, "PADDED_BYTES", 1 << 16)
+    texts = ["a short one"] * 400 + ["word " * 3000]
+    with pytest.raises(ConfigError, match=r"record 400 of .* tokens while the median record has .*'longer: cut'"):
+        records_samples(tokenizer, texts)
+    assert records_samples(tokenizer, texts, longer="cut").tokens.shape[1] == WINDOW + 1  # cut: no such padding
+
+
+def test_extraction_on_records_starts_at_each_record_and_leaves_short_ones_out(tokenizer, corpus_text):
+    """Greedy verdicts and p_z of whole records are those of each record's own first k + m tokens (after the prefix
+    token); records shorter than k + m are counted apart, never as not extractable, in extraction_risk, memorization
+    and memorized_strings alike."""
+    from memaudit.engine.forward import score_records
+    from memaudit.engine.registry import collect, probe_on, standard_probe_dir
+    from memaudit.measures import extractable_samples, log_pz
+
+    collected = {p.name: p for p in collect([standard_probe_dir()])}
+
+    def probe(name, **params):
+        p = collected[name]
+        return type(p)(**{**p.__dict__, "params": {**p.params, **params}})
+
+    model = tiny_model("gpt_neox", len(tokenizer), seed=2)
+    s = records_samples(tokenizer, passages(corpus_text))
+    k, m = 8, 8
+    scheme = "T=1.0"
+    products, _ = score_records(model, s.tokens, s.lengths, {"hits", "logprobs", f"sampling_logprobs:{scheme}"}, 4,
+                                "cpu", WINDOW)
+    hits, pz = products["hits"], products[f"sampling_logprobs:{scheme}"]
+    hits[:, 1:1 + k + m] = True  # every record's first k + m tokens are greedy hits: extractable where long enough
+    arguments = dict(hits=hits, logprobs=products["logprobs"], sampling_logprobs={scheme: pz}, lengths=s.lengths,
+                     sample_ids=s.ids, sample_steps=None, dataset=s.info(), ledger=None, text_of=None,
+                     checkpoint=type("C", (), {"objective": "causal", "step": 1})())
+    short = s.lengths - 1 < k + m
+    assert short.any() and not short.all()
+    risk = probe_on(probe("extraction_risk", pairs=[[k, m]], schemes=[{"temperature": 1.0}], n=[1], p=[0.5]),
+                    **arguments)
+    assert risk[f"greedy_rate[k={k},m={m}]"] == 1.0 and risk[f"n_not_applicable[k={k},m={m}]"] == int(short.sum())
+    expected = log_pz(pz[~short, 1:], k, m) / np.log(10)
+    assert risk[f"log10_pz_max[{scheme}][k={k},m={m}]"] == pytest.approx(float(expected.max()))
+    mem = probe_on(probe("memorization", k=k, m=m), **arguments)
+    assert mem["extractable"] == 1.0 and mem["n_extractable"] == int((~short).sum())
+    assert mem["n_extraction_not_applicable"] == int(short.sum())
+    strings = probe_on(probe("memorized_strings", k=k, m=m, schemes=[{"temperature": 1.0}]), **arguments)
+    assert strings["n_extractable"] == int((~short).sum())
+    assert extractable_samples(hits[~short, 1:], k, m)[0].all()

@@ -44,6 +44,15 @@ def _batches(path: Path, where: str):
         raise ConfigError(f"{where} is not a readable {path.suffix[1:]} file ({e}).") from None
 
 
+def _rows_to_read(where: str, n_rows: int, first: int, max_samples: int | None, holding: str) -> int:
+    """How many rows to read from `first` on (at most `max_samples`); a file with none to read is an error."""
+    if not n_rows:
+        raise ConfigError(f"{where} has 0 rows. Point 'path' at a file with {holding}.")
+    if first >= n_rows:
+        raise ConfigError(f"{where} has {n_rows} rows; 'first_sample: {first}' skips them all.")
+    return min(n_rows - first, max_samples or n_rows)
+
+
 def read_token_column(path: Path, where: str, seq_len: int, first: int = 0, max_samples: int | None = None) -> np.ndarray:
     """Rows `first` on (at most `max_samples`) of the token column, cut to seq_len: (samples, seq_len) int64,
     memory-mapped. Every list must be non-null and hold at least seq_len integer ids."""
@@ -62,11 +71,7 @@ def read_token_column(path: Path, where: str, seq_len: int, first: int = 0, max_
     if fixed and kind.list_size < seq_len:
         raise ConfigError(f"{where}: column '{column}' holds lists of {kind.list_size} tokens, fewer than "
                           f"seq_len={seq_len}. Lower 'seq_len' to at most {kind.list_size}.")
-    if not n_rows:
-        raise ConfigError(f"{where} has 0 rows. Point 'path' at a file with token ids.")
-    if first >= n_rows:
-        raise ConfigError(f"{where} has {n_rows} rows; 'first_sample: {first}' skips them all.")
-    n = min(n_rows - first, max_samples or n_rows)
+    n = _rows_to_read(where, n_rows, first, max_samples, "token ids")
     rows = np.memmap(tempfile.TemporaryFile(prefix="memaudit-tokens-"), dtype=np.int64, mode="w+", shape=(n, seq_len))
     seen, filled = 0, 0
     for batch in batches(column):
@@ -128,11 +133,7 @@ def read_records(path: Path, where: str, fields: tuple[str, ...], first: int = 0
         raise ConfigError(f"{where} has no token or text column: 'samples: records' needs one of "
                           f"{', '.join(COLUMNS)} (lists of token ids) or text; its columns are "
                           f"{', '.join(schema.names) or 'none'}.")
-    if not n_rows:
-        raise ConfigError(f"{where} has 0 rows. Point 'path' at a file with records.")
-    if first >= n_rows:
-        raise ConfigError(f"{where} has {n_rows} rows; 'first_sample: {first}' skips them all.")
-    n = min(n_rows - first, max_samples or n_rows)
+    n = _rows_to_read(where, n_rows, first, max_samples, "records")
     names = [column, *(f for f in dict.fromkeys(fields) if f in schema.names and f != column)]
     values = {name: [] for name in names}
     for name in names:

@@ -619,6 +619,21 @@ def _check_group_by(config: DatasetConfig, kind: str) -> None:
                           "records'. Add 'samples: records', pre-tokenize the records, or remove group_by.")
 
 
+def record_steps(config: DatasetConfig, ids: list[str], steps: list) -> np.ndarray | None:
+    """Check the records' ids (unique) and `seen_at_step` (given for every record or none); the steps as int64
+    (samples,), or None."""
+    dupes = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
+    if dupes:
+        raise ConfigError(f"Data set '{config.name}': the id '{dupes[0]}' is given to several records of "
+                          f"'{config.path}'. Sample ids must be unique (they name samples in the report and the "
+                          "ledger).")
+    known = [s for s in steps if s is not None]
+    if known and len(known) != len(steps):
+        raise ConfigError(f"Data set '{config.name}': some records of '{config.path}' have 'seen_at_step' and some "
+                          "do not. Give it for every record or for none.")
+    return np.asarray(steps, dtype=np.int64) if known else None
+
+
 def _pretokenized(config: DatasetConfig, records: list[tuple[int, dict]], vocab_size: int) -> Samples:
     """Samples from validated (line, record) pairs of token lists, cut to seq_len."""
     rows, ids, steps = [], [], []
@@ -639,17 +654,9 @@ def _pretokenized(config: DatasetConfig, records: list[tuple[int, dict]], vocab_
         steps.append(r.get("seen_at_step"))
         if config.max_samples and len(rows) == config.max_samples:
             break
-    dupes = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
-    if dupes:
-        raise ConfigError(f"Data set '{config.name}': the id '{dupes[0]}' is given to several records of "
-                          f"'{config.path}'. Sample ids must be unique (they name samples in the report and the "
-                          "ledger).")
-    known = [s for s in steps if s is not None]
-    if known and len(known) != len(steps):
-        raise ConfigError(f"Data set '{config.name}': some records of '{config.path}' have 'seen_at_step' and some "
-                          "do not. Give it for every record or for none.")
+    known = record_steps(config, ids, steps)
     tokens = np.asarray(rows, dtype=np.int64)
-    samples = Samples(config, tokens, ids, np.asarray(steps, dtype=np.int64) if known else None)
+    samples = Samples(config, tokens, ids, known)
     if config.group_by is not None:
         used = records[:len(rows)]
         from memaudit.inputs.records import nested_value

@@ -11,7 +11,6 @@ byte perplexities follow from memaudit's per-sample log-likelihoods.
 
 from __future__ import annotations
 
-import collections
 import json
 import re
 
@@ -66,6 +65,22 @@ def nested_value(record: dict, path: str, where: str):
     return value
 
 
+PADDED_BYTES = 2 << 30  # the padded token rows may take this much beyond 8 bytes x 8 per real token
+
+
+def _check_padding(config: DatasetConfig, lengths: np.ndarray, records) -> None:
+    """Refuse records so unequal that padding every row to the longest would take far more memory than the tokens
+    (one book among short passages): the rows and every per-token product are (samples, longest)."""
+    cells = len(lengths) * int(lengths.max())
+    if cells * 8 > max(PADDED_BYTES, 64 * int(lengths.sum())):
+        longest = int(np.argmax(lengths))
+        raise ConfigError(f"Data set '{config.name}': record {records[longest][0]} of '{config.path}' has "
+                          f"{int(lengths[longest]):,} tokens while the median record has {int(np.median(lengths)):,}: "
+                          f"padding all {len(lengths):,} records to its length would take {cells * 8 / 2**30:.1f} GiB "
+                          "for the tokens alone (and as much per product). Use 'longer: cut' (each record cut to the "
+                          "window), put the longest records in a data set of their own, or split them into records.")
+
+
 def count_words(text: str) -> int:
     """Words as lm-evaluation-harness counts them for word perplexity (`len(re.split(r"\\s+", doc))`)."""
     return len(re.split(r"\s+", text))
@@ -75,7 +90,7 @@ def whole_records(config: DatasetConfig, records: list[tuple[int, dict]], tokeni
     """Samples of whole records (validated `(line, record)` pairs of `text` or `tokens`): each the prefix and its
     tokens, padded after them; ids from `id` (else the record's index), steps from `seen_at_step`, the group_by
     field (dotted names read nested keys). A record with nothing to score is an error naming it."""
-    from memaudit.inputs.data import Samples, _field_values
+    from memaudit.inputs.data import Samples, _field_values, record_steps
 
     where = lambda line: f"Data set '{config.name}': record {line} of '{config.path}'"
     kind, token = resolve_prefix(config, tokenizer)
@@ -115,20 +130,13 @@ def whole_records(config: DatasetConfig, records: list[tuple[int, dict]], tokeni
         cut.append(max(0, over))
         ids.append(str(r.get("id", i)))
         steps.append(r.get("seen_at_step"))
-    dupes = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
-    if dupes:
-        raise ConfigError(f"Data set '{config.name}': the id '{dupes[0]}' is given to several records of "
-                          f"'{config.path}'. Sample ids must be unique (they name samples in the report and the "
-                          "ledger).")
-    known = [s for s in steps if s is not None]
-    if known and len(known) != len(steps):
-        raise ConfigError(f"Data set '{config.name}': some records of '{config.path}' have 'seen_at_step' and some "
-                          "do not. Give it for every record or for none.")
+    known = record_steps(config, ids, steps)
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))  # (samples,)
+    _check_padding(config, lengths, records)
     tokens = np.full((len(rows), int(lengths.max())), PAD, dtype=np.int64)  # (samples, longest)
     tokens[np.arange(tokens.shape[1]) < lengths[:, None]] = np.fromiter(
         (t for row in rows for t in row), dtype=np.int64, count=int(lengths.sum()))
-    samples = Samples(config, tokens, ids, np.asarray(steps, dtype=np.int64) if known else None, lengths=lengths,
+    samples = Samples(config, tokens, ids, known, lengths=lengths,
                       n_bytes=np.asarray([len(t.encode("utf-8")) for t in texts], dtype=np.int64),
                       n_words=np.asarray([count_words(t) for t in texts], dtype=np.int64),
                       cut=np.asarray(cut, dtype=np.int64), prefix=(kind, token))
