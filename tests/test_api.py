@@ -9,7 +9,7 @@ from conftest import tiny_model
 import memaudit
 from memaudit.errors import ConfigError, ExitCode, NothingCollected
 
-VOLATILE = {"load_s", "forward_s", "provenance"}  # timings, times and the command line
+VOLATILE = {"load_s", "wait_s", "forward_s", "provenance"}  # timings, times and the command line
 
 
 def _normalised(value):

@@ -89,3 +89,24 @@ def test_the_records_benchmark_runs_tiny():
     result = run_benchmark("benchmarks/records.py", "--tiny")
     assert re.search(r"padding: \d+\.\d% of the input positions read", result.stdout)
     assert re.search(r"records / fixed-length, per scored token = \d", result.stdout)
+
+
+def test_the_hub_overlap_benchmark_runs_tiny():
+    result = run_benchmark("benchmarks/hub_overlap.py", "--tiny")
+    assert re.search(r"wall [\d.]+ s = [\d.]+ x max\(download, scoring\)", result.stdout)
+    assert re.search(r"peak HF cache [\d.]+ MB = [\d.]+ checkpoints \(--evict\)", result.stdout)
+    assert '"weights_downloads": [1]' in result.stdout  # each revision's weights fetched once
+
+
+def test_the_hub_figures_in_the_docs_and_readme_are_the_benchmark_s_results_file():
+    """docs/hub.md's table and README's two figures come from benchmarks/results/hub_overlap-cpu.* as written."""
+    import json
+
+    page = (ROOT / "docs" / "hub.md").read_text()
+    block = page.split("<!-- hub_overlap-cpu -->\n")[1].split("<!-- /hub_overlap-cpu -->")[0]
+    assert block == (ROOT / "benchmarks" / "results" / "hub_overlap-cpu.md").read_text()
+    result = json.loads((ROOT / "benchmarks" / "results" / "hub_overlap-cpu.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    for key, value in (("wall_over_max", f"{result['wall_over_max']:.2f}"),
+                       ("peak", f"{result['peak_disk_checkpoints']:.1f}")):
+        assert f"<!-- hub_overlap:{key} -->{value}<!-- /hub_overlap:{key} -->" in readme

@@ -19,7 +19,7 @@ from memaudit.lab.config import parse_lab_config
 from memaudit.lab.train import run_lab
 
 GOLDEN = Path(__file__).parent / "golden" / "lab_report.json"
-VOLATILE = {"load_s", "forward_s", "provenance", "path", "location", "source"}  # timings and absolute paths
+VOLATILE = {"load_s", "wait_s", "forward_s", "provenance", "path", "location", "source"}  # timings and absolute paths
 
 
 def _normalise(value, root: str):

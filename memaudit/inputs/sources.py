@@ -32,6 +32,7 @@ class Checkpoint:
     tokens: int | None = None  # training tokens seen, when the name or the family says
     objective: str = "causal"  # "masked" for BERT-style checkpoints (scored with mask groups)
     snapshot: Path | None = None  # a Hub checkpoint's snapshot folder in the HF cache, once its config is there
+    unavailable: str | None = None  # why a Hub revision could not be resolved (then it is an errored checkpoint)
 
     @property
     def weights_key(self) -> str:
@@ -166,25 +167,41 @@ def _resolve_hub(series: SeriesConfig) -> list[Checkpoint]:
         targets = [(repo, rev, rev, parse_checkpoint(rev, repo)) for rev in revisions]
     out = []
     for repo, rev, name, (step, tokens) in targets:
-        sha, digest = _hub_sha(repo, rev, series.hf_cache_dir)
+        try:
+            sha, digest = retried(_hub_sha, repo, rev, series.hf_cache_dir)
+        except SourceUnavailable as e:  # this revision is an errored checkpoint; the others are audited
+            out.append(Checkpoint(series=series.display_name, name=name, step=step, location=f"{repo}@{rev}", sha="",
+                                  repo=repo, hf_cache_dir=series.hf_cache_dir, tokens=tokens, unavailable=str(e)))
+            continue
         config = _hub_config(repo, sha, series.hf_cache_dir)
         snapshot = config.parent if config else None
         out.append(Checkpoint(series=series.display_name, name=name, step=step, location=f"{repo}@{rev}",
                               sha=sha, repo=repo, hf_cache_dir=series.hf_cache_dir, tokens=tokens,
                               weights_digest=_function_digest(digest or _cached_weights_digest(snapshot), config),
                               objective=objective_of(config), snapshot=snapshot))
+    if not available(out):  # nothing to audit: the run stops here, as for a missing repo
+        raise SourceUnavailable(out[0].unavailable)
     if series.repos:
         out.sort(key=lambda c: (c.step is None, c.step or 0))
     return out
+
+
+def available(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+    """The checkpoints whose source could be resolved (a Hub revision that is gone, or an unreachable server after
+    the retries, is an errored checkpoint of the run: `Checkpoint.unavailable`)."""
+    return [c for c in checkpoints if c.unavailable is None]
 
 
 def _hub_config(repo: str, sha: str, cache_dir: Path | None) -> Path | None:
     """config.json of a Hub revision (from the cache, or downloaded: a few hundred bytes)."""
     from huggingface_hub import hf_hub_download
 
-    try:
+    def fetch():
         with _hub_errors(repo, sha):
             return Path(hf_hub_download(repo, "config.json", revision=sha, cache_dir=cache_dir))
+
+    try:
+        return retried(fetch)
     except SourceUnavailable:
         return None
 
@@ -240,8 +257,11 @@ def _list_branches(repo: str, cache_dir: Path | None) -> list[str]:
     from huggingface_hub.errors import CacheNotFound
 
     if not _offline():
-        with _hub_errors(repo, "(listing branches)"):
-            return [b.name for b in HfApi().list_repo_refs(repo).branches]
+        def listed():
+            with _hub_errors(repo, "(listing branches)"):
+                return [b.name for b in HfApi().list_repo_refs(repo).branches]
+
+        return retried(listed)
     try:
         cached = [r for r in scan_cache_dir(cache_dir).repos if r.repo_id == repo and r.repo_type == "model"]
     except CacheNotFound:
@@ -262,7 +282,7 @@ def _hub_sha(repo: str, revision: str, cache_dir: Path | None) -> tuple[str, str
             "downloaded. Download it once while online (unset HF_HUB_OFFLINE), point 'hf_cache_dir' at a "
             "cache that has it, or remove the revision from the yaml.")
     with _hub_errors(repo, revision):
-        info = HfApi().model_info(repo, revision=revision, files_metadata=True)
+        info = HfApi().model_info(repo, revision=revision, files_metadata=True, timeout=HUB_POLICY[2])
     weights = sorted((s.rfilename, s.lfs.sha256) for s in info.siblings or []
                      if s.rfilename.endswith(".safetensors") and "/" not in s.rfilename and s.lfs)
     return info.sha, _weights_digest([sha256 for _, sha256 in weights])
@@ -296,9 +316,68 @@ class _hub_errors:
                 type(exc).__module__.startswith(("httpx", "requests", "httpcore")):
             msg = (f"Cannot reach the Hugging Face Hub for {what} ({type(exc).__name__}: {exc}). Check the "
                    "network, or set HF_HUB_OFFLINE=1 to use what is already in the HF cache.")
+            if _transient(exc):
+                raise TransientSourceError(msg) from exc
         else:
             return False
         raise SourceUnavailable(msg) from exc
+
+
+class TransientSourceError(SourceUnavailable):
+    """A Hub request that may succeed when tried again: a server error (5xx, 429), a timeout, a dropped connection."""
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a Hub error is worth another try: an HTTP status of 429 or 5xx, or a network failure (no status)."""
+    from huggingface_hub import errors as hf
+
+    if _offline():
+        return False  # nothing is asked of a server: trying again finds the same cache
+    if isinstance(exc, hf.LocalEntryNotFoundError):
+        if exc.__cause__ is None:
+            return False
+        exc = exc.__cause__  # "cannot find the file in the cache": the network error behind it decides
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is not None:
+        return status == 429 or status >= 500
+    return not isinstance(exc, (hf.EntryNotFoundError, hf.RevisionNotFoundError, hf.RepositoryNotFoundError))
+
+
+HUB_POLICY = [2, 2.0, 60.0]  # tries after the first, seconds before the first retry, API timeout (set_hub_policy)
+
+
+def set_hub_policy(retries: int, backoff_s: float, timeout_s: float) -> None:
+    """Use the run's `hub_retries`, `hub_backoff_s` and `hub_timeout_s` for every Hub request of this process: the
+    timeout is the default of huggingface_hub's HTTP client (whose own default is to wait forever), so a server that
+    never answers an API request is a timeout, retried, then an errored checkpoint; requests that set their own
+    timeout (file downloads) keep it."""
+    import huggingface_hub
+    from huggingface_hub.utils import _http
+
+    HUB_POLICY[:] = [retries, backoff_s, timeout_s]
+
+    def client():
+        made = _http.default_client_factory()
+        made.timeout = timeout_s
+        return made
+
+    huggingface_hub.set_client_factory(client)
+
+
+def retried(call, *args, **kwargs):
+    """`call(*args, **kwargs)`, tried again on a TransientSourceError after HUB_POLICY's backoff (doubling); the last
+    error says how many tries were made."""
+    import time
+
+    retries, wait, _ = HUB_POLICY
+    for attempt in range(retries + 1):
+        try:
+            return call(*args, **kwargs)
+        except TransientSourceError as e:
+            if attempt == retries:
+                raise SourceUnavailable(f"{e} (tried {retries + 1} times, {wait * (2 ** retries - 1):g} s of backoff "
+                                        "between them)") from e
+            time.sleep(wait * 2 ** attempt)
 
 
 def _guard(ckpt: Checkpoint):
@@ -318,9 +397,12 @@ def load_tokenizer(ckpt: Checkpoint):
     from transformers import AutoTokenizer
 
     target, kwargs = ckpt.load_target
-    try:
+    def loaded():
         with _guard(ckpt):
-            tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=False, **kwargs)
+            return AutoTokenizer.from_pretrained(target, trust_remote_code=False, **kwargs)
+
+    try:
+        tokenizer = retried(loaded)
     except (OSError, ValueError) as e:
         raise SourceUnavailable(f"Cannot load the tokenizer of {ckpt.location}: {e}. Every checkpoint must "
                                 "carry its tokenizer files (tokenizer.json or vocab/merges).") from e
@@ -375,12 +457,15 @@ def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: boo
     hf_logging.set_verbosity_error()  # its load report would repeat what check_loading_info says in one line
     target, kwargs = ckpt.load_target
     auto = AutoModelForMaskedLM if ckpt.objective == "masked" else AutoModelForCausalLM
-    try:
+    def loaded():
         with _guard(ckpt):
-            model, info = auto.from_pretrained(
+            return auto.from_pretrained(
                 target, dtype=getattr(torch, dtype), use_safetensors=None if allow_pickle else True,
                 trust_remote_code=trust_remote_code, output_loading_info=True,
                 **({"device_map": device_map} if device_map else {}), **kwargs)
+
+    try:
+        model, info = retried(loaded)
     except ValueError as e:  # e.g. an architecture that needs remote code
         raise ConfigError(f"Cannot load {ckpt.location} as a {ckpt.objective} language model: {e}") from e
     check_loading_info(ckpt, type(model).__name__, info)

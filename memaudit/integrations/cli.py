@@ -111,7 +111,9 @@ def cmd_list(args) -> int:
         for col in ("checkpoint", "step", "sha", "location"):
             table.add_column(col)
         for c in resolve_series(s):
-            table.add_row(visible(c.name), "–" if c.step is None else str(c.step), c.sha[:12], visible(c.location))
+            table.add_row(visible(c.name), "–" if c.step is None else str(c.step),
+                          c.sha[:12] if c.unavailable is None else f"unavailable: {visible(c.unavailable)}",
+                          visible(c.location))
         console.print(table)
     return ExitCode.OK
 

@@ -196,6 +196,9 @@ class CheckpointResult(_Model):
     """Parameters of the model (None when every product came from the cache)."""
     load_s: float = 0.0
     """Seconds spent loading the model (0 when the products were cached)."""
+    wait_s: float = 0.0
+    """Seconds the audit waited for this checkpoint's model (download and load) after the previous checkpoint was
+    scored: what the background prefetch did not hide."""
     forward_s: float = 0.0
     """Seconds spent in forward passes."""
     n_tokens: int = 0
