@@ -6,9 +6,11 @@ real huggingface_hub client through HF_ENDPOINT), throttled to `--mbps` megabyte
 this process with `--evict` while a thread samples the size of the HF cache. From the report: the time to download
 and load each checkpoint (`load_s`, in the background while the previous one is scored), the time the audit waited
 for it (`wait_s`), the forward time (`forward_s`). Prints the run's wall time (first checkpoint started to last
-finished) against max(total download, total scoring) and against their sum, and the peak disk in checkpoints.
+finished) against max(total download, total scoring) and against their sum, and the peak disk in checkpoints, at
+three bandwidths: twice, once and half the one at which a checkpoint downloads in the time one is scored (scoring
+dominates, balanced, download dominates).
 
-    python benchmarks/hub_overlap.py                    # 50 revisions, bandwidth set so download ~ scoring
+    python benchmarks/hub_overlap.py                    # 50 revisions, the three bandwidths
     python benchmarks/hub_overlap.py --tiny             # seconds (the test suite runs this)
 """
 
@@ -54,7 +56,7 @@ def main() -> None:
         HubServer,  # the standard library only: started before huggingface_hub loads
     )
 
-    hub = HubServer(work / "hub", max_seconds=3600).start()  # serves the folder as it is filled below
+    hub = HubServer(work / "hub", max_seconds=7200).start()  # serves the folder as it is filled below
     os.environ.update({"HF_ENDPOINT": hub.url, "HF_HOME": str(work / "hf"), "HF_HUB_CACHE": str(work / "hf" / "hub"),
                        "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                        "MEMAUDIT_CACHE": str(work / "memaudit"), "TOKENIZERS_PARALLELISM": "false"})
@@ -89,18 +91,49 @@ def main() -> None:
         probe = {**config, "series": [{**config["series"][0], "revisions": ["step1"]}]}
         first = memaudit.audit(probe, cache=False).series[0].checkpoints[0]
         args.mbps = weights / 1e6 / max(first.forward_s, 1e-3)
-        import shutil
+    rows = [run_once(memaudit, hub, config, work, args.mbps * scale, weights, args.revisions, label)
+            for label, scale in (("scoring dominates", 2.0), ("balanced", 1.0), ("download dominates", 0.5))
+            if not args.tiny or scale == 1.0]
+    versions = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "python": sys.version.split()[0]}
+    for r in rows:
+        print(f"{r['scenario']}: {r['revisions']} revisions of {r['weights_mb']:.2f} MB at {r['bandwidth_mbps']:.2f} "
+              f"MB/s: download+load {r['download_and_load_s']:.2f} s, scoring {r['scoring_s']:.2f} s, waited "
+              f"{r['waited_s']:.2f} s")
+        print(f"wall {r['wall_s']:.2f} s = {r['wall_over_max']:.3f} x max(download, scoring) = "
+              f"{r['wall_over_sum']:.3f} x their sum")
+        print(f"peak HF cache {r['peak_disk_mb']:.2f} MB = {r['peak_disk_checkpoints']:.2f} checkpoints (--evict)")
+        print(json.dumps({**versions, **r}))
+    if args.out is not None:
+        import platform
 
-        shutil.rmtree(work / "hf", ignore_errors=True)
-        hub.log.clear()
-    peak, stop = [0], threading.Event()
+        device = platform.processor() or platform.machine()
+        args.out.with_suffix(".json").write_text(json.dumps({**versions, "device": device, "rows": rows}, indent=1)
+                                                 + "\n")
+        lines = ["| scenario | revisions | weights | bandwidth | download + load | scoring | waited | wall / max | "
+                 "wall / sum | peak disk |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['scenario']} | {r['revisions']} | {r['weights_mb']:.1f} MB | {r['bandwidth_mbps']:.1f} MB/s | "
+                  f"{r['download_and_load_s']:.1f} s | {r['scoring_s']:.1f} s | {r['waited_s']:.1f} s | "
+                  f"{r['wall_over_max']:.3f} | {r['wall_over_sum']:.3f} | {r['peak_disk_checkpoints']:.2f} checkpoints |"
+                  for r in rows]
+        args.out.with_suffix(".md").write_text(
+            "\n".join(lines) + f"\n\n`python benchmarks/hub_overlap.py --out {args.out}`: {device}, {os.cpu_count()} "
+            f"CPUs, torch {versions['torch']}, Python {versions['python']}, {versions['date']}.\n")
+
+
+def run_once(memaudit, hub, config: dict, work: Path, mbps: float, weights: int, revisions: int, label: str) -> dict:
+    """Audit the served series once with --evict at `mbps` (a fresh HF cache and memaudit cache), sampling the HF
+    cache's size: the figures of one row."""
+    import shutil
+
+    for folder in ("hf", "memaudit"):
+        shutil.rmtree(work / folder, ignore_errors=True)
+    hub.log.clear()
+    peak, stop, times = [0], threading.Event(), {}
 
     def watch():
         while not stop.is_set():
             peak[0] = max(peak[0], folder_bytes(work / "hf"))
             time.sleep(0.02)
-
-    times: dict[str, float] = {}
 
     def on_event(event):
         kind = type(event).__name__
@@ -110,46 +143,25 @@ def main() -> None:
             times["end"] = time.perf_counter()
 
     watcher = threading.Thread(target=watch, daemon=True)
-    hub.throttle.rate = args.mbps * 1e6
-    with hub:
-        watcher.start()
+    hub.throttle.rate = mbps * 1e6
+    watcher.start()
+    try:
         report = memaudit.audit(config, evict=True, on_event=on_event)
+    finally:
         stop.set()
         watcher.join()
     checkpoints = report.series[0].checkpoints
-    assert report.status == "passed" and len(checkpoints) == args.revisions, report.status
+    assert report.status == "passed" and len(checkpoints) == revisions, report.status
     download = sum(c.load_s for c in checkpoints)
     scoring = sum(c.forward_s for c in checkpoints)
-    waited = sum(c.wait_s for c in checkpoints)
     wall = times["end"] - times["start"]
-    result = {
-        "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "python": sys.version.split()[0],
-        "revisions": args.revisions, "weights_mb": round(weights / 1e6, 3), "bandwidth_mbps": round(args.mbps, 3),
-        "download_and_load_s": round(download, 3), "scoring_s": round(scoring, 3), "waited_s": round(waited, 3),
-        "wall_s": round(wall, 3), "wall_over_max": round(wall / max(download, scoring), 3),
-        "wall_over_sum": round(wall / (download + scoring), 3),
-        "peak_disk_mb": round(peak[0] / 1e6, 3), "peak_disk_checkpoints": round(peak[0] / weights, 2),
-        "weights_downloads": sorted(set(hub.downloads().values())),
-    }
-    print(f"{args.revisions} revisions of {weights / 1e6:.2f} MB at {args.mbps:.2f} MB/s: download+load "
-          f"{download:.2f} s, scoring {scoring:.2f} s, waited {waited:.2f} s")
-    print(f"wall {wall:.2f} s = {result['wall_over_max']:.3f} x max(download, scoring) = "
-          f"{result['wall_over_sum']:.3f} x their sum")
-    print(f"peak HF cache {peak[0] / 1e6:.2f} MB = {result['peak_disk_checkpoints']:.2f} checkpoints (--evict)")
-    print(json.dumps(result))
-    if args.out is not None:
-        import platform
-
-        result["device"] = platform.processor() or platform.machine()
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(
-            f"| revisions | weights | bandwidth | download + load | scoring | waited | wall / max | wall / sum | "
-            f"peak disk |\n|---|---|---|---|---|---|---|---|---|\n"
-            f"| {args.revisions} | {weights / 1e6:.1f} MB | {args.mbps:.1f} MB/s | {download:.1f} s | {scoring:.1f} s | "
-            f"{waited:.1f} s | {result['wall_over_max']:.3f} | {result['wall_over_sum']:.3f} | "
-            f"{result['peak_disk_checkpoints']:.2f} checkpoints |\n\n"
-            f"`python benchmarks/hub_overlap.py --out {args.out}`: {result['device']}, {os.cpu_count()} CPUs, torch "
-            f"{result['torch']}, Python {result['python']}, {result['date']}.\n")
+    return {"scenario": label, "revisions": revisions, "weights_mb": round(weights / 1e6, 3),
+            "bandwidth_mbps": round(mbps, 3), "download_and_load_s": round(download, 3), "scoring_s": round(scoring, 3),
+            "waited_s": round(sum(c.wait_s for c in checkpoints), 3), "wall_s": round(wall, 3),
+            "wall_over_max": round(wall / max(download, scoring), 3),
+            "wall_over_sum": round(wall / (download + scoring), 3), "peak_disk_mb": round(peak[0] / 1e6, 3),
+            "peak_disk_checkpoints": round(peak[0] / weights, 2),
+            "weights_downloads": sorted(set(hub.downloads().values()))}
 
 
 if __name__ == "__main__":

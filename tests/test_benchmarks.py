@@ -105,8 +105,8 @@ def test_the_hub_figures_in_the_docs_and_readme_are_the_benchmark_s_results_file
     page = (ROOT / "docs" / "hub.md").read_text()
     block = page.split("<!-- hub_overlap-cpu -->\n")[1].split("<!-- /hub_overlap-cpu -->")[0]
     assert block == (ROOT / "benchmarks" / "results" / "hub_overlap-cpu.md").read_text()
-    result = json.loads((ROOT / "benchmarks" / "results" / "hub_overlap-cpu.json").read_text())
+    rows = json.loads((ROOT / "benchmarks" / "results" / "hub_overlap-cpu.json").read_text())["rows"]
     readme = (ROOT / "README.md").read_text()
-    for key, value in (("wall_over_max", f"{result['wall_over_max']:.2f}"),
-                       ("peak", f"{result['peak_disk_checkpoints']:.1f}")):
+    for key, value in (("wall_over_max", f"{max(r['wall_over_max'] for r in rows):.2f}"),
+                       ("peak", f"{max(r['peak_disk_checkpoints'] for r in rows):.1f}")):
         assert f"<!-- hub_overlap:{key} -->{value}<!-- /hub_overlap:{key} -->" in readme
