@@ -54,8 +54,9 @@ def fig_pos(report, tags=("NOUN", "PROPN", "NUM", "VERB", "ADJ", "ADP", "DET", "
 
 @probe(metrics={"R": "tag -> share of its target positions predicted exactly (argmax hit)",
                 "count": "tag -> number of target positions with that tag"}, show=("R",), figures=(fig_pos,))
-def pos(hits, pos_tags, min_count: Annotated[int, Field(ge=1)] = 1):
-    """R(p) and position counts for every tag present."""
+def pos(hits, pos_tags, lengths, min_count: Annotated[int, Field(ge=1)] = 1):
+    """R(p) and position counts for every tag present. Whole records (`lengths`): the padding after each record is
+    tagged -1, which no tag counts."""
     rates, counts = {}, {}
     for i, tag in enumerate(TAGS):
         mask = pos_tags == i  # (samples, seq_len - 1)

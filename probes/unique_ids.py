@@ -106,9 +106,12 @@ def unique_ids_series(checkpoints, series, all_series, datasets, taus: list[Tau]
                 "M_other_tokens": "M over the other target tokens of the samples that hold identifiers",
                 "id_token_share": "share of target tokens that are identifier-like"},
        show=("M_with_ids", "M_without_ids", "M_id_tokens", "M_other_tokens"))
-def identifiers(hits, id_mask):
-    """Memorization of samples with and without identifier-like content, and of the identifiers themselves."""
+def identifiers(hits, id_mask, lengths):
+    """Memorization of samples with and without identifier-like content, and of the identifiers themselves. Whole
+    records (`lengths`): over each record's own targets."""
     with_ids = id_mask.any(axis=1)  # (samples,)
+    if lengths is not None:
+        return _record_identifiers(hits, id_mask, lengths, with_ids)
 
     def mean(values):
         return float(values.mean()) if values.size else None
@@ -117,6 +120,19 @@ def identifiers(hits, id_mask):
             "n_with_ids": int(with_ids.sum()), "n_without_ids": int((~with_ids).sum()),
             "M_id_tokens": mean(hits[id_mask]), "M_other_tokens": mean(hits[with_ids][~id_mask[with_ids]]),
             "id_token_share": float(id_mask.mean())}
+
+
+def _record_identifiers(hits, id_mask, lengths, with_ids):
+    """`identifiers` over rows of varied length: every mean over the records' own targets only."""
+    valid = np.arange(hits.shape[1])[None, :] < (lengths - 1)[:, None]  # (samples, positions)
+
+    def mean(where):
+        return float(hits[where].mean()) if where.any() else None
+
+    return {"M_with_ids": mean(valid & with_ids[:, None]), "M_without_ids": mean(valid & ~with_ids[:, None]),
+            "n_with_ids": int(with_ids.sum()), "n_without_ids": int((~with_ids).sum()),
+            "M_id_tokens": mean(id_mask), "M_other_tokens": mean(valid & with_ids[:, None] & ~id_mask),
+            "id_token_share": float(id_mask.sum() / valid.sum())}
 
 
 @series_probe(metrics={"T_step@tau[group]": "first step at which M of the group reaches tau"},

@@ -220,7 +220,7 @@ def test_a_check_on_a_probe_that_does_not_read_records_is_refused(tmp_path, basi
     path = tmp_path / "p.jsonl"
     path.write_text(json.dumps({"text": "a good record"}) + "\n", encoding="utf-8")
     config = basic_config(datasets=[{"name": "p", "path": str(path), "samples": "records"}],
-                          checks=[{"metric": "pos.R", "dataset": "p", "max": 1}])
+                          checks=[{"metric": "unique_ids.M_shared", "dataset": "p", "max": 1}])
     code, out, err = run_cli("run", str(config))
     assert code == 2 and "does not read" in err and "memorization, perplexity" in " ".join(err.split()), out + err
 
@@ -333,3 +333,51 @@ def test_extraction_on_records_starts_at_each_record_and_leaves_short_ones_out(t
     strings = probe_on(probe("memorized_strings", k=k, m=m, schemes=[{"temperature": 1.0}]), **arguments)
     assert strings["n_extractable"] == int((~short).sum())
     assert extractable_samples(hits[~short, 1:], k, m)[0].all()
+
+
+def test_the_products_key_follows_the_window_and_the_lengths(tokenizer, corpus_text):
+    """Whole records' products depend on where each row ends and on the window (rolling windows): both are in the
+    key the products cache and the tag cache use, so another window or other lengths never reuse them."""
+    docs = passages(corpus_text)
+    base = records_samples(tokenizer, docs)
+    assert records_samples(tokenizer, docs).sha256 == base.sha256
+    from memaudit.inputs.config import DatasetConfig
+    from memaudit.inputs.data import load_samples
+
+    wider = load_samples(DatasetConfig(name="passages", path="p.jsonl", samples="records", seq_len=2 * WINDOW),
+                         tokenizer, records=docs)
+    assert np.array_equal(wider.tokens, base.tokens) and wider.sha256 != base.sha256
+    shorter = records_samples(tokenizer, docs)
+    shorter.lengths = shorter.lengths.copy()
+    shorter.lengths[0] -= 1  # the same padded tokens, one record a token shorter
+    shorter.__dict__.pop("sha256", None)
+    assert shorter.sha256 != base.sha256
+
+
+def test_pos_and_identifiers_count_each_record_s_own_tokens(tokenizer, corpus_text):
+    """Part-of-speech tags and identifier masks of whole records are each record's own: a padded record's tags and
+    mask equal the record's alone, the padding is no tag (-1) and no identifier, and the probes count no padding."""
+    import spacy
+
+    from memaudit.engine.registry import collect, probe_on, standard_probe_dir
+    from memaudit.inputs.identifiers import identifier_mask
+    from memaudit.inputs.tagging import load_pipeline, tag_samples
+
+    nlp = load_pipeline("auto")[0]
+    assert isinstance(nlp, spacy.language.Language)
+    s = records_samples(tokenizer, [d + " Call 555-0199 or mail a.b@example.org." for d in passages(corpus_text, 4)])
+    tags = tag_samples(s.tokens, tokenizer, nlp, lengths=s.lengths)
+    ids = identifier_mask(s.tokens, tokenizer, tags, s.lengths)
+    for i, n in enumerate(s.lengths):
+        alone = s.tokens[i:i + 1, :n]
+        np.testing.assert_array_equal(tags[i, :n - 1], tag_samples(alone, tokenizer, nlp)[0])
+        np.testing.assert_array_equal(ids[i, :n - 1], identifier_mask(alone, tokenizer, tags[i:i + 1, :n - 1])[0])
+        assert (tags[i, n - 1:] == -1).all() and not ids[i, n - 1:].any()
+    assert ids.any()
+    probes = {p.name: p for p in collect([standard_probe_dir()])}
+    hits = np.ones(tags.shape, dtype=bool)  # every target a hit, and the padding too: it must not count
+    valid = np.arange(tags.shape[1]) < (s.lengths - 1)[:, None]
+    pos = probe_on(probes["pos"], hits=hits, pos_tags=tags, lengths=s.lengths)
+    assert sum(pos["count"].values()) == int(valid.sum()) and set(pos["R"].values()) == {1.0}
+    found = probe_on(probes["identifiers"], hits=hits & valid, id_mask=ids, lengths=s.lengths)
+    assert found["M_with_ids"] == 1.0 and found["id_token_share"] == pytest.approx(ids.sum() / valid.sum())

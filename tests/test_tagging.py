@@ -97,7 +97,7 @@ def test_R_per_tag_on_hand_built_products():
     noun, verb, none = TAGS.index("NOUN"), TAGS.index("VERB"), TAGS.index("NONE")
     tags = np.array([[noun, noun, verb, none], [noun, verb, verb, none]], dtype=np.int8)
     hits = np.array([[1, 1, 0, 1], [0, 1, 0, 0]], dtype=bool)
-    out = pos.fn(hits, tags)
+    out = pos.fn(hits, tags, None)
     assert out["R"] == {"NOUN": pytest.approx(2 / 3), "VERB": pytest.approx(1 / 3), "NONE": 0.5}
     assert out["count"] == {"NOUN": 3, "VERB": 3, "NONE": 2}
 

@@ -45,7 +45,7 @@ def test_proper_nouns_count_when_spacy_tags_are_given(tokenizer):
 def test_identifier_groups_on_hand_built_products():
     hits = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=bool)
     id_mask = np.array([[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]], dtype=bool)
-    out = PROBES["identifiers"].fn(hits, id_mask)
+    out = PROBES["identifiers"].fn(hits, id_mask, None)
     assert out["n_with_ids"] == 2 and out["n_without_ids"] == 1
     assert out["M_with_ids"] == pytest.approx(6 / 8) and out["M_without_ids"] == pytest.approx(1 / 4)
     assert out["M_id_tokens"] == pytest.approx(3 / 3)

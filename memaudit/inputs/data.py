@@ -81,7 +81,8 @@ class Samples:
     @functools.cached_property
     def sha256(self) -> str:
         """Hash of the tokens (and their shape) as int64, whatever their stored type, read in chunks (a memory
-        map is never loaded whole): what the products cache is keyed by."""
+        map is never loaded whole), and for whole records their lengths and window: what the products cache is keyed
+        by."""
         return self._token_digest()
 
     def _token_digest(self) -> str:
@@ -89,6 +90,9 @@ class Samples:
         for start in range(0, len(self.tokens), HASH_ROWS):
             h.update(np.ascontiguousarray(self.tokens[start:start + HASH_ROWS], dtype=np.int64).data)
             release_pages(self.tokens)  # each chunk's pages leave our memory: a pass over the file stays flat
+        if self.lengths is not None:  # whole records: where each row ends and the window decide every product
+            h.update(np.ascontiguousarray(self.lengths, dtype=np.int64).data)
+            h.update(f"window={self.config.seq_len}".encode())
         return h.hexdigest()
 
     def check_unchanged(self, rehash: bool = False) -> None:

@@ -27,16 +27,18 @@ def describe_source(with_spacy: bool) -> str:
     return ("spaCy PROPN/NUM + " if with_spacy else "") + "regex (" + ", ".join(ID_PATTERNS) + ")"
 
 
-def identifier_mask(tokens: np.ndarray, tokenizer, pos_tags: np.ndarray | None = None) -> np.ndarray:
-    """True for identifier-like target tokens: (samples, seq_len - 1) bool."""
+def identifier_mask(tokens: np.ndarray, tokenizer, pos_tags: np.ndarray | None = None,
+                    lengths: np.ndarray | None = None) -> np.ndarray:
+    """True for identifier-like target tokens: (samples, seq_len - 1) bool. Rows of whole records (`lengths`):
+    each row's own tokens; the padding after them is False."""
     token_bytes = TokenBytes(tokenizer) if is_byte_level(tokenizer) else None
     out = np.zeros((tokens.shape[0], tokens.shape[1] - 1), dtype=bool)
     for i, row in enumerate(tokens):
-        text, spans = token_spans(tokenizer, row, token_bytes)
+        text, spans = token_spans(tokenizer, row if lengths is None else row[:lengths[i]], token_bytes)
         hit = np.zeros(len(text) + 1, dtype=bool)
         for m in ID_REGEX.finditer(text):
             hit[m.start():m.end()] = True
-        out[i] = [bool(hit[start:end].any()) for start, end in spans[1:]]
+        out[i, :len(spans) - 1] = [bool(hit[start:end].any()) for start, end in spans[1:]]
     if pos_tags is not None:
         out |= np.isin(pos_tags, ID_TAGS)
     return out

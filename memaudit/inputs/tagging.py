@@ -157,15 +157,18 @@ def align(text: str, spans: list[tuple[int, int]], words: list[tuple[int, int, s
     return out
 
 
-def tag_samples(tokens: np.ndarray, tokenizer, nlp, batch_size: int = 256, n_process: int = 1) -> np.ndarray:
-    """Tag ids of the target tokens (positions 1..seq_len-1) of every sample: (samples, seq_len - 1) int8."""
+def tag_samples(tokens: np.ndarray, tokenizer, nlp, batch_size: int = 256, n_process: int = 1,
+                lengths: np.ndarray | None = None) -> np.ndarray:
+    """Tag ids of the target tokens (positions 1..seq_len-1) of every sample: (samples, seq_len - 1) int8. Rows of
+    whole records (`lengths`): each row's own tokens; the padding after them is -1, no tag."""
     token_bytes = TokenBytes(tokenizer) if is_byte_level(tokenizer) else None
-    decoded = [token_spans(tokenizer, row, token_bytes) for row in tokens]
-    out = np.empty((tokens.shape[0], tokens.shape[1] - 1), dtype=np.int8)
+    rows = tokens if lengths is None else [row[:n] for row, n in zip(tokens, lengths)]
+    decoded = [token_spans(tokenizer, row, token_bytes) for row in rows]
+    out = np.full((tokens.shape[0], tokens.shape[1] - 1), -1, dtype=np.int8)
     docs = nlp.pipe([text for text, _ in decoded], batch_size=batch_size, n_process=n_process)
     for i, ((text, spans), doc) in enumerate(zip(decoded, docs)):
         words = [(t.idx, t.idx + len(t.text), t.pos_) for t in doc]
-        out[i] = align(text, spans, words)[1:]  # targets start at position 1
+        out[i, :len(spans) - 1] = align(text, spans, words)[1:]  # targets start at position 1
     return out
 
 

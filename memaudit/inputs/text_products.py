@@ -89,41 +89,38 @@ def text_products(probes, samples, tokenizer, fingerprint, run_cfg, use_cache,
         said["text_included"] = True
     wanted = asked & {"zlib_len", "pos_tags", "id_mask"} or show_text
 
-    whole = {name for name, s in samples.items() if s.lengths is not None}
-    fixed = {name: s for name, s in samples.items() if name not in whole}
-
     def make() -> dict[str, dict]:
-        # whole records (rows of varied length) get zlib sizes of their text only: no probe that reads the other text
-        # products honours their lengths yet
-        out: dict[str, dict] = {name: dict.fromkeys(asked) if name in whole else {} for name in samples}
+        # whole records (rows of varied length): each row's own tokens (after the prefix token for their text), the
+        # padding after them no tag and no identifier
+        out: dict[str, dict] = {name: {} for name in samples}
         if "zlib_len" in asked:
             from memaudit.inputs.texts import zlib_lengths
 
             for name, s in samples.items():
-                out[name]["zlib_len"] = zlib_lengths(s.tokens, tokenizer) if s.lengths is None else \
-                    zlib_lengths(s.tokens, tokenizer, s.lengths, first=int(s.prefix[1] is not None))
+                out[name]["zlib_len"] = zlib_lengths(s.tokens, tokenizer, s.lengths, first=int(s.prefix[1] is not None))
         if show_text:
             from memaudit.inputs.texts import sample_texts
 
-            for name, s in fixed.items():
+            for name, s in samples.items():
                 out[name]["text_of"] = sample_texts(s.tokens, tokenizer, redacted=run_cfg.redact,
-                                                    spacy_model=run_cfg.spacy_model)
+                                                    spacy_model=run_cfg.spacy_model, lengths=s.lengths,
+                                                    first=int(s.prefix[1] is not None))
         if nlp is not None:
             from memaudit.inputs.tagging import TagCache, tag_samples
 
             cache = TagCache(run_cfg.cache_dir, enabled=use_cache)
-            for name, s in fixed.items():
+            for name, s in samples.items():
                 shape = (s.tokens.shape[0], s.tokens.shape[1] - 1)
-                tags = cache.get(s.sha256, fingerprint, label, shape)
+                tags = cache.get(s.sha256, fingerprint, label, shape)  # sha256: whole records' lengths included
                 if tags is None:
-                    tags = tag_samples(s.tokens, tokenizer, nlp, n_process=run_cfg.spacy_processes)
+                    tags = tag_samples(s.tokens, tokenizer, nlp, n_process=run_cfg.spacy_processes, lengths=s.lengths)
                     cache.put(s.sha256, fingerprint, label, tags)
                 out[name]["pos_tags"] = tags
         if "id_mask" in asked:
             from memaudit.inputs.identifiers import identifier_mask
 
-            for name, s in fixed.items():
-                out[name]["id_mask"] = identifier_mask(s.tokens, tokenizer, out[name].get("pos_tags"))
+            for name, s in samples.items():
+                out[name]["id_mask"] = identifier_mask(s.tokens, tokenizer, out[name].get("pos_tags"), s.lengths)
         return out
 
     # spaCy with several processes starts them itself: not from a thread (a fork beside torch's threads can hang)

@@ -56,9 +56,10 @@ def redact(text: str, nlp=None) -> str:
     return text
 
 
-def sample_texts(tokens: np.ndarray, tokenizer, redacted: bool = True,
-                 spacy_model: str = "auto") -> Callable[[int], str]:
-    """`text_of(i)`: sample i's text, redacted unless told otherwise; decoded only when called."""
+def sample_texts(tokens: np.ndarray, tokenizer, redacted: bool = True, spacy_model: str = "auto",
+                 lengths: np.ndarray | None = None, first: int = 0) -> Callable[[int], str]:
+    """`text_of(i)`: sample i's text, redacted unless told otherwise; decoded only when called. Rows of whole records
+    (`lengths`): the text of tokens `first` (after the prefix token) to the row's length."""
     token_bytes = TokenBytes(tokenizer) if is_byte_level(tokenizer) else None
     nlp = None
     if redacted:
@@ -71,7 +72,8 @@ def sample_texts(tokens: np.ndarray, tokenizer, redacted: bool = True,
             nlp = None  # names stay; the regex set still applies (see the report's text_included note)
 
     def text_of(i: int) -> str:
-        text = token_spans(tokenizer, tokens[i], token_bytes)[0]
+        row = tokens[i] if lengths is None else tokens[i][first:lengths[i]]
+        text = token_spans(tokenizer, row, token_bytes)[0]
         return redact(text, nlp) if redacted else text
 
     return text_of
