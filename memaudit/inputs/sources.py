@@ -355,9 +355,12 @@ def set_hub_policy(retries: int, backoff_s: float, timeout_s: float) -> None:
     from huggingface_hub.utils import _http
 
     HUB_POLICY[:] = [retries, backoff_s, timeout_s]
+    default = getattr(_http, "default_client_factory", None)
+    if default is None or not hasattr(huggingface_hub, "set_client_factory"):
+        return  # huggingface_hub before 1.0 (requests): its revision info still gets the timeout (_hub_sha)
 
     def client():
-        made = _http.default_client_factory()
+        made = default()
         made.timeout = timeout_s
         return made
 
