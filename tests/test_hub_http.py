@@ -37,10 +37,10 @@ def audit(tmp_path, text_file, write_config):
     """Run `memaudit run` against a hub at `url` in its own process; returns (exit code, report or None, output)."""
 
     def run(url: str, *extra: str, revisions=None, hf_home: Path | None = None, cache: Path | None = None,
-            settings: dict | None = None, name: str = "hub"):
+            settings: dict | None = None, name: str = "hub", datasets: list | None = None):
         config = write_config({
             "series": [{"name": "tiny", "hub": REPO, "revisions": revisions or {"pattern": "step*"}}],
-            "datasets": [{"name": "train", "path": str(text_file), "seq_len": 32, "max_samples": 8}],
+            "datasets": datasets or [{"name": "train", "path": str(text_file), "seq_len": 32, "max_samples": 8}],
             "select": "memorization", "run": {"device": "cpu", "batch_size": 4, "hub_backoff_s": 0.05,
                                               **(settings or {})}}, name=f"{name}.yaml")
         report = tmp_path / f"{name}.json"
@@ -184,3 +184,33 @@ def test_hub_retry_settings_are_validated(basic_config, run_cli, setting, messag
     """The retry settings are user input: out of bounds or of the wrong type is a configuration error (exit 2)."""
     code, out, err = run_cli("run", str(basic_config(run={"batch_size": 4, **setting})))
     assert code == 2 and message in " ".join(err.split()), out + err
+
+
+def test_a_hub_data_set_file_is_read_as_published(hub_root, audit, tmp_path, tokenizer, corpus_text):
+    """`path: hf://datasets/<repo>/<file>` downloads the file of a Hub data set repository (Hubble's gzipped passages,
+    as the upstream tasks read them) and gives what the same file gives from disk; a file the repository does not
+    have is a clear error (exit 4)."""
+    from test_records import write_hubble_passages
+
+    folder = hub_root / "datasets" / "test-org" / "passages" / "main"
+    folder.mkdir(parents=True)
+    data = write_hubble_passages(folder / "passages_nodup.jsonl.gz", tokenizer, corpus_text)
+    records = {"samples": "records", "seq_len": 16, "group_by": "meta.duplicates"}
+    with HubServer(hub_root, max_seconds=240) as hub:
+        code, remote, out = audit(hub.url, revisions=["step1"], name="remote", datasets=[
+            {"name": "train", "path": "hf://datasets/test-org/passages/passages_nodup.jsonl.gz", **records}])
+        assert code == 0, out
+        local_code, local, out = audit(hub.url, revisions=["step1"], name="local", cache=tmp_path / "other",
+                                       datasets=[{"name": "train", "path": str(data), **records}])
+        assert local_code == 0, out
+        missing, _, said = audit(hub.url, revisions=["step1"], name="missing", datasets=[
+            {"name": "train", "path": "hf://datasets/test-org/passages@main/nothing.jsonl", **records}])
+    assert remote["series"][0]["checkpoints"][0]["results"] == local["series"][0]["checkpoints"][0]["results"]
+    assert {d["name"] for d in remote["datasets"]} >= {"train[meta.duplicates=0]", "train[meta.duplicates=16]"}
+    assert missing == 4 and "nothing.jsonl cannot be had" in " ".join(said.split()), said
+
+
+def test_a_hub_data_set_path_of_another_form_is_refused(basic_config, run_cli):
+    """An `hf://` path that names no file of a data set repository is refused by the yaml's validation (exit 2)."""
+    code, out, err = run_cli("run", str(basic_config(datasets=[{"name": "train", "path": "hf://datasets/owner"}])))
+    assert code == 2 and "'hf://datasets/owner' is not a Hub data set file" in " ".join(err.split()), out + err

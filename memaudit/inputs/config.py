@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from memaudit.errors import ConfigError, did_you_mean
 from memaudit.atomic import read_text_file
+from memaudit.inputs.hub_data import is_hub_path, parse_hub_path
 from memaudit.names import ALL, reads_as_group
 
 DatasetRole = Literal["train", "valid", "special", "canary", "forget", "retain", "holdout", "other"]
@@ -132,7 +133,8 @@ class DatasetConfig(YamlModel):
     path: Path
     """Plain text (`.txt`), JSONL with a `text` field or pre-tokenized `tokens` (+ optional `id`,
     `seen_at_step`), a `.npy` array of token ids, or a Megatron indexed data set (`.bin` with its `.idx`). `{series}` in
-    the path is replaced by the series name (for per-series data, as the lab writes it)."""
+    the path is replaced by the series name (for per-series data, as the lab writes it). A file of a Hub data set
+    repository is `hf://datasets/<owner>/<name>[@<revision>]/<file>`: downloaded into the HF cache."""
     role: DatasetRole = "train"
     """train, valid (memorization before overfitting, non-members), special (forgetting), canary (a canary
     file, see memaudit/inputs/canaries.py), forget / retain / holdout (an unlearning audit: the set to be
@@ -176,6 +178,13 @@ class DatasetConfig(YamlModel):
     training: `eos` (GPT-NeoX, Pythia, Hubble and GPT-2 pack documents after an end-of-text token; lm-eval's
     rolling windows start with it), `bos`, or `none` (the first token is context only). `auto`: `bos` when the
     tokenizer adds one to every text (Llama), else `eos` when it has one, else `none`."""
+
+    @field_validator("path")
+    @classmethod
+    def _a_hub_file_is_named_whole(cls, path: Path) -> Path:
+        if is_hub_path(path):
+            parse_hub_path(path)  # ValueError: the yaml's validation error names the form
+        return path
 
     @field_validator("name")
     @classmethod
@@ -612,8 +621,8 @@ def _model_in(annotation) -> Any:
 
 def resolve_paths(config: AuditConfig, base: Path) -> AuditConfig:
     def absolute(p: Path | None) -> Path | None:
-        if p is None:
-            return None
+        if p is None or is_hub_path(p):
+            return p
         p = p.expanduser()  # before joining: `~/data` is the home folder's, not `<yaml folder>/~/data`
         return p if p.is_absolute() else base / p
 

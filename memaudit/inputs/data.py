@@ -17,6 +17,7 @@ import numpy as np
 from memaudit.errors import ConfigError
 from memaudit.inputs.arrow import ARROW_SUFFIXES, PARQUET_SUFFIXES
 from memaudit.inputs.config import MAX_STEP, DatasetConfig
+from memaudit.inputs.hub_data import fetch_hub_file, is_hub_path
 from memaudit.memory import release_pages
 from memaudit.names import group_name
 from memaudit.results.schema import DatasetInfo, RecordsInfo
@@ -195,6 +196,8 @@ def load_samples(config: DatasetConfig, tokenizer, records=None) -> Samples:
     if records is not None:  # an array is read as a .npy, a list as JSONL records
         _check_fields_apply(config, ".npy" if isinstance(records, np.ndarray) else ".jsonl", "records given in memory")
         return _from_memory(config, records, tokenizer)
+    if is_hub_path(config.path):  # a file of a Hub data set repository: read from the HF cache
+        config = config.model_copy(update={"path": fetch_hub_file(config.path, config.name)})
     path = Path(config.path)
     _check_fields_apply(config, path.suffix, f"'{path.name}'")
     if path.is_dir():

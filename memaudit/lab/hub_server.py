@@ -11,7 +11,8 @@ endpoint setting: `HF_ENDPOINT=http://127.0.0.1:<port>`.
 For measurements and faults: `bandwidth` throttles every response body (bytes per second, shared by all
 connections, as one link would be), `faults` makes chosen requests fail (a connection cut after some bytes, an HTTP
 status, a delay), and `log` records every request (method, path, byte range, status, bytes sent). The server binds
-127.0.0.1 only and stops by itself after `max_seconds` or `max_requests`.
+127.0.0.1 only and stops by itself after `max_seconds` or `max_requests`. Data set repositories are served the same
+way from `<root>/datasets/<owner>/<name>/<branch>/`.
 """
 
 from __future__ import annotations
@@ -213,6 +214,12 @@ def _handler(hub: HubServer):
                 hub.record(Served(method, path, self.headers.get("Range"), status, sent, started, time.monotonic()))
 
         def _route(self, method: str, path: str, fault: Fault | None) -> tuple[int, int]:
+            m = re.fullmatch(r"/api/datasets/([^/]+/[^/]+)(?:/revision/(.+))?", path)
+            if m:
+                return self._info(f"datasets/{m.group(1)}", m.group(2) or "main"), 0
+            m = re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+            if m:
+                return self._file(method, f"datasets/{m.group(1)}", m.group(2), m.group(3), fault)
             m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/refs", path)
             if m:
                 repo = m.group(1)
@@ -241,8 +248,8 @@ def _handler(hub: HubServer):
             branch, sha = found
             folder = hub.root / repo / branch
             siblings = [_sibling(f, str(f.relative_to(folder))) for f in hub.files(repo, branch)]
-            return self._json({"_id": sha, "id": repo, "modelId": repo, "sha": sha, "private": False,
-                               "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
+            return self._json({"_id": sha, "id": repo.removeprefix("datasets/"), "modelId": repo, "sha": sha,
+                               "private": False, "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
                                "lastModified": "2026-01-01T00:00:00.000Z", "siblings": siblings})
 
         def _file(self, method: str, repo: str, revision: str, name: str, fault: Fault | None) -> tuple[int, int]:
