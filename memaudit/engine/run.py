@@ -313,7 +313,7 @@ def _each_checkpoint(ctx: SeriesContext, checkpoints: list):
                 check_inputs(ctx)
                 run.journal.record(ctx.journal_key(ckpt), result, ctx.probe_keys)
             if run.opts.evict and ckpt.repo and result.error is None:
-                evict_revision(ckpt)
+                models.after_loads(evict_revision, ckpt)  # on the loading thread: never during a download
             yield result
 
 
