@@ -29,6 +29,12 @@ def extractable_samples(hits: np.ndarray, k: int, m: int) -> tuple[np.ndarray, n
     return verdict, np.where(verdict, m, window.argmin(axis=1)).astype(np.int32)  # leading hits before the first miss
 
 
+def own_targets(lengths: np.ndarray, positions: int) -> np.ndarray:
+    """For rows of whole records (`samples: records`): which of the `positions` product positions are each record's
+    own targets (samples, positions) bool; the rest is padding. Record i has lengths[i] - 1 targets."""
+    return np.arange(positions)[None, :] < (lengths - 1)[:, None]
+
+
 def record_split(lengths: np.ndarray, dataset, k: int, m: int) -> tuple[int, np.ndarray]:
     """For rows of whole records (`samples: records`): the row position of each record's first token (1 after a
     prefix token, else 0) and which records (samples,) have a k-token prefix and an m-token suffix (at least k + m
@@ -76,7 +82,7 @@ def _record_membership(logprobs, entropy, logp2, zlib_len, lengths, k_percent: f
     Min-K% and Min-K%++ over the lowest int(n * k%) (at least 1) of its own n targets, as the reference code
     computes them on that record alone."""
     n = lengths - 1  # (samples,) targets per record
-    valid = np.arange(logprobs.shape[1])[None, :] < n[:, None]  # (samples, positions)
+    valid = own_targets(lengths, logprobs.shape[1])  # (samples, positions)
     k = np.maximum(1, (n * k_percent / 100).astype(np.int64))  # (samples,): int(), as the reference code
     lowest = np.arange(logprobs.shape[1])[None, :] < k[:, None]  # (samples, positions): the k lowest, once sorted
 

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from memaudit import Column, plots, probe, series_probe
-from memaudit.measures import crossing_step, extractable_samples, record_split
+from memaudit.measures import crossing_step, extractable_samples, own_targets, record_split
 
 Positive = Annotated[int, Field(ge=1)]
 Tau = Annotated[float, Field(ge=0, le=1)]
@@ -131,7 +131,7 @@ def _record_rows(hits, logprobs, lengths, dataset, k: int, m: int):
     the m after them; a record with fewer than k + m tokens has no such split (`extraction_applies` false): it is
     neither extractable nor not, and the probe counts it apart."""
     targets = lengths - 1  # (samples,)
-    valid = np.arange(hits.shape[1])[None, :] < targets[:, None]  # (samples, positions)
+    valid = own_targets(lengths, hits.shape[1])  # (samples, positions)
     out = {"M": (hits & valid).sum(axis=1) / targets,
            "loss": -np.where(valid, logprobs, 0).astype(np.float64).sum(axis=1) / targets}  # (samples,) each
     first, applies = record_split(lengths, dataset, k, m)  # applies: (samples,)

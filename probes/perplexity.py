@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from memaudit import Column, probe
+from memaudit.measures import own_targets
 
 METRICS = {
     "token_perplexity": "exp(-sum of log-likelihoods / scored tokens)",
@@ -44,9 +45,12 @@ COLUMNS = {
 def likelihood_rows(logprobs, lengths, n_bytes, n_words):
     """Per sample: its summed log-likelihood (float64) and the tokens, bytes and words it is divided by. Rows of
     whole records (`lengths`) count only their own targets."""
-    scored = np.full(len(logprobs), logprobs.shape[1], dtype=np.int64) if lengths is None else lengths - 1  # (samples,)
-    valid = np.arange(logprobs.shape[1])[None, :] < scored[:, None]  # (samples, positions)
-    out = {"loglikelihood": np.where(valid, logprobs, 0).astype(np.float64).sum(axis=1), "n_tokens": scored}
+    if lengths is None:  # fixed-length samples: every position is a target
+        out = {"loglikelihood": logprobs.astype(np.float64).sum(axis=1),
+               "n_tokens": np.full(len(logprobs), logprobs.shape[1], dtype=np.int64)}
+    else:
+        valid = own_targets(lengths, logprobs.shape[1])  # (samples, positions)
+        out = {"loglikelihood": np.where(valid, logprobs, 0).astype(np.float64).sum(axis=1), "n_tokens": lengths - 1}
     if n_bytes is not None:
         out.update(n_bytes=np.asarray(n_bytes, dtype=np.int64), n_words=np.asarray(n_words, dtype=np.int64))
     return out

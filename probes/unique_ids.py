@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from memaudit import probe, series_probe
-from memaudit.measures import crossing_step
+from memaudit.measures import crossing_step, own_targets
 
 Tau = Annotated[float, Field(ge=0, le=1)]
 
@@ -124,7 +124,7 @@ def identifiers(hits, id_mask, lengths):
 
 def _record_identifiers(hits, id_mask, lengths, with_ids):
     """`identifiers` over rows of varied length: every mean over the records' own targets only."""
-    valid = np.arange(hits.shape[1])[None, :] < (lengths - 1)[:, None]  # (samples, positions)
+    valid = own_targets(lengths, hits.shape[1])  # (samples, positions)
 
     def mean(where):
         return float(hits[where].mean()) if where.any() else None

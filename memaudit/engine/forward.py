@@ -242,8 +242,10 @@ def record_windows(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.nda
 
     lengths: (rows,) tokens per row. Returns per window (windows,) each: its row, its first token in the row, its
     input length, and the first of its input positions whose product is kept (earlier ones are context)."""
+    from memaudit.inputs.records import windows_per_record
+
     targets = lengths - 1  # (rows,)
-    count = np.maximum(1, -(-targets // window))  # (rows,) windows per row
+    count = windows_per_record(lengths, window)  # (rows,)
     row = np.repeat(np.arange(len(lengths)), count)  # (windows,)
     k = np.arange(len(row)) - np.repeat(np.cumsum(count) - count, count)  # (windows,) index of each in its row
     t = targets[row]
@@ -418,8 +420,9 @@ def auto_batch_size(model, tokens: np.ndarray, device) -> int:
 
 
 def score_adaptive(model, tokens: np.ndarray, products: set[str], start_batch: int, device, **kwargs):
-    """`score` (or `score_records`, given `lengths` and `window`) with the largest batch size from `start_batch` down that does not run out of memory, halving it on
-    each out-of-memory (accelerate's test of what counts as one). Returns (products, batches, batch size used).
+    """`score` (or `score_records`, given `lengths` and `window`) with the largest batch size from `start_batch` down
+    that does not run out of memory, halving it on each out-of-memory (accelerate's test of what counts as one).
+    Returns (products, batches, batch size used).
 
     Not accelerate's find_executable_batch_size: it collects garbage and empties the device's memory cache before
     every call, out of memory or not (~0.2 s of gc.collect per shard here, and fresh device allocations for the

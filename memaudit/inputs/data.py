@@ -133,12 +133,20 @@ class Samples:
 
     def _records_info(self) -> RecordsInfo:
         """How these records are scored (windows counted as memaudit.engine.forward.record_windows cuts them)."""
+        from memaudit.inputs.records import windows_per_record
+
         window, targets = self.config.seq_len, self.lengths - 1  # (samples,) each
         longer = (targets > window) | (self.cut > 0)
         return RecordsInfo(prefix=self.prefix[0], prefix_token=self.prefix[1], longer=self.config.longer,
                            n_longer=int(longer.sum()), n_cut_tokens=int(self.cut.sum()),
-                           n_windows=int(np.maximum(1, -(-targets // window)).sum()), n_targets=int(targets.sum()),
-                           min_tokens=int(self.lengths.min()), max_tokens=int(self.lengths.max()))
+                           n_windows=int(windows_per_record(self.lengths, window).sum()),
+                           n_targets=int(targets.sum()), min_tokens=int(self.lengths.min()),
+                           max_tokens=int(self.lengths.max()))
+
+    @property
+    def record_start(self) -> int:
+        """Where a record's own tokens start in its row: 1 after a prefix token, else 0 (fixed-length samples: 0)."""
+        return int(self.prefix[1] is not None)
 
     @property
     def n_targets(self) -> int:
@@ -461,12 +469,17 @@ def _from_rows(config: DatasetConfig, rows: np.ndarray, steps: np.ndarray | None
     if low < 0 or high >= 2**63:
         raise ConfigError(f"{where} holds token id {low if low < 0 else high}, which is no "
                           "token id (ids run from 0 to the vocabulary size - 1).")
+    check_vocabulary(where, high, vocab_size)
+    return Samples(config, rows, NumberedIds(f"{config.name}:", first, len(rows)),
+                   np.asarray(steps, dtype=np.int64) if steps is not None else None)
+
+
+def check_vocabulary(where: str, high: int, vocab_size: int) -> None:
+    """Refuse a token id the series' tokenizer does not have (`high`: the largest id of the data `where` names)."""
     if high >= vocab_size:
         raise ConfigError(f"{where} holds token id {high}, but the series' tokenizer has {vocab_size} tokens: the "
                           "data was tokenized with another tokenizer. Re-create it with this series' tokenizer, or "
                           "audit the series it belongs to.")
-    return Samples(config, rows, NumberedIds(f"{config.name}:", first, len(rows)),
-                   np.asarray(steps, dtype=np.int64) if steps is not None else None)
 
 
 def _extremes(rows: np.ndarray) -> tuple[int, int]:
@@ -650,12 +663,8 @@ def _pretokenized(config: DatasetConfig, records: list[tuple[int, dict]], vocab_
             raise ConfigError(f"Data set '{config.name}': record {lineno} of '{config.path}' has {len(toks)} "
                               f"tokens, fewer than seq_len={config.seq_len}. Lower 'seq_len' to at most "
                               "the shortest record.")
-        if max(toks[: config.seq_len]) >= vocab_size:
-            bad = max(toks[: config.seq_len])
-            raise ConfigError(f"Data set '{config.name}': record {lineno} of '{config.path}' holds token id {bad}, "
-                              f"but the series' tokenizer has {vocab_size} tokens: the data was tokenized with "
-                              "another tokenizer. Re-create it with this series' tokenizer, or audit the series it "
-                              "belongs to.")
+        check_vocabulary(f"Data set '{config.name}': record {lineno} of '{config.path}'", max(toks[: config.seq_len]),
+                         vocab_size)
         rows.append(toks[: config.seq_len])
         ids.append(str(r.get("id", len(ids))))
         steps.append(r.get("seen_at_step"))

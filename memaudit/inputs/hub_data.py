@@ -39,12 +39,9 @@ def fetch_hub_file(path, name: str) -> Path:
 
     repo, revision, file = parse_hub_path(path)
 
-    def download() -> Path:
-        with _hub_errors(repo, revision or "main"):
-            return Path(hf_hub_download(repo, file, repo_type="dataset", revision=revision))
-
     try:
-        return retried(download)
+        return Path(retried(hf_hub_download, repo, file, repo_type="dataset", revision=revision,
+                            guard=_hub_errors(repo, revision or "main")))
     except SourceUnavailable as e:
         raise SourceUnavailable(f"Data set '{name}': {shown(path)} cannot be had: {e}") from e
 

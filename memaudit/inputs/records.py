@@ -65,6 +65,12 @@ def nested_value(record: dict, path: str, where: str):
     return value
 
 
+def windows_per_record(lengths: np.ndarray, window: int) -> np.ndarray:
+    """(records,) windows the model reads per record (memaudit.engine.forward.record_windows): one for a record whose
+    targets (lengths - 1) fit the window, one per `window` targets (the last one fewer) for a longer one."""
+    return np.maximum(1, -(-(lengths - 1) // window))
+
+
 PADDED_BYTES = 2 << 30  # the padded token rows may take this much beyond 8 bytes x 8 per real token
 
 
@@ -90,7 +96,7 @@ def whole_records(config: DatasetConfig, records: list[tuple[int, dict]], tokeni
     """Samples of whole records (validated `(line, record)` pairs of `text` or `tokens`): each the prefix and its
     tokens, padded after them; ids from `id` (else the record's index), steps from `seen_at_step`, the group_by
     field (dotted names read nested keys). A record with nothing to score is an error naming it."""
-    from memaudit.inputs.data import Samples, _field_values, record_steps
+    from memaudit.inputs.data import Samples, _field_values, check_vocabulary, record_steps
 
     where = lambda line: f"Data set '{config.name}': record {line} of '{config.path}'"
     kind, token = resolve_prefix(config, tokenizer)
@@ -108,11 +114,7 @@ def whole_records(config: DatasetConfig, records: list[tuple[int, dict]], tokeni
             toks = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         else:
             toks, text = r["tokens"], None
-            bad = max(toks, default=0)
-            if bad >= vocab:
-                raise ConfigError(f"{where(line)} holds token id {bad}, but the series' tokenizer has {vocab} tokens: "
-                                  "the data was tokenized with another tokenizer. Re-create it with this series' "
-                                  "tokenizer, or audit the series it belongs to.")
+            check_vocabulary(where(line), max(toks, default=0), vocab)
         if not len(toks):
             what = "its text tokenizes to no tokens" if text else "'tokens' is empty"
             raise ConfigError(f"{where(line)}: {what}: nothing to score. Remove the record.")

@@ -196,12 +196,9 @@ def _hub_config(repo: str, sha: str, cache_dir: Path | None) -> Path | None:
     """config.json of a Hub revision (from the cache, or downloaded: a few hundred bytes)."""
     from huggingface_hub import hf_hub_download
 
-    def fetch():
-        with _hub_errors(repo, sha):
-            return Path(hf_hub_download(repo, "config.json", revision=sha, cache_dir=cache_dir))
-
     try:
-        return retried(fetch)
+        return Path(retried(hf_hub_download, repo, "config.json", revision=sha, cache_dir=cache_dir,
+                            guard=_hub_errors(repo, sha)))
     except SourceUnavailable:
         return None
 
@@ -257,11 +254,8 @@ def _list_branches(repo: str, cache_dir: Path | None) -> list[str]:
     from huggingface_hub.errors import CacheNotFound
 
     if not _offline():
-        def listed():
-            with _hub_errors(repo, "(listing branches)"):
-                return [b.name for b in HfApi().list_repo_refs(repo).branches]
-
-        return retried(listed)
+        refs = retried(HfApi().list_repo_refs, repo, guard=_hub_errors(repo, "(listing branches)"))
+        return [b.name for b in refs.branches]
     try:
         cached = [r for r in scan_cache_dir(cache_dir).repos if r.repo_id == repo and r.repo_type == "model"]
     except CacheNotFound:
@@ -367,15 +361,18 @@ def set_hub_policy(retries: int, backoff_s: float, timeout_s: float) -> None:
     huggingface_hub.set_client_factory(client)
 
 
-def retried(call, *args, **kwargs):
-    """`call(*args, **kwargs)`, tried again on a TransientSourceError after HUB_POLICY's backoff (doubling); the last
-    error says how many tries were made."""
+def retried(call, *args, guard=None, **kwargs):
+    """`call(*args, **kwargs)` (inside `guard`, a `_hub_errors` that turns Hub errors into SourceUnavailable), tried
+    again on a TransientSourceError after HUB_POLICY's backoff (doubling); the last error says how many tries were
+    made."""
+    import contextlib
     import time
 
     retries, wait, _ = HUB_POLICY
     for attempt in range(retries + 1):
         try:
-            return call(*args, **kwargs)
+            with guard or contextlib.nullcontext():
+                return call(*args, **kwargs)
         except TransientSourceError as e:
             if attempt == retries:
                 raise SourceUnavailable(f"{e} (tried {retries + 1} times, {wait * (2 ** retries - 1):g} s of backoff "
@@ -400,12 +397,9 @@ def load_tokenizer(ckpt: Checkpoint):
     from transformers import AutoTokenizer
 
     target, kwargs = ckpt.load_target
-    def loaded():
-        with _guard(ckpt):
-            return AutoTokenizer.from_pretrained(target, trust_remote_code=False, **kwargs)
-
     try:
-        tokenizer = retried(loaded)
+        tokenizer = retried(AutoTokenizer.from_pretrained, target, trust_remote_code=False, guard=_guard(ckpt),
+                            **kwargs)
     except (OSError, ValueError) as e:
         raise SourceUnavailable(f"Cannot load the tokenizer of {ckpt.location}: {e}. Every checkpoint must "
                                 "carry its tokenizer files (tokenizer.json or vocab/merges).") from e
@@ -460,15 +454,11 @@ def load_model(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: boo
     hf_logging.set_verbosity_error()  # its load report would repeat what check_loading_info says in one line
     target, kwargs = ckpt.load_target
     auto = AutoModelForMaskedLM if ckpt.objective == "masked" else AutoModelForCausalLM
-    def loaded():
-        with _guard(ckpt):
-            return auto.from_pretrained(
-                target, dtype=getattr(torch, dtype), use_safetensors=None if allow_pickle else True,
-                trust_remote_code=trust_remote_code, output_loading_info=True,
-                **({"device_map": device_map} if device_map else {}), **kwargs)
-
     try:
-        model, info = retried(loaded)
+        model, info = retried(auto.from_pretrained, target, dtype=getattr(torch, dtype),
+                              use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
+                              output_loading_info=True, guard=_guard(ckpt),
+                              **({"device_map": device_map} if device_map else {}), **kwargs)
     except ValueError as e:  # e.g. an architecture that needs remote code
         raise ConfigError(f"Cannot load {ckpt.location} as a {ckpt.objective} language model: {e}") from e
     check_loading_info(ckpt, type(model).__name__, info)

@@ -97,14 +97,14 @@ def text_products(probes, samples, tokenizer, fingerprint, run_cfg, use_cache,
             from memaudit.inputs.texts import zlib_lengths
 
             for name, s in samples.items():
-                out[name]["zlib_len"] = zlib_lengths(s.tokens, tokenizer, s.lengths, first=int(s.prefix[1] is not None))
+                out[name]["zlib_len"] = zlib_lengths(s.tokens, tokenizer, s.lengths, first=s.record_start)
         if show_text:
             from memaudit.inputs.texts import sample_texts
 
             for name, s in samples.items():
                 out[name]["text_of"] = sample_texts(s.tokens, tokenizer, redacted=run_cfg.redact,
                                                     spacy_model=run_cfg.spacy_model, lengths=s.lengths,
-                                                    first=int(s.prefix[1] is not None))
+                                                    first=s.record_start)
         if nlp is not None:
             from memaudit.inputs.tagging import TagCache, tag_samples
 
