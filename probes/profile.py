@@ -3,18 +3,20 @@ Vlachos and Pimentel, "Causal Estimation of Memorisation Profiles", ACL 2024).
 
 Samples trained on at different steps are cohorts treated at different times; held-out samples are never
 treated. From the per-sample panel Y[t, i] (an outcome of sample i at audited checkpoint t, e.g. its mean
-log-likelihood), Callaway and Sant'Anna's difference-in-differences with never-treated controls and no
-covariates estimates the effect of having trained on a sample on the model's prediction of it:
+log-likelihood), Callaway and Sant'Anna's difference-in-differences with no covariates estimates the effect of
+having trained on a sample on the model's prediction of it:
 
-    ATT(g, t) = [mean Y of cohort g at t - at b] - [mean Y of never-treated at t - at b]
+    ATT(g, t) = [mean Y of cohort g at t - at b] - [mean Y of the controls at t - at b]
 
-with base period b = g - 1 for t >= g (effects) and b = t - 1 for t < g (placebos, the pre-trend check: the
-"varying" base period). Cohort g of a sample is the first audited checkpoint at or after its training step.
-Aggregations by event time e = t - g (weighted by cohort size): instantaneous memorization e = 0, persistent
-memorization e >= 1; residual memorization at the last checkpoint; per cohort; overall. Standard errors come
-from per-sample influence functions; a seeded multiplier bootstrap gives simultaneous bands; a Wald test says
-whether the placebo effects are jointly zero. Point estimates equal the `differences` package's ATTgt
-(tests/test_profile.py).
+with base period b = g - 1 for t >= g (effects) and, for the placebos t < g (the pre-trend check), b = t - 1
+(`varying`) or g - 1 (`universal`); controls the never-treated, or also the cohorts not yet treated. Cohort g of a
+sample is the first audited checkpoint at or after its training step (or a macro-cohort). Aggregations: by
+event time e = t - g (weighted by cohort size; instantaneous memorization e = 0, persistent e >= 1), by
+calendar time, by cohort, overall, and the residual at one checkpoint. Standard errors come from influence
+functions; a seeded multiplier bootstrap gives bootstrap standard errors and simultaneous bands, over every
+ATT(g, t) and over the event-time curve; Wald and sup-t tests say whether the placebos are jointly zero. The
+estimator itself (from each group's moments, so that it scales to Pythia's design) is probes/_did.py; every
+estimate and analytic standard error equals the `differences` package's (tests/test_profile.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12 on
 
 from memaudit import Column, plots, probe, series_probe
+from memaudit.probes import _did as did
 
 OUTCOMES = {"loglik": ("memorization", "loss", -1.0), "loglik_suffix": ("memorization", "suffix_loss", -1.0),
             "M": ("memorization", "M", 1.0), "rank": ("sample_outcomes", "mean_rank", 1.0),
@@ -66,185 +69,139 @@ def cohorts_of(train_steps: np.ndarray, checkpoint_steps: list[int]) -> np.ndarr
     return np.where(np.isnan(train_steps), -1, out)
 
 
-@dataclass
-class Estimate:
-    """One ATT(g, t) and its influence function, kept sparse: it is zero outside cohort g and the controls, so
-    only those values are stored (a panel of a million samples and hundreds of ATT(g, t) stays small)."""
-
-    g: int  # cohort (checkpoint index)
-    t: int  # checkpoint index
-    base: int  # base period
-    att: float
-    on_members: np.ndarray  # (samples of cohort g,) influence of each member
-    on_controls: np.ndarray  # (controls,) influence of each never-treated sample
-    n: int  # every sample of the panel
-
-    @property
-    def se(self) -> float:
-        """sqrt(sum psi^2) / N."""
-        return float(np.sqrt((self.on_members ** 2).sum() + (self.on_controls ** 2).sum()) / self.n)
-
-
-class Design:
-    """Who is in which cohort: the index of each cohort's members and of the never-treated samples."""
-
-    def __init__(self, cohort: np.ndarray, treated: np.ndarray, control: np.ndarray, base: dict | None = None):
-        self.n = len(cohort)
-        self.controls = np.flatnonzero(control)
-        self.members = {int(g): np.flatnonzero(treated & (cohort == g)) for g in np.unique(cohort[treated])}
-        # each cohort's base period: the last checkpoint before any member was trained (g - 1, unless a
-        # macro-cohort's members were trained over several checkpoint intervals)
-        self.base = {g: (base or {}).get(g, g - 1) for g in self.members}
-
-    def dense(self, parts: list[tuple[float, Estimate]]) -> np.ndarray:
-        """sum_k w_k psi_k as one (N,) array, from weighted sparse influence functions."""
-        out = np.zeros(self.n)
-        for w, e in parts:
-            out[self.members[e.g]] += w * e.on_members
-            out[self.controls] += w * e.on_controls
-        return out
-
-
-def att_gt(y: np.ndarray, design: Design) -> list[Estimate]:
-    """Every ATT(g, t) with its influence function (normalised so that var(att) = sum(psi^2) / N^2).
-
-    y: (T, N) outcomes over checkpoints. Base period: the cohort's (g - 1, or the start of a macro-cohort) for
-    t >= g, t - 1 for placebos t <= that base (varying); the periods in between, while a macro-cohort's members
-    were being trained, are neither."""
-    n, n_c = design.n, len(design.controls)
-    y_c = y[:, design.controls]  # (T, controls)
-    out = []
-    for g, members in design.members.items():
-        y_g = y[:, members]  # (T, members)
-        for t in range(y.shape[0]):
-            base = design.base[g] if t >= g else t - 1
-            if base < 0 or base == t or design.base[g] < t < g:
-                continue
-            dy_g, dy_c = y_g[t] - y_g[base], y_c[t] - y_c[base]
-            mean_g, mean_c = float(dy_g.mean()), float(dy_c.mean())
-            out.append(Estimate(g, t, base, mean_g - mean_c, n / len(members) * (dy_g - mean_g),
-                                -n / n_c * (dy_c - mean_c), n))
-    return out
-
-
-def aggregate(estimates: list[Estimate], design: Design, keep) -> tuple[float, np.ndarray] | None:
-    """The cohort-size weighted mean of the ATT(g, t) that `keep(g, t)` selects (at most one per cohort), with
-    its (dense) influence function, including the estimation of the weights; None when none is selected."""
-    chosen = [e for e in estimates if keep(e.g, e.t)]
-    if not chosen:
-        return None
-    sizes = np.array([float(len(design.members[e.g])) for e in chosen])
-    weights = sizes / sizes.sum()
-    theta = float(sum(w * e.att for w, e in zip(weights, chosen)))
-    influence = design.dense(list(zip(weights, chosen)))
-    share = sizes.sum() / design.n  # P(G in the selected cohorts): the weights are estimated too
-    for e in chosen:
-        influence[design.members[e.g]] += (e.att - theta) / share
-    return theta, influence
-
-
-def standard_error(influence: np.ndarray) -> float:
-    """sqrt(sum(psi^2)) / N."""
-    return float(np.sqrt((influence.astype(np.float64) ** 2).sum()) / len(influence))
-
-
-def bootstrap_critical(influences: np.ndarray, seed: int, draws: int = 999, level: float = 0.95) -> float:
-    """The multiplier bootstrap's critical value for simultaneous bands over the estimates whose influence
-    functions are the columns of `influences` (N, K): the `level` quantile over Rademacher draws of
-    max_k |mean_i v_i psi_ik| / se_k. Samples are taken in chunks, so memory stays flat in N."""
-    n, k = influences.shape
-    se = np.sqrt((influences ** 2).sum(axis=0)) / n  # (K,)
-    if not np.all(se > 0):
-        return float("nan")
-    rng = np.random.default_rng(seed)
-    z = np.zeros((draws, k))
-    for start in range(0, n, 8192):
-        chunk = influences[start:start + 8192]  # (chunk, K)
-        v = rng.choice(np.array([-1.0, 1.0]), size=(draws, len(chunk)))  # (draws, chunk)
-        z += v @ chunk
-    return float(np.quantile(np.abs(z / n / se).max(axis=1), level))
-
-
-def wald_pretrend(placebos: list[Estimate], design: Design) -> dict:
-    """Joint test that the placebo ATT(g, t), t < g, are all zero: W = theta' V^-1 theta, chi-squared, with V
-    from the sparse influence functions (two placebos share the controls, and the members when of one cohort)."""
-    from scipy.stats import chi2
-
-    if not placebos:
-        return {"pretrend_wald": None, "pretrend_df": 0, "pretrend_p": None}
-    theta = np.array([e.att for e in placebos])
-    on_controls = np.stack([e.on_controls for e in placebos], axis=1)  # (controls, K)
-    cov = on_controls.T @ on_controls  # (K, K)
-    for g in {e.g for e in placebos}:
-        ks = [k for k, e in enumerate(placebos) if e.g == g]
-        block = np.stack([placebos[k].on_members for k in ks], axis=1)  # (members, K_g)
-        cov[np.ix_(ks, ks)] += block.T @ block
-    cov /= design.n ** 2
-    wald = float(theta @ np.linalg.pinv(cov) @ theta)
-    df = int(np.linalg.matrix_rank(cov))
-    return {"pretrend_wald": wald, "pretrend_df": df, "pretrend_p": float(chi2.sf(wald, df)) if df else None}
-
-
 def profile(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.ndarray, steps: list[int],
             seed: int = 0, level: float = 0.95, draws: int = 999, base: dict | None = None,
-            residual_at: int | None = None) -> dict:
-    """Every estimate of the memorization profile from a panel y (T, N): ATT(g, t) with standard errors,
-    event-time effects with pointwise and simultaneous intervals, instantaneous / persistent / residual /
-    per-cohort / overall memorization, and the pre-trend test. `base`: cohort -> its base period, for
-    macro-cohorts (default g - 1); `residual_at`: the checkpoint index the residual effect is read at (default
-    the last)."""
+            residual_at: int | None = None, base_period: str = "varying", control_group: str = "never_treated") -> dict:
+    """Every estimate of the memorization profile from a panel y (T, N): each ATT(g, t) with analytic and
+    bootstrap standard errors, a simultaneous band over all of them and a flag where it excludes zero; the
+    aggregations by event time (with its own simultaneous band), calendar time, cohort and overall;
+    instantaneous / persistent / residual memorization; the pre-trend tests. `base`: cohort -> its base period,
+    for macro-cohorts (default g - 1); `residual_at`: the checkpoint index the residual effect is read at
+    (default the last)."""
     from scipy.stats import norm
 
     z = float(norm.ppf(0.5 + level / 2))
-    design = Design(cohort, treated, control, base)
-    estimates = att_gt(y, design)
-    effects = [e for e in estimates if e.t >= e.g]
-    placebos = [e for e in estimates if e.t < e.g]
+    groups, yc = did.moments(y, cohort, treated, control, base)
+    c = did.cells(groups, y.shape[0], base_period, control_group)
+    boot = did.bootstrap_sums(groups, yc, draws, seed)
+    del yc
     last = y.shape[0] - 1 if residual_at is None else residual_at
-    out: dict = {"checkpoint_steps": list(steps),
-                 "cohort_steps": sorted({steps[e.g] for e in estimates}),
-                 "att": [{"cohort_step": steps[e.g], "step": steps[e.t], "att": e.att, "se": e.se} for e in estimates]}
+    out: dict = {"checkpoint_steps": list(steps), "base_period": base_period, "control_group": control_group,
+                 "cohort_steps": sorted({steps[g] for g in c.g.tolist()})}
+    out.update(_cells_out(c, groups, boot, steps, level, z))
 
-    def summary(name: str, result) -> None:
-        if result is None:
-            out.update({name: None, f"{name}_se": None, f"{name}_lo": None, f"{name}_hi": None})
-            return
-        theta, psi = result
-        se = standard_error(psi)
-        out.update({name: theta, f"{name}_se": se, f"{name}_lo": theta - z * se, f"{name}_hi": theta + z * se})
+    events = sorted(set((c.t - c.g).tolist()))
+    curve = _family(c, groups, boot, did.by_cohort_size(c, groups, [np.flatnonzero(c.t - c.g == e) for e in events]))
+    critical, note = _critical(curve["draws"], np.array(curve["se"]), level, z)
+    out["event_time"] = [{"e": e, "att": theta, "se": se, "lo": theta - z * se, "hi": theta + z * se,
+                          "band_lo": theta - critical * se, "band_hi": theta + critical * se}
+                         for e, theta, se in zip(events, curve["theta"], curve["se"])]
+    out["band_critical"] = critical
+    if note:
+        out["band_note"] = note
+    by_e = {e: (curve["theta"][i], curve["se"][i]) for i, e in enumerate(events)}
+    out.update(_event_pretrend(groups, curve, events))
+    out.update(_interval("instantaneous", by_e.get(0), z))
+    for e in events:
+        if e >= 1:
+            out.update(_interval(f"persistent[e={e}]", by_e[e], z))
+    residual = np.flatnonzero((c.t == last) & (c.g < last))
+    out.update(_interval("residual", _single(c, groups, did.by_cohort_size(c, groups, [residual]))
+                         if len(residual) else None, z))
+    out.update(_interval("overall", _single(c, groups, did.overall(c, groups)) if c.post.any() else None, z))
 
-    events = sorted({e.t - e.g for e in estimates})
-    curve = [(k, aggregate(estimates, design, lambda g, t, k=k: t - g == k)) for k in events]
-    curve = [(k, r) for k, r in curve if r is not None]
-    critical = bootstrap_critical(np.stack([psi for _, (_, psi) in curve], axis=1), seed, draws, level) \
-        if curve else float("nan")
-    out["event_time"] = []
-    for k, (theta, psi) in curve:
-        se = standard_error(psi)
-        out["event_time"].append({"e": k, "att": theta, "se": se, "lo": theta - z * se, "hi": theta + z * se,
-                                  "band_lo": theta - critical * se, "band_hi": theta + critical * se})
-    out["band_critical"] = critical if math.isfinite(critical) else None
-    summary("instantaneous", dict(curve).get(0))
-    for k, result in curve:
-        if k >= 1:
-            summary(f"persistent[e={k}]", result)
-    summary("residual", aggregate(estimates, design, lambda g, t: t == last and g < last))
-    summary("overall", _overall(effects, design))
-    out["per_cohort"] = {str(steps[g]): float(np.mean([e.att for e in effects if e.g == g]))
-                         for g in sorted({e.g for e in effects})}
-    out.update(wald_pretrend(placebos, design))
+    cohorts = sorted({int(p) for p in c.group[c.post]})
+    means = _family(c, groups, None, did.cohort_means(c, groups, cohorts))
+    out["per_cohort"] = {str(steps[groups.cohort[p]]): float(v) for p, v in zip(cohorts, means["theta"])}
+    out["cohorts"] = [{"cohort_step": steps[groups.cohort[p]], "att": theta, "se": se, "lo": theta - z * se,
+                       "hi": theta + z * se} for p, theta, se in zip(cohorts, means["theta"], means["se"])]
+    times = sorted({int(t) for t in c.t[c.post]})
+    by_time = _family(c, groups, None, did.by_cohort_size(c, groups, [np.flatnonzero(c.post & (c.t == t))
+                                                                      for t in times]))
+    out["times"] = [{"step": steps[t], "att": theta, "se": se, "lo": theta - z * se, "hi": theta + z * se}
+                    for t, theta, se in zip(times, by_time["theta"], by_time["se"])]
+    out.update(did.wald(c, groups))
     return out
 
 
-def _overall(effects: list[Estimate], design: Design):
-    """Callaway and Sant'Anna's overall effect: the cohort-size weighted mean of each cohort's mean effect after
-    its training (each cohort's mean is one Estimate whose influence is the mean of its ATT(g, t)'s)."""
-    by_cohort: dict[int, list[Estimate]] = {}
-    for e in effects:
-        by_cohort.setdefault(e.g, []).append(e)
-    means = [Estimate(g, g, g - 1, float(np.mean([e.att for e in rows])), np.mean([e.on_members for e in rows], axis=0),
-                      np.mean([e.on_controls for e in rows], axis=0), design.n) for g, rows in by_cohort.items()]
-    return aggregate(means, design, lambda g, t: True)
+def _cells_out(c, groups, boot, steps: list, level: float, z: float) -> dict:
+    """Every ATT(g, t) with its bootstrap standard error, the simultaneous band over all of them and whether it
+    excludes zero; and the sup-t pre-trend test: how often the bootstrap's largest standardized placebo is at least
+    the observed one."""
+    draws = did.cell_draws(boot, groups, c)  # (cells, draws)
+    boot_se = did.bootstrap_se(draws)
+    critical, note = _critical(draws.T, boot_se, level, z)
+    lo, hi = c.att - critical * boot_se, c.att + critical * boot_se
+    reference = c.t == c.b
+    out = {"att": [{"cohort_step": steps[g], "step": steps[t], "base_step": steps[b], "att": att, "se": se,
+                    "boot_se": bse, "band_lo": low, "band_hi": high, "significant": bool(low > 0 or high < 0)
+                    and not ref} for g, t, b, att, se, bse, low, high, ref in
+                   zip(c.g.tolist(), c.t.tolist(), c.b.tolist(), c.att.tolist(), c.se.tolist(), boot_se.tolist(),
+                       lo.tolist(), hi.tolist(), reference.tolist())],
+           "att_band_critical": critical, "n_significant": int(((lo > 0) | (hi < 0))[~reference].sum())}
+    if note:
+        out["att_band_note"] = note
+    placebo = c.placebo & (boot_se > did.ZERO_SE)
+    if placebo.any():
+        # the observed t statistics on the normal scale of the bootstrap draws, through Student's t with Welch's
+        # degrees of freedom: with cohorts of ~100 and thousands of placebos, the sup lies where t's tails are
+        # heavier than the normal's, and the uncorrected test rejected 17.5% of null panels at 5% (7.5% with it)
+        from scipy.stats import norm, t as student
+
+        observed = norm.isf(student.sf(np.abs(c.att[placebo] / boot_se[placebo]), c.welch_df[placebo])).max()
+        sup = np.abs(draws[placebo] / boot_se[placebo][:, None]).max(axis=0)  # (draws,)
+        out["pretrend_sup_p"] = float((sup >= observed).mean())
+    else:
+        out["pretrend_sup_p"] = None
+    return out
+
+
+def _family(c, groups, boot, fam) -> dict:
+    """A family of aggregates: estimates, analytic standard errors, (with `boot`) bootstrap draws, and the
+    influence functions' coefficients."""
+    coef, const = did.coefficients(c, groups, fam)
+    return {"theta": fam.theta.tolist(), "se": did.standard_errors(groups, coef, const).tolist(),
+            "draws": did.family_draws(boot, groups, coef, const) if boot is not None else None, "coef": coef,
+            "const": const}
+
+
+def _event_pretrend(groups, curve: dict, events: list[int]) -> dict:
+    """The Wald test that the event-time placebos (e < 0, each pooling every cohort) are jointly zero: valid with
+    cohorts of any size, since each aggregate rests on all the samples."""
+    pre = [i for i, e in enumerate(events) if e < 0]
+    if not pre:
+        return {"pretrend_event_p": None, "pretrend_event_df": 0}
+    cov = did.covariance(groups, curve["coef"][..., pre], curve["const"][:, pre])
+    test = did.wald_of(np.array(curve["theta"])[pre], cov)
+    if test is None:
+        return {"pretrend_event_p": None, "pretrend_event_df": len(pre),
+                "pretrend_event_note": "the event-time placebos' covariance is singular"}
+    return {"pretrend_event_p": test["p"], "pretrend_event_wald": test["wald"], "pretrend_event_df": test["df"]}
+
+
+def _single(c, groups, fam) -> tuple[float, float]:
+    one = _family(c, groups, None, fam)
+    return one["theta"][0], one["se"][0]
+
+
+def _interval(name: str, estimate: tuple[float, float] | None, z: float) -> dict:
+    """`name`, `name_se`, `name_lo`, `name_hi` (None without an estimate)."""
+    if estimate is None:
+        return {name: None, f"{name}_se": None, f"{name}_lo": None, f"{name}_hi": None}
+    theta, se = estimate
+    return {name: theta, f"{name}_se": se, f"{name}_lo": theta - z * se, f"{name}_hi": theta + z * se}
+
+
+def _critical(draws: np.ndarray, se: np.ndarray, level: float, z: float) -> tuple[float, str | None]:
+    """The simultaneous band's critical value over estimates (draws: (draws, K)), never below the pointwise one:
+    when it would be (or there is no bootstrap standard error), the band is the pointwise interval, and says so."""
+    critical = did.sup_critical(draws, se, level)
+    if not math.isfinite(critical):
+        return z, "no estimate has a bootstrap standard error: the band is the pointwise interval"
+    if critical < z:
+        return z, (f"the simultaneous critical value ({critical:.3f}) was below the pointwise one ({z:.3f}): the "
+                   "band is the pointwise interval")
+    return critical, None
 
 
 def training_steps(panel, dataset: str, ledger) -> tuple[np.ndarray, int]:
@@ -280,14 +237,40 @@ PROFILE_METRICS = {
     "window": "the `steps` parameter: the checkpoints (and so the training steps) the profile looks at",
     "overall": "the cohort-size weighted mean over cohorts of each cohort's mean effect after its training",
     "per_cohort": "each cohort's mean effect after training, by the step of its first checkpoint",
+    "cohorts": "the cohort aggregation: each cohort's mean effect after training, with its standard error and "
+               "pointwise interval",
+    "times": "the calendar-time aggregation: at each checkpoint, the cohort-size weighted effect on every cohort "
+             "trained by then, with its standard error and pointwise interval",
     "event_time": "the effect by event time e = checkpoint - cohort (e < 0: placebos), with pointwise intervals "
                   "(lo, hi) and simultaneous bands (band_lo, band_hi, multiplier bootstrap)",
-    "att": "every ATT(g, t): cohort g (the step of its first checkpoint after training) at checkpoint t, with its "
-           "standard error",
+    "band_critical": "the event-time band's critical value (never below the pointwise one; band_note says when it "
+                     "fell back to it)",
+    "att": "every ATT(g, t): cohort g (the step of its first checkpoint after training) at checkpoint t against base "
+           "period base_step, with its analytic (se) and bootstrap (boot_se) standard errors, the simultaneous band "
+           "over all cells (band_lo, band_hi) and whether it excludes zero (significant)",
+    "att_band_critical": "the critical value of the band over every ATT(g, t) (sup-t, multiplier bootstrap; never "
+                         "below the pointwise one: att_band_note says when it fell back to it)",
+    "n_significant": "ATT(g, t) whose simultaneous band excludes zero (reference cells not counted)",
+    "base_period": "varying (placebos against the period before) or universal (everything against the cohort's "
+                   "base period)",
+    "control_group": "never_treated, or not_yet_treated (also the cohorts not trained yet at max(t, base period))",
+    "heatmap": "the figure's heat map: all cells, or only those whose simultaneous band excludes zero",
+    "att_correlation": "per other series of the run audited on the same panel: the Pearson correlation of the "
+                       "effects after training, ATT(g, t) for t >= g, with this series' (Lesci et al.'s finding iii), "
+                       "and the number of cells; or a note why not",
     "pretrend_p": "p-value of the Wald test that every placebo effect (before training) is zero: small values "
                   "say the design's assumption (parallel trends) fails; pretrend_wald, pretrend_df beside it. The "
                   "test is asymptotic: with small cohorts (tens of samples) and many placebos it rejects too often "
-                  "(~15% at 5% with cohorts of 40 and 10 placebos; ~5% with cohorts of 200)",
+                  "(~15% at 5% with cohorts of 40 and 10 placebos; ~5% with cohorts of 200). None, with "
+                  "pretrend_note, when the placebos' covariance is singular (cohorts with fewer samples than "
+                  "placebos) or there are more than 2,000 placebos",
+    "pretrend_event_p": "p-value of the Wald test that the event-time placebos (e < 0, each pooling every cohort) "
+                        "are jointly zero (pretrend_event_wald, pretrend_event_df beside it): valid whatever the "
+                        "cohorts' sizes, the test to read when cohorts are small against their placebos",
+    "pretrend_event_note": "why there is no event-time pre-trend test, when there is none",
+    "pretrend_sup_p": "p-value of the sup-t test that every placebo effect is zero: the share of bootstrap draws whose "
+                      "largest standardized placebo is at least the observed one (valid with any number of "
+                      "placebos; the test the simultaneous band implies)",
     "outcome": "the per-sample outcome: loglik (mean log-likelihood per token), loglik_suffix (of the m tokens "
                "after memorization's k-token prefix), M, rank or entropy (mean true-token rank, mean entropy: "
                "sample_outcomes must run, named in the yaml's probes)",
@@ -300,6 +283,9 @@ PROFILE_METRICS = {
     "n_control_trained": "samples of the held-out data sets left out of the controls: their records give a "
                          "training step (seen_at_step), so they are no never-trained samples",
     "note": "why there is no estimate, when there is none",
+    "pretrend_note": "why there is no Wald statistic, when there is none",
+    "band_note": "when the event-time band fell back to the pointwise interval, why",
+    "att_band_note": "when the band over every ATT(g, t) fell back to the pointwise interval, why",
 }
 
 
@@ -338,8 +324,9 @@ def fig_profile(report):
     s, d, r = max(rows, key=lambda row: row[0].n_params or 0)
     cohorts, steps = r["cohort_steps"], r["checkpoint_steps"]
     grid = np.full((len(cohorts), len(steps)), np.nan)  # (cohorts, checkpoints)
+    masked = r.get("heatmap") == "significant"
     for cell in r["att"]:
-        if cell["att"] is not None:
+        if cell["att"] is not None and (cell.get("significant") or not masked):
             grid[cohorts.index(cell["cohort_step"]), steps.index(cell["step"])] = cell["att"]
     span = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
     image = heat.imshow(grid, cmap="RdBu_r", vmin=-span, vmax=span, aspect="auto")
@@ -347,7 +334,7 @@ def fig_profile(report):
     heat.set_yticks(range(len(cohorts)), [str(x) for x in cohorts], fontsize=7)
     heat.set_xlabel("checkpoint (step)")
     heat.set_ylabel("cohort (first checkpoint after training)")
-    heat.set_title(f"ATT(g, t) · {s.name} · {d}", fontsize=10)
+    heat.set_title(f"ATT(g, t) · {s.name} · {d}" + (" · band excludes 0" if masked else ""), fontsize=10)
     heat.grid(False)
     fig.colorbar(image, ax=heat, label=f"effect on {r.get('outcome')}")
     for i, (s, d, r) in enumerate(rows):
@@ -380,16 +367,23 @@ class StepWindow(TypedDict, total=False):
 
 
 @series_probe(metrics=PROFILE_METRICS, uses=("memorization", "sample_outcomes"), figures=(fig_profile,),
-              validate=_validate, opt_in=True, not_numbers=("per_cohort", "event_time", "att", "outcome", "note", "window"),
+              validate=_validate, opt_in=True,
+              not_numbers=("per_cohort", "cohorts", "times", "event_time", "att", "outcome", "note", "window",
+                           "base_period", "control_group", "heatmap", "att_correlation", "band_note",
+                           "att_band_note", "pretrend_note", "pretrend_event_note"),
               show=("instantaneous", "instantaneous_lo", "instantaneous_hi", "persistent[e=1]", "residual",
-                    "residual_lo", "residual_hi", "overall", "pretrend_p", "n_treated", "n_control", "note"),
+                    "residual_lo", "residual_hi", "overall", "pretrend_event_p", "pretrend_p", "n_significant",
+                    "n_treated", "n_control", "note"),
               names=lambda params, params_of: _names())
-def memorization_profile(panel, datasets, ledger,
+def memorization_profile(panel, panels, ledgers, series, datasets, ledger,
                          outcome: Literal["loglik", "loglik_suffix", "M", "rank", "entropy"] = "loglik",
                          cohort_every: Annotated[int, Field(ge=1)] = 1,
                          cohort_steps: Annotated[int, Field(ge=1)] | None = None,
                          steps: StepWindow | list[Annotated[int, Field(ge=0)]] | None = None,
                          residual_at: Annotated[int, Field(ge=0)] | None = None,
+                         base_period: Literal["varying", "universal"] = "varying",
+                         control_group: Literal["never_treated", "not_yet_treated"] = "never_treated",
+                         heatmap: Literal["all", "significant"] = "all",
                          level: Annotated[float, Field(gt=0, lt=1)] = 0.95,
                          draws: Annotated[int, Field(ge=99, le=100_000)] = 999, seed: int = 0):
     """Memorization as a causal effect (Lesci et al. 2024): difference in differences over the per-sample panel,
@@ -397,12 +391,16 @@ def memorization_profile(panel, datasets, ledger,
     joins the cohorts of N consecutive checkpoint intervals into one, measured from the checkpoint before its
     first member trained. `steps` limits the panel to the checkpoints in a window (`{max: 95000}`: Pythia's first
     epoch) or a list of steps, and so the cohorts to samples trained within it; `residual_at` is the step the
-    residual effect is read at (default: the window's last checkpoint). Runs when the yaml's `probes:` names it
-    (`memorization_profile: {outcome: loglik}`)."""
+    residual effect is read at (default: the window's last checkpoint). `base_period` and `control_group` are the
+    estimator's options as `did` and `differences` name them; `heatmap: significant` draws only the cells whose
+    simultaneous band excludes zero. Runs when the yaml's `probes:` names it (`memorization_profile: {outcome:
+    loglik}`)."""
     if panel is None:
         return {}
     probe, column, sign = OUTCOMES[outcome]
     controls = [d.name for d in datasets if d.role in CONTROL_ROLES and panel.has(probe, column, d.name)]
+    others = {name: (other, (ledgers or {}).get(name)) for name, other in (panels or {}).items()
+              if name != series.name and other is not None}
     out = {}
     for d in (d for d in datasets if d.role == "train"):
         if not panel.has(probe, column, d.name):
@@ -411,7 +409,9 @@ def memorization_profile(panel, datasets, ledger,
                                                      "the model is not causal)" if column == "suffix_loss" else "")}
             continue
         out[d.name] = _profile_of(panel, d.name, controls, ledger, probe, column, sign, outcome, cohort_every,
-                                  level, draws, seed, steps, residual_at, cohort_steps)
+                                  level, draws, seed, steps, residual_at, cohort_steps, base_period, control_group,
+                                  others)
+        out[d.name]["heatmap"] = heatmap
     return out
 
 
@@ -437,19 +437,34 @@ def in_window(steps: list, window) -> list[int]:
     return [t for t, s in enumerate(steps) if s is not None and s >= low and (high is None or s <= high)]
 
 
-def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, column: str, sign: float,
-                outcome: str, cohort_every: int, level: float, draws: int, seed: int, window=None,
-                residual_at: int | None = None, cohort_steps: int | None = None) -> dict:
-    """The profile of one trained data set against every never-trained sample, over the checkpoints in `window`."""
+@dataclass
+class _Design:
+    """Who is in the profile of one trained data set: the panel rows (checkpoints) in the window and their steps,
+    the trained samples kept (`usable`) with their cohorts and base periods, the held-out samples kept (`never`,
+    per control data set), and the counts of what was left out."""
+
+    rows: list[int]
+    steps: list[int]
+    usable: np.ndarray  # (samples of the data set,)
+    never: list[np.ndarray]  # per control data set: (its samples,)
+    cohorts: np.ndarray  # (kept samples,) trained first, then controls (-1)
+    base: dict
+    counts: dict
+
+    @property
+    def treated(self) -> np.ndarray:
+        return self.cohorts >= 0
+
+
+def _design(panel, dataset: str, controls: list[str], ledger, said: dict, window, cohort_steps: int | None,
+            cohort_every: int) -> _Design | dict:
+    """The design of a profile, or a dict with the note saying why there is none."""
     rows = in_window(panel.steps, window)
     steps = [panel.steps[t] for t in rows]
-    said = {"outcome": outcome, **({"window": window} if window is not None else {})}
     if len(steps) < 2 or None in steps:
         where = " in the window (steps)" if window is not None else ""
         return {**said, "note": f"a profile needs at least 2 checkpoints with training steps{where}; "
                                 f"the panel's steps: {panel.steps}"}
-    if residual_at is not None and residual_at not in steps:
-        return {**said, "note": f"residual_at: {residual_at} is no checkpoint step of the profile; its steps: {steps}"}
     train_steps, repeated = training_steps(panel, dataset, ledger)
     if cohort_steps is not None:
         cohort, base = step_cohorts(train_steps, steps, cohort_steps)
@@ -461,22 +476,73 @@ def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, co
     if cohort_steps is None:
         cohort, base = macro_cohorts(cohort, cohort_every, len(steps))
     never = [~np.isfinite(training_steps(panel, c, None)[0]) for c in controls]  # held out: no training step
-    y = np.concatenate([sign * panel.values(probe, column, dataset)[rows][:, usable]]
-                       + [sign * panel.values(probe, column, c)[rows][:, keep] for c, keep in zip(controls, never)],
-                       axis=1)  # (checkpoints in the window, samples)
-    n_control = y.shape[1] - int(usable.sum())
-    treated = np.arange(y.shape[1]) < usable.sum()
-    cohorts = np.concatenate([cohort[usable], np.full(n_control, -1)])
+    n_control = int(sum(keep.sum() for keep in never))
     counts.update(n_treated=int(usable.sum()), n_control=n_control,
                   n_control_trained=int(sum((~keep).sum() for keep in never)))
     if not usable.any() or not n_control:
         why = ("no never-trained samples" if not n_control else
                "no trained sample has a checkpoint before and after its training step")
         return {**counts, "note": why}
+    return _Design(rows, steps, usable, never, np.concatenate([cohort[usable], np.full(n_control, -1)]), base, counts)
+
+
+def _outcome(panel, design: _Design, dataset: str, controls: list[str], probe: str, column: str,
+             sign: float) -> np.ndarray:
+    """The panel of the design's samples: (checkpoints in the window, trained then control samples)."""
+    return np.concatenate([sign * panel.values(probe, column, dataset)[design.rows][:, design.usable]]
+                          + [sign * panel.values(probe, column, c)[design.rows][:, keep]
+                             for c, keep in zip(controls, design.never)], axis=1)
+
+
+def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, column: str, sign: float,
+                outcome: str, cohort_every: int, level: float, draws: int, seed: int, window=None,
+                residual_at: int | None = None, cohort_steps: int | None = None, base_period: str = "varying",
+                control_group: str = "never_treated", others: dict | None = None) -> dict:
+    """The profile of one trained data set against every never-trained sample, over the checkpoints in `window`;
+    with `others` (series name -> (panel, ledger)), the correlation of its ATT(g, t) with theirs."""
+    said = {"outcome": outcome, **({"window": window} if window is not None else {}),
+            "base_period": base_period, "control_group": control_group}
+    design = _design(panel, dataset, controls, ledger, said, window, cohort_steps, cohort_every)
+    if isinstance(design, dict):
+        return design
+    steps = design.steps
+    if residual_at is not None and residual_at not in steps:
+        return {**said, "note": f"residual_at: {residual_at} is no checkpoint step of the profile; its steps: {steps}"}
+    y = _outcome(panel, design, dataset, controls, probe, column, sign)
     at = steps.index(residual_at) if residual_at is not None else len(steps) - 1
-    return {**counts, "residual_at": steps[at],
-            **profile(y, cohorts, treated, ~treated, steps, seed=seed, level=level, draws=draws, base=base,
-                      residual_at=at)}
+    out = {**design.counts, "residual_at": steps[at],
+           **profile(y, design.cohorts, design.treated, ~design.treated, steps, seed=seed, level=level, draws=draws,
+                     base=design.base, residual_at=at, base_period=base_period, control_group=control_group)}
+    if others:
+        cells = did.cells(did.moments(y, design.cohorts, design.treated, ~design.treated, design.base)[0], len(steps),
+                          base_period, control_group)
+        out["att_correlation"] = {name: _correlation(cells, design, panel, other_panel, other_ledger, dataset, controls,
+                                                     probe, column, sign, said, window, cohort_steps, cohort_every,
+                                                     base_period, control_group)
+                                  for name, (other_panel, other_ledger) in others.items()}
+    return out
+
+
+def _correlation(cells, design: _Design, ours, panel, ledger, dataset: str, controls: list[str], probe: str, column: str,
+                 sign: float, said: dict, window, cohort_steps, cohort_every: int, base_period: str,
+                 control_group: str) -> dict:
+    """Lesci et al.'s finding (iii): the Pearson correlation of the effects after training, ATT(g, t) for t >= g, of
+    two series audited on the same panel (the same samples, training steps and checkpoint steps)."""
+    if not panel.has(probe, column, dataset) or any(not panel.has(probe, column, c) for c in controls):
+        return {"note": f"no per-sample {probe}.{column} on the same data sets"}
+    if any(list(panel.samples[d].ids) != list(ours.samples[d].ids) for d in (dataset, *controls)):
+        return {"note": "not the same samples"}
+    other = _design(panel, dataset, controls, ledger, said, window, cohort_steps, cohort_every)
+    if isinstance(other, dict) or other.steps != design.steps or not np.array_equal(other.cohorts, design.cohorts) \
+            or not np.array_equal(other.usable, design.usable) or other.base != design.base:
+        return {"note": "not the same design: its checkpoint steps or the samples' training steps differ"}
+    y = _outcome(panel, other, dataset, controls, probe, column, sign)
+    theirs = did.cells(did.moments(y, other.cohorts, other.treated, ~other.treated, other.base)[0], len(other.steps),
+                       base_period, control_group)
+    post = cells.post
+    if post.sum() < 3:
+        return {"note": "fewer than 3 effects after training to correlate", "n_cells": int(post.sum())}
+    return {"pearson": float(np.corrcoef(cells.att[post], theirs.att[post])[0, 1]), "n_cells": int(post.sum())}
 
 
 def step_cohorts(train_steps: np.ndarray, checkpoint_steps: list[int], size: int) -> tuple[np.ndarray, dict[int, int]]:

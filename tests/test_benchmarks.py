@@ -57,6 +57,27 @@ def test_the_statistics_profile_and_extraction_benchmarks_run_tiny():
     assert "+ T=1, top_k=40 (the defaults)" in result.stdout and "vocabulary 512" in result.stdout
 
 
+def test_the_paper_scale_profile_benchmark_runs_tiny_and_writes_its_results(tmp_path):
+    import json
+
+    result = run_benchmark("benchmarks/profiles.py", "--paper", "--per-cohort", "20", "--checkpoints", "12", "--valid",
+                           "200", "--draws", "99", "--out", str(tmp_path / "p"))
+    row = json.loads((tmp_path / "p.json").read_text())["rows"][0]
+    assert row["treated"] == 220 and row["held_out"] == 200 and row["cohorts"] == 11 and row["placebos"] == 55
+    assert "planted 0.3000" in result.stdout and "| Lesci et al. (--paper) | 220 + 200 held out | 12 |" in \
+        (tmp_path / "p.md").read_text()
+
+
+def test_the_docs_profile_table_is_the_benchmark_s_results_file():
+    import json
+
+    page = (ROOT / "docs" / "profiles.md").read_text()
+    block = page.split("<!-- profiles-cpu -->\n")[1].split("<!-- /profiles-cpu -->")[0]
+    assert block == (ROOT / "benchmarks" / "results" / "profiles-cpu.md").read_text()
+    rows = json.loads((ROOT / "benchmarks" / "results" / "profiles-cpu.json").read_text())["rows"]
+    assert rows[0]["cells"] > 20_000 and rows[0]["estimate_s"] < 120 and rows[0]["peak_mib"] < 4096
+
+
 def test_the_tagging_benchmark_runs_on_a_small_text():
     result = run_benchmark("benchmarks/tagging_speed.py", "memaudit/lab/corpus/wikitext2_excerpt.txt")
     assert "memaudit tagging, n_process=2" in result.stdout

@@ -34,6 +34,14 @@ def test_pythia_has_154_revisions():
     assert len(PYTHIA_STEPS) == 154
 
 
+def test_multiples_of_1000_are_lesci_s_144_checkpoints():
+    branches = [f"step{s}" for s in PYTHIA_STEPS] + ["main"]
+    picked = select_revisions(branches, RevisionSelection(multiple_of=1000), "EleutherAI/pythia-70m")
+    assert picked == [f"step{1000 * i}" for i in range(144)]
+    window = select_revisions(branches, RevisionSelection(multiple_of=1000, last=95000), "EleutherAI/pythia-70m")
+    assert len(window) == 96 and window[-1] == "step95000"
+
+
 def test_log_spaced_selection():
     branches = [f"step{s}" for s in PYTHIA_STEPS] + ["main"]
     picked = select_revisions(branches, RevisionSelection(first=1000, log_spaced=5), "EleutherAI/pythia-70m")

@@ -1,13 +1,16 @@
-"""Memorization profiles (probes/profile.py, memaudit/engine/panel.py): Callaway and Sant'Anna's ATT(g, t) as the
-`differences` package computes it, intervals that cover planted effects, and the audit of a lab panel."""
+"""Memorization profiles (probes/profile.py, probes/_did.py, memaudit/engine/panel.py): Callaway and Sant'Anna's
+ATT(g, t) and their aggregations as the `differences` package computes them, for every base period and control
+group; bootstrap bands over every cell; intervals that cover planted effects; the audit of a lab panel."""
 
 import json
 
 import numpy as np
 import pytest
-from memaudit.probes.profile import Design, att_gt, cohorts_of, profile, wald_pretrend
+from memaudit.probes import _did as did
+from memaudit.probes.profile import cohorts_of, profile
 
 STEPS = [10, 20, 30, 40, 50, 60]
+OPTIONS = [(base, control) for base in did.BASE_PERIODS for control in did.CONTROL_GROUPS]
 
 
 def _panel(seed: int, n: int = 300, effect0: float = 0.5, decay: float = 0.5, noise: float = 1.0):
@@ -22,38 +25,75 @@ def _panel(seed: int, n: int = 300, effect0: float = 0.5, decay: float = 0.5, no
     return y, cohort, ~control, control
 
 
-def _differences(y, cohort, treated):
-    """The `differences` package's ATTgt, never-treated controls, no covariates, varying base period."""
+def _differences(y, cohort, treated, steps=STEPS, base_period="varying", control_group="never_treated"):
+    """The `differences` package's ATTgt, no covariates; cohorts as checkpoint indices into `steps`."""
     pd = pytest.importorskip("pandas")
     differences = pytest.importorskip("differences")
     n = y.shape[1]
-    frame = pd.DataFrame({"id": np.repeat(np.arange(n), len(STEPS)), "time": np.tile(STEPS, n),
+    frame = pd.DataFrame({"id": np.repeat(np.arange(n), len(steps)), "time": np.tile(steps, n),
                           "y": y.T.reshape(-1),
-                          "cohort": np.repeat([STEPS[g] if t else np.nan for g, t in zip(cohort, treated)],
-                                              len(STEPS))}).set_index(["id", "time"])
-    att = differences.ATTgt(data=frame, cohort_column="cohort", base_period="varying")
-    result = att.fit(formula="y", est_method="reg", control_group="never_treated", progress_bar=False)
-    return result
+                          "cohort": np.repeat([steps[g] if t else np.nan for g, t in zip(cohort, treated)],
+                                              len(steps))}).set_index(["id", "time"])
+    att = differences.ATTgt(data=frame, cohort_column="cohort", base_period=base_period)
+    return att.fit(formula="y", est_method="reg", control_group=control_group, progress_bar=False)
 
 
-def test_att_gt_and_event_time_equal_the_differences_package():
+def _close(ours: dict, theirs, key_of=int):
+    """Every row of a `differences` table (estimate, standard error) equals ours at its key, to 1e-9 (a reference
+    cell of the universal base period: theirs has no standard error, ours is 0)."""
+    assert len(theirs) == len(ours)
+    for key, row in theirs.iterrows():
+        att, se = ours[key_of(key)]
+        assert att == pytest.approx(row.iloc[0], abs=1e-9), key
+        assert se == pytest.approx(0.0 if np.isnan(row.iloc[1]) else row.iloc[1], abs=1e-9), key
+
+
+@pytest.mark.parametrize("base_period, control_group", OPTIONS)
+def test_every_cell_and_aggregation_equals_the_differences_package(base_period, control_group):
+    """ATT(g, t) and the event, calendar-time, cohort and overall aggregations, point estimates and analytic
+    standard errors, for both base periods and both control groups (universal: the reference cells, ATT 0)."""
     y, cohort, treated, control = _panel(0)
-    result = _differences(y, cohort, treated)
-    table = result.to_pandas()
-    theirs = {(int(c), int(t)): (row.iloc[0], row.iloc[1]) for (c, _, t), row in table.iterrows()}
-    ours = att_gt(y, Design(cohort, treated, control))
-    assert len(ours) == len(theirs)
-    for e in ours:
-        att_ref, se_ref = theirs[(STEPS[e.g], STEPS[e.t])]
-        assert e.att == pytest.approx(att_ref, abs=1e-9) and e.se == pytest.approx(se_ref, abs=1e-9)
-    mine = profile(y, cohort, treated, control, STEPS, draws=99)
-    by_e = {p["e"]: p for p in mine["event_time"]}
-    for relative, row in result.aggregate("event").iterrows():
-        assert by_e[int(relative) // 10]["att"] == pytest.approx(row.iloc[0], abs=1e-9)
-        assert by_e[int(relative) // 10]["se"] == pytest.approx(row.iloc[1], abs=1e-9)
+    result = _differences(y, cohort, treated, base_period=base_period, control_group=control_group)
+    mine = profile(y, cohort, treated, control, STEPS, draws=99, base_period=base_period, control_group=control_group)
+    assert mine["base_period"] == base_period and mine["control_group"] == control_group
+    cells = {(a["cohort_step"], a["step"]): (a["att"], a["se"]) for a in mine["att"]}
+    _close(cells, result.to_pandas().droplevel(1), key_of=lambda k: (int(k[0]), int(k[1])))
+    _close({p["e"] * 10: (p["att"], p["se"]) for p in mine["event_time"]}, result.aggregate("event"))
+    _close({p["step"]: (p["att"], p["se"]) for p in mine["times"]}, result.aggregate("time"))
+    _close({p["cohort_step"]: (p["att"], p["se"]) for p in mine["cohorts"]}, result.aggregate("cohort"))
     overall = result.aggregate("cohort", overall=True).iloc[0]
     assert mine["overall"] == pytest.approx(overall.iloc[0], abs=1e-9)
     assert mine["overall_se"] == pytest.approx(overall.iloc[1], abs=1e-9)
+    if base_period == "universal":
+        reference = [a for a in mine["att"] if a["step"] == a["base_step"]]
+        assert reference and all(a["att"] == 0 and a["se"] == 0 and not a["significant"] for a in reference)
+
+
+@pytest.mark.parametrize("base_period, control_group", OPTIONS)
+def test_influence_functions_from_moments_equal_the_dense_ones(base_period, control_group):
+    """The influence functions built from the groups' moments equal those written out sample by sample from the
+    definition, and each ATT(g, t)'s bootstrap draws (from the per-group sums) equal the draws of the same cell
+    as an aggregate of weight 1 (the other code path)."""
+    y, cohort, treated, control = _panel(1, n=200)
+    groups, yc = did.moments(y, cohort, treated, control)
+    c = did.cells(groups, len(STEPS), base_period, control_group)
+    k = len(c.att)
+    coef, const = did.coefficients(c, groups, did.Family(np.arange(k), np.eye(k), c.att, np.zeros((groups.never, k))))
+    n = yc.shape[1]
+    dense = np.zeros((n, k))  # (samples, cells)
+    cohort_of = groups.base[np.minimum(groups.member, groups.never - 1)]
+    for j in range(k):
+        change = yc[c.t[j]] - yc[c.b[j]]
+        member = groups.member == c.group[j]
+        controls = (groups.member == groups.never) | ((groups.member < groups.never) & ~member & (cohort_of >= c.m[j]))
+        dense[member, j] = n / member.sum() * (change[member] - change[member].mean())
+        dense[controls, j] = -n / controls.sum() * (change[controls] - change[controls].mean())
+    from_moments = np.einsum("tn,ntk->nk", yc, coef[groups.member]) + const[groups.member]
+    assert np.abs(from_moments - dense).max() < 1e-9
+    assert np.allclose(np.sqrt((dense ** 2).sum(axis=0)) / n, c.se, atol=1e-12)
+    assert np.allclose(did.standard_errors(groups, coef, const), c.se, atol=1e-12)
+    boot = did.bootstrap_sums(groups, yc, 50, seed=3)
+    assert np.abs(did.cell_draws(boot, groups, c).T - did.family_draws(boot, groups, coef, const)).max() < 1e-12
 
 
 def test_intervals_cover_planted_effects():
@@ -70,16 +110,75 @@ def test_intervals_cover_planted_effects():
     assert abs(np.mean(estimates) - 0.5) < 0.02
 
 
-def test_the_pretrend_test_holds_its_size_on_panels_of_some_size():
-    """No effect before training: the Wald test of the 10 placebos rejects 5-8% of 200 panels of 1,500 samples
-    (it is asymptotic: with 300 samples, cohorts of ~40, it rejects ~15%; the docs say so)."""
+def test_the_band_over_every_cell_covers_all_of_them_at_once_and_the_sup_test_holds_its_size():
+    """The simultaneous band over all 25 ATT(g, t) covers every true value (0.5 * 0.5**e after training, 0 before)
+    in 90-99% of 100 panels, wider than the pointwise interval; the sup-t pre-trend test rejects 1-10% of them."""
+    covered, rejected = 0, 0
+    for seed in range(100):
+        y, cohort, treated, control = _panel(seed, n=600)
+        p = profile(y, cohort, treated, control, STEPS, draws=499, seed=seed)
+        truth = [0.5 * 0.5 ** ((STEPS.index(a["step"]) - STEPS.index(a["cohort_step"])))
+                 if a["step"] >= a["cohort_step"] else 0.0 for a in p["att"]]
+        covered += all(a["band_lo"] <= v <= a["band_hi"] for a, v in zip(p["att"], truth))
+        rejected += p["pretrend_sup_p"] < 0.05
+        assert p["att_band_critical"] > 1.96 and "att_band_note" not in p
+    assert 90 <= covered <= 99 and 1 <= rejected <= 10, (covered, rejected)
+
+
+def test_a_band_is_never_narrower_than_the_pointwise_interval():
+    """One cell (two checkpoints, one cohort): the sup over one estimate is its own |z|, whose 95% quantile is
+    about 1.96; when it falls below, the band is the pointwise interval and the report says so."""
+    from memaudit.probes.profile import _critical
+
+    draws = np.random.default_rng(0).normal(0, 1, (999, 1)) * 0.5  # a quantile of |z| below 1.96
+    critical, note = _critical(draws, np.array([1.0]), 0.95, 1.959964)
+    assert critical == 1.959964 and "below the pointwise" in note
+    critical, note = _critical(draws, np.array([0.0]), 0.95, 1.959964)
+    assert critical == 1.959964 and "no estimate has a bootstrap standard error" in note
+
+
+def test_the_wald_test_holds_its_size_and_refuses_a_singular_covariance():
+    """No effect before training: the Wald test of the 10 placebos rejects 5-8% of 200 panels of 1,500 samples.
+    A cohort whose members all change alike makes the covariance singular: no statistic, a note."""
     rejected = 0
     for seed in range(200):
         y, cohort, treated, control = _panel(seed, n=1500)
-        design = Design(cohort, treated, control)
-        placebos = [e for e in att_gt(y, design) if e.t < e.g]
-        rejected += wald_pretrend(placebos, design)["pretrend_p"] < 0.05
+        groups, _ = did.moments(y, cohort, treated, control)
+        rejected += did.wald(did.cells(groups, len(STEPS)), groups)["pretrend_p"] < 0.05
     assert 4 <= rejected <= 16, rejected
+    y, cohort, treated, control = _panel(0, n=1500)
+    y[:, cohort == 4] = y[:, np.flatnonzero(cohort == 4)[:1]]  # cohort 4: one series, repeated
+    result = profile(y, cohort, treated, control, STEPS, draws=99)
+    assert result["pretrend_p"] is None and "singular" in result["pretrend_note"]
+
+
+def test_with_about_as_many_placebos_as_members_per_cohort_the_event_time_test_holds_its_size():
+    """Lesci et al.'s shape in small: 39 cohorts of 40 samples with up to 38 placebos each, 400 controls. No Wald
+    test over every cell (a note says why); the Wald test of the 38 event-time placebos, each pooling every
+    cohort, rejects 2-11% of 200 null panels at 5% (measured: 8.3% of 300)."""
+    steps = list(range(40))
+    cohort = np.concatenate([np.repeat(np.arange(1, 40), 40), np.full(400, -1)])
+    rejected = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        y = rng.normal(0, 0.5, (40, len(cohort))) + rng.normal(0, 1, len(cohort))
+        result = profile(y, cohort, cohort >= 1, cohort < 0, steps, draws=99)
+        assert result["pretrend_p"] is None and "placebos per member" in result["pretrend_note"]
+        assert result["pretrend_event_df"] == 38
+        rejected += result["pretrend_event_p"] < 0.05
+    assert 4 <= rejected <= 22, rejected
+
+
+@pytest.mark.parametrize("base_period", did.BASE_PERIODS)
+def test_the_wald_statistic_from_blocks_equals_the_dense_one(base_period):
+    """Never-treated controls: the statistic from the cohort blocks and the Woodbury identity (any number of
+    placebos) equals the one from the dense covariance, to 1e-9 relative."""
+    for seed in range(3):
+        y, cohort, treated, control = _panel(seed, n=1500)
+        groups, _ = did.moments(y, cohort, treated, control)
+        c = did.cells(groups, len(STEPS), base_period)
+        placebos = np.flatnonzero(c.placebo)
+        assert did.wald_by_blocks(c, groups, placebos) == pytest.approx(did.wald_dense(c, groups, placebos), rel=1e-9)
 
 
 def test_cohorts_are_the_first_checkpoint_at_or_after_training():
@@ -300,7 +399,8 @@ def _profile(panel, **params):
     from memaudit.probes.profile import memorization_profile
 
     datasets = [SimpleNamespace(name="train", role="train"), SimpleNamespace(name="valid", role="valid")]
-    return memorization_profile.fn(panel, datasets, None, **{"draws": 99, **params})["train"]
+    return memorization_profile.fn(panel, {}, {}, SimpleNamespace(name="s"), datasets, None,
+                                   **{"draws": 99, **params})["train"]
 
 
 def _cut(panel, samples, steps):
@@ -377,11 +477,11 @@ def test_step_cohorts_equal_the_differences_package_on_upstream_s_cohort_rule():
     table = differences.ATTgt(data=frame, cohort_column="cohort", base_period="varying").fit(
         formula="y", est_method="reg", control_group="never_treated", progress_bar=False).to_pandas()
     theirs = {(int(c), int(t)): (row.iloc[0], row.iloc[1]) for (c, _, t), row in table.iterrows()}
-    ours = att_gt(y, Design(cohort, treated, control, base))
-    assert len(ours) == len(theirs)
-    for e in ours:
-        att, se = theirs[(steps[e.g], steps[e.t])]
-        assert e.att == pytest.approx(att, abs=1e-9) and e.se == pytest.approx(se, abs=1e-9)
+    ours = did.cells(did.moments(y, cohort, treated, control, base)[0], len(steps))
+    assert len(ours.att) == len(theirs)
+    for g, t, att, se in zip(ours.g, ours.t, ours.att, ours.se):
+        assert att == pytest.approx(theirs[(steps[g], steps[t])][0], abs=1e-9)
+        assert se == pytest.approx(theirs[(steps[g], steps[t])][1], abs=1e-9)
 
 
 def test_step_cohorts_with_sparse_checkpoints_measure_from_before_every_member_trained():
@@ -401,8 +501,8 @@ def test_step_cohorts_with_sparse_checkpoints_measure_from_before_every_member_t
     y = rng.normal(0, 0.1, (len(steps), n)) + np.linspace(0, 1, len(steps))[:, None]
     y += np.where(~control[None, :] & (np.asarray(steps)[:, None] >= trained_at[None, :]), 1.0, 0.0)
     treated = ~control & (cohort >= 1) & (cohort < len(steps))
-    effects = [e for e in att_gt(y, Design(cohort, treated, control, base)) if e.t >= e.g]
-    assert effects and all(abs(e.att - 1.0) < 0.05 for e in effects)
+    c = did.cells(did.moments(y, cohort, treated, control, base)[0], len(steps))
+    assert c.post.any() and (np.abs(c.att[c.post] - 1.0) < 0.05).all()
 
 
 def test_cohort_steps_and_cohort_every_together_are_refused(basic_config, text_file, run_cli, tmp_path):
@@ -414,3 +514,56 @@ def test_cohort_steps_and_cohort_every_together_are_refused(basic_config, text_f
                                                                               "cohort_every": 2}})
     code, _, err = run_cli("run", config)
     assert code == 2 and "not both" in err
+
+
+def test_series_on_the_same_panel_report_the_correlation_of_their_effects():
+    """Lesci et al.'s finding (iii): a second series on the same samples and checkpoints (the first's outcomes
+    plus noise) correlates with it; one audited at other checkpoints is named with a note, not a number."""
+    from types import SimpleNamespace
+
+    from memaudit.engine.panel import Panel
+    from memaudit.probes.profile import memorization_profile
+
+    steps = [10, 20, 30, 40, 50]
+    first, samples = _synthetic_panel(steps, seed=0)
+    rng = np.random.default_rng(1)
+    second = Panel(samples, {"memorization"})
+    for t, step in enumerate(steps):
+        second.add(f"step-{step}", step, {"memorization": {
+            name: {"loss": first.values("memorization", "loss", name)[t] + rng.normal(0, 0.05, len(samples[name].ids))}
+            for name in samples}})
+    elsewhere = _cut(first, samples, [10, 30, 50])
+    datasets = [SimpleNamespace(name="train", role="train"), SimpleNamespace(name="valid", role="valid")]
+    result = memorization_profile.fn(first, {"a": first, "b": second, "c": elsewhere}, {}, SimpleNamespace(name="a"),
+                                     datasets, None, draws=99)["train"]
+    assert set(result["att_correlation"]) == {"b", "c"}
+    assert 0.8 < result["att_correlation"]["b"]["pearson"] < 1.0 and result["att_correlation"]["b"]["n_cells"] == 10
+    assert "not the same design" in result["att_correlation"]["c"]["note"]
+
+
+def test_the_heat_map_can_keep_only_cells_whose_band_excludes_zero():
+    panel, _ = _synthetic_panel([10, 20, 30, 40, 50])
+    result = _profile(panel, heatmap="significant")
+    assert result["heatmap"] == "significant"
+    assert result["n_significant"] == sum(a["significant"] for a in result["att"]) > 0
+    assert all(a["significant"] == (a["band_lo"] > 0 or a["band_hi"] < 0) for a in result["att"])
+
+
+def test_a_run_of_two_series_on_one_panel_correlates_their_profiles(profile_lab, run_cli, write_config, tmp_path):
+    """The same lab series audited twice under two names (its ledger with each): each reports a correlation of 1
+    with the other, through the run's ledgers; the universal base period and not-yet-treated controls run too."""
+    root, _ = profile_lab
+    raw = yaml_of(root / "lab" / "checkpoints.yaml")
+    raw["series"] = [{"name": name, "local": str(root / "lab" / "base")} for name in ("base", "again")]
+    raw["datasets"] = [{**d, "path": str(root / "lab" / d["path"].replace("{series}", "base"))} for d in raw["datasets"]]
+    raw["probes"]["memorization_profile"] = {"base_period": "universal", "control_group": "not_yet_treated",
+                                             "heatmap": "significant"}
+    code, _, err = run_cli("run", write_config(raw, name="two.yaml"), "-k", "memorization", "--json",
+                           tmp_path / "r.json", "--html", tmp_path / "r.html")
+    assert code in (0, 1), err
+    results = [s["results"]["memorization_profile"]["train"] for s in json.loads((tmp_path / "r.json").read_text())["series"]]
+    names = [s["name"] for s in json.loads((tmp_path / "r.json").read_text())["series"]]
+    for result, other in zip(results, reversed(names)):
+        assert result["control_group"] == "not_yet_treated" and result["base_period"] == "universal"
+        assert result["att_correlation"][other]["pearson"] == pytest.approx(1.0, abs=1e-12)
+    assert "fig-profile" in (tmp_path / "r.html").read_text()

@@ -88,6 +88,8 @@ SERIES_ARGS: dict[str, Product] = {p.name: p for p in [
             "this process holds none", "Panel | None", "(checkpoints, samples)", made_by="run"),
     Product("panels", "every series' panel by series name (a series compared with its twin reads both)",
             "dict[str, Panel]", made_by="run"),
+    Product("ledgers", "every series' training ledger by series name (None where it has none)",
+            "dict[str, Ledger | None]", made_by="run"),
     Product("series_configs", "every series of the yaml as configured (its `reference` twin, `reference_at`)",
             "dict[str, SeriesConfig]", made_by="run"),
 ]}

@@ -94,7 +94,7 @@ def run_series_probes(run: _Run) -> None:
             "datasets": [d for key, d in run.datasets.items() if key == d.name and d.group_of is None],  # the yaml's
             "series": series, "panel": run.panels.get(series.name), "panels": run.panels,
             "series_configs": {s.display_name: s for s in run.config.series},
-            "ledger": run.ledgers[series.name], "all_series": run.series})
+            "ledger": run.ledgers[series.name], "ledgers": run.ledgers, "all_series": run.series})
 
 
 def start_in_memory(plan: Plan, command: str) -> _Run:

@@ -70,6 +70,9 @@ class RevisionSelection(YamlModel):
     """Highest step to keep."""
     log_spaced: int | None = Field(None, ge=2)
     """Keep this many revisions, spread evenly on a log scale of steps (instead of `every`)."""
+    multiple_of: int | None = Field(None, ge=1)
+    """Keep only steps that are multiples of this (`1000`: Pythia's step0, step1000, ..., step143000, without
+    the log-spaced early ones), before `every` or `log_spaced`."""
 
 
 class SeriesConfig(YamlModel):

@@ -231,14 +231,15 @@ def _cached_weights_digest(snapshot: Path | None) -> str | None:
 
 
 def select_revisions(branches: list[str], sel: RevisionSelection, repo: str | None = None) -> list[str]:
-    """Branches matching the pattern, ordered by step, cut to [first, last], then thinned to every
-    Nth or to `log_spaced` revisions (nearest to a geometric sequence of steps)."""
+    """Branches matching the pattern, ordered by step, cut to [first, last] and to multiples of `multiple_of`,
+    then thinned to every Nth or to `log_spaced` revisions (nearest to a geometric sequence of steps)."""
     def step(b):
         return parse_step(b, repo)
 
     chosen = sorted((b for b in branches if fnmatch.fnmatch(b, sel.pattern) and step(b) is not None), key=step)
     chosen = [b for b in chosen if (sel.first is None or step(b) >= sel.first)
-              and (sel.last is None or step(b) <= sel.last)]
+              and (sel.last is None or step(b) <= sel.last)
+              and (sel.multiple_of is None or step(b) % sel.multiple_of == 0)]
     if sel.log_spaced and len(chosen) > sel.log_spaced:
         import math
 
