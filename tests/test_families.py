@@ -40,6 +40,9 @@ def test_multiples_of_1000_are_lesci_s_144_checkpoints():
     assert picked == [f"step{1000 * i}" for i in range(144)]
     window = select_revisions(branches, RevisionSelection(multiple_of=1000, last=95000), "EleutherAI/pythia-70m")
     assert len(window) == 96 and window[-1] == "step95000"
+    for bad in (0, -1000, "1000", 1.5):
+        with pytest.raises(ValueError):
+            RevisionSelection(multiple_of=bad)
 
 
 def test_log_spaced_selection():
@@ -57,7 +60,8 @@ def pythia_cache(make_series):
     step1 are distinct commits with identical weights, as in Pythia."""
     root = make_series(steps=(1, 2, 3))
     cache = Path(os.environ["HF_HUB_CACHE"])
-    for repo in ("EleutherAI/pythia-70m", "EleutherAI/pythia-160m"):
+    for repo in ("EleutherAI/pythia-70m", "EleutherAI/pythia-160m", "EleutherAI/pythia-70m-deduped",
+                 "EleutherAI/pythia-160m-deduped"):
         put_in_hf_cache(cache, repo, {"step0": root / "step-1"})
         (root / "step-1-again").mkdir(exist_ok=True)
         for f in (root / "step-1").iterdir():
@@ -73,9 +77,9 @@ def pythia_cache(make_series):
 def test_example_yaml_resolves_offline_and_list_shows_it(pythia_cache, run_cli):
     code, out, err = run_cli("list", REPO_ROOT / "examples" / "pythia.yaml")
     assert code == 0, err
-    assert "series pythia-70m" in out and "series pythia-160m" in out
+    assert "series pythia-70m-deduped" in out and "series pythia-160m-deduped" in out
     assert out.count("@step143000") == 2 and "@step1000 " in out  # 8 log-spaced revisions per size
-    assert out.count("EleutherAI/pythia-70m@") == 8
+    assert out.count("EleutherAI/pythia-70m-deduped@") == 8
 
 
 def test_duplicate_revisions_in_a_pythia_like_cache(pythia_cache):

@@ -434,6 +434,7 @@ def test_a_step_window_is_the_profile_of_the_panel_cut_to_it_and_residual_at_pic
 
 @pytest.mark.parametrize("params, words", [
     ({"steps": {"max": 10}}, "at least 2 checkpoints with training steps in the window"),
+    ({"cohort_steps": 100_000}, "no trained sample has a checkpoint before and after its training step"),
     ({"steps": {"max": 40}, "residual_at": 50}, "residual_at: 50 is no checkpoint step of the profile"),
 ])
 def test_a_window_that_cannot_be_estimated_says_why(params, words):
@@ -451,6 +452,17 @@ def test_bad_step_windows_are_refused_before_anything_loads(value):
     with pytest.raises(ConfigError, match="bad parameter value: steps"):
         validate_params(probe, {"steps": value})
     assert validate_params(probe, {"steps": {"max": 95000}}) == {"steps": {"max": 95000}}
+
+
+@pytest.mark.parametrize("params", [{"base_period": "both"}, {"control_group": "not_yet"}, {"heatmap": True},
+                                    {"base_period": None}, {"control_group": ["never_treated"]}])
+def test_bad_estimator_options_are_refused_before_anything_loads(params):
+    from memaudit.engine.registry import collect, standard_probe_dir, validate_params
+    from memaudit.errors import ConfigError
+
+    probe = next(p for p in collect([standard_probe_dir()]) if p.name == "memorization_profile")
+    with pytest.raises(ConfigError, match=f"bad parameter value: {next(iter(params))}"):
+        validate_params(probe, params)
 
 
 def test_step_cohorts_equal_the_differences_package_on_upstream_s_cohort_rule():
