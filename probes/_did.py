@@ -30,9 +30,10 @@ CONTROL_GROUPS = ("never_treated", "not_yet_treated")
 WALD_MAX_PLACEBOS = 2000
 """With not-yet-treated controls the Wald pre-trend test inverts the placebos' dense (K x K) covariance: it is
 computed up to this many placebos."""
-WALD_MAX_RATIO, WALD_WARN_RATIO = 0.5, 0.05
-"""Placebos per cohort member above which the Wald test is not given (its covariance is estimated from too few
-samples: Hotelling's statistic inflates by about (n - 1) / (n - K)), and above which it comes with a warning."""
+WALD_MAX_DRIFT, WALD_WARN_DRIFT = 1.0, 0.25
+"""How far (in the chi-squared's standard deviations) the Wald statistic over every cell may drift above its null
+distribution, its covariance being estimated from each cohort's members, before it is not given, and before it
+comes with a warning."""
 CHUNK = 8192
 """Samples per chunk of the bootstrap's pass over the panel."""
 ZERO_SE = math.sqrt(np.finfo(float).eps) * 10
@@ -374,13 +375,18 @@ def wald(c: Cells, groups: Groups) -> dict:
     none = {"pretrend_wald": None, "pretrend_df": len(ks), "pretrend_p": None}
     if not len(ks):
         return none
-    per_cohort = np.bincount(c.group[ks], minlength=groups.never)  # placebos of each cohort
-    ratio = float((per_cohort / groups.n[:groups.never]).max())
-    crowded = (f"cohorts have up to {ratio:.2f} placebos per member; the chi-squared approximation needs far more "
-               "members than placebos")
-    if ratio > WALD_MAX_RATIO:
-        return {**none, "pretrend_note": f"{crowded}, so no Wald statistic (it would reject a true null); the joint "
-                                         "test here is pretrend_event_p"}
+    per_cohort = np.bincount(c.group[ks], minlength=groups.never).astype(np.float64)  # placebos of each cohort
+    room = groups.n[:groups.never] - per_cohort - 2
+    # each cohort's block is a covariance estimated from its members: Hotelling's statistic exceeds K by about
+    # K (K + 1) / (n - K - 2) under the null; against the chi-squared's sd, sqrt(2 df), that is how far it drifts
+    excess = float(np.sum(np.where(per_cohort > 0, per_cohort * (per_cohort + 1) / np.maximum(room, 1e-12), 0.0)))
+    drift = np.inf if (room[per_cohort > 0] <= 0).any() else excess / math.sqrt(2 * len(ks))
+    crowded = (f"with so few members per cohort for its placebos, the statistic drifts {drift:.2f} standard "
+               "deviations above the chi-squared under the null" if math.isfinite(drift) else
+               "some cohort has hardly more members than placebos")
+    if drift > WALD_MAX_DRIFT:
+        return {**none, "pretrend_note": f"{crowded}, so no Wald statistic over every cell (it would reject a true "
+                                         "null); read pretrend_event_p"}
     never_only = bool((c.m[ks] >= groups.s1.shape[1]).all())
     if not never_only and len(ks) > WALD_MAX_PLACEBOS:
         return {**none, "pretrend_note": f"{len(ks):,} placebo effects with not-yet-treated controls: the Wald test "
@@ -392,8 +398,8 @@ def wald(c: Cells, groups: Groups) -> dict:
                                          "placebo effects make it so), so no Wald statistic over every cell; read "
                                          "pretrend_event_p"}
     out = {"pretrend_wald": statistic, "pretrend_df": len(ks), "pretrend_p": float(chi2.sf(statistic, len(ks)))}
-    if ratio > WALD_WARN_RATIO:
-        out["pretrend_note"] = f"{crowded}: it rejects too often here; prefer pretrend_event_p"
+    if drift > WALD_WARN_DRIFT:
+        out["pretrend_note"] = f"{crowded}: it rejects too often; prefer pretrend_event_p"
     return out
 
 

@@ -259,11 +259,10 @@ PROFILE_METRICS = {
                        "effects after training, ATT(g, t) for t >= g, with this series' (Lesci et al.'s finding iii), "
                        "and the number of cells; or a note why not",
     "pretrend_p": "p-value of the Wald test that every placebo effect (before training) is zero: small values "
-                  "say the design's assumption (parallel trends) fails; pretrend_wald, pretrend_df beside it. The "
-                  "test is asymptotic: with small cohorts (tens of samples) and many placebos it rejects too often "
-                  "(~15% at 5% with cohorts of 40 and 10 placebos; ~5% with cohorts of 200). None, with "
-                  "pretrend_note, when the placebos' covariance is singular (cohorts with fewer samples than "
-                  "placebos) or there are more than 2,000 placebos",
+                  "say the design's assumption (parallel trends) fails; pretrend_wald, pretrend_df beside it. Its "
+                  "covariance is estimated from each cohort's members, so it drifts above the chi-squared when "
+                  "cohorts are small against their placebos: None, with pretrend_note, when that drift exceeds "
+                  "one standard deviation (or the covariance is singular), a warning from a quarter of one",
     "pretrend_event_p": "p-value of the Wald test that the event-time placebos (e < 0, each pooling every cohort) "
                         "are jointly zero (pretrend_event_wald, pretrend_event_df beside it): valid whatever the "
                         "cohorts' sizes, the test to read when cohorts are small against their placebos",
