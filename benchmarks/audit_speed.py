@@ -199,7 +199,7 @@ import resource, sys, json, time
 from memaudit.inputs.config import load_config
 from memaudit.engine.plan import RunOptions, make_plan
 from memaudit.engine.run import run_audit
-from memaudit.engine.events import CheckpointFinished, CheckpointStarted
+from memaudit.results.events import CheckpointFinished, CheckpointStarted
 marks = {}
 def on_event(event):
     if isinstance(event, CheckpointStarted):

@@ -24,11 +24,12 @@ __all__ = ["audit", "audit_model", "LiveSeries", "probe", "series_probe", "Colum
 
 
 def __getattr__(name: str):
-    """`plots`, `AuditReport` and `read_report` on first use (they import matplotlib's helpers, pydantic)."""
+    """`plots` (memaudit/plots.py), `AuditReport` and `read_report` on first use (they import matplotlib's helpers,
+    pydantic)."""
     if name == "plots":
-        from memaudit.report import plots
+        import importlib
 
-        return plots
+        return importlib.import_module("memaudit.plots")
     if name in ("AuditReport", "read_report"):
         from memaudit.results import schema
 

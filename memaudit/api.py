@@ -34,7 +34,7 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
     bars on stderr; `params` sets probe parameters over the yaml's, as for audit_model
     (`params={"memorization": {"k": 16}}`); `outputs` writes the report as output media, as the command line's
     `--json`, `--html`, `--junit-xml` do (`outputs={"html": "audit.html"}`; memaudit.report.media); `on_event` is
-    called with each of the run's typed events as it happens (memaudit.engine.events: SeriesStarted,
+    called with each of the run's typed events as it happens (memaudit.results.events: SeriesStarted,
     CheckpointStarted, TokensScored, ShardScored, CheckpointFinished, RunFinished). A checkpoint
     that fails to load gives `status == "error"`, a failed check `status == "failed"`; bad input raises.
     """
@@ -53,7 +53,7 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
         raise ConfigError(f"memaudit.audit(): samples_out must be a folder path, not {type(samples_out).__name__}.")
     cfg, digest, path = configuration(config)
     if params:  # over the yaml's, each probe's mapping merged; part of the configuration's hash
-        from memaudit.engine.identity import digest as hash_of
+        from memaudit.hashing import digest as hash_of
 
         cfg = cfg.model_copy(update={"probes": {**cfg.probes, **{name: {**(cfg.probes.get(name) or {}), **values}
                                                                  for name, values in params.items()}}})
@@ -77,9 +77,10 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
 
         with AuditProgress(make_console(stderr=True)) as bars:
             report = run_audit(plan, digest, opts, bars)
+    from memaudit.engine.registry import figure_makers
     from memaudit.report.media import write_all
 
-    write_all(report, media)
+    write_all(report, media, makers=figure_makers(plan.config.probe_paths) if media.get("html") else ())
     return report
 
 

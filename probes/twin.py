@@ -79,11 +79,9 @@ def fig_twin(report):
 
 
 def _validate(params: dict, config) -> None:
-    from memaudit.errors import ConfigError
+    from memaudit.inputs.twins import require_reference
 
-    if not any(s.reference for s in config.series):
-        raise ConfigError("The twin probe compares a series with its twin, but no series of the yaml names one: add "
-                          "'reference: <twin series>' to the series that saw the inserted data.")
+    require_reference(config.series)
 
 
 @series_probe(metrics=METRICS, uses=("memorization",), opt_in=True, figures=(fig_twin,), validate=_validate,
@@ -99,15 +97,12 @@ def twin(panel, panels, series, series_configs, datasets):
     config = series_configs.get(series.name)
     if panel is None or config is None or config.reference is None or panels.get(config.reference) is None:
         return {}
+    from memaudit.inputs.twins import pairs
+
     other = panels[config.reference]
     theirs = other.steps
-    if config.reference_at == "last":
-        pairs = [(i, len(theirs) - 1) for i in range(len(panel.steps))]
-    else:
-        pairs = [(i, theirs.index(step)) for i, step in enumerate(panel.steps) if step in theirs]
-    compared = {i for i, _ in pairs}
-    missing = [step for i, step in enumerate(panel.steps) if i not in compared]
-    mine, at = [p for p, _ in pairs], [q for _, q in pairs]
+    paired, missing = pairs(panel.steps, theirs, config.reference_at)
+    mine, at = [p for p, _ in paired], [q for _, q in paired]
     steps = {"steps": [panel.steps[i] for i in mine], "twin_steps": [theirs[j] for j in at],
              "steps_missing": missing}
     out, scores = {}, {}

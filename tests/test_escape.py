@@ -122,7 +122,7 @@ def test_samples_out_never_follows_a_planted_link(rows_config, run_cli, tmp_path
 def test_figures_escape_names_but_keep_matplotlib_s_own_math_text():
     """Log axes label their ticks with math text ($10^{3}$): it must stay on; a `$` in a name is escaped."""
     pytest.importorskip("matplotlib")
-    from memaudit.report import plots
+    from memaudit import plots
 
     assert plots.pyplot().rcParams["text.parse_math"]
     report = hand_report(series="cost $5 [x]")

@@ -1,4 +1,4 @@
-"""The run as a stream of typed events (memaudit/engine/events.py): their order, what they carry, and that the
+"""The run as a stream of typed events (memaudit/results/events.py): their order, what they carry, and that the
 progress display reads them by type."""
 
 import dataclasses
@@ -8,7 +8,7 @@ import pytest
 
 def test_an_audit_emits_its_events_in_order(basic_config):
     import memaudit
-    from memaudit.engine.events import (
+    from memaudit.results.events import (
         CheckpointFinished,
         CheckpointStarted,
         RunFinished,
@@ -31,7 +31,7 @@ def test_an_audit_emits_its_events_in_order(basic_config):
 
 
 def test_the_progress_display_follows_the_events():
-    from memaudit.engine.events import CheckpointFinished, CheckpointStarted, SeriesStarted, ShardScored, TokensScored
+    from memaudit.results.events import CheckpointFinished, CheckpointStarted, SeriesStarted, ShardScored, TokensScored
     from memaudit.report.progress import AuditProgress
     from memaudit.report.render import make_console
     from memaudit.results.schema import CheckpointResult

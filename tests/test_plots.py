@@ -78,7 +78,7 @@ def test_missing_data_skips_the_figure_and_pngs_are_written(tmp_path):
     from memaudit.probes.pos import fig_pos
     from memaudit.probes.privacy import fig_privacy
 
-    from memaudit.report.plots import write_figures
+    from memaudit.plots import write_figures
 
     bare = _report(with_pos=False, with_forgetting=False)
     assert fig_pos(bare) is None and fig_forgetting(bare) is None and fig_privacy(bare) is None
@@ -88,9 +88,10 @@ def test_missing_data_skips_the_figure_and_pngs_are_written(tmp_path):
 
 
 def test_html_is_self_contained_with_every_section():
+    from memaudit.engine.registry import figure_makers
     from memaudit.report.html import render_html
 
-    page = render_html(_report())
+    page = render_html(_report(), makers=figure_makers())
     for section in ("id='provenance'", "id='checks'", "id='tables'", "id='figures'", "fig-memorization", "fig-pos"):
         assert section in page
     assert not re.findall(r"(?:src|href)=['\"]?(?:https?:)?//", page)
@@ -158,9 +159,10 @@ def _sections(page: str) -> list[str]:
 
 
 def test_html_reads_verdict_checks_figures_tables_then_provenance():
+    from memaudit.engine.registry import figure_makers
     from memaudit.report.html import render_html
 
-    page = render_html(_report())
+    page = render_html(_report(), makers=figure_makers())
     assert _sections(page) == ["checks", "figures", "tables", "series", "provenance"]
     assert page.index("class='verdict'") < page.index("id='checks'")
     assert "<details><summary>" in page[page.index("id='provenance'"):]  # provenance collapsed
@@ -228,5 +230,7 @@ def test_without_matplotlib_plot_says_what_to_install_and_html_has_no_figures(tm
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     code, _, err = run_cli("plot", tmp_path / "r.json", "--out", tmp_path / "figs")
     assert code == 2 and 'pip install "memaudit-lm[plot]"' in err and "Traceback" not in err
-    page = render_html(_report())
+    from memaudit.engine.registry import figure_makers
+
+    page = render_html(_report(), makers=figure_makers())
     assert "No figures: Figures need matplotlib" in page and "id='checks'" in page

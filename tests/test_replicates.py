@@ -62,7 +62,7 @@ def test_the_terminal_and_the_figures_show_the_spread(seeded, tmp_path):
 
     from rich.console import Console
 
-    from memaudit.report.plots import figures
+    from memaudit.plots import figures
     from memaudit.report.render import render_report
 
     _, report = seeded

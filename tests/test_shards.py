@@ -186,7 +186,7 @@ def test_progress_shows_each_shard_with_samples_per_second_and_an_eta():
 
     from rich.console import Console
 
-    from memaudit.engine.events import CheckpointStarted, SeriesStarted, ShardScored
+    from memaudit.results.events import CheckpointStarted, SeriesStarted, ShardScored
     from memaudit.report.progress import AuditProgress
 
     log = io.StringIO()
@@ -204,7 +204,7 @@ def test_progress_shows_each_shard_with_samples_per_second_and_an_eta():
 
 
 def test_numbered_ids_behave_as_the_list_of_their_strings():
-    from memaudit.inputs.data import NumberedIds
+    from memaudit.inputs.samples import NumberedIds
 
     ids, listed = NumberedIds("d:", 5, 10), [f"d:{i}" for i in range(5, 15)]
     assert ids == listed and listed == ids and list(ids) == listed and len(ids) == 10

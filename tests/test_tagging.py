@@ -179,7 +179,7 @@ def test_text_products_are_made_in_the_background_and_a_failure_reaches_the_read
     import threading
 
     from memaudit.errors import ConfigError
-    from memaudit.inputs.text_products import TextProducts
+    from memaudit.engine.text_products import TextProducts
 
     started, release = threading.Event(), threading.Event()
 

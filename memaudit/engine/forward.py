@@ -242,7 +242,7 @@ def record_windows(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.nda
 
     lengths: (rows,) tokens per row. Returns per window (windows,) each: its row, its first token in the row, its
     input length, and the first of its input positions whose product is kept (earlier ones are context)."""
-    from memaudit.inputs.records import windows_per_record
+    from memaudit.inputs.samples import windows_per_record
 
     targets = lengths - 1  # (rows,)
     count = windows_per_record(lengths, window)  # (rows,)

@@ -34,13 +34,8 @@ import inspect
 import json
 import types
 from pathlib import Path
-from typing import Any
 
-
-def digest(*parts: Any) -> str:
-    """sha256 hex of JSON-encoded parts (sorted keys; other objects as their str)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
+from memaudit.hashing import digest
 
 LIBRARIES = ("torch", "transformers", "accelerate", "tokenizers", "safetensors", "numpy", "spacy")
 

@@ -178,6 +178,12 @@ def collect(paths: list[Path]) -> list[ProbeDef]:
     return list(found.values())
 
 
+def figure_makers(probe_paths=()) -> list[tuple[str, Callable]]:
+    """(probe name, figure function) of every figure the standard probes and the probe files in `probe_paths`
+    declare: what the renderers (memaudit.report) draw a report's figures with."""
+    return [(p.name, make) for p in collect([standard_probe_dir(), *map(Path, probe_paths)]) for make in p.figures]
+
+
 def _probes_in(file: Path) -> list[ProbeDef]:
     module = _standard_module(file) or _module_of_file(file)
     return _checked(module, file)

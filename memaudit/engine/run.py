@@ -3,67 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from memaudit.engine.checkpoint import agreed, audit_checkpoint, check_inputs, from_journal, journaled_rows, lookup
-from memaudit.engine.events import CheckpointFinished, CheckpointStarted, RunFinished, SeriesStarted, Subscriber
+from memaudit.results.events import CheckpointFinished, CheckpointStarted, RunFinished, SeriesStarted, Subscriber
 from memaudit.engine.plan import Plan, RunOptions
 from memaudit.engine.registry import call_series_probes, jsonable
 from memaudit.engine.series import SeriesContext, open_series
+from memaudit.engine.state import RunState, now
 from memaudit.errors import ConfigError, ExitCode
-from memaudit.inputs.config import AuditConfig, RunConfig, apply_overrides
-from memaudit.inputs.ledger import Ledger
+from memaudit.inputs.config import apply_overrides
+from memaudit.inputs.twins import check_resolved
 from memaudit.results.checks import compare_to_baseline, evaluate_checks, validate_check_targets
 from memaudit.results.replicates import replicate_groups
-from memaudit.results.schema import AuditReport, CheckpointResult, DatasetInfo, ProbeInfo, Provenance, SeriesResult
+from memaudit.results.schema import AuditReport, CheckpointResult, ProbeInfo, Provenance, SeriesResult
 from memaudit.version import __version__
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class _Run:
-    """One audit in progress: its settings, stores and what it has produced so far (so an interrupted
-    run can still report it)."""
-
-    plan: Plan
-    config: AuditConfig  # the yaml with the command line's overrides
-    opts: RunOptions
-    emit: Subscriber
-    device: Any  # torch.device
-    processes: Any  # accelerate's PartialState
-    resolved: list  # (SeriesConfig, [Checkpoint]) per series
-    cache: Any  # ProductsCache
-    journal: Any  # Journal
-    shards: Any  # ShardJournal: finished shards of checkpoints in progress
-    started: str = field(default_factory=lambda: _now())
-    t0: float = field(default_factory=time.perf_counter)
-    series: list[SeriesResult] = field(default_factory=list)
-    datasets: dict[str, DatasetInfo] = field(default_factory=dict)
-    ledgers: dict[str, Ledger | None] = field(default_factory=dict)
-    said: dict = field(default_factory=dict)  # tagger, identifiers, text_included: for the provenance
-    panels: dict = field(default_factory=dict)  # series name -> its per-sample Panel (when a series probe reads one)
-    unwritten: list[str] = field(default_factory=list)  # outputs that could not be written, with why
-    config_hash: str = ""  # of the yaml: the report's provenance and the --samples-out files' metadata say it
-    batch_size: int | None = None  # the batch size chosen when the user fixed none
-    field_types: dict = field(default_factory=dict)  # group_by field -> (its type, where first seen): one per run
-
-    @property
-    def run_cfg(self) -> RunConfig:
-        return self.config.run
 
 
 def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Subscriber | None = None) -> AuditReport:
     """Run every probe on every checkpoint of every series and return the report; `on_event` receives the run's
-    events as they happen (memaudit.engine.events).
+    events as they happen (memaudit.results.events).
 
     User errors (bad data, missing revision) raise MemauditError; Ctrl-C returns a partial
     report with status `interrupted`.
@@ -86,7 +48,7 @@ def run_audit(plan: Plan, config_hash: str, opts: RunOptions, on_event: Subscrib
     return report
 
 
-def run_series_probes(run: _Run) -> None:
+def run_series_probes(run: RunState) -> None:
     """Every series probe on every series of the run, on its checkpoints that have no error."""
     for series in run.series:
         series.results = call_series_probes(run.plan.series_probes, {
@@ -97,7 +59,7 @@ def run_series_probes(run: _Run) -> None:
             "ledger": run.ledgers[series.name], "ledgers": run.ledgers, "all_series": run.series})
 
 
-def start_in_memory(plan: Plan, command: str) -> _Run:
+def start_in_memory(plan: Plan, command: str) -> RunState:
     """A run whose checkpoints are models already in memory (memaudit.api.LiveSeries): this process alone, no
     products cache and no journal (weights in memory have no identity to key them by)."""
     from types import SimpleNamespace
@@ -106,18 +68,18 @@ def start_in_memory(plan: Plan, command: str) -> _Run:
     from memaudit.engine.products import ProductsCache
     from memaudit.engine.shards import ShardJournal
 
-    return _Run(plan, plan.config, RunOptions(use_cache=False, command=command), lambda *a, **k: None, None,
+    return RunState(plan, plan.config, RunOptions(use_cache=False, command=command), lambda *a, **k: None, None,
                 SimpleNamespace(num_processes=1, is_main_process=True, process_index=0), [],
                 ProductsCache(None, enabled=False), Journal(None, enabled=False), ShardJournal(None, enabled=False))
 
 
-def finish(run: _Run, config_hash: str) -> AuditReport:
+def finish(run: RunState, config_hash: str) -> AuditReport:
     """Series probes, checks and the report of what the run has so far."""
     run_series_probes(run)
     return _report(run, config_hash, interrupted=False)
 
 
-def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> _Run:
+def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> RunState:
     """Validate the command line's values, pick the device, resolve every series and check the checks'
     targets: everything that can fail on bad input fails here, before a model loads."""
     from memaudit.engine.distributed import process_state
@@ -125,7 +87,11 @@ def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> _Run:
     from memaudit.engine.journal import Journal
     from memaudit.engine.products import ProductsCache
     from memaudit.engine.shards import ShardJournal
-    from memaudit.inputs.sources import check_series_name_clash, resolve_series, set_hub_policy
+    from memaudit.inputs.sources import (
+        check_series_name_clash,
+        resolve_series,
+        set_hub_policy,
+    )
 
     if opts.samples_out is not None:
         from memaudit.engine.samples_out import require_pyarrow
@@ -149,37 +115,11 @@ def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> _Run:
     for _, checkpoints in resolved:
         check_series_name_clash(checkpoints)
     validate_check_targets(config, {s.display_name: [c.name for c in cs] for s, cs in resolved})
-    _check_twins(resolved)
-    return _Run(plan, config, opts, emit, device, processes, resolved,
+    check_resolved(resolved)
+    return RunState(plan, config, opts, emit, device, processes, resolved,
                 ProductsCache(config.run.cache_dir, enabled=opts.use_cache),
                 Journal(config.run.cache_dir, enabled=opts.use_cache),
                 ShardJournal(config.run.cache_dir, enabled=opts.use_cache))
-
-
-def _check_twins(resolved: list) -> None:
-    """A series and its `reference` twin share a tokenizer, and the twin has a checkpoint at every step the series
-    is compared at (the same step, or its last); else a ConfigError before any checkpoint loads."""
-    from memaudit.inputs.sources import available, load_tokenizer, tokenizer_fingerprint
-
-    by_name = {s.display_name: (s, checkpoints) for s, checkpoints in resolved}
-    for s, checkpoints in resolved:
-        if s.reference is None or not checkpoints:
-            continue
-        _, twin = by_name[s.reference]
-        if not twin:
-            continue
-        mine, theirs = (tokenizer_fingerprint(load_tokenizer(available(cs)[0])) for cs in (checkpoints, twin))
-        if mine != theirs:
-            raise ConfigError(f"Series '{s.display_name}' and its reference '{s.reference}' tokenize differently "
-                              f"(fingerprints {mine} vs {theirs}): a twin must share the tokenizer and vocabulary, "
-                              "so the same samples mean the same tokens to both.")
-        steps = {c.step for c in twin}
-        for c in checkpoints if s.reference_at == "same_step" else ():
-            if c.step not in steps:
-                near = min((x for x in steps if x is not None), key=lambda x: abs(x - (c.step or 0)), default=None)
-                raise ConfigError(f"Series '{s.display_name}': its reference '{s.reference}' has no checkpoint at "
-                                  f"step {c.step} ({c.name}); the nearest is step {near}. Audit the same steps in "
-                                  "both, or set 'reference_at: last' to compare with the twin's last checkpoint.")
 
 
 def _check_cache_writable(cache_dir) -> None:
@@ -195,7 +135,7 @@ def _check_cache_writable(cache_dir) -> None:
                           "$MEMAUDIT_CACHE): point it at a writable folder, or run with --no-cache.") from None
 
 
-def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
+def _report(run: RunState, config_hash: str, interrupted: bool) -> AuditReport:
     """Checks, status, exit code and provenance around what the run produced."""
     from importlib.metadata import version
 
@@ -229,7 +169,7 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
         masking=f"fraction {run_cfg.mask_fraction}, seed {run_cfg.mask_seed}",
         config_path=opts.config_path, config_hash=config_hash, command=opts.command or " ".join(sys.argv),
         samples_out=str(opts.samples_out.resolve()) if opts.samples_out else None,
-        started_at=run.started, finished_at=_now(), duration_s=round(time.perf_counter() - run.t0, 3))
+        started_at=run.started, finished_at=now(), duration_s=round(time.perf_counter() - run.t0, 3))
     probes = [ProbeInfo(name=p.name, kind=p.kind, source=p.source, products=p.products, params=jsonable(p.params),
                         metrics=p.metrics, show=list(p.show), columns=p.columns) for p in run.plan.probes]
     return AuditReport(status=status, exit_code=int(exit_code), provenance=provenance,
@@ -238,7 +178,7 @@ def _report(run: _Run, config_hash: str, interrupted: bool) -> AuditReport:
                        replicates=replicate_groups(run.series), text_included=run.said.get("text_included", False))
 
 
-def _audit_series(run: _Run, series_cfg, checkpoints) -> bool:
+def _audit_series(run: RunState, series_cfg, checkpoints) -> bool:
     """Audit this process's share of one series' checkpoints; True when -x stopped the run. With several
     processes and fewer checkpoints than processes, every process takes part in every checkpoint instead,
     scoring its share of the shards (`sampled`)."""

@@ -13,14 +13,14 @@ from memaudit.inputs.ledger import Ledger, read_ledger
 from memaudit.results.schema import SeriesResult
 
 if TYPE_CHECKING:
-    from memaudit.engine.run import _Run
+    from memaudit.engine.state import RunState
 
 
 @dataclass
 class SeriesContext:
     """What every checkpoint of one series is audited with, and the keys its results are stored under."""
 
-    run: _Run
+    run: RunState
     series: SeriesResult
     samples: dict  # data set name -> Samples
     text_products: dict  # data set name -> {product: value}
@@ -61,7 +61,7 @@ class SeriesContext:
     def shard_key(self, ckpt, name: str, part: slice) -> str:
         """What a finished shard's columns depend on: the products' key, the data set's content (ids and
         steps too), the shard's bounds, the series-wide inputs and the code and parameters of its probes."""
-        from memaudit.engine.identity import digest
+        from memaudit.hashing import digest
 
         return digest("shard", self.products_key(ckpt, name), self.samples[name].fingerprint, part.start, part.stop,
                       self.inputs, {p: self.probe_keys[p] for p in sorted(self.row_probes(name))})
@@ -89,20 +89,20 @@ class SeriesContext:
         return products_key(ckpt.identity, self.samples[dataset].sha256, self.settings(ckpt))
 
 
-def open_series(run: _Run, series_cfg, checkpoints) -> SeriesContext:
+def open_series(run: RunState, series_cfg, checkpoints) -> SeriesContext:
     """Tokenizer, samples, ledger and text products of one series; its SeriesResult joins the run."""
     ledger = _ledger_for(series_cfg)
     tokenizer, fingerprint = _series_tokenizer(series_cfg.display_name, checkpoints)
     return series_context(run, _series_result(series_cfg, ledger, fingerprint), tokenizer, ledger)
 
 
-def series_context(run: _Run, series: SeriesResult, tokenizer, ledger: Ledger | None,
+def series_context(run: RunState, series: SeriesResult, tokenizer, ledger: Ledger | None,
                    data: dict | None = None) -> SeriesContext:
     """Samples and text products of a series audited with `tokenizer` (`data`: records in memory for a
     data set, by name, instead of its file); `series` joins the run."""
-    from memaudit.engine.identity import digest
+    from memaudit.hashing import digest
     from memaudit.inputs.data import check_field_types, load_samples
-    from memaudit.inputs.text_products import text_products as make_text_products
+    from memaudit.engine.text_products import text_products as make_text_products
     from memaudit.results.checks import validate_check_groups
 
     fingerprint = series.tokenizer
@@ -169,12 +169,11 @@ def _series_tokenizer(series_name: str, checkpoints):
     Checkpoints whose tokenizer.json is byte-identical to the first one's are not loaded; any other
     is loaded and compared by what decides tokenization."""
     from memaudit.inputs.sources import (
+        available,
         load_tokenizer,
         tokenizer_file_digest,
         tokenizer_fingerprint,
     )
-
-    from memaudit.inputs.sources import available
 
     first, *rest = available(checkpoints)
     tokenizer = load_tokenizer(first)

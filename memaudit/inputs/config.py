@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from memaudit.errors import ConfigError, did_you_mean
 from memaudit.atomic import read_text_file
 from memaudit.inputs.hub_data import is_hub_path, parse_hub_path
+from memaudit.inputs.twins import check_references
 from memaudit.names import ALL, reads_as_group
 
 DatasetRole = Literal["train", "valid", "special", "canary", "forget", "retain", "holdout", "other"]
@@ -433,19 +434,7 @@ class AuditConfig(YamlModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
-        names = [s.display_name for s in self.series]
-        for s in self.series:
-            if s.reference is None:
-                continue
-            if s.reference not in names:
-                raise ValueError(f"series '{s.display_name}': reference '{s.reference}' is no series of the yaml."
-                                 f"{did_you_mean(s.reference, names)} Series: {', '.join(names)}")
-            if s.reference == s.display_name:
-                raise ValueError(f"series '{s.display_name}' names itself as its reference: name its twin")
-            twin = next(t for t in self.series if t.display_name == s.reference)
-            if twin.reference is not None:
-                raise ValueError(f"series '{s.display_name}' refers to '{s.reference}', which refers to "
-                                 f"'{twin.reference}': a reference must be a series without a reference of its own")
+        check_references(self.series)
         for role in SINGLE_ROLES:
             named = [d.name for d in self.datasets if d.role == role]
             if len(named) > 1:

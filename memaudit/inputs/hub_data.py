@@ -1,4 +1,5 @@
-"""Data files of Hugging Face Hub data set repositories: `path: hf://datasets/<owner>/<name>[@<revision>]/<file>`.
+"""Paths of data files in Hugging Face Hub data set repositories: `path: hf://datasets/<owner>/<name>[@<revision>]/<file>`
+(their form only: memaudit.inputs.sources.fetch_hub_file downloads them).
 
 The file is downloaded into the HF cache with huggingface_hub (the same client, cache, endpoint and offline mode as
 the checkpoints) and read as a local file of its kind: Hubble's `passages_gutenberg_popular_nodup.jsonl.gz` as the
@@ -8,7 +9,6 @@ upstream tasks read it. Its content decides the data fingerprint, as for any fil
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 HUB_PATH = re.compile(r"hf:/+datasets/(?P<repo>[^/@]+/[^/@]+)(?:@(?P<revision>[^/]+))?/(?P<file>.+)")
 """`hf://datasets/owner/name[@revision]/file` (a Path keeps one slash after `hf:`)."""
@@ -26,24 +26,6 @@ def parse_hub_path(path) -> tuple[str, str | None, str]:
         raise ValueError(f"'{shown(path)}' is not a Hub data set file: write hf://datasets/<owner>/<name>/<file> (or "
                          "hf://datasets/<owner>/<name>@<revision>/<file>)")
     return m.group("repo"), m.group("revision"), m.group("file")
-
-
-def fetch_hub_file(path, name: str) -> Path:
-    """The local copy (in the HF cache) of a Hub data set file, downloaded when it is not there; SourceUnavailable
-    when the repository, revision or file cannot be had (offline without it in the cache, gone, a failing server
-    after the retries)."""
-    from huggingface_hub import hf_hub_download
-
-    from memaudit.errors import SourceUnavailable
-    from memaudit.inputs.sources import _hub_errors, retried
-
-    repo, revision, file = parse_hub_path(path)
-
-    try:
-        return Path(retried(hf_hub_download, repo, file, repo_type="dataset", revision=revision,
-                            guard=_hub_errors(repo, revision or "main")))
-    except SourceUnavailable as e:
-        raise SourceUnavailable(f"Data set '{name}': {shown(path)} cannot be had: {e}") from e
 
 
 def shown(path) -> str:

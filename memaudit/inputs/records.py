@@ -18,6 +18,7 @@ import numpy as np
 
 from memaudit.errors import ConfigError
 from memaudit.inputs.config import DatasetConfig
+from memaudit.inputs.samples import Samples, check_vocabulary, field_values, record_steps
 
 PAD = 0  # the id after a row's tokens: never read (every product past a row's length is dropped)
 
@@ -65,12 +66,6 @@ def nested_value(record: dict, path: str, where: str):
     return value
 
 
-def windows_per_record(lengths: np.ndarray, window: int) -> np.ndarray:
-    """(records,) windows the model reads per record (memaudit.engine.forward.record_windows): one for a record whose
-    targets (lengths - 1) fit the window, one per `window` targets (the last one fewer) for a longer one."""
-    return np.maximum(1, -(-(lengths - 1) // window))
-
-
 PADDED_BYTES = 2 << 30  # the padded token rows may take this much beyond 8 bytes x 8 per real token
 
 
@@ -96,7 +91,6 @@ def whole_records(config: DatasetConfig, records: list[tuple[int, dict]], tokeni
     """Samples of whole records (validated `(line, record)` pairs of `text` or `tokens`): each the prefix and its
     tokens, padded after them; ids from `id` (else the record's index), steps from `seen_at_step`, the group_by
     field (dotted names read nested keys). A record with nothing to score is an error naming it."""
-    from memaudit.inputs.data import Samples, _field_values, check_vocabulary, record_steps
 
     where = lambda line: f"Data set '{config.name}': record {line} of '{config.path}'"
     kind, token = resolve_prefix(config, tokenizer)
@@ -144,5 +138,5 @@ def whole_records(config: DatasetConfig, records: list[tuple[int, dict]], tokeni
                       cut=np.asarray(cut, dtype=np.int64), prefix=(kind, token))
     if config.group_by is not None:
         values = [nested_value(r, config.group_by, where(line)) for line, r in records]
-        samples.fields[config.group_by] = _field_values(config, values, lambda i: where(records[i][0]))
+        samples.fields[config.group_by] = field_values(config, values, lambda i: where(records[i][0]))
     return samples

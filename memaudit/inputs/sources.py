@@ -11,6 +11,7 @@ from pathlib import Path
 from memaudit.errors import ConfigError, SourceUnavailable, did_you_mean
 from memaudit.inputs.config import RevisionSelection, SeriesConfig
 from memaudit.inputs.families import parse_checkpoint
+from memaudit.inputs.hub_data import parse_hub_path, shown
 
 WEIGHT_FILES = ("*.safetensors",)
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -525,3 +526,18 @@ def check_series_name_clash(checkpoints: list[Checkpoint]) -> None:
     if dupes:
         raise ConfigError(f"Series '{checkpoints[0].series}' lists {', '.join(dupes)} more than once. "
                           "Remove the repeats from 'revisions'.")
+
+
+def fetch_hub_file(path, name: str) -> Path:
+    """The local copy (in the HF cache) of a Hub data set file, downloaded when it is not there; SourceUnavailable
+    when the repository, revision or file cannot be had (offline without it in the cache, gone, a failing server
+    after the retries)."""
+    from huggingface_hub import hf_hub_download
+
+    repo, revision, file = parse_hub_path(path)
+
+    try:
+        return Path(retried(hf_hub_download, repo, file, repo_type="dataset", revision=revision,
+                            guard=_hub_errors(repo, revision or "main")))
+    except SourceUnavailable as e:
+        raise SourceUnavailable(f"Data set '{name}': {shown(path)} cannot be had: {e}") from e

@@ -170,28 +170,3 @@ def tag_samples(tokens: np.ndarray, tokenizer, nlp, batch_size: int = 256, n_pro
         words = [(t.idx, t.idx + len(t.text), t.pos_) for t in doc]
         out[i, :len(spans) - 1] = align(text, spans, words)[1:]  # targets start at position 1
     return out
-
-
-class TagCache:
-    """Tags per (sample tokens, tokenizer, pipeline), stored beside the products cache."""
-
-    def __init__(self, root: Path | None, enabled: bool = True):
-        from memaudit.engine.store import KeyedStore
-
-        self.store = KeyedStore(root, "tags", ".npz", enabled)
-
-    @staticmethod
-    def _key(data_sha: str, tokenizer_fp: str, pipeline: str) -> str:
-        from memaudit.engine.identity import digest, engine_fingerprint
-
-        return digest("tags", data_sha, tokenizer_fp, pipeline, TAGS, engine_fingerprint())
-
-    def get(self, data_sha: str, tokenizer_fp: str, pipeline: str, shape) -> np.ndarray | None:
-        """The cached tags when they are there with `shape`; else None."""
-        arrays = self.store.read_arrays(self._key(data_sha, tokenizer_fp, pipeline))
-        tags = (arrays or {}).get("tags")
-        return tags if tags is not None and tags.shape == tuple(shape) else None
-
-    def put(self, data_sha: str, tokenizer_fp: str, pipeline: str, tags: np.ndarray) -> None:
-        """Store the tags of one data set."""
-        self.store.write_arrays(self._key(data_sha, tokenizer_fp, pipeline), {"tags": tags})

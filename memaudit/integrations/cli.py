@@ -65,7 +65,7 @@ def cmd_run(args) -> int:
         report = run_audit(plan, config_hash, opts, on_event=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # other processes of a multi-process run: the main one reports
         return report.exit_code
-    write_all(report, media)
+    write_all(report, media, **_writers_context(media, plan.config.probe_paths))
     if args.save_baseline:
         write_report(report, args.save_baseline)
     render_report(report, _console(), quiet=args.quiet)
@@ -152,14 +152,26 @@ def cmd_show(args) -> int:
     for path in filter(None, media.values()):
         check_writable(path)
     report = _open_report(args.report)
-    write_all(report, media)
+    write_all(report, media, **_writers_context(media))
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
 
 
+def _writers_context(media: dict, probe_paths=()) -> dict:
+    """What the media asked for take beyond the report: the probes' figure functions (HTML), collected only when a
+    medium takes them."""
+    from memaudit.report.media import medium
+
+    if not any("makers" in medium(name).takes for name, path in media.items() if path):
+        return {}
+    from memaudit.engine.registry import figure_makers
+
+    return {"makers": figure_makers(probe_paths)}
+
+
 def cmd_plot(args) -> int:
     """Write PNG figures of a saved report (no torch import)."""
-    from memaudit.report.plots import pyplot, write_figures
+    from memaudit.plots import pyplot, write_figures
 
     pyplot()  # matplotlib is there, or say what to install before reading anything
 

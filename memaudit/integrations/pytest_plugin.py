@@ -61,9 +61,11 @@ class AuditFile(pytest.File):
             return
         report = run_audit(make_plan(config), digest, RunOptions(config_path=str(self.path),
                                                                  command="pytest --memaudit"))
+        from memaudit.engine.registry import figure_makers
         from memaudit.report.media import offered, write_all
 
-        write_all(report, {m.name: self.config.getoption(f"memaudit_{m.dest}") for m in offered("run")})
+        media = {m.name: self.config.getoption(f"memaudit_{m.dest}") for m in offered("run")}
+        write_all(report, media, makers=figure_makers(config.probe_paths) if media.get("html") else ())
         from memaudit.report.render import terminal_safe
 
         report = terminal_safe(report)  # names reach pytest's terminal as data

@@ -159,15 +159,16 @@ def checks(report: AuditReport) -> str:
     return "\n".join(out)
 
 
-def figures_section(report: AuditReport, probe_paths=()) -> str:
-    """Every figure `memaudit plot` makes for this report, inline, with its caption."""
+def figures_section(report: AuditReport, makers=()) -> str:
+    """Every figure `memaudit plot` makes for this report, inline, with its caption (`makers`: the probes' figure
+    functions, as memaudit.report.plots.figure_list takes them)."""
     from memaudit.report.plots import figure_list, png_bytes
 
     from memaudit.errors import ConfigError
 
     out = ["<h2 id='figures'>Figures</h2>"]
     try:
-        made = figure_list(report, probe_paths)
+        made = figure_list(report, makers)
     except ConfigError as e:  # no matplotlib: the page without its figures, saying why
         return out[0] + f"<p class='muted'>No figures: {_e(e)}</p>"
     if not made:
@@ -269,22 +270,22 @@ def provenance(report: AuditReport) -> str:
             f"<table>{rows}</table></details>")
 
 
-def render_html(report: AuditReport, with_figures: bool = True, probe_paths=()) -> str:
-    """The whole report as one HTML document."""
+def render_html(report: AuditReport, with_figures: bool = True, makers=()) -> str:
+    """The whole report as one HTML document (with the figures of `makers`, the probes' figure functions)."""
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>memaudit report · {_e(report.status)}</title><style>{STYLE}</style></head><body>",
              verdict(report), checks(report)]
     if with_figures:
-        parts.append(figures_section(report, probe_paths))
+        parts.append(figures_section(report, makers))
     parts += [probe_tables(report), series_tables(report), replicate_tables(report), provenance(report),
               f"<script>{SORT_SCRIPT}</script></body></html>"]
     parts.insert(2, contents("\n".join(parts)))
     return "\n".join(parts)
 
 
-def write_html(report: AuditReport, path: str | Path) -> None:
-    """Write the HTML report atomically."""
+def write_html(report: AuditReport, path: str | Path, makers=()) -> None:
+    """Write the HTML report atomically, with the figures of `makers` (the probes' figure functions)."""
     from memaudit.atomic import atomic_write_text
 
-    atomic_write_text(Path(path), render_html(report))
+    atomic_write_text(Path(path), render_html(report, makers=makers))

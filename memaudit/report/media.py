@@ -4,8 +4,10 @@ the pytest plugin read alike (`memaudit run --html PATH`, `memaudit.audit(..., o
 
 A medium is a name (the option `--<name>`), the file suffix it is usually given, the commands that offer it, and its
 writer, `(report, path) -> None`, a pure function of a saved report named as "module:function" and imported only
-when that medium is written (so `memaudit --help` imports none of them). Adding a medium is a module with its
-writer and one entry in MEDIA.
+when that medium is written (so `memaudit --help` imports none of them). A writer that needs more than the report
+names it in `takes` (HTML: `makers`, the probes' figure functions, which the caller collects: a renderer imports no
+probe); the caller passes what it has to `write_all`. Adding a medium is a module with its writer and one entry in
+MEDIA.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ class Medium:
     name: str
     suffix: str
     help: str
-    writer: str  # "module:function", (report, path) -> None
+    writer: str  # "module:function", (report, path, **takes) -> None
     commands: tuple[str, ...] = ("run", "show")  # where the command line offers --<name> PATH
+    takes: tuple[str, ...] = ()  # keyword arguments the writer takes from the caller (see write_all)
 
     @property
     def option(self) -> str:
@@ -33,10 +36,12 @@ class Medium:
     def dest(self) -> str:
         return self.name.replace("-", "_")
 
-    def write(self, report, path) -> None:
-        """Write `report` to `path` as this medium (atomically, as every writer does)."""
+    def write(self, report, path, **context) -> None:
+        """Write `report` to `path` as this medium (atomically, as every writer does), with the items of `context`
+        it `takes`."""
         module, _, function = self.writer.partition(":")
-        getattr(importlib.import_module(module), function)(report, Path(path))
+        getattr(importlib.import_module(module), function)(report, Path(path),
+                                                           **{k: v for k, v in context.items() if k in self.takes})
 
 
 MEDIA: dict[str, Medium] = {m.name: m for m in [
@@ -44,7 +49,8 @@ MEDIA: dict[str, Medium] = {m.name: m for m in [
            ("run",)),
     Medium("junit-xml", ".xml", "write the checks as JUnit XML test cases", "memaudit.report.junit:write_junit",
            ("run",)),
-    Medium("html", ".html", "write a self-contained HTML report with figures", "memaudit.report.html:write_html"),
+    Medium("html", ".html", "write a self-contained HTML report with figures", "memaudit.report.html:write_html",
+           takes=("makers",)),
     Medium("csv", ".csv", "write every metric as a CSV table, one row per series, checkpoint, probe, data set and "
            "metric", "memaudit.report.csv_tables:write_metrics_csv", ("show",)),
     Medium("samples-csv", ".csv", "write every sample's values as CSV, one row per sample (from the report's "
@@ -68,8 +74,9 @@ def medium(name: str) -> Medium:
     return MEDIA[name]
 
 
-def write_all(report, outputs: dict[str, str | Path | None]) -> None:
-    """Write the report as each medium named in `outputs` (medium name -> path; None: not asked for)."""
+def write_all(report, outputs: dict[str, str | Path | None], **context) -> None:
+    """Write the report as each medium named in `outputs` (medium name -> path; None: not asked for); `context`:
+    what writers may take (`makers`: (probe name, figure function) pairs, memaudit.engine.registry.figure_makers)."""
     for name, path in outputs.items():
         if path:
-            medium(name).write(report, path)
+            medium(name).write(report, path, **context)

@@ -2,7 +2,8 @@
 
 A figure belongs to its probe: a function `fig_<name>(report)` next to the probe, declared with
 `@probe(..., figures=(fig_<name>,))`, returning a Figure or None when the report lacks its data;
-this module holds the shared style and helpers and draws what the report's probes declare. Colours are the
+this module holds the shared style and helpers and draws what the report's probes declare, the figure functions
+given by the caller (it imports no probe and nothing of the engine; memaudit.plots, for notebooks, finds them). Colours are the
 Okabe-Ito palette (safe for colour-blind readers); steps go on a log axis when a series spans
 more than two decades of steps (Pythia-style), with step 0 kept through a symlog axis.
 """
@@ -87,40 +88,39 @@ def draw(ax, xs, mean, sd, color, **style) -> None:
                         alpha=0.18, linewidth=0)
 
 
-def figure_list(report: AuditReport, probe_paths: list[Path] = ()) -> list[tuple[str, object, str]]:
-    """Every figure the report's probes declare and have data for: (name, Figure, caption), the caption
-    being the first sentence of the figure function's docstring (what to look for). The figures come from
-    the standard probes and from the probe files in `probe_paths` (never from paths named in the report:
-    plotting a report received from someone else runs no code of theirs)."""
+def figure_list(report: AuditReport, makers=()) -> list[tuple[str, object, str]]:
+    """Every figure the report's probes declare and have data for: (name, Figure, caption), the caption being the
+    first sentence of the figure function's docstring (what to look for). `makers`: (probe name, figure function)
+    pairs, as memaudit.engine.registry.figure_makers collects them from the standard probes and the probe files the
+    caller names (never from paths named in the report: plotting a report received from someone else runs no code
+    of theirs); this module reads only the report."""
     import inspect
 
-    from memaudit.engine.registry import collect, standard_probe_dir
     from memaudit.report.escape import escaped_report, figure_text
 
     report = escaped_report(report, figure_text)  # names are data: `$` is no math text, controls drawn as escapes
     ran = {p.name for p in report.probes} | {name for s in report.series for name in s.results} | \
         {name for s in report.series for c in s.checkpoints for name in c.results}
     out = []
-    for p in collect([standard_probe_dir(), *map(Path, probe_paths)]):
-        for make in p.figures if p.name in ran else ():
-            fig = make(report)
-            if fig is not None:
-                caption = " ".join((inspect.getdoc(make) or "").split("\n\n")[0].split())
-                out.append((make.__name__.removeprefix("fig_"), fig, caption))
+    for probe_name, make in makers:
+        fig = make(report) if probe_name in ran else None
+        if fig is not None:
+            caption = " ".join((inspect.getdoc(make) or "").split("\n\n")[0].split())
+            out.append((make.__name__.removeprefix("fig_"), fig, caption))
     return out
 
 
-def figures(report: AuditReport, probe_paths: list[Path] = ()) -> dict:
-    """Every figure the report's probes declare and have data for: name -> Figure."""
-    return {name: fig for name, fig, _ in figure_list(report, probe_paths)}
+def figures(report: AuditReport, makers=()) -> dict:
+    """Every figure the report's probes declare and have data for: name -> Figure (`makers` as for figure_list)."""
+    return {name: fig for name, fig, _ in figure_list(report, makers)}
 
 
-def write_figures(report: AuditReport, out: Path, probe_paths: list[Path] = ()) -> list[Path]:
+def write_figures(report: AuditReport, out: Path, makers=()) -> list[Path]:
     """Save every figure as `out/<name>.png`; return the paths."""
     from memaudit.atomic import atomic_write_bytes
 
     paths = []
-    for name, fig in figures(report, probe_paths).items():
+    for name, fig in figures(report, makers).items():
         path = Path(out) / f"{name}.png"
         atomic_write_bytes(path, png_bytes(fig))
         paths.append(path)

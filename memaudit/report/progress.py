@@ -13,7 +13,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from memaudit.engine.events import (
+from memaudit.results.events import (
     CheckpointFinished,
     CheckpointStarted,
     Event,
@@ -26,7 +26,7 @@ from memaudit.report.render import make_console
 
 
 class AuditProgress:
-    """Receives the run's events (memaudit.engine.events: a series started, a checkpoint started, tokens and shards
+    """Receives the run's events (memaudit.results.events: a series started, a checkpoint started, tokens and shards
     scored, a checkpoint finished) and draws a bar
     per series and, while a data set is scored in several shards, one for its shards (samples/s and ETA).
 
@@ -56,7 +56,7 @@ class AuditProgress:
         return self.progress.__exit__(*exc)
 
     def __call__(self, event: Event) -> None:
-        """One event of the run (memaudit.engine.events), told apart by its type."""
+        """One event of the run (memaudit.results.events), told apart by its type."""
         match event:
             case SeriesStarted():
                 if self.task is not None:

@@ -3,21 +3,19 @@
 files `--samples-out` wrote.
 
 Plain lists of dicts (no pandas needed): `memaudit show --csv` and `--samples-csv` write them;
-`AuditReport.to_frame()` and `AuditReport.samples_frame()` make pandas DataFrames of them.
+`AuditReport.to_frame()` and `AuditReport.samples_frame()` make pandas DataFrames of them. The functions take
+that report (memaudit.results.schema.AuditReport), which imports this module for those methods: nothing here
+imports it back.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from memaudit.errors import ConfigError
 from memaudit.results.samples import KEY_COLUMNS, probe_column
 from memaudit.results.values import ALL, flat_metrics, is_number, is_table
-
-if TYPE_CHECKING:
-    from memaudit.results.schema import AuditReport
 
 METRIC_COLUMNS = ("series", "checkpoint", "step", "tokens_seen", "n_params", "probe", "kind", "dataset", "metric",
                   "value")
@@ -29,7 +27,7 @@ INTEGER_COLUMNS = ("step", "tokens_seen", "n_params", "sample_index", "seen_at_s
 """Columns of whole numbers that may be missing: nullable integers in a DataFrame, not floats."""
 
 
-def metric_rows(report: AuditReport) -> list[dict]:
+def metric_rows(report) -> list[dict]:
     """One row per (series, checkpoint, probe, data set, metric) whose value is a number, a bool (as 0/1) or
     None (not available); a mapping of such values (per canary, per tag) gives one row per key, named
     `metric[key]`. Curves, lists and texts are left out (they are in the JSON)."""
@@ -55,7 +53,7 @@ def _rows(where: dict, results: dict, kind: str) -> list[dict]:
     return rows
 
 
-def sample_rows(report: AuditReport) -> list[dict]:
+def sample_rows(report) -> list[dict]:
     """One row per sample of every data set a probe listed with `per_sample: true` (memorization: id, M, loss,
     extractable, match_len; membership: its scores), the probes' values of one sample on one row, in the
     per-sample schema. `seen_at_step` is not in these tables (`--samples-out` has it)."""
@@ -92,7 +90,7 @@ def _merge(rows: dict, table: dict, probe: str, dataset: str | None, where: dict
                 row[probe_column(probe, name, declared).name] = values[i]
 
 
-def samples_files(report: AuditReport, folder: str | Path | None = None) -> list[Path]:
+def samples_files(report, folder: str | Path | None = None) -> list[Path]:
     """The Parquet files `--samples-out` wrote for the report's checkpoints, under `folder` (default: the
     folder the report names, `provenance.samples_out`), each checked against the SHA-256 the report recorded: a
     file that is gone, or that another run has since written over, is a ConfigError (never other rows)."""
@@ -128,7 +126,7 @@ def parquet_rows(files: list[Path]) -> list[dict]:
     return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
-def report_sample_rows(report: AuditReport, folder: str | Path | None = None) -> list[dict]:
+def report_sample_rows(report, folder: str | Path | None = None) -> list[dict]:
     """Every per-sample row of a report: its own tables, or else its `--samples-out` files; none (with a
     warning that says how to get them) when it has neither."""
     rows = sample_rows(report)

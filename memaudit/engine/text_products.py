@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
 
 from memaudit.engine.catalog import TEXT
+from memaudit.engine.identity import engine_fingerprint
+from memaudit.engine.store import KeyedStore
 from memaudit.errors import ConfigError
+from memaudit.hashing import digest
+from memaudit.inputs.tagging import TAGS
 
 
 class TextProducts(Mapping):
@@ -106,7 +113,7 @@ def text_products(probes, samples, tokenizer, fingerprint, run_cfg, use_cache,
                                                     spacy_model=run_cfg.spacy_model, lengths=s.lengths,
                                                     first=s.record_start)
         if nlp is not None:
-            from memaudit.inputs.tagging import TagCache, tag_samples
+            from memaudit.inputs.tagging import tag_samples
 
             cache = TagCache(run_cfg.cache_dir, enabled=use_cache)
             for name, s in samples.items():
@@ -125,3 +132,24 @@ def text_products(probes, samples, tokenizer, fingerprint, run_cfg, use_cache,
 
     # spaCy with several processes starts them itself: not from a thread (a fork beside torch's threads can hang)
     return TextProducts(samples, make if wanted else None, background=background and run_cfg.spacy_processes == 1), said
+
+
+class TagCache:
+    """Tags per (sample tokens, tokenizer, pipeline), stored beside the products cache."""
+
+    def __init__(self, root: Path | None, enabled: bool = True):
+        self.store = KeyedStore(root, "tags", ".npz", enabled)
+
+    @staticmethod
+    def _key(data_sha: str, tokenizer_fp: str, pipeline: str) -> str:
+        return digest("tags", data_sha, tokenizer_fp, pipeline, TAGS, engine_fingerprint())
+
+    def get(self, data_sha: str, tokenizer_fp: str, pipeline: str, shape) -> np.ndarray | None:
+        """The cached tags when they are there with `shape`; else None."""
+        arrays = self.store.read_arrays(self._key(data_sha, tokenizer_fp, pipeline))
+        tags = (arrays or {}).get("tags")
+        return tags if tags is not None and tags.shape == tuple(shape) else None
+
+    def put(self, data_sha: str, tokenizer_fp: str, pipeline: str, tags: np.ndarray) -> None:
+        """Store the tags of one data set."""
+        self.store.write_arrays(self._key(data_sha, tokenizer_fp, pipeline), {"tags": tags})
