@@ -43,11 +43,13 @@ def fig_twin(report):
     last compared checkpoint (left), and over training steps per group (right): look for the gain rising with
     duplication."""
     rows = []  # (series, data set, group value, metrics)
-    parent = {d.name: d.group_of for d in report.datasets if d.group_of is not None}  # a group -> its data set
+    groups = {d.name: d for d in report.datasets if d.group is not None}  # a group -> its data set and value
     for s in report.series:
         for name, r in s.results.get("twin", {}).items():
-            if name in parent and r.get("gain") is not None and is_number(r.get("level")):
-                rows.append((s, parent[name], float(r["level"]), r))
+            d = groups.get(name)
+            if d is not None and r.get("gain") is not None and is_number(d.group.value) \
+                    and not isinstance(d.group.value, bool):
+                rows.append((s, d.group_of, float(d.group.value), r))
     if not rows:
         return None
     plt = plots.pyplot()
@@ -137,13 +139,14 @@ def twin(panel, panels, series, series_configs, datasets):
         level = samples.fields.get(samples.config.group_by) if samples.config.group_by else None
         numeric = level is not None and level.dtype.kind in "iuf"
         held_out = np.flatnonzero(level == 0) if numeric else np.array([], dtype=int)  # never inserted
-        for group, index in samples.groups():
-            out[group] = _compare(config.reference, steps, loss, loss_twin, values, index)
+        for group in samples.groups():
+            index = group.index
+            out[group.name] = _compare(config.reference, steps, loss, loss_twin, values, index)
             if numeric:
-                out[group]["level"] = level[index[0]].item()
-            if len(held_out) and level[index[0]] != 0:  # an inserted level against the never-inserted one
-                out[group].update(auc_reference=roc_auc(reference[index], reference[held_out]),
-                                  auc_loss=roc_auc(by_loss[index], by_loss[held_out]))
+                out[group.name]["level"] = group.value
+            if len(held_out) and group.value != 0:  # an inserted level against the never-inserted one
+                out[group.name].update(auc_reference=roc_auc(reference[index], reference[held_out]),
+                                       auc_loss=roc_auc(by_loss[index], by_loss[held_out]))
     inserted = [n for n, (_, _, role) in scores.items() if role == "train"]
     held = [n for n, (_, _, role) in scores.items() if role == "valid"]
     if held:

@@ -46,9 +46,9 @@ def test_a_data_set_name_that_a_generated_name_could_take_is_refused(basic_confi
 def test_integer_group_values_beyond_a_float_stay_apart(tmp_path, tokenizer):
     big = 2 ** 53
     samples = _load(tmp_path, tokenizer, _records(tokenizer, [big, big + 1, big, 3]))
-    names = [name for name, _ in samples.groups()]
+    names = [g.name for g in samples.groups()]
     assert names == ["d[dup=3]", f"d[dup={big}]", f"d[dup={big + 1}]"]
-    assert [len(index) for _, index in samples.groups()] == [1, 2, 1]
+    assert [len(g.index) for g in samples.groups()] == [1, 2, 1]
 
 
 @pytest.mark.parametrize("values, words", [
@@ -68,8 +68,8 @@ def test_group_values_that_cannot_be_kept_exactly_are_refused_naming_the_record(
 
 def test_mixed_integer_and_float_group_values_that_floats_hold_are_one_numeric_field(tmp_path, tokenizer):
     samples = _load(tmp_path, tokenizer, _records(tokenizer, [1, 0.5, 2, 1.0]))
-    assert [name for name, _ in samples.groups()] == ["d[dup=0.5]", "d[dup=1.0]", "d[dup=2.0]"]
-    assert [len(index) for _, index in samples.groups()] == [1, 2, 1]
+    assert [g.name for g in samples.groups()] == ["d[dup=0.5]", "d[dup=1.0]", "d[dup=2.0]"]
+    assert [len(g.index) for g in samples.groups()] == [1, 2, 1]
 
 
 def test_an_empty_text_group_can_be_named_in_a_check():
@@ -378,13 +378,13 @@ def test_group_values_of_any_json_type_are_grouped_exactly_or_refused(tmp_path_f
         except ConfigError:
             return
         groups = samples.groups()
-        assert len({name for name, _ in groups}) == len(groups)
-        assert sorted(i for _, index in groups for i in index) == list(range(len(values)))
+        assert len({g.name for g in groups}) == len(groups)
+        assert sorted(i for g in groups for i in g.index) == list(range(len(values)))
         parsed = [json.loads(line)["dup"] for line in path.read_text().splitlines()]
-        for _, index in groups:  # members of a group hold equal values, members of different groups do not
+        for index in (g.index for g in groups):  # members of a group hold equal values, of different groups not
             assert len({repr(parsed[i]) if isinstance(parsed[i], str) else parsed[i] for i in index}) == 1 or \
                 all(parsed[i] == parsed[index[0]] for i in index)
-        firsts = [parsed[index[0]] for _, index in groups]
+        firsts = [parsed[g.index[0]] for g in groups]
         assert all(a != b for k, a in enumerate(firsts) for b in firsts[k + 1:])
 
     check()

@@ -11,6 +11,7 @@ def test_an_audit_emits_its_events_in_order(basic_config):
     from memaudit.results.events import (
         CheckpointFinished,
         CheckpointStarted,
+        RowsScored,
         RunFinished,
         SeriesStarted,
         ShardScored,
@@ -20,7 +21,12 @@ def test_an_audit_emits_its_events_in_order(basic_config):
     events = []
     report = memaudit.audit(basic_config(), select="memorization", cache=False, on_event=events.append)
     kinds = [type(e).__name__ for e in events if not isinstance(e, (TokensScored, ShardScored))]
-    assert kinds == ["SeriesStarted"] + ["CheckpointStarted", "CheckpointFinished"] * 3 + ["RunFinished"]
+    assert kinds == ["SeriesStarted"] + ["CheckpointStarted", "RowsScored", "CheckpointFinished"] * 3 + ["RunFinished"]
+    for rows, result in zip([e for e in events if isinstance(e, RowsScored)], report.series[0].checkpoints):
+        # the per-sample columns, live: each data set's mean M is the checkpoint's M
+        assert rows.fresh and rows.checkpoint.name == result.name
+        for name, columns in rows.rows["memorization"].items():
+            assert columns["M"].mean() == pytest.approx(result.results["memorization"][name]["M"], abs=1e-6)
     assert events[0] == SeriesStarted("tiny", n_checkpoints=3, tokens_per_checkpoint=12 * 32)
     assert [e.name for e in events if isinstance(e, CheckpointStarted)] == ["step-1", "step-2", "step-4"]
     finished = [e.result for e in events if isinstance(e, CheckpointFinished)]

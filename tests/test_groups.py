@@ -30,6 +30,11 @@ def test_groups_split_every_checkpoint_probe_and_sum_back(grouped, run_cli, tmp_
     report = json.loads((tmp_path / "r.json").read_text())
     names = [d["name"] for d in report["datasets"]]
     assert names == ["inserted", "inserted[dup=0]", "inserted[dup=1]", "inserted[dup=4]", "inserted[dup=16]"]
+    # a group's field and value travel as data (typed), its name is only its key; a yaml data set has none
+    assert "group" not in report["datasets"][0]
+    assert [(d["group_of"], d["group"]) for d in report["datasets"][1:]] == \
+        [("inserted", {"field": "dup", "value": v}) for v in (0, 1, 4, 16)]
+    assert all(type(d["group"]["value"]) is int for d in report["datasets"][1:])
     for c in report["series"][0]["checkpoints"]:
         r = c["results"]["memorization"]
         whole = r["inserted"]

@@ -278,7 +278,7 @@ def test_parquet_rows_are_records_too(tmp_path, tokenizer, corpus_text, kind):
     listed = load_samples(DatasetConfig(name="p", path=tmp_path / "p.jsonl", **settings), tokenizer,
                           records=[{kind: c, "meta": m} for c, m in zip(content, meta)])
     assert (table.lengths == listed.lengths).all() and np.array_equal(table.tokens, listed.tokens)
-    assert [g for g, _ in table.groups()] == ["p[meta.duplicates=0]", "p[meta.duplicates=1]", "p[meta.duplicates=2]"]
+    assert [g.name for g in table.groups()] == ["p[meta.duplicates=0]", "p[meta.duplicates=1]", "p[meta.duplicates=2]"]
     assert table.fingerprint == listed.fingerprint  # the same content: the same products and journal keys
 
 

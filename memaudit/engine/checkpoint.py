@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from memaudit.results.events import ShardScored, TokensScored
+from memaudit.results.events import RowsScored, ShardScored, TokensScored
 from memaudit.engine.registry import call_checkpoint_probes, probe_arguments
 from memaudit.memory import release_device, release_pages, trim_heap
 from memaudit.results.schema import CheckpointResult
@@ -135,20 +135,7 @@ def audit_checkpoint(ctx: SeriesContext, ckpt, found: Found, models, prefetch_ne
     if error is not None:
         return CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location, error=error)
     result, rows = probe_checkpoint(ctx, ckpt, found, scored, load_s, wait_s)
-    if ctx.panel is not None:
-        ctx.panel.add(ckpt.name, ckpt.step, rows)
-    if ctx.run.opts.samples_out is not None and ctx.run.processes.is_main_process:
-        from memaudit.atomic import OutputError
-        from memaudit.engine.samples_out import export
-
-        try:
-            result = export(ctx.run.opts.samples_out, ctx.series.name, result, ctx.samples, rows,
-                            {name: ctx.parts(name) for name in ctx.samples},
-                            {"config_hash": ctx.run.config_hash, "result_key": ctx.journal_key(ckpt)},
-                            {p.name: p.columns for p in ctx.run.plan.checkpoint_probes})
-        except OutputError as e:  # the results stand; the report says which file is missing
-            ctx.run.unwritten.append(f"--samples-out of {ctx.series.name}/{ckpt.name}: {e}")
-    return result
+    return result.model_copy(update=ctx.run.emit(RowsScored(ctx.series.name, ckpt, rows, fresh=True, result=result)))
 
 
 def score_missing(ctx: SeriesContext, ckpt, found: Found, model) -> tuple[int, float, int | None]:
@@ -293,6 +280,4 @@ def audit_in_memory(ctx: SeriesContext, ckpt, model) -> CheckpointResult:
     ctx.run.device = model.get_input_embeddings().weight.device
     found = Found(missing=list(ctx.samples))
     result, rows = probe_checkpoint(ctx, ckpt, found, score_missing(ctx, ckpt, found, model), 0.0)
-    if ctx.panel is not None:
-        ctx.panel.add(ckpt.name, ckpt.step, rows)
-    return result
+    return result.model_copy(update=ctx.run.emit(RowsScored(ctx.series.name, ckpt, rows, fresh=True, result=result)))

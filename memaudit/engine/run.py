@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from memaudit.engine.checkpoint import agreed, audit_checkpoint, check_inputs, from_journal, journaled_rows, lookup
-from memaudit.results.events import CheckpointFinished, CheckpointStarted, RunFinished, SeriesStarted, Subscriber
+from memaudit.results.events import (CheckpointFinished, CheckpointStarted, RowsScored, RunFinished, SeriesStarted,
+                                     Subscriber)
 from memaudit.engine.plan import Plan, RunOptions
 from memaudit.engine.registry import call_series_probes, jsonable
 from memaudit.engine.series import SeriesContext, open_series
@@ -87,11 +88,7 @@ def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> RunStat
     from memaudit.engine.journal import Journal
     from memaudit.engine.products import ProductsCache
     from memaudit.engine.shards import ShardJournal
-    from memaudit.inputs.sources import (
-        check_series_name_clash,
-        resolve_series,
-        set_hub_policy,
-    )
+    from memaudit.inputs.sources import check_series_name_clash, resolve_series, set_hub_policy
 
     if opts.samples_out is not None:
         from memaudit.engine.samples_out import require_pyarrow
@@ -109,14 +106,14 @@ def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> RunStat
     if opts.use_cache:
         keep_compiled_kernels(config.run.cache_dir, device)
     processes = process_state(config.run.device)
-    emit = (on_event or (lambda *a, **k: None)) if processes.is_main_process else (lambda *a, **k: None)
+    subscriber = (on_event or (lambda *a, **k: None)) if processes.is_main_process else (lambda *a, **k: None)
     set_hub_policy(config.run.hub_retries, config.run.hub_backoff_s, config.run.hub_timeout_s)
     resolved = [(s, resolve_series(s, allow_pickle=opts.allow_pickle)) for s in config.series]
     for _, checkpoints in resolved:
         check_series_name_clash(checkpoints)
     validate_check_targets(config, {s.display_name: [c.name for c in cs] for s, cs in resolved})
     check_resolved(resolved)
-    return RunState(plan, config, opts, emit, device, processes, resolved,
+    return RunState(plan, config, opts, subscriber, device, processes, resolved,
                 ProductsCache(config.run.cache_dir, enabled=opts.use_cache),
                 Journal(config.run.cache_dir, enabled=opts.use_cache),
                 ShardJournal(config.run.cache_dir, enabled=opts.use_cache))
@@ -244,8 +241,8 @@ def _each_checkpoint(ctx: SeriesContext, checkpoints: list):
 
             if agreed(ctx, found.done(ctx)):
                 prefetch_next()
-                if ctx.panel is not None:
-                    ctx.panel.add(ckpt.name, ckpt.step, found.panel_rows)
+                if found.panel_rows is not None:
+                    run.emit(RowsScored(ctx.series.name, ckpt, found.panel_rows, fresh=False))
                 yield from_journal(ctx, ckpt, found)
                 continue
             result = audit_checkpoint(ctx, ckpt, found, models, prefetch_next)
@@ -268,7 +265,7 @@ def _collect(ctx: SeriesContext, checkpoints: list, pairs) -> None:
         if ctx.panel is not None and ckpt.name not in in_panel and result.error is None:  # another process's
             rows = journaled_rows(ctx, ctx.first_with.get(ckpt.weights_key, ckpt))
             if rows is not None:
-                ctx.panel.add(ckpt.name, ckpt.step, rows)
+                run.emit(RowsScored(series.name, ckpt, rows, fresh=False))
         first = seen.setdefault(ckpt.weights_key, ckpt.name)
         result.duplicate_of = first if first != ckpt.name else None
         series.checkpoints.append(result)

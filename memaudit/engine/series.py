@@ -110,7 +110,7 @@ def series_context(run: RunState, series: SeriesResult, tokenizer, ledger: Ledge
                for d in run.config.datasets}
     _refuse_identical_roles(samples)
     check_field_types(run.field_types, samples, series.name)
-    groups = {name: [(group, index, s.subset(index, group)) for group, index in s.groups()]
+    groups = {name: [(g.name, g.index, s.subset(g)) for g in s.groups()]
               for name, s in samples.items()}  # group_by: each group's samples, made once for the series
     validate_check_groups(run.config, series.name, [g for found in groups.values() for g, _, _ in found])
     not_read_by = [p.name for p in run.plan.checkpoint_probes if "lengths" not in p.wants]
@@ -135,8 +135,9 @@ def series_context(run: RunState, series: SeriesResult, tokenizer, ledger: Ledge
         from memaudit.engine.panel import Panel
 
         panel = run.panels[series.name] = Panel(samples, run.plan.panel_probes)
-    return SeriesContext(run, series, samples, text_products, ledger, tokenizer.mask_token_id, inputs, panel=panel,
-                          groups=groups)
+    ctx = run.contexts[series.name] = SeriesContext(run, series, samples, text_products, ledger,
+                                                    tokenizer.mask_token_id, inputs, panel=panel, groups=groups)
+    return ctx
 
 
 def _refuse_identical_roles(samples: dict) -> None:

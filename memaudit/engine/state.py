@@ -28,7 +28,7 @@ class RunState:
     plan: Plan
     config: AuditConfig  # the yaml with the command line's overrides
     opts: RunOptions
-    emit: Subscriber
+    subscriber: Subscriber  # the user's: the progress display, memaudit.audit(on_event=...); main process only
     device: Any  # torch.device
     processes: Any  # accelerate's PartialState
     resolved: list  # (SeriesConfig, [Checkpoint]) per series
@@ -46,6 +46,22 @@ class RunState:
     config_hash: str = ""  # of the yaml: the report's provenance and the --samples-out files' metadata say it
     batch_size: int | None = None  # the batch size chosen when the user fixed none
     field_types: dict = field(default_factory=dict)  # group_by field -> (its type, where first seen): one per run
+    contexts: dict = field(default_factory=dict)  # series name -> its SeriesContext, as the series is audited
+    recorders: list = field(default_factory=list)  # the run's own subscribers (memaudit/engine/recorders.py)
+
+    def __post_init__(self):
+        from memaudit.engine.recorders import panel_recorder, samples_recorder
+
+        self.recorders = self.recorders or [panel_recorder(self), samples_recorder(self)]
+
+    def emit(self, event) -> dict:
+        """Give an event to the run's recorders, then to the user's subscriber; returns the updates the recorders
+        make to the result the event carries (memaudit.results.events.RowsScored: its `samples_file`)."""
+        updates = {}
+        for record in self.recorders:
+            updates.update(record(event) or {})
+        self.subscriber(event)
+        return updates
 
     @property
     def run_cfg(self) -> RunConfig:

@@ -11,6 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from memaudit.errors import ConfigError
 from memaudit.inputs.config import DatasetConfig
 from memaudit.memory import release_pages
 from memaudit.names import group_name
-from memaudit.results.schema import DatasetInfo, RecordsInfo
+from memaudit.results.schema import DatasetInfo, GroupInfo, RecordsInfo
 
 
 class InputChanged(ConfigError):
@@ -37,6 +38,16 @@ def file_stamp(path: Path) -> tuple | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+class Group(NamedTuple):
+    """A group of a data set's samples by their group_by field: its name (the key of its results), the field, the
+    value (int, float, bool or text) and the samples' indices (samples in the group,)."""
+
+    name: str
+    field: str
+    value: object
+    index: np.ndarray
 
 
 HASH_ROWS = 1 << 16  # samples hashed at a time
@@ -90,6 +101,7 @@ class Samples:
     mapped: tuple = ()  # (path, stat stamp) of each file `tokens` is memory-mapped from, as it was when opened
     fields: dict = field(default_factory=dict)  # per-sample fields of the data (the group_by field): name -> (n,)
     group_of: str | None = None  # for a group of group_by: the data set it is part of
+    group: GroupInfo | None = None  # for a group of group_by: its field and value
     lengths: np.ndarray | None = None  # (n_samples,) with `samples: records`: tokens of each row, the rest padding
     n_bytes: np.ndarray | None = None  # (n_samples,) with `samples: records`: UTF-8 bytes of each record's text
     n_words: np.ndarray | None = None  # (n_samples,) with `samples: records`: its words (lm-eval's count)
@@ -145,7 +157,7 @@ class Samples:
                            seq_len=self.config.seq_len if whole else int(self.tokens.shape[1]),
                            n_samples=len(self.ids), n_tokens=int(self.lengths.sum()) if whole else int(self.tokens.size),
                            sha256=self.sha256[:16], seen_at_step=self.config.seen_at_step, canaries=self.canaries,
-                           group_by=self.config.group_by, group_of=self.group_of,
+                           group_by=self.config.group_by, group_of=self.group_of, group=self.group,
                            records=self._records_info() if whole else None)
 
     def _records_info(self) -> RecordsInfo:
@@ -169,24 +181,27 @@ class Samples:
         return int((self.lengths - 1).sum()) if self.lengths is not None else \
             int(self.tokens.shape[0] * (self.tokens.shape[1] - 1))
 
-    def groups(self) -> list[tuple[str, np.ndarray]]:
-        """(name, sample indices) of each group of the group_by field's values, in the values' order
-        (numbers numerically): `train[dup=4]`."""
+    def groups(self) -> list[Group]:
+        """Each group of the group_by field's values, in the values' order (numbers numerically): its name
+        (`train[dup=4]`, the key of its results), the field, the value and its samples' indices."""
         name = self.config.group_by
         if name is None:
             return []
         unique, which = np.unique(self.fields[name], return_inverse=True)  # which: (samples,) index into unique
         # by position, not `values == v`: numpy would compare text as its own string type (trailing NULs dropped)
-        return [(group_name(self.config.name, name, v), np.flatnonzero(which == k)) for k, v in enumerate(unique)]
+        return [Group(group_name(self.config.name, name, v), name, v.item() if hasattr(v, "item") else v,
+                      np.flatnonzero(which == k)) for k, v in enumerate(unique)]
 
-    def subset(self, index: np.ndarray, name: str) -> Samples:
-        """The samples at `index` as a data set of their own, `name` (a group)."""
-        config = self.config.model_copy(update={"name": name, "group_by": None})
+    def subset(self, group: Group) -> Samples:
+        """A group's samples as a data set of their own, named after it."""
+        index = group.index
+        config = self.config.model_copy(update={"name": group.name, "group_by": None})
         pick = lambda a: a[index] if a is not None else None
         return Samples(config, self.tokens[index], [self.ids[int(i)] for i in index], pick(self.steps),
                        pick(self.target_mask), self.canaries, group_of=self.config.name,
                        fields={k: v[index] for k, v in self.fields.items()}, lengths=pick(self.lengths),
-                       n_bytes=pick(self.n_bytes), n_words=pick(self.n_words), cut=pick(self.cut), prefix=self.prefix)
+                       n_bytes=pick(self.n_bytes), n_words=pick(self.n_words), cut=pick(self.cut), prefix=self.prefix,
+                       group=GroupInfo(field=group.field, value=group.value))
 
 
 def check_vocabulary(where: str, high: int, vocab_size: int) -> None:

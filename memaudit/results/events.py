@@ -2,11 +2,14 @@
 sees of an audit while it goes, in this order for each series:
 
     SeriesStarted, then per checkpoint: CheckpointStarted, TokensScored and ShardScored while it is scored (none
-    when its results come from the journal), CheckpointFinished; after every series: RunFinished.
+    when its results come from the journal), RowsScored when its probes have per-sample columns, CheckpointFinished;
+    after every series: RunFinished.
 
 A subscriber is any callable taking one event (`memaudit run`'s progress display, `memaudit.audit(on_event=...)`);
 it tells events apart by their type (`match event: case CheckpointFinished(result=r): ...`). Events are frozen and
-carry only what was computed; a subscriber cannot change the run.
+carry only what was computed; a subscriber cannot change the run. The run's own recorders subscribe the same way
+(memaudit/engine/recorders.py: the per-sample panel and the `--samples-out` writer read RowsScored); only they may
+add to the result they record (the writer: which Parquet file holds its rows).
 """
 
 from __future__ import annotations
@@ -53,6 +56,19 @@ class ShardScored:
 
 
 @dataclass(frozen=True)
+class RowsScored:
+    """A checkpoint's per-sample columns (probe -> data set -> column -> (samples,) array), as its probes' rows
+    functions made them (`fresh`: scored in this run; the result is `result`) or as the shard journal kept them (a
+    checkpoint read back: `result` is None). The panel of series probes, `--samples-out` and a notebook read them."""
+
+    series: str
+    checkpoint: Any  # memaudit.inputs.sources.Checkpoint: name, step, sha
+    rows: dict
+    fresh: bool
+    result: Any = None  # memaudit.results.schema.CheckpointResult, when fresh
+
+
+@dataclass(frozen=True)
 class CheckpointFinished:
     """A checkpoint's result (from the journal or just computed; `result.error` says when it could not be audited)."""
 
@@ -67,5 +83,5 @@ class RunFinished:
     report: Any  # memaudit.results.schema.AuditReport
 
 
-Event = SeriesStarted | CheckpointStarted | TokensScored | ShardScored | CheckpointFinished | RunFinished
+Event = SeriesStarted | CheckpointStarted | TokensScored | ShardScored | RowsScored | CheckpointFinished | RunFinished
 Subscriber = Callable[[Event], None]

@@ -104,6 +104,13 @@ class RecordsInfo(_Model):
     were not given this data set."""
 
 
+class GroupInfo(_Model):
+    """A group of a data set's samples by a per-sample field (`group_by`): the field and the group's value."""
+
+    field: str
+    value: bool | int | float | str
+
+
 class DatasetInfo(_Model):
     """A data set as it was cut into samples."""
 
@@ -130,16 +137,20 @@ class DatasetInfo(_Model):
     """The per-sample field whose values split this data set's metrics (`group_by` in the yaml)."""
     group_of: str | None = None
     """For a group (`train[dup=4]`): the data set it is part of; None for a data set of the yaml."""
+    group: GroupInfo | None = None
+    """For a group: its field and value, as data (renderers format them); absent for a data set of the yaml."""
     records: RecordsInfo | None = None
     """With `samples: records` (one sample per record, of any length): how the records were scored; absent for
     data cut into fixed-length chunks."""
 
     @model_serializer(mode="wrap")
     def _without_absent_records(self, handler):
-        """A fixed-length data set's entry is as it was before `records` existed (reports, journal keys)."""
+        """A fixed-length data set's entry, and a yaml data set's, is as it was before `records` and `group` existed
+        (reports, journal keys)."""
         out = handler(self)
-        if out.get("records", 0) is None:
-            del out["records"]
+        for key in ("records", "group"):
+            if out.get(key, 0) is None:
+                del out[key]
         return out
 
 
