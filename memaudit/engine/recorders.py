@@ -1,12 +1,12 @@
 """The run's own subscribers to its events (memaudit.results.events), beside the user's (the progress display,
-`memaudit.audit(on_event=...)`): the per-sample panel that series probes read, and the `--samples-out` Parquet
-writer. Each is called with every event, on every process, and takes the ones it wants; a recorder may return
+`memaudit.audit(on_event=...)`): the per-sample panel that series probes read, the `--samples-out` Parquet
+writer, and the run journal. Each is called with every event, on every process, and takes the ones it wants; a recorder may return
 an update of the result it records (the writer: `samples_file`), which the loop applies before it journals it.
 """
 
 from __future__ import annotations
 
-from memaudit.results.events import RowsScored
+from memaudit.results.events import CheckpointCollected, CheckpointFinished, RowsScored
 
 
 def panel_recorder(run):
@@ -43,5 +43,25 @@ def samples_recorder(run):
             run.unwritten.append(f"--samples-out of {event.series}/{ckpt.name}: {e}")
             return None
         return {"samples_file": written.samples_file}
+
+    return record
+
+
+def journal_recorder(run):
+    """Journals each checkpoint audited in this run (not one read back from the journal, nor one that failed) on
+    the main process, once its result is final: at CheckpointFinished with one process (a killed run keeps every
+    checkpoint finished before), at CheckpointCollected with several (the main process has every process's
+    results only then). The data read when the run began must be unchanged (`check_inputs`), or nothing is stored."""
+
+    def record(event) -> None:
+        moment = CheckpointFinished if run.processes.num_processes == 1 else CheckpointCollected
+        if not (isinstance(event, moment) and run.processes.is_main_process and event.checkpoint is not None
+                and not event.result.from_journal):
+            return
+        from memaudit.engine.checkpoint import check_inputs
+
+        ctx = run.contexts[event.series]
+        check_inputs(ctx)
+        run.journal.record(ctx.journal_key(event.checkpoint), event.result, ctx.probe_keys)
 
     return record

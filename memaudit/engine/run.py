@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from memaudit.engine.checkpoint import agreed, audit_checkpoint, check_inputs, from_journal, journaled_rows, lookup
-from memaudit.results.events import (CheckpointFinished, CheckpointStarted, RowsScored, RunFinished, SeriesStarted,
-                                     Subscriber)
+from memaudit.engine.checkpoint import agreed, audit_checkpoint, from_journal, journaled_rows, lookup
+from memaudit.results.events import (CheckpointCollected, CheckpointFinished, CheckpointStarted, RowsScored, RunFinished,
+                                     SeriesStarted, Subscriber)
 from memaudit.engine.plan import Plan, RunOptions
 from memaudit.engine.registry import call_series_probes, jsonable
 from memaudit.engine.series import SeriesContext, open_series
@@ -196,7 +196,7 @@ def _audit_series(run: RunState, series_cfg, checkpoints) -> bool:
         with contextlib.closing(_each_checkpoint(ctx, [checkpoints[i] for i in mine])) as results:
             for i, result in zip(mine, results):
                 finished.append((i, result))
-                run.emit(CheckpointFinished(ctx.series.name, result))
+                run.emit(CheckpointFinished(ctx.series.name, result, checkpoints[i]))
                 if run.opts.fail_fast and (result.error or _fails_now(run.plan, ctx.series, result)):
                     stopped = True
                     if not multi:  # several processes must all reach the gathering below
@@ -246,17 +246,14 @@ def _each_checkpoint(ctx: SeriesContext, checkpoints: list):
                 yield from_journal(ctx, ckpt, found)
                 continue
             result = audit_checkpoint(ctx, ckpt, found, models, prefetch_next)
-            if run.processes.num_processes == 1:  # with several, the main process records after gathering
-                check_inputs(ctx)
-                run.journal.record(ctx.journal_key(ckpt), result, ctx.probe_keys)
             if run.opts.evict and ckpt.repo and result.error is None:
                 models.after_loads(evict_revision, ckpt)  # on the loading thread: never during a download
             yield result
 
 
 def _collect(ctx: SeriesContext, checkpoints: list, pairs) -> None:
-    """Put finished checkpoints into the series in step order, marking duplicates; with several
-    processes the main one journals them here."""
+    """Put finished checkpoints into the series in step order, marking duplicates; with several processes, each
+    is announced collected (CheckpointCollected: the journal records it then)."""
     run, series = ctx.run, ctx.series
     seen: dict[str, str] = {}
     in_panel = set(ctx.panel.checkpoints) if ctx.panel is not None else set()
@@ -271,9 +268,8 @@ def _collect(ctx: SeriesContext, checkpoints: list, pairs) -> None:
         series.checkpoints.append(result)
         if series.n_params is None:
             series.n_params = result.n_params
-        if run.processes.num_processes > 1 and run.processes.is_main_process and not result.from_journal:
-            check_inputs(ctx)
-            run.journal.record(ctx.journal_key(ckpt), result, ctx.probe_keys)
+        if run.processes.num_processes > 1:  # the main process has every process's result now: journaled
+            run.emit(CheckpointCollected(series.name, result, ckpt))
 
 
 def _fails_now(plan: Plan, series: SeriesResult, result: CheckpointResult) -> bool:

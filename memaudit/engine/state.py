@@ -50,9 +50,9 @@ class RunState:
     recorders: list = field(default_factory=list)  # the run's own subscribers (memaudit/engine/recorders.py)
 
     def __post_init__(self):
-        from memaudit.engine.recorders import panel_recorder, samples_recorder
+        from memaudit.engine.recorders import journal_recorder, panel_recorder, samples_recorder
 
-        self.recorders = self.recorders or [panel_recorder(self), samples_recorder(self)]
+        self.recorders = self.recorders or [panel_recorder(self), samples_recorder(self), journal_recorder(self)]
 
     def emit(self, event) -> dict:
         """Give an event to the run's recorders, then to the user's subscriber; returns the updates the recorders

@@ -3,13 +3,15 @@ sees of an audit while it goes, in this order for each series:
 
     SeriesStarted, then per checkpoint: CheckpointStarted, TokensScored and ShardScored while it is scored (none
     when its results come from the journal), RowsScored when its probes have per-sample columns, CheckpointFinished;
-    after every series: RunFinished.
+    with several processes, CheckpointCollected per checkpoint once the main process has them all; after every
+    series: RunFinished.
 
 A subscriber is any callable taking one event (`memaudit run`'s progress display, `memaudit.audit(on_event=...)`);
 it tells events apart by their type (`match event: case CheckpointFinished(result=r): ...`). Events are frozen and
 carry only what was computed; a subscriber cannot change the run. The run's own recorders subscribe the same way
-(memaudit/engine/recorders.py: the per-sample panel and the `--samples-out` writer read RowsScored); only they may
-add to the result they record (the writer: which Parquet file holds its rows).
+(memaudit/engine/recorders.py: the per-sample panel and the `--samples-out` writer read RowsScored, the run journal
+CheckpointFinished or CheckpointCollected); only they may add to the result they record (the writer: which Parquet
+file holds its rows).
 """
 
 from __future__ import annotations
@@ -74,6 +76,17 @@ class CheckpointFinished:
 
     series: str
     result: Any  # memaudit.results.schema.CheckpointResult
+    checkpoint: Any = None  # memaudit.inputs.sources.Checkpoint: name, step, sha
+
+
+@dataclass(frozen=True)
+class CheckpointCollected:
+    """With several processes, the main one has a checkpoint's result from whichever process audited it (after each
+    series, in step order): what it journals. With one process, CheckpointFinished is that moment already."""
+
+    series: str
+    result: Any  # memaudit.results.schema.CheckpointResult
+    checkpoint: Any  # memaudit.inputs.sources.Checkpoint
 
 
 @dataclass(frozen=True)
@@ -83,5 +96,6 @@ class RunFinished:
     report: Any  # memaudit.results.schema.AuditReport
 
 
-Event = SeriesStarted | CheckpointStarted | TokensScored | ShardScored | RowsScored | CheckpointFinished | RunFinished
+Event = (SeriesStarted | CheckpointStarted | TokensScored | ShardScored | RowsScored | CheckpointFinished
+         | CheckpointCollected | RunFinished)
 Subscriber = Callable[[Event], None]
