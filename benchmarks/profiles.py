@@ -100,7 +100,8 @@ def main() -> None:
            "cells": len(result["att"]), "placebos": placebos, "draws": args.draws, "build_s": round(built, 2),
            "estimate_s": round(estimated, 2), "peak_mib": round(peak_mib()), "instantaneous": result["instantaneous"],
            "instantaneous_lo": result["instantaneous_lo"], "instantaneous_hi": result["instantaneous_hi"],
-           "n_significant": result["n_significant"], "pretrend_sup_p": result["pretrend_sup_p"],
+           "n_significant": result["n_significant"], "pretrend_event_p": result["pretrend_event_p"],
+           "pretrend_sup_p": result["pretrend_sup_p"],
            "pretrend_p": result["pretrend_p"], "pretrend_note": result.get("pretrend_note")}
     print(f"panel {row['treated']:,} trained + {row['held_out']:,} held-out samples x {len(steps)} checkpoints: "
           f"{row['cohorts']} cohorts, {row['cells']:,} ATT(g, t) ({placebos:,} placebos)")
@@ -109,8 +110,9 @@ def main() -> None:
     print(f"peak RSS             {row['peak_mib']:8.0f} MiB")
     print(f"instantaneous        {result['instantaneous']:.4f} [{result['instantaneous_lo']:.4f}, "
           f"{result['instantaneous_hi']:.4f}] (planted 0.3000); {result['n_significant']:,} cells significant; "
-          f"sup-t pre-trend p = {result['pretrend_sup_p']:.3f}; Wald: "
-          + (f"p = {result['pretrend_p']:.3f}" if result["pretrend_p"] is not None else result.get("pretrend_note", "")))
+          f"pre-trend p: event-time {result['pretrend_event_p']:.3f}, sup-t {result['pretrend_sup_p']:.3f}; Wald over "
+          "every cell: " + (f"p = {result['pretrend_p']:.3f}" if result["pretrend_p"] is not None
+                            else result.get("pretrend_note", "")))
     if args.out is not None:
         import platform
 

@@ -115,7 +115,8 @@ class Cells:
     def welch_df(self) -> np.ndarray:
         """Welch-Satterthwaite degrees of freedom of each difference of two means. (K,)"""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (self.var_g + self.var_c) ** 2 / (self.var_g ** 2 / (self.n_g - 1) + self.var_c ** 2 / (self.n_c - 1))
+            spread = self.var_g ** 2 / (self.n_g - 1) + self.var_c ** 2 / (self.n_c - 1)
+            return (self.var_g + self.var_c) ** 2 / spread
 
 
 def cells(groups: Groups, n_checkpoints: int, base_period: str = "varying",

@@ -522,8 +522,8 @@ def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, co
     return out
 
 
-def _correlation(cells, design: _Design, ours, panel, ledger, dataset: str, controls: list[str], probe: str, column: str,
-                 sign: float, said: dict, window, cohort_steps, cohort_every: int, base_period: str,
+def _correlation(cells, design: _Design, ours, panel, ledger, dataset: str, controls: list[str], probe: str,
+                 column: str, sign: float, said: dict, window, cohort_steps, cohort_every: int, base_period: str,
                  control_group: str) -> dict:
     """Lesci et al.'s finding (iii): the Pearson correlation of the effects after training, ATT(g, t) for t >= g, of
     two series audited on the same panel (the same samples, training steps and checkpoint steps)."""

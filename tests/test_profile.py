@@ -154,8 +154,9 @@ def test_the_wald_test_holds_its_size_and_refuses_a_singular_covariance():
 
 def test_with_about_as_many_placebos_as_members_per_cohort_the_event_time_test_holds_its_size():
     """Lesci et al.'s shape in small: 39 cohorts of 40 samples with up to 38 placebos each, 400 controls. No Wald
-    test over every cell (its statistic would drift far above the chi-squared: a note says so); the Wald test of the 38 event-time placebos, each pooling every
-    cohort, rejects 2-11% of 200 null panels at 5% (measured: 8.3% of 300)."""
+    test over every cell (its statistic would drift far above the chi-squared: a note says so); the Wald test of
+    the 38 event-time placebos, each pooling every cohort, rejects 2-11% of 200 null panels at 5% (measured: 8.3%
+    of 300)."""
     steps = list(range(40))
     cohort = np.concatenate([np.repeat(np.arange(1, 40), 40), np.full(400, -1)])
     rejected = 0
@@ -567,14 +568,16 @@ def test_a_run_of_two_series_on_one_panel_correlates_their_profiles(profile_lab,
     root, _ = profile_lab
     raw = yaml_of(root / "lab" / "checkpoints.yaml")
     raw["series"] = [{"name": name, "local": str(root / "lab" / "base")} for name in ("base", "again")]
-    raw["datasets"] = [{**d, "path": str(root / "lab" / d["path"].replace("{series}", "base"))} for d in raw["datasets"]]
+    raw["datasets"] = [{**d, "path": str(root / "lab" / d["path"].replace("{series}", "base"))}
+                       for d in raw["datasets"]]
     raw["probes"]["memorization_profile"] = {"base_period": "universal", "control_group": "not_yet_treated",
                                              "heatmap": "significant"}
     code, _, err = run_cli("run", write_config(raw, name="two.yaml"), "-k", "memorization", "--json",
                            tmp_path / "r.json", "--html", tmp_path / "r.html")
     assert code in (0, 1), err
-    results = [s["results"]["memorization_profile"]["train"] for s in json.loads((tmp_path / "r.json").read_text())["series"]]
-    names = [s["name"] for s in json.loads((tmp_path / "r.json").read_text())["series"]]
+    series = json.loads((tmp_path / "r.json").read_text())["series"]
+    results = [s["results"]["memorization_profile"]["train"] for s in series]
+    names = [s["name"] for s in series]
     for result, other in zip(results, reversed(names)):
         assert result["control_group"] == "not_yet_treated" and result["base_period"] == "universal"
         assert result["att_correlation"][other]["pearson"] == pytest.approx(1.0, abs=1e-12)

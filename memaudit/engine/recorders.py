@@ -1,7 +1,8 @@
 """The run's own subscribers to its events (memaudit.results.events), beside the user's (the progress display,
 `memaudit.audit(on_event=...)`): the per-sample panel that series probes read, the `--samples-out` Parquet
-writer, and the run journal. Each is called with every event, on every process, and takes the ones it wants; a recorder may return
-an update of the result it records (the writer: `samples_file`), which the loop applies before it journals it.
+writer, and the run journal. Each is called with every event, on every process, and takes the ones it wants; a
+recorder may return an update of the result it records (the writer: `samples_file`), which the loop applies before
+the journal records it.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from memaudit.engine.checkpoint import agreed, audit_checkpoint, from_journal, journaled_rows, lookup
-from memaudit.results.events import (CheckpointCollected, CheckpointFinished, CheckpointStarted, RowsScored, RunFinished,
-                                     SeriesStarted, Subscriber)
+from memaudit.results.events import (CheckpointCollected, CheckpointFinished, CheckpointStarted, RowsScored,
+                                     RunFinished, SeriesStarted, Subscriber)
 from memaudit.engine.plan import Plan, RunOptions
 from memaudit.engine.registry import call_series_probes, jsonable
 from memaudit.engine.series import SeriesContext, open_series

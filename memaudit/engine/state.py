@@ -10,6 +10,7 @@ from typing import Any
 
 from memaudit.results.events import Subscriber
 from memaudit.engine.plan import Plan, RunOptions
+from memaudit.engine.recorders import journal_recorder, panel_recorder, samples_recorder
 from memaudit.inputs.config import AuditConfig, RunConfig
 from memaudit.inputs.ledger import Ledger
 from memaudit.results.schema import DatasetInfo, SeriesResult
@@ -50,8 +51,6 @@ class RunState:
     recorders: list = field(default_factory=list)  # the run's own subscribers (memaudit/engine/recorders.py)
 
     def __post_init__(self):
-        from memaudit.engine.recorders import journal_recorder, panel_recorder, samples_recorder
-
         self.recorders = self.recorders or [panel_recorder(self), samples_recorder(self), journal_recorder(self)]
 
     def emit(self, event) -> dict:

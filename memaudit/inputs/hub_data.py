@@ -1,5 +1,6 @@
-"""Paths of data files in Hugging Face Hub data set repositories: `path: hf://datasets/<owner>/<name>[@<revision>]/<file>`
-(their form only: memaudit.inputs.sources.fetch_hub_file downloads them).
+"""Paths of data files in Hugging Face Hub data set repositories,
+`path: hf://datasets/<owner>/<name>[@<revision>]/<file>` (their form only: memaudit.inputs.sources.fetch_hub_file
+downloads them).
 
 The file is downloaded into the HF cache with huggingface_hub (the same client, cache, endpoint and offline mode as
 the checkpoints) and read as a local file of its kind: Hubble's `passages_gutenberg_popular_nodup.jsonl.gz` as the

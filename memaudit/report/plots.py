@@ -3,7 +3,8 @@
 A figure belongs to its probe: a function `fig_<name>(report)` next to the probe, declared with
 `@probe(..., figures=(fig_<name>,))`, returning a Figure or None when the report lacks its data;
 this module holds the shared style and helpers and draws what the report's probes declare, the figure functions
-given by the caller (it imports no probe and nothing of the engine; memaudit.plots, for notebooks, finds them). Colours are the
+given by the caller (it imports no probe and nothing of the engine; memaudit.plots, for notebooks, finds
+them). Colours are the
 Okabe-Ito palette (safe for colour-blind readers); steps go on a log axis when a series spans
 more than two decades of steps (Pythia-style), with step 0 kept through a symlog axis.
 """
