@@ -8,8 +8,8 @@ those moments; so does the influence function of any weighted aggregate of them 
 cohort, overall): on each group it is linear in a sample's Y, psi_i = Y_i . c_group + d_group. The multiplier
 bootstrap needs, per group, A = sum_i v_i Y_i and S = sum_i v_i for each draw of Rademacher weights v; from
 those, every bootstrap draw of every ATT(g, t) and aggregate follows. Nothing holds a (samples x effects)
-matrix: memory is (groups x checkpoints^2) for the moments and (groups x draws x checkpoints) for the bootstrap,
-whatever the number of samples, and the samples are read in chunks.
+matrix: memory is (groups x checkpoints^2) for the moments, and (groups x draws x checkpoints) plus (effects x
+draws) for the bootstrap, whatever the number of samples; the samples are read in chunks.
 
 Options as the `did` and `differences` packages name them: the base period `varying` (placebos against the
 period before; effects against the cohort's base period) or `universal` (everything against the cohort's base
