@@ -10,10 +10,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from memaudit.report import plots as _renderers
-from memaudit.report.plots import LINESTYLES, PALETTE, draw, grouped, png_bytes, pyplot, series_curves, step_axis
+from memaudit.report.plots import (
+    LINESTYLES,
+    PALETTE,
+    draw,
+    grouped,
+    png_bytes,
+    pyplot,
+    series_curves,
+    step_axis,
+)
 
-__all__ = ["LINESTYLES", "PALETTE", "draw", "grouped", "png_bytes", "pyplot", "series_curves", "step_axis", "figures",
-           "write_figures"]
+__all__ = [
+    "LINESTYLES",
+    "PALETTE",
+    "draw",
+    "figures",
+    "grouped",
+    "png_bytes",
+    "pyplot",
+    "series_curves",
+    "step_axis",
+    "write_figures",
+]
 
 
 def figures(report, probe_paths=()) -> dict:

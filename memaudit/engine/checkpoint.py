@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from memaudit.results.events import RowsScored, ShardScored, TokensScored
 from memaudit.engine.registry import call_checkpoint_probes, probe_arguments
 from memaudit.memory import release_device, release_pages, trim_heap
+from memaudit.results.events import RowsScored, ShardScored, TokensScored
 from memaudit.results.schema import CheckpointResult
 
 if TYPE_CHECKING:

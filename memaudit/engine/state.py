@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from memaudit.results.events import Subscriber
 from memaudit.engine.plan import Plan, RunOptions
 from memaudit.engine.recorders import journal_recorder, panel_recorder, samples_recorder
 from memaudit.inputs.config import AuditConfig, RunConfig
 from memaudit.inputs.ledger import Ledger
+from memaudit.results.events import Subscriber
 from memaudit.results.schema import DatasetInfo, SeriesResult
 
 

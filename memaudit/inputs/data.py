@@ -13,8 +13,15 @@ from memaudit.errors import ConfigError
 from memaudit.inputs.arrow import ARROW_SUFFIXES, PARQUET_SUFFIXES
 from memaudit.inputs.config import MAX_STEP, DatasetConfig
 from memaudit.inputs.hub_data import is_hub_path
-from memaudit.inputs.samples import (HASH_ROWS, NumberedIds, Samples, check_vocabulary, field_values, file_stamp,
-                                     record_steps)
+from memaudit.inputs.samples import (
+    HASH_ROWS,
+    NumberedIds,
+    Samples,
+    check_vocabulary,
+    field_values,
+    file_stamp,
+    record_steps,
+)
 from memaudit.inputs.sources import fetch_hub_file
 from memaudit.memory import release_pages
 

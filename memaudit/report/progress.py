@@ -13,6 +13,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from memaudit.report.escape import visible
+from memaudit.report.render import make_console
 from memaudit.results.events import (
     CheckpointFinished,
     CheckpointStarted,
@@ -21,8 +23,6 @@ from memaudit.results.events import (
     ShardScored,
     TokensScored,
 )
-from memaudit.report.escape import visible
-from memaudit.report.render import make_console
 
 
 class AuditProgress:
