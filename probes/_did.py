@@ -48,7 +48,6 @@ class Groups:
     cohort: np.ndarray  # (G,) checkpoint index at which each cohort is first observed trained
     base: np.ndarray  # (G,) its base period: the last checkpoint before any member trained
     member: np.ndarray  # (N,) group of each sample
-    center: np.ndarray  # (T,) each checkpoint's mean over all samples, taken off Y
     n: np.ndarray  # (G + 1,) samples per group
     s1: np.ndarray  # (G + 1, T) sums of centred Y
     s2: np.ndarray  # (G + 1, T, T) cross-products of centred Y
@@ -60,6 +59,10 @@ class Groups:
     @property
     def never(self) -> int:
         return len(self.cohort)
+
+    @property
+    def checkpoints(self) -> int:
+        return self.s1.shape[1]
 
 
 def moments(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.ndarray,
@@ -81,7 +84,7 @@ def moments(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.
         s1[p] = rows.sum(axis=1)
         s2[p] = rows @ rows.T
     bases = np.array([(base or {}).get(int(g), int(g) - 1) for g in cohorts], dtype=np.int64)
-    return Groups(cohorts.astype(np.int64), bases, member, center, n, s1, s2), yc
+    return Groups(cohorts.astype(np.int64), bases, member, n, s1, s2), yc
 
 
 @dataclass
@@ -94,13 +97,17 @@ class Cells:
     b: np.ndarray  # (K,) base period
     m: np.ndarray  # (K,) controls: the never-treated and cohorts whose base period is >= m (m = T: none)
     att: np.ndarray  # (K,)
-    se: np.ndarray  # (K,) analytic
     mean_g: np.ndarray  # (K,) mean change of the cohort's members (centred Y)
     mean_c: np.ndarray  # (K,) mean change of the controls
     n_g: np.ndarray  # (K,) the cohort's members
     n_c: np.ndarray  # (K,) controls
     var_g: np.ndarray  # (K,) the members' part of se^2
     var_c: np.ndarray  # (K,) the controls' part of se^2
+
+    @property
+    def se(self) -> np.ndarray:
+        """The analytic standard error of each ATT(g, t). (K,)"""
+        return np.sqrt(self.var_g + self.var_c)
 
     @property
     def placebo(self) -> np.ndarray:
@@ -119,13 +126,12 @@ class Cells:
             return (self.var_g + self.var_c) ** 2 / spread
 
 
-def cells(groups: Groups, n_checkpoints: int, base_period: str = "varying",
-          control_group: str = "never_treated") -> Cells:
+def cells(groups: Groups, base_period: str = "varying", control_group: str = "never_treated") -> Cells:
     """Every ATT(g, t) with its analytic standard error. Base period: the cohort's for t >= g; for t before it, the
     period before t (varying) or the cohort's again (universal, the base period itself a reference cell of ATT 0).
     The periods between a macro-cohort's base and its first checkpoint, while its members were trained, are
     neither."""
-    t_all = n_checkpoints
+    t_all = groups.checkpoints
     parts = []
     for p, (g, base) in enumerate(zip(groups.cohort, groups.base)):
         t = np.arange(t_all)
@@ -140,7 +146,7 @@ def cells(groups: Groups, n_checkpoints: int, base_period: str = "varying",
     n_g = n[group]
     mean_g = (s1[group, t] - s1[group, b]) / n_g
     ss_g = s2[group, t, t] + s2[group, b, b] - 2 * s2[group, t, b] - n_g * mean_g ** 2
-    un, u1, u2 = _controls(groups, t_all)  # (T + 1,), (T + 1, T), (T + 1, T, T) by threshold m
+    un, u1, u2 = (by_threshold(groups, x) for x in (n, s1, s2))  # (T + 1,), (T + 1, T), (T + 1, T, T)
     own = groups.base[group] >= m  # the cell's own cohort is among the not-yet-treated: not a control of itself
     n_c = un[m] - np.where(own, n_g, 0)
     c1t, c1b = u1[m, t] - np.where(own, s1[group, t], 0), u1[m, b] - np.where(own, s1[group, b], 0)
@@ -149,21 +155,15 @@ def cells(groups: Groups, n_checkpoints: int, base_period: str = "varying",
     mean_c = (c1t - c1b) / n_c
     ss_c = c2 - n_c * mean_c ** 2
     var_g, var_c = np.maximum(ss_g, 0) / n_g ** 2, np.maximum(ss_c, 0) / n_c ** 2
-    return Cells(group, g, t, b, m, mean_g - mean_c, np.sqrt(var_g + var_c), mean_g, mean_c, n_g, n_c, var_g, var_c)
+    return Cells(group, g, t, b, m, mean_g - mean_c, mean_g, mean_c, n_g, n_c, var_g, var_c)
 
 
-def _controls(groups: Groups, t_all: int):
-    """Moments of each control set by threshold m = 0..T: the never-treated and every cohort whose base period is
-    >= m (m = T: the never-treated alone)."""
-    g_never = groups.never
-    un = np.zeros(t_all + 1)
-    u1 = np.zeros((t_all + 1, t_all))
-    u2 = np.zeros((t_all + 1, t_all, t_all))
-    np.add.at(un, groups.base, groups.n[:g_never])
-    np.add.at(u1, groups.base, groups.s1[:g_never])
-    np.add.at(u2, groups.base, groups.s2[:g_never])
-    suffix = [np.flip(np.cumsum(np.flip(a, 0), 0), 0) for a in (un, u1, u2)]  # sum over base >= m
-    return (suffix[0] + groups.n[g_never], suffix[1] + groups.s1[g_never], suffix[2] + groups.s2[g_never])
+def by_threshold(groups: Groups, per_group: np.ndarray) -> np.ndarray:
+    """A per-group quantity (G + 1, ...) summed over each control set by threshold m = 0..T: the never-treated's
+    plus that of every cohort whose base period is >= m (m = T: the never-treated's alone). (T + 1, ...)"""
+    out = np.zeros((groups.checkpoints + 1,) + per_group.shape[1:])
+    np.add.at(out, groups.base, per_group[:groups.never])
+    return np.flip(np.cumsum(np.flip(out, 0), 0), 0) + per_group[groups.never]
 
 
 @dataclass
@@ -226,7 +226,7 @@ def coefficients(c: Cells, groups: Groups, fam: Family) -> tuple[np.ndarray, np.
     """The influence functions of a family as psi_i = Yc_i . C[group(i), :, a] + D[group(i), a]: C (G + 1, T, A),
     D (G + 1, A). A member of cohort g in cell k weighs n / n_g (its change - the cohort's mean change), a
     control -n / n_controls (its change - the controls' mean change)."""
-    g_never, t_all, n_agg = groups.never, groups.s1.shape[1], fam.weights.shape[1]
+    g_never, t_all, n_agg = groups.never, groups.checkpoints, fam.weights.shape[1]
     k = fam.sel
     group, t, b, m = c.group[k], c.t[k], c.b[k], c.m[k]
     coef = np.zeros((g_never + 1, t_all, n_agg))
@@ -268,21 +268,29 @@ def standard_errors(groups: Groups, coef: np.ndarray, const: np.ndarray) -> np.n
 
 
 def covariance(groups: Groups, coef: np.ndarray, const: np.ndarray) -> np.ndarray:
-    """The aggregates' covariance sum_i psi_ia psi_ib / N^2 from the groups' moments: (A, A)."""
-    linear = np.einsum("gt,gta->ga", groups.s1, coef)  # (G + 1, A)
-    total = np.einsum("gta,gtb->ab", coef, np.matmul(groups.s2, coef)) + np.einsum("ga,gb->ab", const, linear)
-    total += np.einsum("ga,gb->ab", linear, const) + np.einsum("g,ga,gb->ab", groups.n, const, const)
-    return total / groups.total ** 2
+    """The aggregates' covariance sum_i psi_ia psi_ib / N^2 from the groups' moments: (A, A). Each group adds its
+    samples' psi psi' over the aggregates its influence reaches (a cohort reaches only its own cells' ones)."""
+    cov = np.zeros((coef.shape[2], coef.shape[2]))
+    for p in range(len(groups.n)):
+        cols = np.flatnonzero(np.any(coef[p] != 0, axis=0) | (const[p] != 0))
+        cp, dp = coef[p][:, cols], const[p][cols]  # (T, A_p), (A_p,)
+        linear = np.outer(groups.s1[p] @ cp, dp)
+        cov[np.ix_(cols, cols)] += cp.T @ groups.s2[p] @ cp + linear + linear.T + groups.n[p] * np.outer(dp, dp)
+    return cov / groups.total ** 2
 
 
 def wald_of(theta: np.ndarray, cov: np.ndarray) -> dict | None:
     """theta' cov^-1 theta, its degrees of freedom and chi-squared p-value; None when cov is singular."""
-    from scipy.stats import chi2
-
     if not len(theta) or _singular(cov):
         return None
     statistic = float(theta @ np.linalg.solve(cov, theta))
-    return {"wald": statistic, "df": len(theta), "p": float(chi2.sf(statistic, len(theta)))}
+    return {"wald": statistic, "df": len(theta), "p": _chi2_p(statistic, len(theta))}
+
+
+def _chi2_p(statistic: float, df: int) -> float:
+    from scipy.stats import chi2
+
+    return float(chi2.sf(statistic, df))
 
 
 @dataclass
@@ -324,12 +332,7 @@ def cell_draws(boot: Draws, groups: Groups, c: Cells) -> np.ndarray:
     out = np.empty((len(c.att), boot.a.shape[1]))
     not_yet = (c.m < t_all).any()
     if not_yet:  # sums of the control sets by threshold m: never-treated + cohorts with base >= m
-        ua = np.zeros((t_all + 1,) + boot.a.shape[1:])
-        us = np.zeros((t_all + 1, boot.a.shape[1]))
-        np.add.at(ua, groups.base, boot.a[:g_never])
-        np.add.at(us, groups.base, boot.s[:g_never])
-        ua = np.flip(np.cumsum(np.flip(ua, 0), 0), 0) + boot.a[g_never]
-        us = np.flip(np.cumsum(np.flip(us, 0), 0), 0) + boot.s[g_never]
+        ua, us = by_threshold(groups, boot.a), by_threshold(groups, boot.s)
     for p in range(g_never):
         ks = np.flatnonzero(c.group == p)
         t, b = c.t[ks], c.b[ks]
@@ -365,13 +368,11 @@ def sup_critical(z: np.ndarray, se: np.ndarray, level: float) -> float:
 
 def wald(c: Cells, groups: Groups) -> dict:
     """Joint test that the placebo ATT(g, t) are all zero: W = theta' V^-1 theta, chi-squared with K degrees of
-    freedom, V their covariance from the influence functions. Like `did`, no statistic when V is singular (cohorts
-    with fewer samples than placebos make it so; the sup-t test over the bootstrap then stands). With
-    never-treated controls V is block diagonal (one block per cohort) plus the controls' part, of rank < T, so W
-    comes exactly from the blocks and the Woodbury identity at any number of placebos; with not-yet-treated
+    freedom, V their covariance from the influence functions. Like `did`, no statistic when V is singular, nor
+    when V rests on too few members per cohort for its placebos (WALD_MAX_DRIFT); the event-time test then stands.
+    With never-treated controls V is block diagonal (one block per cohort) plus the controls' part, of rank < T,
+    so W comes exactly from the blocks and the Woodbury identity at any number of placebos; with not-yet-treated
     controls V is dense, and W is computed up to WALD_MAX_PLACEBOS."""
-    from scipy.stats import chi2
-
     ks = np.flatnonzero(c.placebo)
     none = {"pretrend_wald": None, "pretrend_df": len(ks), "pretrend_p": None}
     if not len(ks):
@@ -388,7 +389,7 @@ def wald(c: Cells, groups: Groups) -> dict:
     if drift > WALD_MAX_DRIFT:
         return {**none, "pretrend_note": f"{crowded}, so no Wald statistic over every cell (it would reject a true "
                                          "null); read pretrend_event_p"}
-    never_only = bool((c.m[ks] >= groups.s1.shape[1]).all())
+    never_only = bool((c.m[ks] >= groups.checkpoints).all())
     if not never_only and len(ks) > WALD_MAX_PLACEBOS:
         return {**none, "pretrend_note": f"{len(ks):,} placebo effects with not-yet-treated controls: the Wald test "
                                          f"(a dense covariance) is computed up to {WALD_MAX_PLACEBOS:,}; the joint "
@@ -398,7 +399,7 @@ def wald(c: Cells, groups: Groups) -> dict:
         return {**none, "pretrend_note": "the placebos' covariance is singular (cohorts with fewer samples than "
                                          "placebo effects make it so), so no Wald statistic over every cell; read "
                                          "pretrend_event_p"}
-    out = {"pretrend_wald": statistic, "pretrend_df": len(ks), "pretrend_p": float(chi2.sf(statistic, len(ks)))}
+    out = {"pretrend_wald": statistic, "pretrend_df": len(ks), "pretrend_p": _chi2_p(statistic, len(ks))}
     if drift > WALD_WARN_DRIFT:
         out["pretrend_note"] = f"{crowded}: it rejects too often; prefer pretrend_event_p"
     return out
@@ -420,7 +421,7 @@ def wald_by_blocks(c: Cells, groups: Groups, ks: np.ndarray) -> float | None:
     controls' centred cross-products (T x T), Q the (T, K) map of each placebo to Y_t - Y_b. With S = L L',
     U = Q' L: W = theta' B^-1 theta - (U' B^-1 theta)' (I + U' B^-1 U)^-1 (U' B^-1 theta). None when a block is
     singular."""
-    t_all = groups.s1.shape[1]
+    t_all = groups.checkpoints
     q = np.zeros((t_all, len(ks)))  # (T, K)
     q[c.t[ks], np.arange(len(ks))] += 1.0
     q[c.b[ks], np.arange(len(ks))] -= 1.0
@@ -442,17 +443,8 @@ def wald_by_blocks(c: Cells, groups: Groups, ks: np.ndarray) -> float | None:
 
 
 def wald_dense(c: Cells, groups: Groups, ks: np.ndarray) -> float | None:
-    """W from the dense covariance of the placebos (`covariance`, each group over only the effects it touches). None
-    when it is singular."""
-    fam = Family(ks, np.eye(len(ks)), c.att[ks], np.zeros((groups.never, len(ks))))
-    coef, const = coefficients(c, groups, fam)
-    cov = np.zeros((len(ks), len(ks)))
-    for p in range(len(groups.n)):
-        cols = np.flatnonzero(np.any(coef[p] != 0, axis=0) | (const[p] != 0))
-        if not len(cols):
-            continue
-        cp, dp = coef[p][:, cols], const[p][cols]
-        lin = np.outer(groups.s1[p] @ cp, dp)
-        cov[np.ix_(cols, cols)] += cp.T @ groups.s2[p] @ cp + lin + lin.T + groups.n[p] * np.outer(dp, dp)
-    test = wald_of(c.att[ks], cov / groups.total ** 2)
+    """W from the dense covariance of the placebos, each placebo an aggregate of weight 1. None when it is
+    singular."""
+    coef, const = coefficients(c, groups, Family(ks, np.eye(len(ks)), c.att[ks], np.zeros((groups.never, len(ks)))))
+    test = wald_of(c.att[ks], covariance(groups, coef, const))
     return None if test is None else test["wald"]

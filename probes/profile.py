@@ -82,7 +82,7 @@ def profile(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.
 
     z = float(norm.ppf(0.5 + level / 2))
     groups, yc = did.moments(y, cohort, treated, control, base)
-    c = did.cells(groups, y.shape[0], base_period, control_group)
+    c = did.cells(groups, base_period, control_group)
     boot = did.bootstrap_sums(groups, yc, draws, seed)
     del yc
     last = y.shape[0] - 1 if residual_at is None else residual_at
@@ -93,9 +93,8 @@ def profile(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.
     events = sorted(set((c.t - c.g).tolist()))
     curve = _family(c, groups, boot, did.by_cohort_size(c, groups, [np.flatnonzero(c.t - c.g == e) for e in events]))
     critical, note = _critical(curve["draws"], np.array(curve["se"]), level, z)
-    out["event_time"] = [{"e": e, "att": theta, "se": se, "lo": theta - z * se, "hi": theta + z * se,
-                          "band_lo": theta - critical * se, "band_hi": theta + critical * se}
-                         for e, theta, se in zip(events, curve["theta"], curve["se"])]
+    out["event_time"] = [{"e": e, **_pointwise(theta, se, z), "band_lo": theta - critical * se,
+                          "band_hi": theta + critical * se} for e, theta, se in zip(events, curve["theta"], curve["se"])]
     out["band_critical"] = critical
     if note:
         out["band_note"] = note
@@ -113,12 +112,12 @@ def profile(y: np.ndarray, cohort: np.ndarray, treated: np.ndarray, control: np.
     cohorts = sorted({int(p) for p in c.group[c.post]})
     means = _family(c, groups, None, did.cohort_means(c, groups, cohorts))
     out["per_cohort"] = {str(steps[groups.cohort[p]]): float(v) for p, v in zip(cohorts, means["theta"])}
-    out["cohorts"] = [{"cohort_step": steps[groups.cohort[p]], "att": theta, "se": se, "lo": theta - z * se,
-                       "hi": theta + z * se} for p, theta, se in zip(cohorts, means["theta"], means["se"])]
+    out["cohorts"] = [{"cohort_step": steps[groups.cohort[p]], **_pointwise(theta, se, z)}
+                      for p, theta, se in zip(cohorts, means["theta"], means["se"])]
     times = sorted({int(t) for t in c.t[c.post]})
     by_time = _family(c, groups, None, did.by_cohort_size(c, groups, [np.flatnonzero(c.post & (c.t == t))
                                                                       for t in times]))
-    out["times"] = [{"step": steps[t], "att": theta, "se": se, "lo": theta - z * se, "hi": theta + z * se}
+    out["times"] = [{"step": steps[t], **_pointwise(theta, se, z)}
                     for t, theta, se in zip(times, by_time["theta"], by_time["se"])]
     out.update(did.wald(c, groups))
     return out
@@ -184,12 +183,15 @@ def _single(c, groups, fam) -> tuple[float, float]:
     return one["theta"][0], one["se"][0]
 
 
+def _pointwise(theta: float, se: float, z: float) -> dict:
+    """An estimate with its standard error and pointwise interval: att, se, lo, hi."""
+    return {"att": theta, "se": se, "lo": theta - z * se, "hi": theta + z * se}
+
+
 def _interval(name: str, estimate: tuple[float, float] | None, z: float) -> dict:
     """`name`, `name_se`, `name_lo`, `name_hi` (None without an estimate)."""
-    if estimate is None:
-        return {name: None, f"{name}_se": None, f"{name}_lo": None, f"{name}_hi": None}
-    theta, se = estimate
-    return {name: theta, f"{name}_se": se, f"{name}_lo": theta - z * se, f"{name}_hi": theta + z * se}
+    row = _pointwise(*estimate, z) if estimate is not None else dict.fromkeys(("att", "se", "lo", "hi"))
+    return {name: row["att"], f"{name}_se": row["se"], f"{name}_lo": row["lo"], f"{name}_hi": row["hi"]}
 
 
 def _critical(draws: np.ndarray, se: np.ndarray, level: float, z: float) -> tuple[float, str | None]:
@@ -513,35 +515,30 @@ def _profile_of(panel, dataset: str, controls: list[str], ledger, probe: str, co
            **profile(y, design.cohorts, design.treated, ~design.treated, steps, seed=seed, level=level, draws=draws,
                      base=design.base, residual_at=at, base_period=base_period, control_group=control_group)}
     if others:
-        cells = did.cells(did.moments(y, design.cohorts, design.treated, ~design.treated, design.base)[0], len(steps),
-                          base_period, control_group)
-        out["att_correlation"] = {name: _correlation(cells, design, panel, other_panel, other_ledger, dataset, controls,
-                                                     probe, column, sign, said, window, cohort_steps, cohort_every,
-                                                     base_period, control_group)
-                                  for name, (other_panel, other_ledger) in others.items()}
+        mine = np.array([cell["att"] for cell in out["att"]])  # (cells,) in the design's order
+        post = np.array([cell["step"] >= cell["cohort_step"] for cell in out["att"]])
+
+        def correlation(other_panel, other_ledger) -> dict:
+            """Lesci et al.'s finding (iii): the Pearson correlation of the effects after training, ATT(g, t) for
+            t >= g, with another series audited on the same panel (the same samples, training steps and checkpoint
+            steps), its cells estimated on this design."""
+            if any(not other_panel.has(probe, column, d) for d in (dataset, *controls)):
+                return {"note": f"no per-sample {probe}.{column} on the same data sets"}
+            if any(list(other_panel.samples[d].ids) != list(panel.samples[d].ids) for d in (dataset, *controls)):
+                return {"note": "not the same samples"}
+            other = _design(other_panel, dataset, controls, other_ledger, said, window, cohort_steps, cohort_every)
+            if isinstance(other, dict) or other.steps != steps or not np.array_equal(other.cohorts, design.cohorts) \
+                    or not np.array_equal(other.usable, design.usable) or other.base != design.base:
+                return {"note": "not the same design: its checkpoint steps or the samples' training steps differ"}
+            y_other = _outcome(other_panel, other, dataset, controls, probe, column, sign)
+            groups = did.moments(y_other, other.cohorts, other.treated, ~other.treated, other.base)[0]
+            theirs = did.cells(groups, base_period, control_group).att
+            if post.sum() < 3:
+                return {"note": "fewer than 3 effects after training to correlate", "n_cells": int(post.sum())}
+            return {"pearson": float(np.corrcoef(mine[post], theirs[post])[0, 1]), "n_cells": int(post.sum())}
+
+        out["att_correlation"] = {name: correlation(*other) for name, other in others.items()}
     return out
-
-
-def _correlation(cells, design: _Design, ours, panel, ledger, dataset: str, controls: list[str], probe: str,
-                 column: str, sign: float, said: dict, window, cohort_steps, cohort_every: int, base_period: str,
-                 control_group: str) -> dict:
-    """Lesci et al.'s finding (iii): the Pearson correlation of the effects after training, ATT(g, t) for t >= g, of
-    two series audited on the same panel (the same samples, training steps and checkpoint steps)."""
-    if not panel.has(probe, column, dataset) or any(not panel.has(probe, column, c) for c in controls):
-        return {"note": f"no per-sample {probe}.{column} on the same data sets"}
-    if any(list(panel.samples[d].ids) != list(ours.samples[d].ids) for d in (dataset, *controls)):
-        return {"note": "not the same samples"}
-    other = _design(panel, dataset, controls, ledger, said, window, cohort_steps, cohort_every)
-    if isinstance(other, dict) or other.steps != design.steps or not np.array_equal(other.cohorts, design.cohorts) \
-            or not np.array_equal(other.usable, design.usable) or other.base != design.base:
-        return {"note": "not the same design: its checkpoint steps or the samples' training steps differ"}
-    y = _outcome(panel, other, dataset, controls, probe, column, sign)
-    theirs = did.cells(did.moments(y, other.cohorts, other.treated, ~other.treated, other.base)[0], len(other.steps),
-                       base_period, control_group)
-    post = cells.post
-    if post.sum() < 3:
-        return {"note": "fewer than 3 effects after training to correlate", "n_cells": int(post.sum())}
-    return {"pearson": float(np.corrcoef(cells.att[post], theirs.att[post])[0, 1]), "n_cells": int(post.sum())}
 
 
 def step_cohorts(train_steps: np.ndarray, checkpoint_steps: list[int], size: int) -> tuple[np.ndarray, dict[int, int]]:

@@ -76,7 +76,7 @@ def test_influence_functions_from_moments_equal_the_dense_ones(base_period, cont
     as an aggregate of weight 1 (the other code path)."""
     y, cohort, treated, control = _panel(1, n=200)
     groups, yc = did.moments(y, cohort, treated, control)
-    c = did.cells(groups, len(STEPS), base_period, control_group)
+    c = did.cells(groups, base_period, control_group)
     k = len(c.att)
     coef, const = did.coefficients(c, groups, did.Family(np.arange(k), np.eye(k), c.att, np.zeros((groups.never, k))))
     n = yc.shape[1]
@@ -144,7 +144,7 @@ def test_the_wald_test_holds_its_size_and_refuses_a_singular_covariance():
     for seed in range(200):
         y, cohort, treated, control = _panel(seed, n=1500)
         groups, _ = did.moments(y, cohort, treated, control)
-        rejected += did.wald(did.cells(groups, len(STEPS)), groups)["pretrend_p"] < 0.05
+        rejected += did.wald(did.cells(groups), groups)["pretrend_p"] < 0.05
     assert 4 <= rejected <= 16, rejected
     y, cohort, treated, control = _panel(0, n=1500)
     y[:, cohort == 4] = y[:, np.flatnonzero(cohort == 4)[:1]]  # cohort 4: one series, repeated
@@ -177,7 +177,7 @@ def test_the_wald_statistic_from_blocks_equals_the_dense_one(base_period):
     for seed in range(3):
         y, cohort, treated, control = _panel(seed, n=1500)
         groups, _ = did.moments(y, cohort, treated, control)
-        c = did.cells(groups, len(STEPS), base_period)
+        c = did.cells(groups, base_period)
         placebos = np.flatnonzero(c.placebo)
         assert did.wald_by_blocks(c, groups, placebos) == pytest.approx(did.wald_dense(c, groups, placebos), rel=1e-9)
 
@@ -490,7 +490,7 @@ def test_step_cohorts_equal_the_differences_package_on_upstream_s_cohort_rule():
     table = differences.ATTgt(data=frame, cohort_column="cohort", base_period="varying").fit(
         formula="y", est_method="reg", control_group="never_treated", progress_bar=False).to_pandas()
     theirs = {(int(c), int(t)): (row.iloc[0], row.iloc[1]) for (c, _, t), row in table.iterrows()}
-    ours = did.cells(did.moments(y, cohort, treated, control, base)[0], len(steps))
+    ours = did.cells(did.moments(y, cohort, treated, control, base)[0])
     assert len(ours.att) == len(theirs)
     for g, t, att, se in zip(ours.g, ours.t, ours.att, ours.se):
         assert att == pytest.approx(theirs[(steps[g], steps[t])][0], abs=1e-9)
@@ -514,7 +514,7 @@ def test_step_cohorts_with_sparse_checkpoints_measure_from_before_every_member_t
     y = rng.normal(0, 0.1, (len(steps), n)) + np.linspace(0, 1, len(steps))[:, None]
     y += np.where(~control[None, :] & (np.asarray(steps)[:, None] >= trained_at[None, :]), 1.0, 0.0)
     treated = ~control & (cohort >= 1) & (cohort < len(steps))
-    c = did.cells(did.moments(y, cohort, treated, control, base)[0], len(steps))
+    c = did.cells(did.moments(y, cohort, treated, control, base)[0])
     assert c.post.any() and (np.abs(c.att[c.post] - 1.0) < 0.05).all()
 
 
