@@ -12,6 +12,7 @@ whose `exit_code` is the one the command line would return.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -80,7 +81,7 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
     from memaudit.engine.registry import figure_makers
     from memaudit.report.media import write_all
 
-    write_all(report, media, makers=figure_makers(plan.config.probe_paths) if media.get("html") else ())
+    write_all(report, media, makers=functools.partial(figure_makers, plan.config.probe_paths))
     return report
 
 

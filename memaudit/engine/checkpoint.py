@@ -134,8 +134,7 @@ def audit_checkpoint(ctx: SeriesContext, ckpt, found: Found, models, prefetch_ne
         scored, error = _gather_shards(ctx, found, scored, error)
     if error is not None:
         return CheckpointResult(name=ckpt.name, step=ckpt.step, sha=ckpt.sha, location=ckpt.location, error=error)
-    result, rows = probe_checkpoint(ctx, ckpt, found, scored, load_s, wait_s)
-    return result.model_copy(update=ctx.run.emit(RowsScored(ctx.series.name, ckpt, rows, fresh=True, result=result)))
+    return _recorded(ctx, ckpt, *probe_checkpoint(ctx, ckpt, found, scored, load_s, wait_s))
 
 
 def score_missing(ctx: SeriesContext, ckpt, found: Found, model) -> tuple[int, float, int | None]:
@@ -279,5 +278,10 @@ def audit_in_memory(ctx: SeriesContext, ckpt, model) -> CheckpointResult:
     the same path as a checkpoint loaded from disk."""
     ctx.run.device = model.get_input_embeddings().weight.device
     found = Found(missing=list(ctx.samples))
-    result, rows = probe_checkpoint(ctx, ckpt, found, score_missing(ctx, ckpt, found, model), 0.0)
+    return _recorded(ctx, ckpt, *probe_checkpoint(ctx, ckpt, found, score_missing(ctx, ckpt, found, model), 0.0))
+
+
+def _recorded(ctx: SeriesContext, ckpt, result: CheckpointResult, rows: dict) -> CheckpointResult:
+    """A freshly probed checkpoint's per-sample columns announced (RowsScored: the panel, --samples-out), and its
+    result with what the recorders add to it."""
     return result.model_copy(update=ctx.run.emit(RowsScored(ctx.series.name, ckpt, rows, fresh=True, result=result)))

@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 
 from memaudit.engine.checkpoint import agreed, audit_checkpoint, from_journal, journaled_rows, lookup
-from memaudit.results.events import (CheckpointCollected, CheckpointFinished, CheckpointStarted, RowsScored,
-                                     RunFinished, SeriesStarted, Subscriber)
 from memaudit.engine.plan import Plan, RunOptions
 from memaudit.engine.registry import call_series_probes, jsonable
 from memaudit.engine.series import SeriesContext, open_series
@@ -19,6 +17,8 @@ from memaudit.errors import ConfigError, ExitCode
 from memaudit.inputs.config import apply_overrides
 from memaudit.inputs.twins import check_resolved
 from memaudit.results.checks import compare_to_baseline, evaluate_checks, validate_check_targets
+from memaudit.results.events import (CheckpointCollected, CheckpointFinished, CheckpointStarted, RowsScored,
+                                     RunFinished, SeriesStarted, Subscriber)
 from memaudit.results.replicates import replicate_groups
 from memaudit.results.schema import AuditReport, CheckpointResult, ProbeInfo, Provenance, SeriesResult
 from memaudit.version import __version__
@@ -70,8 +70,8 @@ def start_in_memory(plan: Plan, command: str) -> RunState:
     from memaudit.engine.shards import ShardJournal
 
     return RunState(plan, plan.config, RunOptions(use_cache=False, command=command), lambda *a, **k: None, None,
-                SimpleNamespace(num_processes=1, is_main_process=True, process_index=0), [],
-                ProductsCache(None, enabled=False), Journal(None, enabled=False), ShardJournal(None, enabled=False))
+                    SimpleNamespace(num_processes=1, is_main_process=True, process_index=0), [],
+                    ProductsCache(None, enabled=False), Journal(None, enabled=False), ShardJournal(None, enabled=False))
 
 
 def finish(run: RunState, config_hash: str) -> AuditReport:
@@ -114,9 +114,9 @@ def _start(plan: Plan, opts: RunOptions, on_event: Subscriber | None) -> RunStat
     validate_check_targets(config, {s.display_name: [c.name for c in cs] for s, cs in resolved})
     check_resolved(resolved)
     return RunState(plan, config, opts, subscriber, device, processes, resolved,
-                ProductsCache(config.run.cache_dir, enabled=opts.use_cache),
-                Journal(config.run.cache_dir, enabled=opts.use_cache),
-                ShardJournal(config.run.cache_dir, enabled=opts.use_cache))
+                    ProductsCache(config.run.cache_dir, enabled=opts.use_cache),
+                    Journal(config.run.cache_dir, enabled=opts.use_cache),
+                    ShardJournal(config.run.cache_dir, enabled=opts.use_cache))
 
 
 def _check_cache_writable(cache_dir) -> None:

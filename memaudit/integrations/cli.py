@@ -7,6 +7,7 @@ load when a command needs a model, so `--help`, `show` and `schema` are fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from memaudit.version import __version__
+from memaudit.engine.registry import figure_makers
 from memaudit.errors import ExitCode, MemauditError
 from memaudit.report.media import offered, write_all
 
@@ -65,7 +67,7 @@ def cmd_run(args) -> int:
         report = run_audit(plan, config_hash, opts, on_event=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # other processes of a multi-process run: the main one reports
         return report.exit_code
-    write_all(report, media, **_writers_context(media, plan.config.probe_paths))
+    write_all(report, media, makers=functools.partial(figure_makers, plan.config.probe_paths))
     if args.save_baseline:
         write_report(report, args.save_baseline)
     render_report(report, _console(), quiet=args.quiet)
@@ -152,21 +154,9 @@ def cmd_show(args) -> int:
     for path in filter(None, media.values()):
         check_writable(path)
     report = _open_report(args.report)
-    write_all(report, media, **_writers_context(media))
+    write_all(report, media, makers=figure_makers)
     render_report(report, _console(), quiet=args.quiet)
     return report.exit_code
-
-
-def _writers_context(media: dict, probe_paths=()) -> dict:
-    """What the media asked for take beyond the report: the probes' figure functions (HTML), collected only when a
-    medium takes them."""
-    from memaudit.report.media import medium
-
-    if not any("makers" in medium(name).takes for name, path in media.items() if path):
-        return {}
-    from memaudit.engine.registry import figure_makers
-
-    return {"makers": figure_makers(probe_paths)}
 
 
 def cmd_plot(args) -> int:

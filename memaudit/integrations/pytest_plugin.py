@@ -8,6 +8,7 @@ checkpoint that could not be audited an item that errors. pytest's own reporting
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ class AuditFile(pytest.File):
         from memaudit.report.media import offered, write_all
 
         media = {m.name: self.config.getoption(f"memaudit_{m.dest}") for m in offered("run")}
-        write_all(report, media, makers=figure_makers(config.probe_paths) if media.get("html") else ())
+        write_all(report, media, makers=functools.partial(figure_makers, config.probe_paths))
         from memaudit.report.render import terminal_safe
 
         report = terminal_safe(report)  # names reach pytest's terminal as data

@@ -6,7 +6,7 @@ A medium is a name (the option `--<name>`), the file suffix it is usually given,
 writer, `(report, path) -> None`, a pure function of a saved report named as "module:function" and imported only
 when that medium is written (so `memaudit --help` imports none of them). A writer that needs more than the report
 names it in `takes` (HTML: `makers`, the probes' figure functions, which the caller collects: a renderer imports no
-probe); the caller passes what it has to `write_all`. Adding a medium is a module with its writer and one entry in
+probe); the caller passes to `write_all` how to make it, made only when a medium asked for takes it. Adding a medium is a module with its writer and one entry in
 MEDIA.
 """
 
@@ -74,9 +74,12 @@ def medium(name: str) -> Medium:
     return MEDIA[name]
 
 
-def write_all(report, outputs: dict[str, str | Path | None], **context) -> None:
-    """Write the report as each medium named in `outputs` (medium name -> path; None: not asked for); `context`:
-    what writers may take (`makers`: (probe name, figure function) pairs, memaudit.engine.registry.figure_makers)."""
-    for name, path in outputs.items():
-        if path:
-            medium(name).write(report, path, **context)
+def write_all(report, outputs: dict[str, str | Path | None], **sources) -> None:
+    """Write the report as each medium named in `outputs` (medium name -> path; None: not asked for). `sources`:
+    how to make what writers may take, each a function of no arguments called once, when a medium asked for takes
+    it (`makers`: the (probe name, figure function) pairs of memaudit.engine.registry.figure_makers)."""
+    asked = {name: path for name, path in outputs.items() if path}
+    wanted = {key for name in asked for key in medium(name).takes}
+    context = {key: make() for key, make in sources.items() if key in wanted}
+    for name, path in asked.items():
+        medium(name).write(report, path, **context)
