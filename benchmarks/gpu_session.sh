@@ -33,3 +33,6 @@ timeout 420 python3 benchmarks/end_to_end.py --sizes ${SIZES:-70m 410m 1.4b} --s
 # whole records of varied length against fixed-length samples of the same tokens (issue: at most 1.15x)
 timeout 120 python3 benchmarks/records.py --records 2048 --window 2048 --median 600 --batch-size 8 2>&1 \
     | tee "$out/records.log"
+# the generation probe's decoding against transformers' generate on the same batch (issue: close to generate)
+timeout 240 python3 benchmarks/generation.py --sizes 160m 410m 1.4b --batch 64 --no-scores \
+    --out "$out/generation-cuda" 2>&1 | tee "$out/generation.log"

@@ -27,7 +27,7 @@ from memaudit.lab.train import run_lab  # noqa: E402
 
 RECIPES = ["forgetting-sizes", "forgetting-epochs", "forgetting-repeats", "forgetting-spacing", "unique-ids", "profiles",
            "perturbation"]
-PROBES = "memorization or forgetting or unique_ids or twin"
+PROBES = "memorization or forgetting or unique_ids or twin or generation"
 
 
 def main() -> None:

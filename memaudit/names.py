@@ -42,3 +42,9 @@ def group_parent(name: str, grouped: dict[str, str]) -> str | None:
     longest data set name whose groups' prefix `name` carries."""
     found = [d for d, f in grouped.items() if name.startswith(f"{d}[{f}=") and name.endswith("]")]
     return max(found, key=len, default=None)
+
+
+def column_slug(label: str) -> str:
+    """A sampling scheme's label as part of a per-sample column name that needs no quoting: `T=1.0,top_k=40` ->
+    `T1_0__top_k40` (`greedy` stays as it is)."""
+    return label.replace("=", "").replace(".", "_").replace(",", "__")

@@ -18,6 +18,7 @@ from pydantic import Field
 from memaudit import Column, plots, probe, series_probe
 from memaudit.engine.sampling import SamplingScheme
 from memaudit.measures import DEFAULT_SCHEMES, extractable_samples, log_pz, record_split
+from memaudit.names import column_slug
 
 Pair = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
 Probability = Annotated[float, Field(gt=0, le=1)]
@@ -109,11 +110,6 @@ def _names(params: dict, params_of: dict | None = None) -> list[str]:
                 for count in params["n"]:
                     out += [f"{what}[{label}][{pair}][n={count},p={prob:g}]" for what in ("rate", "n_extractable")]
     return out
-
-
-def column_slug(label: str) -> str:
-    """A scheme or pair label as part of a column name that needs no quoting: `T=1.0,top_k=40` -> `T1_0__top_k40`."""
-    return label.replace("=", "").replace(".", "_").replace(",", "__")
 
 
 def pz_column(label: str, k: int, m: int) -> str:

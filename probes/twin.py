@@ -31,6 +31,12 @@ METRICS = {
                      "held-out ones (role valid; value 0) by the reference score, twin's loss - this model's",
     "auc_loss": "the same by this model's loss alone (the loss attack), for comparison",
     "n_samples": "samples compared",
+    "rougeL_f1": "with the generation probe: mean ROUGE-L F1 of the continuations (greedy when asked, first prefix "
+                 "length; samples generated for in both series)", "rougeL_f1_twin": "the twin's",
+    "rougeL_f1_diff": "rougeL_f1 - rougeL_f1_twin",
+    "approx": "with the generation probe: share of continuations approximately memorized (BLEU > 0.75, Ippolito "
+              "et al. 2023)", "approx_twin": "the twin's", "approx_diff": "approx - approx_twin",
+    "generation_columns": "the generation probe's per-sample columns compared (scheme and prefix length)",
     "level": "the group's numeric value (the duplication level), on a group of a numeric group_by field",
     "steps_missing": "steps of this series whose twin checkpoint is missing (failed to load): not compared",
     "note": "why a data set is not compared, when it is not (samples that cannot be paired by id, no twin "
@@ -86,8 +92,9 @@ def _validate(params: dict, config) -> None:
     require_reference(config.series)
 
 
-@series_probe(metrics=METRICS, uses=("memorization",), opt_in=True, figures=(fig_twin,), validate=_validate,
-              not_numbers=("reference", "steps", "twin_steps", "gain_curve", "steps_missing", "note"),
+@series_probe(metrics=METRICS, uses=("memorization", "generation"), opt_in=True, figures=(fig_twin,), validate=_validate,
+              not_numbers=("reference", "steps", "twin_steps", "gain_curve", "steps_missing", "note",
+                           "generation_columns"),
               for_series=lambda series: series.reference is not None, per_group=True,
               show=("reference", "gain", "M", "M_twin", "M_diff", "extractable_diff", "auc_reference", "auc_loss",
                     "steps_missing", "note"))
@@ -132,16 +139,23 @@ def twin(panel, panels, series, series_configs, datasets):
             if panel.has("memorization", "extraction_applies", d.name):  # whole records: short ones are neither
                 applies = pair("extraction_applies")[0]  # (checkpoints, samples): the same samples in both series
                 values["extractable"] = tuple(np.where(applies, v, np.nan) for v in values["extractable"])
+        generated = _generation_columns(panel, other, d.name)
+        for name, column in generated.items():  # NaN where either series did not generate for the sample
+            ours, theirs_ = (panel.values("generation", column, d.name)[mine],
+                             other.values("generation", column, d.name)[at][:, order])
+            both = ~(np.isnan(ours) | np.isnan(theirs_))  # (checkpoints, samples)
+            values[name] = (np.where(both, ours, np.nan), np.where(both, theirs_, np.nan))
         reference, by_loss = loss_twin[-1] - loss[-1], -loss[-1]  # (samples,) each, at the last checkpoint
         scores[d.name] = (reference, by_loss, d.role)
-        out[d.name] = _compare(config.reference, steps, loss, loss_twin, values, np.arange(loss.shape[1]))
+        compared = {**steps, **({"generation_columns": list(generated.values())} if generated else {})}
+        out[d.name] = _compare(config.reference, compared, loss, loss_twin, values, np.arange(loss.shape[1]))
         samples = panel.samples[d.name]
         level = samples.fields.get(samples.config.group_by) if samples.config.group_by else None
         numeric = level is not None and level.dtype.kind in "iuf"
         held_out = np.flatnonzero(level == 0) if numeric else np.array([], dtype=int)  # never inserted
         for group in samples.groups():
             index = group.index
-            out[group.name] = _compare(config.reference, steps, loss, loss_twin, values, index)
+            out[group.name] = _compare(config.reference, compared, loss, loss_twin, values, index)
             if numeric:
                 out[group.name]["level"] = group.value
             if len(held_out) and group.value != 0:  # an inserted level against the never-inserted one
@@ -154,6 +168,14 @@ def twin(panel, panels, series, series_configs, datasets):
             out[name].update(auc_reference=roc_auc(scores[name][0], np.concatenate([scores[h][0] for h in held])),
                              auc_loss=roc_auc(scores[name][1], np.concatenate([scores[h][1] for h in held])))
     return out
+
+
+def _generation_columns(panel, other, dataset: str) -> dict[str, str]:
+    """The generation probe's ROUGE-L F1 and approximate-memorization columns both panels hold for a data set: the
+    first scheme's (greedy when asked) at the first prefix length; none without the probe."""
+    mine = [c for c in panel.columns("generation", dataset) if other.has("generation", c, dataset)]
+    return {name: found[0] for name in ("rougeL_f1", "approx")
+            if (found := [c for c in mine if c.startswith(f"{name}__")])}
 
 
 BLOCK = 4096  # samples whose tokens are compared at a time

@@ -131,3 +131,27 @@ def test_the_hub_figures_in_the_docs_and_readme_are_the_benchmark_s_results_file
     for key, value in (("wall_over_max", f"{max(r['wall_over_max'] for r in rows):.2f}"),
                        ("peak", f"{max(r['peak_disk_checkpoints'] for r in rows):.1f}")):
         assert f"<!-- hub_overlap:{key} -->{value}<!-- /hub_overlap:{key} -->" in readme
+
+
+def test_the_generation_benchmark_runs_tiny_and_writes_its_results(tmp_path):
+    import json
+
+    result = run_benchmark("benchmarks/generation.py", "--tiny", "--out", str(tmp_path / "gen"))
+    [row] = json.loads((tmp_path / "gen.json").read_text())["rows"]
+    assert row["greedy_rows_identical"] == row["batch"] and row["ratio_greedy"] > 0 and row["ratio_sampled"] > 0
+    assert (tmp_path / "gen.md").read_text() in result.stdout
+
+
+def test_the_docs_generation_table_is_the_benchmark_s_results_file():
+    page = (ROOT / "docs" / "generation.md").read_text()
+    block = page.split("<!-- generation-cpu -->\n")[1].split("<!-- /generation-cpu -->")[0]
+    assert block == (ROOT / "benchmarks" / "results" / "generation-cpu.md").read_text()
+
+
+def test_the_readme_generation_figure_is_the_benchmark_s_results_file():
+    import json
+
+    rows = json.loads((ROOT / "benchmarks" / "results" / "generation-cpu.json").read_text())["rows"]
+    ratios = [r["ratio_greedy"] for r in rows]
+    figure = f"{min(ratios):.2f}-{max(ratios):.2f}"
+    assert f"<!-- generation:greedy -->{figure}<!-- /generation:greedy -->" in (ROOT / "README.md").read_text()

@@ -75,3 +75,30 @@ def test_the_common_horizon_compares_equal_spans_after_injection():
     assert common.metric == "forgetting baseline_min_within_3_steps [special]"
     assert common.values["epoch-4"]["values"] == pytest.approx([0.45, 0.46, 0.47])
     assert common.verdict == REPRODUCED  # 0.45 vs 0.44 within the spread
+
+
+def test_perturbation_claims_judge_what_the_model_writes_by_duplication_level():
+    """The gain over the twin, ROUGE-L of the continuations and approximate memorization each rise with duplication
+    (paired by seed); without the generation probe's numbers there is no claim about them."""
+    levels = [0, 1, 4, 16, 64]
+
+    def twin(with_generation, approx_flat=False):
+        metrics = {}
+        for i, level in enumerate(levels):
+            row = {"gain": spread([0.1 * i, 0.1 * i + 0.02, 0.1 * i - 0.01]),
+                   "auc_reference": spread([0.9, 0.92, 0.91]), "auc_loss": spread([0.6, 0.62, 0.61])}
+            if with_generation:
+                row["rougeL_f1"] = spread([0.2 + 0.15 * i, 0.21 + 0.15 * i, 0.19 + 0.15 * i])
+                row["approx"] = spread([0.3, 0.1, 0.2] if approx_flat else [0.05 * i, 0.05 * i + 0.01, 0.05 * i])
+            metrics[f"perturb[dup={level}]"] = row
+        return report(ReplicateGroup(name="perturbed", seeds=[0, 1, 2], series=["a", "b", "c"], n_params=1,
+                                     metrics={"twin": metrics}))
+
+    claims = {c.claim: c for c in judge({"perturbation": twin(True)})}
+    rouge = claims["what the model writes copies more with duplication (ROUGE-L F1 of greedy continuations)"]
+    approx = claims["what the model writes copies more with duplication (approximate memorization, BLEU > 0.75)"]
+    assert rouge.verdict == REPRODUCED and len(rouge.comparisons) == 4
+    assert approx.verdict == REPRODUCED and "perturbed dup=64" in approx.values
+    flat = {c.claim: c for c in judge({"perturbation": twin(True, approx_flat=True)})}
+    assert flat[approx.claim].verdict != REPRODUCED
+    assert not any("writes" in c.claim for c in judge({"perturbation": twin(False)}))

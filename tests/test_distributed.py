@@ -49,3 +49,21 @@ def test_a_failing_checkpoint_in_one_process_keeps_the_others(series_config, tmp
     assert ckpts[0]["error"] and all(c["error"] is None and c["results"] for c in ckpts[1:])
     records = list((tmp_path / "cache" / "journal").rglob("*.json"))
     assert len(records) == 3  # the main process journaled every finished checkpoint, from both processes
+
+
+def test_continuations_are_the_same_on_two_processes(make_series, text_file, write_config, tmp_path):
+    """One checkpoint, two processes: each scores and continues its share of the shards (sampled draws keyed by
+    sample, not by batch or process), and the report equals one process's."""
+    config = write_config({"series": [{"name": "tiny", "local": str(make_series(steps=(1,)))}],
+                           "datasets": [{"name": "train", "path": str(text_file), "seq_len": 32, "max_samples": 12},
+                                        {"name": "more", "path": str(text_file), "seq_len": 24, "max_samples": 10},
+                                        {"name": "one-shard", "path": str(text_file), "seq_len": 20, "max_samples": 3}],
+                           "probes": {"generation": {"prefixes": [6], "schemes": [{"top_k": 20}], "n": 2}},
+                           "select": "generation", "run": {"device": "cpu", "batch_size": 4, "shard_size": 4}})
+    one = _run(config, tmp_path / "one.json", tmp_path / "cache-1")
+    two = _run(config, tmp_path / "two.json", tmp_path / "cache-2", "--processes", "2")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    assert _results(a) == _results(b)
+    assert a["series"][0]["checkpoints"][0]["results"]["generation"]["train"]["n_generated[k=6]"] == 12

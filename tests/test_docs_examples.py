@@ -76,10 +76,11 @@ def test_every_yaml_block_of_the_docs_is_a_valid_audit(block):
 def test_every_check_the_docs_show_inline_is_valid(check):
     rule = yaml.safe_load(check)
     datasets = [{**STAND_IN_DATA, "name": rule["dataset"]}]
+    probes = {rule["metric"].split(".")[0]: {}}  # a check on an opt-in probe comes with the probe named in the yaml
     if {"max_increase", "max_decrease"} & set(rule):
-        _plan({"datasets": datasets, "regressions": [rule]})
+        _plan({"datasets": datasets, "regressions": [rule], "probes": probes})
     else:
-        _plan({"datasets": datasets, "checks": [rule]})
+        _plan({"datasets": datasets, "checks": [rule], "probes": probes})
 
 
 def _commands() -> list:

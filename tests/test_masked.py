@@ -70,3 +70,10 @@ def test_a_tiny_masked_lab_run_shows_M_rising(tmp_path, run_cli):
     assert curve[-1] > curve[0] + 0.1 and curve[-1] == max(curve)
     assert bert["checkpoints"][-1]["results"]["memorization"]["train"]["extractable"] is None
     assert report["provenance"]["masking"] == "fraction 0.15, seed 0"
+    import memaudit  # a masked LM writes no continuations: the generation probe reports nothing for it, and no error
+
+    generated = memaudit.audit(out / "checkpoints.yaml", select="generation", params={"generation": {"prefixes": [4]}})
+    by_name = {s.name: s for s in generated.series}
+    assert generated.exit_code in (0, 1) and all(c.error is None for s in generated.series for c in s.checkpoints)
+    assert all(not any(c.results["generation"].values()) for c in by_name["bert"].checkpoints)
+    assert by_name["gpt"].checkpoints[-1].results["generation"]["train"]["n_generated[k=4]"] == 16

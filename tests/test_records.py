@@ -153,11 +153,11 @@ def test_hubble_recipe_as_published(tmp_path, make_series, tokenizer, corpus_tex
                    {"name": "standard", "local": str(make_series("standard", steps=(1, 2)))}],
         "datasets": [{"name": "gutenberg", "path": str(data), "samples": "records", "seq_len": WINDOW,
                       "group_by": "meta.duplicates"}],
-        "probes": {"twin": {}, "perplexity": {}},
+        "probes": {"twin": {}, "perplexity": {}, "generation": {"prefixes": [4, 8], "new_tokens": 32}},
         "checks": [{"metric": "twin.gain", "dataset": "gutenberg[meta.duplicates=0]", "series": "perturbed",
                     "max": 5.0}],
     })
-    code, out, err = run_cli("run", str(config), "-k", "memorization or perplexity or twin", "--json",
+    code, out, err = run_cli("run", str(config), "-k", "memorization or perplexity or twin or generation", "--json",
                              str(tmp_path / "hubble.json"))
     assert code == 0, out + err
     report = AuditReport.model_validate_json((tmp_path / "hubble.json").read_text())
@@ -166,7 +166,12 @@ def test_hubble_recipe_as_published(tmp_path, make_series, tokenizer, corpus_tex
         row = twin[f"gutenberg[meta.duplicates={level}]"]
         assert row["level"] == level and row["n_samples"] == 4 and np.isfinite(row["gain"])
     assert twin["gutenberg[meta.duplicates=4]"]["auc_reference"] is not None  # against the level-0 control
+    for level in (0, 16):  # the verbatim tasks, by level, against the twin
+        row = twin[f"gutenberg[meta.duplicates={level}]"]
+        assert 0 <= row["rougeL_f1"] <= 1 and row["generation_columns"] == ["rougeL_f1__greedy__k4", "approx__greedy__k4"]
+        assert row["rougeL_f1_diff"] == pytest.approx(row["rougeL_f1"] - row["rougeL_f1_twin"])
     last = report.series[0].checkpoints[-1].results
+    assert last["generation"]["gutenberg[meta.duplicates=16]"]["n_generated[k=8]"] == 4
     for level in (0, 16):
         units = last["perplexity"][f"gutenberg[meta.duplicates={level}]"]
         assert all(units[u] > 1 for u in ("token_perplexity", "word_perplexity", "byte_perplexity"))

@@ -222,3 +222,36 @@ def odd(rows):
         assert code == 0, err
         columns = pq.read_schema(next((tmp_path / "rows").rglob("*.parquet"))).names
         assert f"odd_{name}" in columns and all(not c.startswith("odd_") or c == f"odd_{name}" for c in columns)
+
+
+def test_a_text_column_reaches_the_rows_whole(basic_config, run_cli, tmp_path):
+    """A rows function may return text (a numpy str array): it is journaled and written to Parquet as a string
+    column, whole, control characters and NUL included (pyarrow alone would cut a numpy string at its first NUL)."""
+    pq = pytest.importorskip("pyarrow.parquet")
+
+    (tmp_path / "my_probes").mkdir()
+    (tmp_path / "my_probes" / "texty.py").write_text('''
+import numpy as np
+from memaudit import Column, probe
+
+
+def texty_rows(tokens):
+    return {"label": np.array([f"a\\x00b{t}\\x1b" for t in tokens[:, 0]])}
+
+
+@probe(rows=texty_rows, columns={"label": Column("string", "a label with a NUL inside")})
+def texty(rows):
+    """A text per sample."""
+    return {"n": len(rows["label"])}
+''')
+    config = basic_config(probe_paths=[str(tmp_path / "my_probes")])
+    for attempt in ("fresh", "files deleted, the rest stored"):
+        code, _, err = run_cli("run", config, "-k", "texty", "--samples-out", tmp_path / "rows")
+        assert code == 0, err
+        files = sorted((tmp_path / "rows").rglob("*.parquet"))
+        table = pq.read_table(files[0])
+        assert str(table.schema.field("texty_label").type) == "string"
+        labels = table.column("texty_label").to_pylist()
+        assert all(label.startswith("a\x00b") and label.endswith("\x1b") for label in labels), attempt
+        for f in files:
+            f.unlink()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-MadeBy = Literal["forward", "text", "data", "run"]
+MadeBy = Literal["forward", "generate", "text", "data", "run"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class Product:
     meaning: str
     type: str  # numpy dtype name of an array, or the Python type
     shape: str = ""  # array shape, in words
-    made_by: MadeBy = "forward"  # forward: the teacher-forced pass (cached); text: a pass over the sample
+    made_by: MadeBy = "forward"  # forward: the teacher-forced pass (cached); generate: the model continues the samples
+    # (after the forward pass, with the same model; cached); text: a pass over the sample
     # text (spaCy, zlib), once per series; data: read with the data set; run: the run's own context
 
 
@@ -34,6 +35,10 @@ PRODUCTS: dict[str, Product] = {p.name: p for p in [
     Product("sampling_logprobs", "per sampling scheme the probe names in its `schemes` parameter (label -> array): "
             "log-probability of the target token under that scheme, -inf where it excludes the token "
             "(memaudit.engine.sampling)", "float32", TARGETS + " per scheme"),
+    Product("generations", "the selected samples' prefixes continued by the model (greedy and sampled), as the "
+            "probe's parameters `prefixes`, `new_tokens`, `until_eos`, `greedy`, `schemes`, `n`, `seed` and `select` "
+            "ask (memaudit.engine.generations.Generations); None for a masked LM", "Generations",
+            "(samples, draws, new tokens) per scheme and prefix", "generate"),
     Product("pos_tags", "universal POS tag id of each target token (see memaudit.inputs.tagging.TAGS)", "int8", TARGETS,
             "text"),
     Product("id_mask", "target token is identifier-like (see memaudit.inputs.identifiers)", "bool", TARGETS, "text"),
@@ -64,8 +69,8 @@ PRODUCTS: dict[str, Product] = {p.name: p for p in [
 FORWARD = tuple(name for name, p in PRODUCTS.items() if p.made_by == "forward")
 ALWAYS = ("hits", "logprobs")  # every pass makes these (the memorization core and the NaN check)
 TEXT = tuple(name for name, p in PRODUCTS.items() if p.made_by == "text")
-PER_SAMPLE = (*FORWARD, "pos_tags", "id_mask", "zlib_len", "tokens", "sample_ids", "sample_steps", "target_mask",
-              "lengths", "n_bytes", "n_words")
+PER_SAMPLE = (*FORWARD, "generations", "pos_tags", "id_mask", "zlib_len", "tokens", "sample_ids", "sample_steps",
+              "target_mask", "lengths", "n_bytes", "n_words")
 """Products with one entry per sample (first axis): cut into shards for a probe's `rows` function."""
 ROW_ARGS = (*PER_SAMPLE, "dataset", "checkpoint", "ledger")
 """What a `rows` function may ask for: a shard's per-sample products and the context."""

@@ -97,6 +97,9 @@ def lookup(ctx: SeriesContext, ckpt) -> Found:
         if len(parts) == 1:  # a small data set: its per-token products are cached whole
             hit = ctx.run.cache.get(ctx.products_key(source, name), ctx.needed,
                                     (s.tokens.shape[0], s.tokens.shape[1] - 1)) if 0 in ctx.mine(1) else None
+            if hit is not None and ctx.run.plan.generation is not None:  # its continuations are cached too, or it
+                made = _cached_generations(ctx, source, name) if ctx.generates(source) else None  # is scored again
+                hit = None if made is None and ctx.generates(source) else {**hit, "generations": made}
             if hit is not None:
                 found.products[name] = hit
             elif 0 in ctx.mine(1):
@@ -153,8 +156,12 @@ def score_missing(ctx: SeriesContext, ckpt, found: Found, model) -> tuple[int, f
         if len(parts) == 1:
             s.check_unchanged()
             found.products[name], b = _score_tokens(ctx, model, s)
+            made = _generate(ctx, ckpt, model, s, found.products[name])
             s.check_unchanged(rehash=True)  # what was scored is what the products are keyed by
             run.cache.put(ctx.products_key(ckpt, name), found.products[name])
+            if made is not None:
+                run.cache.put_generations(ctx.generations_key(ckpt, name), made.arrays())
+            found.products[name]["generations"] = made
             batches += b
             continue
         done, todo = found.shards.setdefault(name, {}), list(ctx.mine(len(parts)))
@@ -165,6 +172,7 @@ def score_missing(ctx: SeriesContext, ckpt, found: Found, model) -> tuple[int, f
                 trim_heap()  # the heap's free holes (left by loading, or the last shard) leave our memory first
                 s.check_unchanged()
                 products, b = _score_tokens(ctx, model, s, part)  # (shard samples, seq_len - 1) each
+                products["generations"] = _generate(ctx, ckpt, model, s, products, part)
                 batches += b
                 arguments = probe_arguments(s, products, ctx.text_products[name], ckpt, ctx.ledger, part)
                 done[i] = shard_rows(run.plan.checkpoint_probes, arguments)
@@ -199,6 +207,48 @@ def _score_tokens(ctx: SeriesContext, model, samples, part: slice = slice(None))
         run.said["head"] = fused_head(model, to_device(tokens[:1], model.get_input_embeddings().weight.device))[2]
     run.said.setdefault("attention", getattr(model.config, "_attn_implementation", None))
     return scored[""], batches
+
+
+def _generate(ctx: SeriesContext, ckpt, model, samples, products: dict, part: slice = slice(None)):
+    """The continuations a probe asks for of the samples in `part` (memaudit.engine.generations), with the model
+    that scored them; None when no probe asks, or for a masked LM."""
+    if not ctx.generates(ckpt):
+        return None
+    from memaudit.engine.generations import make_generations
+
+    cfg = ctx.run.run_cfg
+    return make_generations(model, samples.tokens[part], _cut(samples.lengths, part), samples.record_start,
+                            samples.ids[part], products["logprobs"], ctx.run.plan.generation, ctx.tokenizer,
+                            cfg.batch_size or ctx.run.batch_size or 32, _window(samples), _shown(ctx))
+
+
+def _cached_generations(ctx: SeriesContext, ckpt, name: str):
+    """A one-shard data set's continuations from the products cache, or None."""
+    from memaudit.engine.generations import Generations
+
+    arrays = ctx.run.cache.get_generations(ctx.generations_key(ckpt, name))
+    s = ctx.samples[name]
+    return None if arrays is None else Generations.from_arrays(ctx.run.plan.generation, arrays, s.tokens, s.lengths,
+                                                              s.record_start, ctx.tokenizer, _shown(ctx))
+
+
+def _cut(values, part: slice):
+    return None if values is None else values[part]
+
+
+def _window(samples) -> int:
+    """The context a data set is scored in: its seq_len (a record's window), or a fixed-length sample's width."""
+    return samples.config.seq_len if samples.lengths is not None else samples.tokens.shape[1]
+
+
+def _shown(ctx: SeriesContext):
+    """With --show-text, what a continuation's text goes through before the rows keep it (redaction); else None."""
+    cfg = ctx.run.run_cfg
+    if not cfg.show_text:
+        return None
+    from memaudit.inputs.texts import redactor
+
+    return redactor(cfg.redact, cfg.spacy_model)
 
 
 def _gather_shards(ctx: SeriesContext, found: Found, scored: tuple, error: str | None):
@@ -242,7 +292,8 @@ def probe_checkpoint(ctx: SeriesContext, ckpt, found: Found, scored: tuple, load
         for probe, values in columns.items():
             rows.setdefault(probe, {})[name] = values
         for group, index, subset in ctx.groups.get(name, ()):  # group_by: the same probes on each group's samples
-            arguments[group] = probe_arguments(subset, {k: v[index] for k, v in products.items()},
+            arguments[group] = probe_arguments(subset, {k: v[index] if v is not None else None
+                                                        for k, v in products.items()},
                                                _text_subset(ctx.text_products[name], index), ckpt, ctx.ledger)
             for probe, values in columns.items():
                 rows.setdefault(probe, {})[group] = {col: v[index] for col, v in values.items()}

@@ -1,4 +1,5 @@
-"""The one batched, teacher-forced forward pass: the only place a model runs.
+"""The one batched, teacher-forced forward pass: where a model runs, but for the generation probe's decoding
+(memaudit.engine.generate).
 
 Logits never leave the device: each batch is reduced there to the forward products of
 memaudit.engine.catalog (target log-probability and argmax hit, and, when a probe asks, the target's rank,

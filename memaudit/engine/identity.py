@@ -37,7 +37,8 @@ from pathlib import Path
 
 from memaudit.hashing import digest
 
-LIBRARIES = ("torch", "transformers", "accelerate", "tokenizers", "safetensors", "numpy", "spacy")
+LIBRARIES = ("torch", "transformers", "accelerate", "tokenizers", "safetensors", "numpy", "spacy", "rouge-score",
+             "sacrebleu", "nltk")
 
 
 @functools.lru_cache(maxsize=1)

@@ -61,6 +61,10 @@ class Panel:
         """Whether every checkpoint has this column."""
         return len(self._columns.get((probe, column, dataset), ())) == len(self._checkpoints) > 0
 
+    def columns(self, probe: str, dataset: str) -> list[str]:
+        """The columns of `probe` the panel holds for `dataset` at every checkpoint, in the order they came."""
+        return [c for (p, c, d) in self._columns if p == probe and d == dataset and self.has(p, c, d)]
+
     def values(self, probe: str, column: str, dataset: str, dtype=np.float64) -> np.ndarray:
         """(checkpoints, samples) of one column on one data set, checkpoints in step order."""
         files = self._columns.get((probe, column, dataset), [])

@@ -3,6 +3,7 @@ the products they need (`make_plan`), and the command line's options (`RunOption
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,15 @@ class Plan:
     def products(self) -> set[str]:
         return {name for p in self.checkpoint_probes for name in p.products}
 
+    @functools.cached_property
+    def generation(self):
+        """What the `generations` product must hold (memaudit.engine.generations.GenerationRequest), from the
+        parameters of the probe that asks for it; None when none does."""
+        from memaudit.engine.generations import request_of
+
+        asking = [p for p in self.checkpoint_probes if "generations" in p.wants]
+        return request_of(asking[0].params) if asking else None
+
     @property
     def panel_probes(self) -> set[str]:
         """The per-checkpoint probes whose per-sample columns a series probe reads across checkpoints (it asks
@@ -71,6 +81,10 @@ def make_plan(config: AuditConfig, keyword: str | None = None, names: list[str] 
     for p in probes:
         if p.validate is not None:
             p.validate(p.params, config)
+    asking = [p for p in probes if p.kind == "checkpoint" and "generations" in p.wants]
+    if len(asking) > 1:
+        raise ConfigError(f"Probes {', '.join(repr(p.name) for p in asking)} all ask for `generations`, and a run "
+                          "generates once per checkpoint for one probe's parameters. Select one of them (-k).")
     if any("pos_tags" in p.wants for p in probes):  # before any checkpoint loads, not after the first is scored
         from memaudit.inputs.tagging import installed_pipeline, missing_pipeline_message
 

@@ -29,3 +29,11 @@ class ProductsCache:
         """Store products, merged with any already cached for the same key."""
         shape = next(iter(products.values())).shape
         self.store.write_arrays(key, {**(self.get(key, set(), shape) or {}), **products})
+
+    def get_generations(self, key: str) -> dict[str, np.ndarray] | None:
+        """The generations stored under `key` (memaudit.engine.generations.Generations.arrays), or None."""
+        return self.store.read_arrays(key)
+
+    def put_generations(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        """Store one data set's generations (their key is not a products key: nothing is merged)."""
+        self.store.write_arrays(key, arrays)

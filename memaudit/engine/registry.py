@@ -504,7 +504,7 @@ def honours_lengths(p: ProbeDef, arguments: dict) -> bool:
 
 def row_columns(p: ProbeDef, arguments: dict) -> dict[str, Any]:
     """Call `p`'s rows function on one shard (`arguments`: the shard's probe_arguments) and check what it
-    returns: columns of numbers or booleans, one per sample of the shard."""
+    returns: columns of numbers, booleans or text, one per sample of the shard."""
     import numpy as np
 
     n = len(arguments["sample_ids"])
@@ -514,10 +514,10 @@ def row_columns(p: ProbeDef, arguments: dict) -> dict[str, Any]:
     columns = {}
     for name, values in out.items():
         array = np.asarray(values)
-        if array.shape != (n,) or array.dtype.kind not in "biuf" or not isinstance(name, str) or "." in name:
+        if array.shape != (n,) or array.dtype.kind not in "biufU" or not isinstance(name, str) or "." in name:
             raise MemauditError(f"{where} returned column {name!r} of {array.dtype} values, shape {array.shape}: a "
                                 f"column is named without dots and holds one number or boolean per sample ({n} "
-                                "here).", ExitCode.INTERNAL_ERROR)
+                                "here), or one text (a numpy str array).", ExitCode.INTERNAL_ERROR)
         columns[name] = array
     return columns
 

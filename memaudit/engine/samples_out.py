@@ -106,7 +106,8 @@ def _batches(name: str, s, rows: dict, parts: list[slice], schema, where: dict, 
         for probe, per_dataset in rows.items():
             for col, array in (per_dataset.get(name) or {}).items():
                 name_here = probe_column(probe, col, (declared or {}).get(probe), array.dtype.kind).name
-                values[name_here] = pa.array(array[part]).cast(schema.field(name_here).type)
+                part_values = array[part].tolist() if array.dtype.kind == "U" else array[part]  # arrow ends a numpy
+                values[name_here] = pa.array(part_values).cast(schema.field(name_here).type)  # str at its first NUL
         yield pa.record_batch([values.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
 
 

@@ -31,6 +31,7 @@ class SeriesContext:
     groups: dict = field(default_factory=dict)  # data set -> [(group name, sample indices, its Samples)] (group_by)
     first_with: dict = field(default_factory=dict)  # weights -> the first checkpoint that had them
     sampled: bool = False  # several processes split each checkpoint's shards (fewer checkpoints than processes)
+    tokenizer: Any = None  # the series' tokenizer (generation decodes with it)
 
     @property
     def needed(self) -> set[str]:
@@ -88,6 +89,18 @@ class SeriesContext:
 
         return products_key(ckpt.identity, self.samples[dataset].sha256, self.settings(ckpt))
 
+    def generates(self, ckpt) -> bool:
+        """Whether a probe asks this checkpoint for continuations (a masked LM writes none)."""
+        return self.run.plan.generation is not None and ckpt.objective == "causal"
+
+    def generations_key(self, ckpt, dataset: str) -> str:
+        """What a data set's generations depend on: its products' key (weights, tokens, settings, engine code), the
+        request, the data set's content and the tokenizer (its end-of-text and padding tokens)."""
+        from memaudit.hashing import digest
+
+        return digest("generations", self.products_key(ckpt, dataset), self.run.plan.generation.model_dump(mode="json"),
+                      self.samples[dataset].fingerprint, self.inputs["tokenizer"])
+
 
 def open_series(run: RunState, series_cfg, checkpoints) -> SeriesContext:
     """Tokenizer, samples, ledger and text products of one series; its SeriesResult joins the run."""
@@ -126,6 +139,8 @@ def series_context(run: RunState, series: SeriesResult, tokenizer, ledger: Ledge
     text_products, said = make_text_products(run.plan.checkpoint_probes, samples, tokenizer, fingerprint,
                                              run.run_cfg, run.cache.enabled,
                                              background=getattr(run.device, "type", "cpu") != "cpu")
+    if run.plan.generation is not None and run.run_cfg.show_text:  # the rows keep the continuations' text
+        said["text_included"] = True
     for key, value in said.items():
         run.said.setdefault(key, value)
     inputs = {"ledger": digest(ledger.model_dump(mode="json")) if ledger else None, "tokenizer": fingerprint,
@@ -136,7 +151,8 @@ def series_context(run: RunState, series: SeriesResult, tokenizer, ledger: Ledge
 
         panel = run.panels[series.name] = Panel(samples, run.plan.panel_probes)
     ctx = run.contexts[series.name] = SeriesContext(run, series, samples, text_products, ledger,
-                                                    tokenizer.mask_token_id, inputs, panel=panel, groups=groups)
+                                                    tokenizer.mask_token_id, inputs, panel=panel, groups=groups,
+                                                    tokenizer=tokenizer)
     return ctx
 
 

@@ -61,19 +61,38 @@ def sample_texts(tokens: np.ndarray, tokenizer, redacted: bool = True, spacy_mod
     """`text_of(i)`: sample i's text, redacted unless told otherwise; decoded only when called. Rows of whole records
     (`lengths`): the text of tokens `first` (after the prefix token) to the row's length."""
     token_bytes = TokenBytes(tokenizer) if is_byte_level(tokenizer) else None
-    nlp = None
-    if redacted:
-        from memaudit.errors import ConfigError
-        from memaudit.inputs.tagging import load_pipeline
-
-        try:
-            nlp = load_pipeline(spacy_model)[0]
-        except ConfigError:
-            nlp = None  # names stay; the regex set still applies (see the report's text_included note)
+    shown = redactor(redacted, spacy_model)
 
     def text_of(i: int) -> str:
         row = tokens[i] if lengths is None else tokens[i][first:lengths[i]]
-        text = token_spans(tokenizer, row, token_bytes)[0]
-        return redact(text, nlp) if redacted else text
+        return shown(token_spans(tokenizer, row, token_bytes)[0])
 
     return text_of
+
+
+def redactor(redacted: bool = True, spacy_model: str = "auto") -> Callable[[str], str]:
+    """What a text the report shows goes through: `redact` (with spaCy's names when its pipeline is installed;
+    else the regex set alone, as the report's text_included note says), or nothing when not `redacted`."""
+    return Redactor(spacy_model) if redacted else str
+
+
+class Redactor:
+    """`redact` with the spaCy pipeline loaded at the first call; picklable (the pipeline is loaded again after)."""
+
+    def __init__(self, spacy_model: str = "auto"):
+        self.spacy_model, self._nlp, self._loaded = spacy_model, None, False
+
+    def __call__(self, text: str) -> str:
+        if not self._loaded:
+            from memaudit.errors import ConfigError
+            from memaudit.inputs.tagging import load_pipeline
+
+            try:
+                self._nlp = load_pipeline(self.spacy_model)[0]
+            except ConfigError:
+                self._nlp = None
+            self._loaded = True
+        return redact(text, self._nlp)
+
+    def __getstate__(self) -> dict:
+        return {"spacy_model": self.spacy_model, "_nlp": None, "_loaded": False}

@@ -114,9 +114,10 @@ def _pretrend(claim: Claim, groups: list[ReplicateGroup]) -> Claim:
     return claim
 
 
-def _dose(claim: Claim, group: ReplicateGroup, levels: list[int]) -> Claim:
-    """The gain over the twin rises from each duplication level to the next (paired by seed)."""
-    where = [("twin", f"perturb[dup={level}]", "gain") for level in levels]
+def _dose(claim: Claim, group: ReplicateGroup, levels: list[int], metric: str = "gain") -> Claim:
+    """A twin metric (the gain over the twin; ROUGE-L, approximate memorization) rises from each duplication level to
+    the next (paired by seed)."""
+    where = [("twin", f"perturb[dup={level}]", metric) for level in levels]
     for level, w in zip(levels, where):
         claim.values[f"{group.name} dup={level}"] = spread(_values(group, *w)).model_dump()
     for (low, a), (high, b) in zip(zip(levels, where), list(zip(levels, where))[1:]):
@@ -210,6 +211,12 @@ def judge(reports: dict[str, AuditReport], tau: float = 0.5) -> list[Claim]:
         if "perturbed" in groups:
             claims.append(_dose(Claim("memorization rises with duplication (gain over the twin)", "perturbation",
                                       "twin gain [perturb[dup=L]], nats/token"), groups["perturbed"], [0, 1, 4, 16, 64]))
+            for metric, what in (("rougeL_f1", "ROUGE-L F1 of greedy continuations"),
+                                 ("approx", "approximate memorization, BLEU > 0.75")):
+                if any(v is not None for v in _values(groups["perturbed"], "twin", "perturb[dup=64]", metric)):
+                    claims.append(_dose(Claim(f"what the model writes copies more with duplication ({what})",
+                                              "perturbation", f"twin {metric} [perturb[dup=L]]"),
+                                        groups["perturbed"], [0, 1, 4, 16, 64], metric))
             claims.append(_paired_metrics(Claim("the reference-model attack separates inserted from held-out samples "
                                                 "better than the loss attack", "perturbation",
                                                 "twin auc_reference vs auc_loss [perturb[dup=4]]"),

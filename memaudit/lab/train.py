@@ -487,6 +487,7 @@ def write_audit_config(lab: LabConfig, out: Path) -> Path:
                          "seq_len": lab.seq_len, "group_by": "dup"})
         if any(spec.reference for spec in lab.runs):
             unlearning["twin"] = {}
+        unlearning["generation"] = {"prefixes": [k], "new_tokens": m}  # Hubble's verbatim tasks: what the model writes
     twin_of = {(spec.name, seed): name for spec, seed, name in lab.replicates()}
     config = {
         "series": [{"name": name, "local": name,
