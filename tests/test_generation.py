@@ -351,3 +351,23 @@ def test_missing_scorers_are_named_with_the_extra(basic_config, run_cli, monkeyp
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rouge_score" else real(name, *a))
     code, _, err = run_cli("run", basic_config(probes={"generation": {"prefixes": [6]}}), "-k", "generation")
     assert code == 2 and "memaudit-lm[generation]" in err and "rouge_score" in err
+
+
+def test_a_model_in_memory_is_continued_too(tokenizer, corpus_text):
+    """`audit_model` (no cache, no journal): the same continuations as the loop on the model itself."""
+    import memaudit
+    from memaudit.engine.generate import continue_prompts
+
+    model = tiny_model("gpt_neox", len(tokenizer), seed=4)
+    ids = tokenizer(corpus_text[:3000])["input_ids"]
+    rows = np.array([ids[i:i + 24] for i in range(0, 24 * 5, 24)])
+    result = memaudit.audit_model(model, tokenizer, {"train": {"data": rows, "seq_len": 24}}, probes=["generation"],
+                                  params={"generation": {"prefixes": [6], "new_tokens": 8, "until_eos": False}},
+                                  show_text=True)
+    found = result.results["generation"]["train"]
+    assert found["n_generated[k=6]"] == 5
+    expected = continue_prompts(model, rows[:, :6], np.full(5, 8), None, 0, batch_size=5)
+    exact = (expected == rows[:, 6:14]).all(axis=1).mean()
+    assert found["exact[greedy][k=6]"] == exact
+    lcp = np.cumprod(expected == rows[:, 6:14], axis=1).sum(axis=1).mean()
+    assert found["lcp[greedy][k=6]"] == pytest.approx(lcp)

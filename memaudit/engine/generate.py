@@ -120,10 +120,10 @@ def continue_batch(model, prompts: list[np.ndarray], budgets: np.ndarray, eos_id
     return out
 
 
-def continue_prompts(model, prompts: list[np.ndarray], budgets: np.ndarray, eos_id: int | None, pad_id: int,
+def continue_prompts(model, prompts, budgets: np.ndarray, eos_id: int | None, pad_id: int,
                      batch_size: int, scheme=None, keys: np.ndarray | None = None) -> np.ndarray:
-    """`continue_batch` over every prompt, `batch_size` at a time, prompts of similar length together (less
-    padding); rows in the order given."""
+    """`continue_batch` over every prompt (a list of 1-D token arrays, or a 2-D array of prompts of one length),
+    `batch_size` at a time, prompts of similar length together (less padding); rows in the order given."""
     n = len(prompts)
     width = int(np.max(budgets, initial=0))
     out = np.full((n, width), -1, dtype=np.int64)

@@ -126,7 +126,7 @@ class Generations:
             return None
         if any(len(v) != len(tokens) for v in [*applies.values(), *selected.values(), *made.values()]):
             return None
-        return cls(request, tokens, lengths, first, applies, selected, made, decoder(tokenizer), show)
+        return cls(request, tokens, lengths, first, applies, selected, made, Decoder(tokenizer), show)
 
 
 def row_ends(tokens: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
@@ -194,26 +194,23 @@ def make_generations(model, tokens: np.ndarray, lengths: np.ndarray | None, firs
         rows = np.flatnonzero(chosen)
         budgets = ref_len[rows] if request.new_tokens is None else np.full(len(rows), request.new_tokens)
         budgets = np.minimum(budgets, window - first - k)  # (rows,): never past the context
-        prompts = [np.asarray(tokens[i, :first + k], dtype=np.int64) for i in rows]
+        prompts = np.asarray(tokens[rows, :first + k], dtype=np.int64)  # (rows, first + k): one length per k
         for s, label in enumerate(request.labels):
             scheme = None if label == GREEDY else request.schemes[s - request.greedy]
             draws = request.draws(label)
             out = np.full((len(tokens), draws, int(budgets.max(initial=0))), -1, dtype=np.int32)  # (samples, draws, new)
+            named = zlib.crc32(label.encode())  # a draw's key names its scheme, not its place in the list
             for j in range(draws):
-                draw_keys = row_keys(keys[rows], request.seed, k, s, j) if scheme is not None else None
+                draw_keys = None if scheme is None else row_keys(keys[rows], request.seed, k, named, j)
                 if len(rows):
                     out[rows, j] = continue_prompts(model, prompts, budgets, eos, pad, batch_size, scheme, draw_keys)
             made[label, k] = out
-    return Generations(request, tokens, lengths, first, applies, selected, made, decoder(tokenizer), show)
-
-
-def decoder(tokenizer) -> Decoder:
-    """Token rows (-1 padded) -> texts, special tokens dropped (as Hubble's `decode(..., skip_special_tokens=True)`)."""
-    return Decoder(tokenizer)
+    return Generations(request, tokens, lengths, first, applies, selected, made, Decoder(tokenizer), show)
 
 
 class Decoder:
-    """`decoder`'s callable: picklable, so that continuations travel between processes with what decodes them."""
+    """Token rows (-1 padded) -> texts, special tokens dropped (as Hubble's `decode(..., skip_special_tokens=True)`);
+    picklable, so that continuations travel between processes with what decodes them."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
