@@ -36,7 +36,7 @@ def audit(config, *, select: str | None = None, probes: list[str] | None = None,
     (`params={"memorization": {"k": 16}}`); `outputs` writes the report as output media, as the command line's
     `--json`, `--html`, `--junit-xml` do (`outputs={"html": "audit.html"}`; memaudit.report.media); `on_event` is
     called with each of the run's typed events as it happens (memaudit.results.events: SeriesStarted,
-    CheckpointStarted, TokensScored, ShardScored, CheckpointFinished, RunFinished). A checkpoint
+    CheckpointStarted, TokensScored, Continued, ShardScored, RowsScored, CheckpointFinished, RunFinished). A checkpoint
     that fails to load gives `status == "error"`, a failed check `status == "failed"`; bad input raises.
     """
     from memaudit.engine.plan import RunOptions, make_plan

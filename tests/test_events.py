@@ -51,3 +51,38 @@ def test_the_progress_display_follows_the_events():
         progress(CheckpointFinished("s", CheckpointResult(name="step-1", step=1, location="-", forward_s=0.5)))
     assert progress.series == "s" and progress.checkpoint == "step-1"
     assert progress.tokens == 100 and progress.forward_s == 0.5
+
+
+def test_continuations_are_announced_and_drawn(basic_config):
+    """With the generation probe, `Continued` says how many prompts are done of how many, per data set; the progress
+    display draws a bar (a terminal) or a line when a data set is done (a log)."""
+    import io
+
+    from rich.console import Console
+
+    import memaudit
+    from memaudit.report.progress import AuditProgress
+    from memaudit.results.events import CheckpointStarted, Continued, SeriesStarted
+
+    events = []
+    config = basic_config(probes={"generation": {"prefixes": [6], "schemes": [{"top_k": 5}], "n": 2}},
+                          run={"batch_size": 5})
+    memaudit.audit(config, select="generation", cache=False, on_event=events.append)
+    continued = [e for e in events if isinstance(e, Continued)]
+    per_checkpoint = 12 * (1 + 2)  # every sample, greedy once and two draws of the scheme
+    assert [e.total for e in continued] == [per_checkpoint] * len(continued)
+    assert [e.done for e in continued[:9]] == [5, 10, 12, 17, 22, 24, 29, 34, 36]  # batches of 5 per pass
+    assert sum(e.done == e.total for e in continued) == 3  # one data set, three checkpoints
+    log = io.StringIO()
+    with AuditProgress(Console(file=log, width=200)) as progress:
+        progress(SeriesStarted("tiny", n_checkpoints=1, tokens_per_checkpoint=100))
+        progress(CheckpointStarted("tiny", "step-1"))
+        for e in continued[:9]:
+            progress(e)
+    assert log.getvalue().count("tiny step-1 train: 36 prompts continued") == 1
+    terminal = io.StringIO()
+    with AuditProgress(Console(file=terminal, force_terminal=True, width=200)) as progress:
+        progress(SeriesStarted("tiny", n_checkpoints=1, tokens_per_checkpoint=100))
+        progress(continued[3])
+        progress.progress.refresh()
+    assert "continuing train" in terminal.getvalue() and "17/36" in terminal.getvalue()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from memaudit.engine.registry import call_checkpoint_probes, probe_arguments
 from memaudit.memory import release_device, release_pages, trim_heap
-from memaudit.results.events import RowsScored, ShardScored, TokensScored
+from memaudit.results.events import Continued, RowsScored, ShardScored, TokensScored
 from memaudit.results.schema import CheckpointResult
 
 if TYPE_CHECKING:
@@ -216,10 +216,11 @@ def _generate(ctx: SeriesContext, ckpt, model, samples, products: dict, part: sl
         return None
     from memaudit.engine.generations import make_generations
 
-    cfg = ctx.run.run_cfg
+    cfg, name = ctx.run.run_cfg, samples.config.name
     return make_generations(model, samples.tokens[part], _cut(samples.lengths, part), samples.record_start,
                             samples.ids[part], products["logprobs"], ctx.run.plan.generation, ctx.tokenizer,
-                            cfg.batch_size or ctx.run.batch_size or 32, _window(samples), _shown(ctx))
+                            cfg.batch_size or ctx.run.batch_size or 32, _window(samples), _shown(ctx),
+                            lambda done, total: ctx.run.emit(Continued(name, done, total)))
 
 
 def _cached_generations(ctx: SeriesContext, ckpt, name: str):

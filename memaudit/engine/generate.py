@@ -121,9 +121,10 @@ def continue_batch(model, prompts: list[np.ndarray], budgets: np.ndarray, eos_id
 
 
 def continue_prompts(model, prompts, budgets: np.ndarray, eos_id: int | None, pad_id: int,
-                     batch_size: int, scheme=None, keys: np.ndarray | None = None) -> np.ndarray:
+                     batch_size: int, scheme=None, keys: np.ndarray | None = None, on_batch=None) -> np.ndarray:
     """`continue_batch` over every prompt (a list of 1-D token arrays, or a 2-D array of prompts of one length),
-    `batch_size` at a time, prompts of similar length together (less padding); rows in the order given."""
+    `batch_size` at a time, prompts of similar length together (less padding); rows in the order given.
+    `on_batch(n)` hears of each batch of n prompts done."""
     n = len(prompts)
     width = int(np.max(budgets, initial=0))
     out = np.full((n, width), -1, dtype=np.int64)
@@ -133,4 +134,6 @@ def continue_prompts(model, prompts, budgets: np.ndarray, eos_id: int | None, pa
         made = continue_batch(model, [prompts[i] for i in pick], np.asarray(budgets)[pick], eos_id, pad_id, scheme,
                               None if keys is None else np.asarray(keys)[pick])
         out[pick, :made.shape[1]] = made
+        if on_batch is not None:
+            on_batch(len(pick))
     return out

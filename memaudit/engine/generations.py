@@ -175,23 +175,35 @@ def select_samples(selection: Selection, keys: np.ndarray, logprobs: np.ndarray,
 
 
 def make_generations(model, tokens: np.ndarray, lengths: np.ndarray | None, first: int, ids, logprobs: np.ndarray,
-                     request: GenerationRequest, tokenizer, batch_size: int, window: int, show=None) -> Generations:
+                     request: GenerationRequest, tokenizer, batch_size: int, window: int, show=None,
+                     on_progress=None) -> Generations:
     """Continue every selected sample's prefixes under each of the request's labels (`tokens`: the samples' rows,
     `logprobs`: their teacher-forced log-probabilities, for the selection); a prompt and its continuation fit in
-    `window` tokens (the data set's seq_len: the context it is scored in)."""
+    `window` tokens (the data set's seq_len: the context it is scored in). `on_progress(done, total)` hears of each
+    batch of prompts done."""
     from memaudit.engine.generate import continue_prompts, row_keys
 
     keys, ends = sample_keys(ids), row_ends(tokens, lengths)
     eos = tokenizer.eos_token_id if request.until_eos else None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    applies, selected, made = {}, {}, {}
+    applies, selected, made, ref_lens = {}, {}, {}, {}
     for k in request.prefixes:
         refs = references(tokens, lengths, first, k, request.new_tokens)  # (samples, width)
-        ref_len = (refs >= 0).sum(axis=1)  # (samples,)
-        applies[k] = (ref_len > 0) & (window - first - k > 0)  # something to compare with, and room to write it
-        chosen = select_samples(request.select, keys, logprobs, ends, first, k, refs.shape[1]) & applies[k]
-        selected[k] = chosen
-        rows = np.flatnonzero(chosen)
+        ref_lens[k] = (refs >= 0).sum(axis=1)  # (samples,)
+        applies[k] = (ref_lens[k] > 0) & (window - first - k > 0)  # something to compare with, and room to write it
+        selected[k] = select_samples(request.select, keys, logprobs, ends, first, k, refs.shape[1]) & applies[k]
+    total = sum(int(chosen.sum()) for chosen in selected.values()) * sum(map(request.draws, request.labels))
+    done = 0
+
+    def one_batch(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, total)
+
+    for k in request.prefixes:
+        rows = np.flatnonzero(selected[k])
+        ref_len = ref_lens[k]
         budgets = ref_len[rows] if request.new_tokens is None else np.full(len(rows), request.new_tokens)
         budgets = np.minimum(budgets, window - first - k)  # (rows,): never past the context
         prompts = np.asarray(tokens[rows, :first + k], dtype=np.int64)  # (rows, first + k): one length per k
@@ -203,7 +215,8 @@ def make_generations(model, tokens: np.ndarray, lengths: np.ndarray | None, firs
             for j in range(draws):
                 draw_keys = None if scheme is None else row_keys(keys[rows], request.seed, k, named, j)
                 if len(rows):
-                    out[rows, j] = continue_prompts(model, prompts, budgets, eos, pad, batch_size, scheme, draw_keys)
+                    out[rows, j] = continue_prompts(model, prompts, budgets, eos, pad, batch_size, scheme, draw_keys,
+                                                    one_batch)
             made[label, k] = out
     return Generations(request, tokens, lengths, first, applies, selected, made, Decoder(tokenizer), show)
 

@@ -18,6 +18,7 @@ from memaudit.report.render import make_console
 from memaudit.results.events import (
     CheckpointFinished,
     CheckpointStarted,
+    Continued,
     Event,
     SeriesStarted,
     ShardScored,
@@ -42,6 +43,7 @@ class AuditProgress:
                                  console=self.console, transient=True, disable=not self.enabled)
         self.task = None
         self.shard_task = None
+        self.continued_task = None
         self.checkpoint = ""
         self.series = ""
         self.tokens = 0
@@ -70,10 +72,13 @@ class AuditProgress:
                 self._shard(event)
             case TokensScored():
                 self.tokens += event.n
+            case Continued():
+                self._continued(event)
             case CheckpointFinished():
-                if self.shard_task is not None:
-                    self.progress.remove_task(self.shard_task)
-                    self.shard_task = None
+                for task in (self.shard_task, self.continued_task):
+                    if task is not None:
+                        self.progress.remove_task(task)
+                self.shard_task = self.continued_task = None
                 self.forward_s += event.result.forward_s
                 rate = f"{self.tokens / self.forward_s:,.0f} tok/s" if self.forward_s else "cached"
                 self.progress.update(self.task, advance=1, rate=rate)
@@ -93,3 +98,17 @@ class AuditProgress:
             self.shard_task = self.progress.add_task("", total=total, rate="")
         self.progress.update(self.shard_task, description=f"  shards of {dataset}", total=total, completed=done,
                              rate=said)
+
+    def _continued(self, event: Continued) -> None:
+        """The generation probe's prompts continued so far for a data set (or shard); without a terminal, a line
+        when a data set's (or shard's) are all done."""
+        dataset = visible(event.dataset)
+        if not self.enabled:
+            if event.done == event.total:
+                self.console.print(f"memaudit: {self.series} {self.checkpoint} {dataset}: {event.total} prompts "
+                                   "continued", highlight=False, soft_wrap=True)
+            return
+        if self.continued_task is None:
+            self.continued_task = self.progress.add_task("", total=event.total, rate="")
+        self.progress.update(self.continued_task, description=f"  continuing {dataset}", total=event.total,
+                             completed=event.done)

@@ -46,6 +46,16 @@ class TokensScored:
 
 
 @dataclass(frozen=True)
+class Continued:
+    """The generation probe's continuations of a data set (or one shard of it) went `done` prompts further, of
+    `total` (a prompt per selected sample, prefix length, scheme and draw)."""
+
+    dataset: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class ShardScored:
     """One shard of a data set's samples was scored and journaled (data sets of several shards only)."""
 
@@ -96,6 +106,6 @@ class RunFinished:
     report: Any  # memaudit.results.schema.AuditReport
 
 
-Event = (SeriesStarted | CheckpointStarted | TokensScored | ShardScored | RowsScored | CheckpointFinished
+Event = (SeriesStarted | CheckpointStarted | TokensScored | Continued | ShardScored | RowsScored | CheckpointFinished
          | CheckpointCollected | RunFinished)
 Subscriber = Callable[[Event], None]
