@@ -1,5 +1,6 @@
 """memaudit/report/render.py: pure functions of a report."""
 
+import pytest
 from rich.console import Console
 
 from memaudit.report.render import (
@@ -78,3 +79,28 @@ def test_the_extraction_series_table_shows_each_rate_by_its_whole_name():
     render_report(report, console)
     out = console.file.getvalue()
     assert all(rate in out for rate in rates)
+
+
+@pytest.mark.parametrize("metrics, datasets, tables, transposed", [
+    (["M", "loss"], ["a", "b"], 1, False),  # fits: one table
+    ([f"m{i}" for i in range(6)], [f"set_{i}" for i in range(6)], 6, False),  # 36 columns: a table per data set
+    ([f"rougeL_precision_stemmed_{i}" for i in range(8)], ["a", "b"], 2, True),  # one data set too wide: transposed
+])
+def test_a_table_too_wide_for_the_terminal_is_printed_a_data_set_at_a_time(metrics, datasets, tables, transposed):
+    """Many shown metrics over several data sets (generation: per scheme and prefix), wider than the terminal: a
+    table per data set, or, where even that is too wide, the data set's metrics as rows and checkpoints as columns;
+    never a table of squeezed columns."""
+    import io
+
+    wide = ProbeInfo(name="memorization", kind="checkpoint", source="-", products=[], params={}, show=metrics)
+    ckpts = [CheckpointResult(name=f"step-{i}", step=i, location="-",
+                              results={"memorization": {d: {m: i / 10 for m in metrics} for d in datasets}})
+             for i in range(3)]
+    report = _report().model_copy(update={"probes": [wide], "series": [
+        SeriesResult(name="s", source="-", tokenizer="t", checkpoints=ckpts)]})
+    console = Console(record=True, width=120, file=io.StringIO())
+    render_report(report, console)
+    text = console.export_text()
+    assert text.count("memorization · s") == tables and ("┃ metric " in text) == transposed
+    assert text.count("0.200") >= len(metrics) * len(datasets)  # every value of step-2 readable, none squeezed
+    assert "…" not in text.split("trend")[0]

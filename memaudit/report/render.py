@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
@@ -131,12 +132,17 @@ def _dict_metrics(series: SeriesResult, probe: ProbeInfo) -> list[str]:
     return [m for m in probe.show if any(isinstance(r.get(m), dict) for r in results)]
 
 
+def _table_metrics(series: SeriesResult, probe: ProbeInfo) -> list[str]:
+    """The probe's shown scalar metrics (all of them when it shows none)."""
+    keys = _scalar_keys(r for c in series.checkpoints for r in c.results.get(probe.name, {}).values())
+    metrics = shown(probe.show, keys) if probe.show else keys
+    return [m for m in metrics if m not in _dict_metrics(series, probe)]
+
+
 def checkpoint_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> Table | None:
     """Checkpoints as rows; the probe's shown scalar metrics per data set as columns."""
     ckpts = [c for c in series.checkpoints if probe.name in c.results]
-    keys = _scalar_keys(r for c in ckpts for r in c.results[probe.name].values())
-    metrics = shown(probe.show, keys) if probe.show else keys
-    metrics = [m for m in metrics if m not in _dict_metrics(series, probe)]
+    metrics = _table_metrics(series, probe)
     if not metrics or not datasets:
         return None
     shown_ckpts = _thin(ckpts, TABLE_ROWS)
@@ -152,6 +158,28 @@ def checkpoint_table(series: SeriesResult, probe: ProbeInfo, datasets: list[str]
         cells = [fmt(c.results[probe.name].get(d, {}).get(m)) for d, m in columns]
         table.add_row(c.name + (" ⟲" if c.from_cache else ""), fmt(c.step), *cells)
     return table
+
+
+def metrics_table(series: SeriesResult, probe: ProbeInfo, dataset: str) -> Table | None:
+    """One data set's shown metrics as rows and the checkpoints (thinned to MATRIX_COLUMNS) as columns: for a
+    probe with more metrics than a terminal's width holds side by side."""
+    ckpts = _thin([c for c in series.checkpoints if c.results.get(probe.name, {}).get(dataset)], MATRIX_COLUMNS)
+    metrics = _table_metrics(series, probe)
+    if not metrics or not ckpts:
+        return None
+    table = Table(title=f"{probe.name} · {series.name} ({fmt_params(series.n_params)} params) · {dataset}",
+                  title_justify="left")
+    table.add_column("metric", no_wrap=True)
+    for c in ckpts:
+        table.add_column(c.name + (" ⟲" if c.from_cache else ""), justify="right")
+    for m in metrics:
+        table.add_row(m, *(fmt(c.results[probe.name][dataset].get(m)) for c in ckpts))
+    return table
+
+
+def _fits(console: Console, table: Table) -> bool:
+    """Whether the table fits the console's width without squeezing a column below its longest word."""
+    return Measurement.get(console, console.options.update_width(1 << 20), table).minimum <= console.width
 
 
 def matrix_table(series: SeriesResult, probe: ProbeInfo, dataset: str, metric: str) -> Table:
@@ -344,7 +372,9 @@ def render_report(report: AuditReport, console: Console, quiet: bool = False) ->
                 shown = [d for d in datasets if d in present] + sorted(present - set(datasets))
                 table = checkpoint_table(series, probe, shown)
                 if table is not None:
-                    console.print(table)
+                    for part in [table] if _fits(console, table) else _per_dataset(console, series, probe, shown):
+                        if part is not None:
+                            console.print(part)
                     trends = trend_table(series, probe, shown)
                     if trends is not None and trends.row_count:
                         console.print(trends)
@@ -376,6 +406,12 @@ def render_report(report: AuditReport, console: Console, quiet: bool = False) ->
                            style="dim"))
     _unwritten(report, console)
     console.print(summary_line(report))
+
+
+def _per_dataset(console: Console, series: SeriesResult, probe: ProbeInfo, datasets: list[str]) -> list:
+    """A checkpoint table per data set, or where even that is too wide, the data set's metrics as rows."""
+    tables = [checkpoint_table(series, probe, [d]) for d in datasets]
+    return [t if t is None or _fits(console, t) else metrics_table(series, probe, d) for d, t in zip(datasets, tables)]
 
 
 def _unwritten(report: AuditReport, console: Console) -> None:
