@@ -96,7 +96,9 @@ def continue_batch(model, prompts: list[np.ndarray], budgets: np.ndarray, eos_id
     done = left <= 0
     extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}  # the prefill's last position only
     cache_arg = "cache" if _accepts(model, "cache") else "past_key_values"  # transformers 5.x renamed it
-    result = model(input_ids=ids_t, attention_mask=mask_t, position_ids=position, use_cache=True, **extra)
+    positions = _accepts(model, "position_ids")  # else the model counts them itself (from the attention mask)
+    result = model(input_ids=ids_t, attention_mask=mask_t, use_cache=True, **extra,
+                   **({"position_ids": position} if positions else {}))
     cache, steps = getattr(result, cache_arg), []
     for step in range(out.shape[1]):
         logits = result.logits[:, -1, :].float()  # (rows, vocab)
@@ -112,8 +114,8 @@ def continue_batch(model, prompts: list[np.ndarray], budgets: np.ndarray, eos_id
             break
         mask_t = torch.cat([mask_t, torch.ones_like(mask_t[:, :1])], dim=1)  # (rows, width + step + 1)
         position = position[:, -1:] + 1
-        result = model(input_ids=token[:, None], attention_mask=mask_t, position_ids=position, use_cache=True,
-                       **{cache_arg: cache})
+        result = model(input_ids=token[:, None], attention_mask=mask_t, use_cache=True, **{cache_arg: cache},
+                       **({"position_ids": position} if positions else {}))
         cache = getattr(result, cache_arg)
     made = torch.stack(steps, dim=1).cpu().numpy()  # (rows, steps made)
     out[:, :made.shape[1]] = made
