@@ -25,10 +25,8 @@ each checkpoint's forward. Every figure comes from one run on one device. It wri
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_file import about_run, device_name, measured, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = {"tiny": (64, 2, 4), "14m": (128, 6, 4), "70m": (512, 6, 8), "160m": (768, 12, 12), "410m": (1024, 24, 16),
@@ -186,7 +185,7 @@ def _shapes(folder: Path):
 def _row(size, seq_len, process, wall, checkpoints, result, tokens, flops, device, batch) -> dict:
     load = [c["load_s"] for c in checkpoints]
     forward = [c["forward_s"] for c in checkpoints]
-    peak = next((v for k, v in PEAK_BF16.items() if k in _device_name(device)), None)
+    peak = next((v for k, v in PEAK_BF16.items() if k in device_name(device)), None)
     return {"size": size, "seq_len": seq_len, "process": process, "batch": batch, "wall_s": wall, "load_s": load,
             "forward_s": forward, "other_s": wall - sum(load) - sum(forward),
             "tokens_per_s": [tokens / f for f in forward],
@@ -194,16 +193,9 @@ def _row(size, seq_len, process, wall, checkpoints, result, tokens, flops, devic
             "rss_mib": result["rss_mib"], "gpu_mib": result["gpu_mib"]}
 
 
-def _device_name(device: str) -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
-
-
 def markdown(rows: list[dict], about: dict) -> str:
     """The results as docs/gpus.md shows them."""
-    lines = [f"Measured {about['date']} on {about['device']} ({about['cpus']} CPU cores), torch {about['torch']}, "
-             f"transformers {about['transformers']}, {about['dtype']}; {about['checkpoints']} checkpoints, "
+    lines = [f"{measured(about)}; {about['checkpoints']} checkpoints, "
              f"{about['samples']:,} samples per checkpoint (`python benchmarks/end_to_end.py "
              f"{about['arguments']}`).", "",
              "| shape | tokens/sample | process | whole process s | x bare | forward s per checkpoint | x bare forward "
@@ -229,7 +221,6 @@ def main() -> None:
                         help="results file stem (default benchmarks/results/end_to_end-<device>)")
     args = parser.parse_args()
     import torch
-    import transformers
 
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     dtype = "bfloat16" if device == "cuda" else "float32"
@@ -244,17 +235,11 @@ def main() -> None:
                 for row in measure(size, seq_len, run, device, dtype, Path(work)):
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    about = {"date": dt.date.today().isoformat(), "device": _device_name(device), "cpus": os.cpu_count(),
-             "torch": torch.__version__, "transformers": transformers.__version__, "dtype": dtype,
-             "python": platform.python_version(), "checkpoints": args.checkpoints,
-             "samples": args.samples or (1 << 20) // args.seq_lens[0],
-             "arguments": " ".join(sys.argv[1:]) or "(defaults)"}
+    about = about_run(device, dtype, checkpoints=args.checkpoints,
+                      samples=args.samples or (1 << 20) // args.seq_lens[0])
     table = markdown(rows, about)
     print(table)
-    stem = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"end_to_end-{device}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{stem}.json").write_text(json.dumps({"about": about, "rows": rows}, indent=1))
-    Path(f"{stem}.md").write_text(table)
+    write_results(args.out, "end_to_end", device, about, rows, table)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,14 @@ generation probe's rows) per 1,000 continuations. Every figure comes from one ru
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from results_file import about_run, measured, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = {"tiny": (64, 2, 4), "14m": (128, 6, 4), "70m": (512, 6, 8), "160m": (768, 12, 12), "410m": (1024, 24, 16),
@@ -122,9 +120,7 @@ def markdown(rows: list[dict], about: dict) -> str:
     scores = ("Scores not timed." if about["scoring_s_per_1000"] is None else
               f"Scores: {about['scoring_s_per_1000']:.2f} s per 1,000 continuations of {about['scoring_words']} words "
               "(on the CPU, whatever the device).")
-    lines = [f"Measured {about['date']} on {about['device']} ({about['cpus']} CPU cores), torch {about['torch']}, "
-             f"transformers {about['transformers']}, {about['dtype']} (`python benchmarks/generation.py "
-             f"{about['arguments']}`). {scores}", "",
+    lines = [f"{measured(about)} (`python benchmarks/generation.py {about['arguments']}`). {scores}", "",
              "| shape | batch | prefix | new tokens | generate tokens/s | memaudit tokens/s | x generate, greedy "
              "| x generate, sampled (top-k 40) | greedy rows identical |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -148,7 +144,6 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results file stem (default benchmarks/results/generation-<device>)")
     args = parser.parse_args()
     import torch
-    import transformers
 
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -159,17 +154,11 @@ def main() -> None:
         rows.append(measure(size, args, device, dtype))
         print(json.dumps(rows[-1]), flush=True)
     words = 8 if args.tiny else 100
-    about = {"date": dt.date.today().isoformat(), "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-             "cpus": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
-             "dtype": str(dtype).removeprefix("torch."), "python": platform.python_version(),
-             "arguments": " ".join(sys.argv[1:]) or "(defaults)", "scoring_words": words,
-             "scoring_s_per_1000": None if args.no_scores else scoring_seconds(50 if args.tiny else 1000, words)}
+    about = about_run(device, str(dtype).removeprefix("torch."), scoring_words=words,
+                      scoring_s_per_1000=None if args.no_scores else scoring_seconds(50 if args.tiny else 1000, words))
     table = markdown(rows, about)
     print(table)
-    stem = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"generation-{device}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{stem}.json").write_text(json.dumps({"about": about, "rows": rows}, indent=1))
-    Path(f"{stem}.md").write_text(table)
+    write_results(args.out, "generation", device, about, rows, table)
 
 
 if __name__ == "__main__":
