@@ -371,3 +371,24 @@ def test_a_model_in_memory_is_continued_too(tokenizer, corpus_text):
     assert found["exact[greedy][k=6]"] == exact
     lcp = np.cumprod(expected == rows[:, 6:14], axis=1).sum(axis=1).mean()
     assert found["lcp[greedy][k=6]"] == pytest.approx(lcp)
+
+
+def test_two_probes_asking_for_continuations_are_refused(basic_config, run_cli, tmp_path):
+    """A run generates once per checkpoint, for one probe's parameters: a second probe asking is a usage error."""
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "again.py").write_text('''
+from memaudit import probe
+
+
+def again_rows(generations, lengths):
+    return {}
+
+
+@probe(rows=again_rows, opt_in=True)
+def again(rows, prefixes: list = [4]):
+    """Continuations again."""
+    return {}
+''')
+    config = basic_config(probe_paths=[str(tmp_path / "more")], probes={"generation": {"prefixes": [6]}, "again": {}})
+    code, _, err = run_cli("run", config, "-k", "generation or again")
+    assert code == 2 and "'generation', 'again' all ask for `generations`" in err and "Traceback" not in err

@@ -97,9 +97,11 @@ def lookup(ctx: SeriesContext, ckpt) -> Found:
         if len(parts) == 1:  # a small data set: its per-token products are cached whole
             hit = ctx.run.cache.get(ctx.products_key(source, name), ctx.needed,
                                     (s.tokens.shape[0], s.tokens.shape[1] - 1)) if 0 in ctx.mine(1) else None
-            if hit is not None and ctx.run.plan.generation is not None:  # its continuations are cached too, or it
-                made = _cached_generations(ctx, source, name) if ctx.generates(source) else None  # is scored again
-                hit = None if made is None and ctx.generates(source) else {**hit, "generations": made}
+            if hit is not None and ctx.generates(source):  # its continuations are cached too, or it is scored again
+                made = _cached_generations(ctx, source, name)
+                hit = None if made is None else {**hit, "generations": made}
+            elif hit is not None and ctx.run.plan.generation is not None:  # a masked LM: nothing to continue
+                hit = {**hit, "generations": None}
             if hit is not None:
                 found.products[name] = hit
             elif 0 in ctx.mine(1):

@@ -56,10 +56,14 @@ class Plan:
     @functools.cached_property
     def generation(self):
         """What the `generations` product must hold (memaudit.engine.generations.GenerationRequest), from the
-        parameters of the probe that asks for it; None when none does."""
+        parameters of the probe that asks for it; None when none does. Two probes asking is a ConfigError (a run
+        generates once per checkpoint): `make_plan` reads this before anything loads."""
         from memaudit.engine.generations import request_of
 
         asking = [p for p in self.checkpoint_probes if "generations" in p.wants]
+        if len(asking) > 1:
+            raise ConfigError(f"Probes {', '.join(repr(p.name) for p in asking)} all ask for `generations`, and a run "
+                              "generates once per checkpoint for one probe's parameters. Select one of them (-k).")
         return request_of(asking[0].params) if asking else None
 
     @property
@@ -81,13 +85,11 @@ def make_plan(config: AuditConfig, keyword: str | None = None, names: list[str] 
     for p in probes:
         if p.validate is not None:
             p.validate(p.params, config)
-    asking = [p for p in probes if p.kind == "checkpoint" and "generations" in p.wants]
-    if len(asking) > 1:
-        raise ConfigError(f"Probes {', '.join(repr(p.name) for p in asking)} all ask for `generations`, and a run "
-                          "generates once per checkpoint for one probe's parameters. Select one of them (-k).")
+    plan = Plan(config, probes)
+    _ = plan.generation  # one probe's parameters at most say what to generate
     if any("pos_tags" in p.wants for p in probes):  # before any checkpoint loads, not after the first is scored
         from memaudit.inputs.tagging import installed_pipeline, missing_pipeline_message
 
         if installed_pipeline(config.run.spacy_model) is None:
             raise ConfigError(missing_pipeline_message(config.run.spacy_model))
-    return Plan(config, probes)
+    return plan
