@@ -246,22 +246,27 @@ def fig_generation(report):
     if not curves and not dose:
         return None
     plt = plots.pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, ((series, data), points) in enumerate(sorted(dose.items())):
-        levels = sorted(points)
-        left.plot(levels, [points[v] for v in levels], marker="o", color=plots.PALETTE[i % len(plots.PALETTE)],
-                  label=f"{series} · {data}")
-    left.set_xscale("symlog", linthresh=1)
-    left.set_xlabel("group value (duplication level)")
-    left.set_ylabel(f"ROUGE-L F1 ({request.labels[0]}, k={request.prefixes[0]})")
-    for i, (s, d, xs, ys) in enumerate(curves):
-        right.plot(xs, ys, marker="o", markersize=3, color=plots.PALETTE[i % len(plots.PALETTE)],
-                   label=f"{s.name} · {d}")
-    plots.step_axis(right, [x for _, _, xs, _ in curves for x in xs])
-    right.set_ylabel("ROUGE-L F1 of the continuation")
-    for ax in (left, right):
-        if ax.lines:
-            ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, bool(dose) + bool(curves), figsize=(5.5 * (bool(dose) + bool(curves)), 4),
+                             squeeze=False)
+    panels = iter(axes[0])  # only the panels with something to draw
+    if dose:
+        left = next(panels)
+        for i, ((series, data), points) in enumerate(sorted(dose.items())):
+            levels = sorted(points)
+            left.plot(levels, [points[v] for v in levels], marker="o", color=plots.PALETTE[i % len(plots.PALETTE)],
+                      label=f"{series} · {data}")
+        left.set_xscale("symlog", linthresh=1)
+        left.set_xlabel("group value (duplication level)")
+        left.set_ylabel(f"ROUGE-L F1 ({request.labels[0]}, k={request.prefixes[0]})")
+        left.legend(fontsize=7)
+    if curves:
+        right = next(panels)
+        for i, (s, d, xs, ys) in enumerate(curves):
+            right.plot(xs, ys, marker="o", markersize=3, color=plots.PALETTE[i % len(plots.PALETTE)],
+                       label=f"{s.name} · {d}")
+        plots.step_axis(right, [x for _, _, xs, _ in curves for x in xs])
+        right.set_ylabel("ROUGE-L F1 of the continuation")
+        right.legend(fontsize=7)
     fig.suptitle("What the model writes after a training prefix")
     fig.tight_layout()
     return fig
